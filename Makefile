@@ -1,0 +1,52 @@
+# securer-runc: build, rootfs, tests. Run as root for anything that starts
+# containers.
+GO       ?= go
+TAGS     := seccomp netgo osusergo
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION) -extldflags -static
+BIN      := bin/securer-runc
+ROOTFS   ?= /var/lib/securer-runc
+
+.PHONY: all build deps rootfs demo test unit integration bench fuzz vet clean
+
+all: build
+
+# Debian packages the build, the rootfs and the benchmarks need.
+deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		debootstrap libseccomp-dev pkg-config gcc libc6-dev \
+		r-base-core r-cran-jsonlite r-cran-processx ca-certificates jq
+
+build:
+	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/securer-runc
+
+rootfs: build
+	$(BIN) rootfs build --dir $(ROOTFS)
+
+# The main job: R code calling a host tool, inside the sandbox.
+demo: rootfs
+	$(BIN) run -e '1 + 1'
+	$(BIN) run --tools examples/tools.json -e 'add(2, 3)'
+	$(BIN) run --tools examples/tools.json -e 'str(get_weather("Boston"))'
+
+vet:
+	$(GO) vet -tags '$(TAGS)' ./...
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+
+unit:
+	$(GO) test -tags '$(TAGS)' $$($(GO) list ./... | grep -v /integration)
+
+integration: rootfs
+	$(GO) test -tags '$(TAGS)' -count=1 -timeout 30m -v ./integration/ 2>&1 | tee integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; test $${PIPESTATUS[0]} -eq 0
+
+test: rootfs vet unit integration
+
+bench: rootfs
+	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchtime 20x -timeout 30m ./integration/
+
+fuzz:
+	$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./bridge/
+
+clean:
+	rm -rf bin integration.log

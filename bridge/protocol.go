@@ -1,0 +1,245 @@
+// Package bridge is the socket protocol between the host and the R runtime
+// inside a session: newline-delimited JSON frames, size-checked before they
+// are buffered and strictly decoded, plus the R runtime itself (embedded).
+//
+// R -> host: hello, tool_call, result. Host -> R: init, execute,
+// tool_result. Every message is one JSON object on one line.
+package bridge
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+
+	"github.com/go-json-experiment/json"
+
+	"securer-runc/rvalue"
+)
+
+// ProtocolVersion is sent by the R runtime in its hello.
+const ProtocolVersion = 1
+
+// DefaultMaxFrame caps one frame from R; larger ones end the execution.
+const DefaultMaxFrame = 16 << 20
+
+// ErrProtocol marks anything the R side sent that breaks the protocol.
+var ErrProtocol = errors.New("protocol violation")
+
+// ErrFrameTooLarge is an ErrProtocol for an over-long frame.
+var ErrFrameTooLarge = fmt.Errorf("%w: frame too large", ErrProtocol)
+
+func violation(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, a...))
+}
+
+// Hello is the first frame R sends.
+type Hello struct {
+	Type     string `json:"type"`
+	Protocol int    `json:"protocol"`
+	Pid      int    `json:"pid"`
+	RVersion string `json:"r_version"`
+}
+
+// ToolCall is R asking the host to run a tool.
+type ToolCall struct {
+	Type string                  `json:"type"`
+	ID   uint64                  `json:"id"`
+	Tool string                  `json:"tool"`
+	Args map[string]rvalue.Value `json:"args"`
+}
+
+// RError is an R condition that ended an execution.
+type RError struct {
+	Message string   `json:"message"`
+	Call    *string  `json:"call"`
+	Class   []string `json:"class"`
+}
+
+// Result ends an execution.
+type Result struct {
+	Type        string       `json:"type"`
+	ID          uint64       `json:"id"`
+	Value       rvalue.Value `json:"value"`
+	Visible     bool         `json:"visible"`
+	Printed     string       `json:"printed"`
+	Warnings    []string     `json:"warnings"`
+	Messages    []string     `json:"messages"`
+	Error       *RError      `json:"error"`
+	Interrupted bool         `json:"interrupted"`
+}
+
+// ToolDecl tells R which tool functions to define.
+type ToolDecl struct {
+	Name string   `json:"name"`
+	Args []string `json:"args"`
+}
+
+// Init is the host's answer to hello.
+type Init struct {
+	Type  string     `json:"type"`
+	Tools []ToolDecl `json:"tools"`
+}
+
+// Execute asks R to run code.
+type Execute struct {
+	Type string `json:"type"`
+	ID   uint64 `json:"id"`
+	Code string `json:"code"`
+}
+
+// ToolResult answers a ToolCall with a value or an error message.
+type ToolResult struct {
+	Type  string        `json:"type"`
+	ID    uint64        `json:"id"`
+	Value *rvalue.Value `json:"value,omitempty"`
+	Error string        `json:"error,omitempty"`
+}
+
+// Encode renders a host message as one frame (newline included).
+func Encode(msg any) ([]byte, error) {
+	b, err := json.Marshal(msg)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// Reader reads frames from R.
+type Reader struct {
+	br       *bufio.Reader
+	maxFrame int
+	buf      []byte
+}
+
+// NewReader reads frames of at most maxFrame bytes (0: DefaultMaxFrame).
+func NewReader(r io.Reader, maxFrame int) *Reader {
+	if maxFrame <= 0 {
+		maxFrame = DefaultMaxFrame
+	}
+	return &Reader{br: bufio.NewReaderSize(r, 64<<10), maxFrame: maxFrame}
+}
+
+// ReadFrame returns the next frame without its newline. The frame's bytes
+// are only valid until the next call. A frame longer than the limit is an
+// error before more than the limit (plus one read buffer) is held.
+func (r *Reader) ReadFrame() ([]byte, error) {
+	r.buf = r.buf[:0]
+	for {
+		chunk, err := r.br.ReadSlice('\n')
+		if len(r.buf)+len(chunk) > r.maxFrame+1 {
+			return nil, fmt.Errorf("%w: more than %d bytes", ErrFrameTooLarge, r.maxFrame)
+		}
+		switch {
+		case err == nil:
+			if len(r.buf) == 0 {
+				return chunk[:len(chunk)-1], nil
+			}
+			r.buf = append(r.buf, chunk[:len(chunk)-1]...)
+			return r.buf, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			r.buf = append(r.buf, chunk...)
+		case errors.Is(err, io.EOF) && len(r.buf)+len(chunk) > 0:
+			return nil, violation("connection closed inside a frame")
+		default:
+			return nil, err
+		}
+	}
+}
+
+// Decode strictly decodes one frame from R into a *Hello, *ToolCall or
+// *Result: unknown members, duplicate names, invalid UTF-8, wrong types and
+// unknown message types are all errors.
+func Decode(frame []byte) (any, error) {
+	frame = bytes.TrimSuffix(frame, []byte("\r"))
+	var head struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(frame, &head); err != nil {
+		return nil, violation("bad frame: %v", err)
+	}
+	var msg any
+	switch head.Type {
+	case "hello":
+		msg = &Hello{}
+	case "tool_call":
+		msg = &ToolCall{}
+	case "result":
+		msg = &Result{}
+	case "":
+		return nil, violation("frame has no type")
+	default:
+		return nil, violation("unexpected message type %q", truncate(head.Type, 64))
+	}
+	if err := json.Unmarshal(frame, msg, json.RejectUnknownMembers(true)); err != nil {
+		return nil, violation("bad %s frame: %v", head.Type, err)
+	}
+	return msg, nil
+}
+
+// ToolSpec is what the host knows of a tool when validating a call.
+type ToolSpec struct {
+	Name string
+	Args []ArgSpec
+}
+
+// ArgSpec is one declared argument; an empty Type is not checked.
+type ArgSpec struct {
+	Name string
+	Type string
+}
+
+// NamePattern is what tool and argument names must match (securer's rule).
+var NamePattern = regexp.MustCompile(`^[A-Za-z.][A-Za-z0-9_.]*$`)
+
+// ArgTypes are the type strings of securer_tool.
+var ArgTypes = []string{"numeric", "character", "logical", "integer", "list", "data.frame"}
+
+// ErrInvalidCall marks a tool call the host refused.
+var ErrInvalidCall = errors.New("invalid tool call")
+
+// Validate checks a call against the declared tools: exact name match,
+// every declared argument present, no others, and declared types.
+func Validate(tools []ToolSpec, call *ToolCall) (*ToolSpec, error) {
+	var spec *ToolSpec
+	for i := range tools {
+		if tools[i].Name == call.Tool {
+			spec = &tools[i]
+			break
+		}
+	}
+	if spec == nil {
+		return nil, fmt.Errorf("%w: unknown tool %q", ErrInvalidCall, truncate(call.Tool, 64))
+	}
+	for name := range call.Args {
+		known := false
+		for _, a := range spec.Args {
+			known = known || a.Name == name
+		}
+		if !known {
+			return nil, fmt.Errorf("%w: tool %q has no argument %q", ErrInvalidCall, spec.Name, truncate(name, 64))
+		}
+	}
+	for _, a := range spec.Args {
+		v, ok := call.Args[a.Name]
+		if !ok {
+			return nil, fmt.Errorf("%w: tool %q: argument %q is missing", ErrInvalidCall, spec.Name, a.Name)
+		}
+		if a.Type == "" {
+			continue
+		}
+		if err := v.Check(a.Type); err != nil {
+			return nil, fmt.Errorf("%w: tool %q: argument %q must be %s, got %s", ErrInvalidCall, spec.Name, a.Name, a.Type, v.Describe())
+		}
+	}
+	return spec, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

@@ -1,0 +1,181 @@
+# The R side of the securer bridge. Started as the container's init
+# process: connects to the host socket, then runs code it is sent,
+# Rscript-style, and forwards tool calls to the host.
+local({
+  rt <- new.env(parent = baseenv())
+  rt$dir <- commandArgs(trailingOnly = TRUE)[1]
+  rt$sock <- commandArgs(trailingOnly = TRUE)[2]
+  loadNamespace("jsonlite")
+  loadNamespace("processx")
+  sys.source(file.path(rt$dir, "values.R"), envir = rt)
+
+  # Nothing of the launch environment is kept that a user library could
+  # be loaded from.
+  Sys.unsetenv(c("R_LIBS_USER", "R_LIBS", "R_PROFILE_USER", "R_ENVIRON_USER"))
+
+  rt$main_pid <- Sys.getpid()
+  rt$next_id <- 0
+  rt$con <- processx::conn_connect_unix_socket(rt$sock)
+  rt$pending <- character()
+
+  rt$send <- function(json) {
+    processx::conn_write(rt$con, paste0(json, "\n"))
+    # conn_write may buffer what the socket did not take at once.
+    while (length(processx::conn_write(rt$con, raw(0))) > 0) {
+      processx::poll(list(rt$con), 100)
+    }
+  }
+  rt$q <- function(x) jsonlite::toJSON(x, auto_unbox = TRUE)
+  rt$qstrs <- function(x) {
+    if (length(x) == 0) return("[]")
+    jsonlite::toJSON(as.character(x))
+  }
+
+  # Blocks until one message arrives; stray interrupts while idle (a timeout
+  # that raced with the end of an execution) are ignored.
+  rt$receive <- function() {
+    repeat {
+      if (length(rt$pending) > 0) {
+        line <- rt$pending[1]
+        rt$pending <- rt$pending[-1]
+        return(jsonlite::fromJSON(line, simplifyVector = FALSE))
+      }
+      if (!processx::conn_is_incomplete(rt$con)) quit(save = "no", status = 0)
+      processx::poll(list(rt$con), -1)
+      rt$pending <- c(rt$pending, processx::conn_read_lines(rt$con))
+    }
+  }
+
+  rt$condition_call <- function(cond) {
+    cl <- conditionCall(cond)
+    if (is.null(cl)) return(NULL)
+    paste(deparse(cl, nlines = 1L), collapse = "")
+  }
+  rt$format_condition <- function(prefix, cond) {
+    cl <- rt$condition_call(cond)
+    msg <- conditionMessage(cond)
+    if (is.null(cl)) paste0(prefix, ": ", msg) else paste0(prefix, " in ", cl, " : ", msg)
+  }
+
+  # A tool as an ordinary R function with the declared formals.
+  rt$make_tool <- function(name, argnames) {
+    f <- function() NULL
+    if (length(argnames) > 0) {
+      formals(f) <- stats::setNames(rep(list(quote(expr = )), length(argnames)), argnames)
+    }
+    body(f) <- bquote(.(rt$call_tool)(.(name), environment(), .(argnames)))
+    environment(f) <- globalenv()
+    f
+  }
+
+  rt$call_tool <- function(name, env, argnames) {
+    if (Sys.getpid() != rt$main_pid) {
+      stop("tool '", name, "' cannot be called from a forked process", call. = FALSE)
+    }
+    present <- argnames[vapply(argnames, function(a) !eval(call("missing", as.name(a)), env), logical(1))]
+    encoded <- vapply(present, function(a) rt$.securer_encode(get(a, envir = env)), character(1))
+    rt$next_id <- rt$next_id + 1
+    id <- rt$next_id
+    args <- if (length(present) == 0) "{}" else
+      paste0("{", paste0(vapply(present, rt$q, character(1)), ":", encoded, collapse = ","), "}")
+    rt$send(paste0('{"type":"tool_call","id":', id, ',"tool":', rt$q(name), ',"args":', args, "}"))
+    repeat {
+      msg <- rt$receive()
+      if (identical(msg$type, "tool_result") && identical(as.numeric(msg$id), as.numeric(id))) break
+    }
+    if (!is.null(msg$error)) {
+      cond <- structure(
+        class = c("securer_tool_error", "error", "condition"),
+        list(message = paste0("tool '", name, "': ", msg$error), call = sys.call(-1))
+      )
+      stop(cond)
+    }
+    rt$.securer_decode(msg$value)
+  }
+
+  rt$install_tools <- function(tools) {
+    if (length(tools) == 0) return(invisible())
+    e <- attach(NULL, name = "securer:tools")
+    for (t in tools) assign(t$name, rt$make_tool(t$name, unlist(t$args)), envir = e)
+  }
+
+  rt$warning_text <- function(ws) {
+    if (length(ws) == 0) return(NULL)
+    fmt <- vapply(ws, function(w) {
+      cl <- rt$condition_call(w)
+      if (is.null(cl)) conditionMessage(w) else paste0("In ", cl, " : ", conditionMessage(w))
+    }, character(1))
+    if (length(fmt) == 1) paste0("Warning message:\n", fmt, "\n")
+    else paste0("Warning messages:\n", paste0(seq_along(fmt), ": ", fmt, collapse = "\n"), "\n")
+  }
+
+  rt$execute <- function(id, code) {
+    warnings_all <- character()
+    messages_all <- character()
+    last <- list(value = NULL, visible = FALSE)
+    printed <- ""
+    err <- NULL
+    interrupted <- FALSE
+    tryCatch({
+      exprs <- tryCatch(parse(text = code, keep.source = FALSE), error = function(e) {
+        e$call <- NULL
+        class(e) <- c("securer_parse_error", class(e))
+        stop(e)
+      })
+      for (expr in exprs) {
+        ws <- list()
+        withCallingHandlers({
+          last <- withVisible(eval(expr, globalenv()))
+          if (last$visible) {
+            out <- utils::capture.output(print(last$value))
+            printed <- paste(out, collapse = "\n")
+            if (length(out) > 0) cat(out, sep = "\n")
+          } else {
+            printed <- ""
+          }
+        }, warning = function(w) {
+          ws[[length(ws) + 1]] <<- w
+          warnings_all <<- c(warnings_all, conditionMessage(w))
+          invokeRestart("muffleWarning")
+        }, message = function(m) {
+          messages_all <<- c(messages_all, conditionMessage(m))
+        })
+        if (length(ws) > 0) cat(rt$warning_text(ws), file = stderr())
+      }
+    }, error = function(e) {
+      err <<- e
+      cat(rt$format_condition("Error", e), "\n", sep = "", file = stderr())
+    }, interrupt = function(i) {
+      interrupted <<- TRUE
+    })
+    flush(stdout())
+    flush(stderr())
+    value <- tryCatch(rt$.securer_encode(last$value), error = function(e) '{"type":"NULL"}')
+    if (!is.null(err) || interrupted) value <- '{"type":"NULL"}'
+    errjson <- if (is.null(err)) "null" else paste0(
+      '{"message":', rt$q(conditionMessage(err)),
+      ',"call":', if (is.null(rt$condition_call(err))) "null" else rt$q(rt$condition_call(err)),
+      ',"class":', rt$qstrs(class(err)), "}")
+    rt$send(paste0(
+      '{"type":"result","id":', id,
+      ',"value":', value,
+      ',"visible":', if (isTRUE(last$visible) && is.null(err)) "true" else "false",
+      ',"printed":', rt$q(if (is.null(err)) printed else ""),
+      ',"warnings":', rt$qstrs(warnings_all),
+      ',"messages":', rt$qstrs(messages_all),
+      ',"error":', errjson,
+      ',"interrupted":', if (interrupted) "true" else "false", "}"))
+  }
+
+  rt$send(paste0('{"type":"hello","protocol":1,"pid":', Sys.getpid(),
+                 ',"r_version":', rt$q(paste(R.version$major, R.version$minor, sep = ".")), "}"))
+  repeat {
+    msg <- tryCatch(rt$receive(), interrupt = function(i) NULL)
+    if (is.null(msg)) next
+    switch(msg$type,
+      init = rt$install_tools(msg$tools),
+      execute = tryCatch(rt$execute(msg$id, msg$code), interrupt = function(i) NULL),
+      NULL
+    )
+  }
+})

@@ -1,0 +1,62 @@
+package bridge
+
+import (
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+//go:embed r/*.R
+var runtimeFS embed.FS
+
+// RuntimeEntry is the R file the container runs.
+const RuntimeEntry = "main.R"
+
+// RuntimeDigest identifies this build's R runtime files.
+func RuntimeDigest() string {
+	h := sha256.New()
+	_ = fs.WalkDir(runtimeFS, "r", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := runtimeFS.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s %d\n", p, len(b))
+		h.Write(b)
+		return nil
+	})
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// WriteRuntime writes the R runtime files into dir (created 0755, files
+// 0644: the box reads them as an unprivileged user through a read-only
+// bind mount). Existing files are rewritten.
+func WriteRuntime(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	ents, err := runtimeFS.ReadDir("r")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		b, err := runtimeFS.ReadFile("r/" + e.Name())
+		if err != nil {
+			return err
+		}
+		tmp := filepath.Join(dir, "."+e.Name()+".tmp")
+		if err := os.WriteFile(tmp, b, 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}

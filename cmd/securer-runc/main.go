@@ -1,0 +1,99 @@
+// Command securer-runc runs untrusted R code in a libcontainer sandbox.
+//
+//	securer-runc run [flags] [-e CODE | FILE | -]   run R code
+//	securer-runc doctor                            check this host
+//	securer-runc rootfs build|verify|seal          manage the R rootfs
+//	securer-runc reap                              remove crashed sessions' leftovers
+//	securer-runc version
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"securer-runc/container"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit statuses of "run", documented in the README.
+const (
+	exitOK        = 0
+	exitRError    = 1
+	exitUsage     = 2
+	exitSandbox   = 3
+	exitProtocol  = 4
+	exitTimeout   = 124
+	exitOOM       = 137
+	exitKilled    = 138
+	exitCancelled = 130
+)
+
+func init() {
+	// libcontainer re-executes this binary as "init" inside each new box.
+	container.MaybeInit()
+}
+
+func main() {
+	os.Exit(dispatch(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: securer-runc COMMAND [flags]
+
+commands:
+  run      run R code in a sandbox (-e CODE, a file, or stdin)
+  doctor   check that this host can provide the sandbox, and say what to fix
+  rootfs   build, verify or seal the read-only R root filesystem
+  reap     remove containers, cgroups and state left by crashed processes
+  version  print versions
+
+Run 'securer-runc COMMAND -h' for a command's flags.
+`)
+}
+
+func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel()}))
+	switch args[0] {
+	case "run":
+		return cmdRun(ctx, args[1:], stdin, stdout, stderr, logger)
+	case "doctor":
+		return cmdDoctor(ctx, args[1:], stdout, stderr)
+	case "rootfs":
+		return cmdRootfs(ctx, args[1:], stdout, stderr)
+	case "reap":
+		return cmdReap(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		return cmdVersion(stdout)
+	case "help", "-h", "--help":
+		usage(stdout)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "securer-runc: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return exitUsage
+}
+
+func logLevel() slog.Level {
+	if os.Getenv("SECURER_DEBUG") != "" {
+		return slog.LevelDebug
+	}
+	return slog.LevelWarn
+}
+
+func fail(stderr io.Writer, code int, err error) int {
+	fmt.Fprintf(stderr, "securer-runc: %v\n", err)
+	return code
+}

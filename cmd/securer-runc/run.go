@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+
+	securer "securer-runc"
+)
+
+func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, logger *slog.Logger) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	code := fs.String("e", "", "R code to run (else a FILE argument, or stdin when FILE is - or absent)")
+	timeout := fs.Duration("timeout", securer.DefaultTimeout, "wall-clock limit for the code")
+	memory := fs.String("memory", "512M", "memory limit (bytes, or with K/M/G suffix); no swap")
+	pids := fs.Int64("pids", 64, "maximum number of processes")
+	cpus := fs.Float64("cpus", 1, "CPU limit, in CPUs")
+	tmp := fs.String("tmp", "64M", "size of the writable /tmp")
+	asJSON := fs.Bool("json", false, "print the structured result (verdict, value, output, accounting) as JSON on stdout")
+	toolsPath := fs.String("tools", "", "JSON file of host tools implemented as commands")
+	rootfsDir := fs.String("rootfs", "", "rootfs directory (default "+"/var/lib/securer-runc"+")")
+	stateDir := fs.String("state", "", "state directory (default "+securer.DefaultStateDir+")")
+	noUserNS := fs.Bool("unsafe-no-userns", false, "UNSAFE: run without a user namespace (uid 1000 in the box is uid 1000 on the host)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: securer-runc run [flags] [-e CODE | FILE | -]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	src, err := readCode(*code, fs.Args(), stdin)
+	if err != nil {
+		fmt.Fprintf(stderr, "securer-runc run: %v\n", err)
+		return exitUsage
+	}
+	mem, err := parseBytes(*memory)
+	if err != nil {
+		return fail(stderr, exitUsage, fmt.Errorf("--memory: %w", err))
+	}
+	tmpBytes, err := parseBytes(*tmp)
+	if err != nil {
+		return fail(stderr, exitUsage, fmt.Errorf("--tmp: %w", err))
+	}
+	cfg := securer.Config{
+		RootFSDir: *rootfsDir,
+		StateDir:  *stateDir,
+		Timeout:   *timeout,
+		Limits: securer.Limits{
+			MemoryBytes: mem, Pids: *pids, CPUs: *cpus, TmpBytes: min(tmpBytes, mem),
+		},
+		UnsafeNoUserNamespace: *noUserNS,
+		Logger:                logger,
+	}
+	if *noUserNS {
+		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-no-userns: running without a user namespace")
+	}
+	if *toolsPath != "" {
+		if cfg.Tools, err = loadTools(*toolsPath); err != nil {
+			return fail(stderr, exitUsage, err)
+		}
+	}
+	if !*asJSON {
+		cfg.Stdout, cfg.Stderr = stdout, stderr
+	}
+	res, err := securer.Execute(ctx, cfg, src)
+	if res == nil {
+		code := exitSandbox
+		if errors.Is(err, securer.ErrInvalidConfig) {
+			code = exitUsage
+		}
+		return fail(stderr, code, err)
+	}
+	if *asJSON {
+		b, jerr := json.Marshal(res, jsontext.WithIndent("  "))
+		if jerr != nil {
+			return fail(stderr, exitSandbox, jerr)
+		}
+		fmt.Fprintf(stdout, "%s\n", b)
+	} else if err != nil && res.Verdict != securer.VerdictError {
+		// R already printed its own error; the others are ours to say.
+		fmt.Fprintf(stderr, "securer-runc: %s: %v\n", res.Verdict, err)
+		if res.Detail != "" {
+			fmt.Fprintf(stderr, "securer-runc: %s\n", res.Detail)
+		}
+	}
+	return exitCode(res.Verdict)
+}
+
+func exitCode(v securer.Verdict) int {
+	switch v {
+	case securer.VerdictOK:
+		return exitOK
+	case securer.VerdictError:
+		return exitRError
+	case securer.VerdictTimeout:
+		return exitTimeout
+	case securer.VerdictOutOfMemory:
+		return exitOOM
+	case securer.VerdictCanceled:
+		return exitCancelled
+	case securer.VerdictProtocolError:
+		return exitProtocol
+	}
+	return exitKilled
+}
+
+func readCode(code string, rest []string, stdin io.Reader) (string, error) {
+	switch {
+	case code != "" && len(rest) > 0:
+		return "", errors.New("give code with -e or as a FILE, not both")
+	case code != "":
+		return code, nil
+	case len(rest) > 1:
+		return "", fmt.Errorf("one FILE at most, got %d", len(rest))
+	case len(rest) == 1 && rest[0] != "-":
+		b, err := os.ReadFile(rest[0])
+		return string(b), err
+	}
+	b, err := io.ReadAll(io.LimitReader(stdin, 64<<20))
+	return string(b), err
+}
+
+// parseBytes reads "512M", "1G", "65536" (binary multiples).
+func parseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		switch strings.ToUpper(s[n-1:]) {
+		case "K":
+			mult, s = 1<<10, s[:n-1]
+		case "M":
+			mult, s = 1<<20, s[:n-1]
+		case "G":
+			mult, s = 1<<30, s[:n-1]
+		}
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("not a positive size: %q (examples: 512M, 1G)", s)
+	}
+	return int64(v * float64(mult)), nil
+}

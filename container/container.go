@@ -1,0 +1,238 @@
+// Package container is the libcontainer glue: it creates, starts, signals,
+// waits for and destroys one sandbox, and reaps what a crashed host process
+// left behind. It knows nothing of R or of the bridge protocol.
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	_ "github.com/opencontainers/cgroups/devices" // registers the device-rule manager
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	_ "github.com/opencontainers/runc/libcontainer/nsenter" // runs nsexec before the Go runtime in "init"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// InitArg is the argv[1] libcontainer re-executes the host binary with to
+// set up a container from inside.
+const InitArg = "init"
+
+// MaybeInit turns this process into a container init when it was started as
+// one. Call it first thing in main and in TestMain of tests that start
+// containers; it never returns in that case.
+func MaybeInit() {
+	if len(os.Args) > 1 && os.Args[1] == InitArg {
+		libcontainer.Init()
+	}
+}
+
+// Stdio is where the sandboxed process's standard streams go. Nil streams
+// are connected to /dev/null.
+type Stdio struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// Box is one running sandbox.
+type Box struct {
+	c    *libcontainer.Container
+	proc *libcontainer.Process
+
+	done     chan struct{}
+	exitOnce sync.Once
+	state    *os.ProcessState
+	waitErr  error
+
+	destroyOnce sync.Once
+	destroyErr  error
+}
+
+// Start creates the container id under stateRoot from s and starts its
+// process. On error nothing of it remains.
+func Start(ctx context.Context, stateRoot, id string, s *specs.Spec, stdio Stdio) (_ *Box, retErr error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
+		CgroupName:   id,
+		NoNewKeyring: true,
+		Spec:         s,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("container config: %w", err)
+	}
+	rlimits, err := convertRlimits(s.Process.Rlimits)
+	if err != nil {
+		return nil, err
+	}
+	c, err := libcontainer.Create(stateRoot, id, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = c.Signal(unix.SIGKILL)
+			_ = c.Destroy()
+		}
+	}()
+	nnp := true
+	proc := &libcontainer.Process{
+		Args:            s.Process.Args,
+		Env:             s.Process.Env,
+		UID:             int(s.Process.User.UID),
+		GID:             int(s.Process.User.GID),
+		Cwd:             s.Process.Cwd,
+		Stdin:           stdio.Stdin,
+		Stdout:          stdio.Stdout,
+		Stderr:          stdio.Stderr,
+		NoNewPrivileges: &nnp,
+		Rlimits:         rlimits,
+		Init:            true,
+	}
+	if err := c.Run(proc); err != nil {
+		return nil, fmt.Errorf("start container %s: %w", id, err)
+	}
+	b := &Box{c: c, proc: proc, done: make(chan struct{})}
+	go b.wait()
+	return b, nil
+}
+
+func (b *Box) wait() {
+	st, err := b.proc.Wait()
+	b.exitOnce.Do(func() {
+		b.state, b.waitErr = st, err
+		close(b.done)
+	})
+}
+
+// ID is the container id.
+func (b *Box) ID() string { return b.c.ID() }
+
+// Pid is the host pid of the container's init process.
+func (b *Box) Pid() (int, error) { return b.proc.Pid() }
+
+// Done is closed when the container's init process has exited.
+func (b *Box) Done() <-chan struct{} { return b.done }
+
+// Exit describes how the init process ended.
+type Exit struct {
+	Code   int            // exit status, or -1 when killed by a signal
+	Signal syscall.Signal // the signal that killed it, or 0
+}
+
+func (e Exit) String() string {
+	if e.Signal != 0 {
+		return "killed by signal " + e.Signal.String()
+	}
+	return fmt.Sprintf("exit status %d", e.Code)
+}
+
+// ExitStatus reports how the process ended; valid once Done is closed.
+func (b *Box) ExitStatus() Exit {
+	<-b.done
+	if b.state == nil {
+		return Exit{Code: -1}
+	}
+	e := Exit{Code: b.state.ExitCode()}
+	if ws, ok := b.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		e.Signal = ws.Signal()
+	}
+	return e
+}
+
+// Signal sends sig to the container's init process.
+func (b *Box) Signal(sig os.Signal) error {
+	select {
+	case <-b.done:
+		return nil
+	default:
+	}
+	if err := b.c.Signal(sig); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
+		return fmt.Errorf("signal %s: %w", sig, err)
+	}
+	return nil
+}
+
+// Stats reads the cgroup's accounting; call it before Destroy.
+func (b *Box) Stats() (*libcontainer.Stats, error) { return b.c.Stats() }
+
+// CgroupPaths maps each controller to the container's cgroup directory.
+func (b *Box) CgroupPaths() map[string]string {
+	st, err := b.c.State()
+	if err != nil {
+		return nil
+	}
+	return st.CgroupPaths
+}
+
+// NotifyOOM returns a channel that receives when the kernel OOM-kills in the
+// container's cgroup.
+func (b *Box) NotifyOOM() (<-chan struct{}, error) { return b.c.NotifyOOM() }
+
+// Destroy kills every process of the container, waits for the init process
+// and removes the container's cgroup and state. Safe to call more than once.
+func (b *Box) Destroy(ctx context.Context) error {
+	b.destroyOnce.Do(func() {
+		_ = b.Signal(unix.SIGKILL)
+		select {
+		case <-b.done:
+		case <-ctx.Done():
+			b.destroyErr = fmt.Errorf("destroy %s: init did not exit: %w", b.ID(), ctx.Err())
+			return
+		}
+		b.destroyErr = destroyStopped(ctx, b.c)
+	})
+	return b.destroyErr
+}
+
+// destroyStopped removes a container whose init is gone. A pid-namespace
+// init's death takes the namespace down asynchronously, so Destroy may see
+// "running" for a moment; retry briefly.
+func destroyStopped(ctx context.Context, c *libcontainer.Container) error {
+	var err error
+	for delay := time.Millisecond; ; delay *= 2 {
+		if err = c.Destroy(); err == nil {
+			return nil
+		}
+		if delay > 200*time.Millisecond {
+			return fmt.Errorf("destroy %s: %w", c.ID(), err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("destroy %s: %w (last error: %v)", c.ID(), ctx.Err(), err)
+		case <-time.After(delay):
+		}
+	}
+}
+
+var rlimitTypes = map[string]int{
+	"RLIMIT_CORE":    unix.RLIMIT_CORE,
+	"RLIMIT_NOFILE":  unix.RLIMIT_NOFILE,
+	"RLIMIT_FSIZE":   unix.RLIMIT_FSIZE,
+	"RLIMIT_NPROC":   unix.RLIMIT_NPROC,
+	"RLIMIT_AS":      unix.RLIMIT_AS,
+	"RLIMIT_CPU":     unix.RLIMIT_CPU,
+	"RLIMIT_STACK":   unix.RLIMIT_STACK,
+	"RLIMIT_MEMLOCK": unix.RLIMIT_MEMLOCK,
+}
+
+func convertRlimits(rs []specs.POSIXRlimit) ([]configs.Rlimit, error) {
+	out := make([]configs.Rlimit, 0, len(rs))
+	for _, r := range rs {
+		t, ok := rlimitTypes[r.Type]
+		if !ok {
+			return nil, fmt.Errorf("unsupported rlimit %q", r.Type)
+		}
+		out = append(out, configs.Rlimit{Type: t, Hard: r.Hard, Soft: r.Soft})
+	}
+	return out, nil
+}

@@ -1,0 +1,67 @@
+package securer
+
+import (
+	"errors"
+	"strings"
+
+	"securer-runc/bridge"
+)
+
+// Errors Execute and NewSession return, usable with errors.Is.
+var (
+	ErrInvalidConfig = errors.New("invalid configuration")
+	ErrTimeout       = errors.New("execution timed out")
+	ErrCanceled      = errors.New("execution canceled")
+	ErrOutOfMemory   = errors.New("out of memory")
+	ErrKilled        = errors.New("R process died")
+	ErrRError        = errors.New("R error")
+	ErrToolFailed    = errors.New("tool failed")
+	ErrProtocol      = bridge.ErrProtocol
+	ErrSessionClosed = errors.New("session closed")
+	// ErrBusy: a Session runs one Execute at a time; a second concurrent
+	// caller gets ErrBusy at once rather than waiting.
+	ErrBusy = errors.New("session busy: another Execute is running")
+	// ErrSandboxUnavailable: the host cannot give the isolation asked for.
+	ErrSandboxUnavailable = errors.New("sandbox unavailable")
+)
+
+// RError is an R condition that ended an execution. errors.Is(err,
+// ErrRError) holds for it, and errors.Is(err, ErrToolFailed) too when a tool
+// call's error went uncaught.
+type RError struct {
+	Message string   `json:"message"`
+	Call    string   `json:"call,omitempty"`
+	Class   []string `json:"class"`
+}
+
+func (e *RError) Error() string {
+	if e.Call != "" {
+		return "Error in " + e.Call + " : " + e.Message
+	}
+	return "Error: " + e.Message
+}
+
+// Is lets errors.Is match ErrRError and, for tool errors, ErrToolFailed.
+func (e *RError) Is(target error) bool {
+	switch target {
+	case ErrRError:
+		return true
+	case ErrToolFailed:
+		for _, c := range e.Class {
+			if c == "securer_tool_error" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// IsParseError reports whether the code did not parse (nothing ran).
+func (e *RError) IsParseError() bool {
+	for _, c := range e.Class {
+		if strings.EqualFold(c, "securer_parse_error") {
+			return true
+		}
+	}
+	return false
+}

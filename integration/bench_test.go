@@ -1,0 +1,124 @@
+package integration
+
+import (
+	"context"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	securer "securer-runc"
+)
+
+// Benchmarks print medians side by side with a baseline measured in the
+// same run: bare R start-up on the host (R -s -e) is the yardstick.
+// Run: make bench (or go test -tags seccomp -run '^$' -bench . ./integration/).
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func bareR(b *testing.B) time.Duration {
+	start := time.Now()
+	out, err := exec.Command("R", "-s", "-e", "1+1").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "[1] 2") {
+		b.Fatalf("bare R: %v %s", err, out)
+	}
+	return time.Since(start)
+}
+
+// BenchmarkStartup: bare R vs a cold session (start until R is ready) vs a
+// one-shot Execute("1+1") (start, run, tear down).
+func BenchmarkStartup(b *testing.B) {
+	ctx := context.Background()
+	var bare, cold, oneShot []time.Duration
+	for i := 0; i < b.N; i++ {
+		bare = append(bare, bareR(b))
+
+		start := time.Now()
+		s, err := securer.NewSession(ctx, baseConfig())
+		if err != nil {
+			b.Fatal(err)
+		}
+		cold = append(cold, time.Since(start))
+		s.Close()
+
+		start = time.Now()
+		res, err := securer.Execute(ctx, baseConfig(), "1+1")
+		if err != nil || res.Stdout != "[1] 2\n" {
+			b.Fatalf("one-shot: %v %+v", err, res)
+		}
+		oneShot = append(oneShot, time.Since(start))
+	}
+	b.ReportMetric(ms(median(bare)), "bare_R_ms")
+	b.ReportMetric(ms(median(cold)), "cold_session_ms")
+	b.ReportMetric(ms(median(oneShot)), "one_shot_ms")
+	b.ReportMetric(float64(median(oneShot))/float64(median(bare)), "one_shot/bare")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkWarmExecute: Execute("1+1") in a live session.
+func BenchmarkWarmExecute(b *testing.B) {
+	s, err := securer.NewSession(context.Background(), baseConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if _, err := s.Execute(context.Background(), "1+1"); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.ReportMetric(float64(median(lat))/float64(time.Microsecond), "median_us")
+}
+
+// BenchmarkToolCall: 1,000 tool calls timed inside R.
+func BenchmarkToolCall(b *testing.B) {
+	cfg := baseConfig()
+	cfg.Tools = seedTools(nil)
+	s, err := securer.NewSession(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var per []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		res, err := s.Execute(context.Background(), `t <- system.time(for (i in 1:1000) add(i, 1))[["elapsed"]]; t`)
+		if err != nil {
+			b.Fatal(err)
+		}
+		secs, _ := res.Value.Go().(float64)
+		per = append(per, time.Duration(secs*float64(time.Second)/1000))
+	}
+	b.ReportMetric(float64(median(per))/float64(time.Microsecond), "us/tool_call")
+}
+
+// BenchmarkOutput: 10,000 cat() lines streamed to the host.
+func BenchmarkOutput(b *testing.B) {
+	s, err := securer.NewSession(context.Background(), baseConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		res, err := s.Execute(context.Background(), `for (i in 1:10000) cat("line", i, "\n")`)
+		if err != nil || strings.Count(res.Stdout, "\n") != 10000 {
+			b.Fatalf("%v", err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.ReportMetric(ms(median(lat)), "ms/10k_lines")
+}

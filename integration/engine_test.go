@@ -1,0 +1,547 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	securer "securer-runc"
+	"securer-runc/rvalue"
+)
+
+func seedTools(calls *atomic.Int64) []securer.Tool {
+	return []securer.Tool{
+		{
+			Name: "add", Description: "Add two numbers",
+			Args: []securer.Arg{{Name: "a", Type: "numeric"}, {Name: "b", Type: "numeric"}},
+			Handler: func(ctx context.Context, args map[string]securer.Value) (any, error) {
+				if calls != nil {
+					calls.Add(1)
+				}
+				a, _ := args["a"].Go().(float64)
+				b, _ := args["b"].Go().(float64)
+				return a + b, nil
+			},
+		},
+		{
+			Name: "get_weather", Description: "Get the weather for a city",
+			Args: []securer.Arg{{Name: "city", Type: "character"}},
+			Handler: func(ctx context.Context, args map[string]securer.Value) (any, error) {
+				return map[string]any{"temp": 72, "condition": "sunny"}, nil
+			},
+		},
+		{
+			Name: "echo", Description: "Return the argument unchanged",
+			Args: []securer.Arg{{Name: "x"}},
+			Handler: func(ctx context.Context, args map[string]securer.Value) (any, error) {
+				return args["x"], nil
+			},
+		},
+		{
+			Name: "slow", Description: "Sleep, honouring cancellation",
+			Args: []securer.Arg{{Name: "seconds", Type: "numeric"}},
+			Handler: func(ctx context.Context, args map[string]securer.Value) (any, error) {
+				d, _ := args["seconds"].Go().(float64)
+				select {
+				case <-time.After(time.Duration(d * float64(time.Second))):
+					return "done", nil
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			},
+		},
+		{
+			Name: "fail", Description: "Always fails",
+			Handler: func(ctx context.Context, args map[string]securer.Value) (any, error) {
+				return nil, errors.New("the tool is broken")
+			},
+		},
+		{
+			Name: "boom", Description: "Panics",
+			Handler: func(ctx context.Context, args map[string]securer.Value) (any, error) {
+				panic("tool bug")
+			},
+		},
+	}
+}
+
+func TestSeedExamples(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Tools = seedTools(nil)
+	s := newSession(t, cfg)
+
+	res := mustOK(t, s, "1 + 1")
+	if res.Stdout != "[1] 2\n" || res.Printed != "[1] 2" {
+		t.Errorf("1 + 1: stdout %q printed %q, want [1] 2", res.Stdout, res.Printed)
+	}
+	if v, ok := res.Value.Go().(float64); !ok || v != 2 {
+		t.Errorf("1 + 1: value %#v", res.Value.Go())
+	}
+
+	res = mustOK(t, s, "add(2, 3)")
+	if res.Stdout != "[1] 5\n" {
+		t.Errorf("add(2, 3): stdout %q", res.Stdout)
+	}
+	res = mustOK(t, s, "add(a = 2, b = 3)")
+	if res.Value.Go() != 5.0 {
+		t.Errorf("add(a = 2, b = 3) = %#v", res.Value.Go())
+	}
+	res = mustOK(t, s, `w <- get_weather("Boston"); stopifnot(is.list(w), identical(w$temp, 72), identical(w$condition, "sunny")); w`)
+	got, ok := res.Value.Go().(map[string]any)
+	if !ok || got["temp"] != 72.0 || got["condition"] != "sunny" {
+		t.Errorf("get_weather: %#v", res.Value.Go())
+	}
+}
+
+func TestToolValidation(t *testing.T) {
+	var calls atomic.Int64
+	cfg := baseConfig()
+	cfg.Tools = seedTools(&calls)
+	s := newSession(t, cfg)
+	cases := []struct {
+		code, want string
+	}{
+		{`add(a = "1", b = 2)`, `argument "a" must be numeric`},
+		{`add(1, list(1, 2))`, `argument "b" must be numeric`},
+		{`add(a = NA, b = 1)`, `argument "a" must be numeric`},
+		{`add(1)`, `argument "b" is missing`},
+		{`add(1, 2, evil = 3)`, `unused argument`},
+		{`get_weather(42)`, `argument "city" must be character`},
+		{`fail()`, `the tool is broken`},
+		{`boom()`, `panic`},
+	}
+	for _, c := range cases {
+		t.Run(c.code, func(t *testing.T) {
+			before := calls.Load()
+			res := execute(t, s, c.code)
+			if res.Verdict != securer.VerdictError || res.Error == nil || !strings.Contains(res.Error.Message, c.want) {
+				t.Fatalf("verdict %s, error %+v; want an R error containing %q", res.Verdict, res.Error, c.want)
+			}
+			if calls.Load() != before {
+				t.Errorf("the add handler ran for a refused call")
+			}
+		})
+	}
+	// A tool error is an ordinary R error: catchable, and the session goes on.
+	res := mustOK(t, s, `tryCatch(fail(), error = function(e) class(e)[1])`)
+	if res.Value.Go() != "securer_tool_error" {
+		t.Errorf("tool error class: %#v", res.Value.Go())
+	}
+	res = execute(t, s, "fail()")
+	if !errors.Is(errorOf(res), securer.ErrToolFailed) {
+		t.Errorf("uncaught tool error should match ErrToolFailed: %+v", res.Error)
+	}
+	mustOK(t, s, "add(1, 1)")
+}
+
+func errorOf(res *securer.Result) error {
+	if res.Error == nil {
+		return nil
+	}
+	return res.Error
+}
+
+func TestStateAndErrors(t *testing.T) {
+	s := newSession(t, baseConfig())
+	mustOK(t, s, "x <- 41")
+	res := mustOK(t, s, "x + 1")
+	if res.Value.Go() != 42.0 {
+		t.Errorf("state lost: %#v", res.Value.Go())
+	}
+	ctx := context.Background()
+	res, err := s.Execute(ctx, `stop("custom failure")`)
+	var rerr *securer.RError
+	if !errors.As(err, &rerr) || !errors.Is(err, securer.ErrRError) || rerr.Message != "custom failure" {
+		t.Fatalf("R error: %v", err)
+	}
+	if !strings.Contains(res.Stderr, "Error: custom failure") {
+		t.Errorf("stderr %q lacks the R error", res.Stderr)
+	}
+	res = execute(t, s, `f <- function() stop("inner"); f()`)
+	if res.Error == nil || res.Error.Call != "f()" || !contains(res.Error.Class, "simpleError") {
+		t.Errorf("error call/class: %+v", res.Error)
+	}
+	res = execute(t, s, "1 +")
+	if res.Verdict != securer.VerdictError || !res.Error.IsParseError() {
+		t.Errorf("parse error: %+v", res.Error)
+	}
+	// Rscript semantics: statements run in order, the first error stops.
+	res = execute(t, s, "cat('a\\n'); stop('b'); cat('c\\n')")
+	if res.Stdout != "a\n" {
+		t.Errorf("after an error nothing more runs: stdout %q", res.Stdout)
+	}
+	res = mustOK(t, s, `warning("careful"); message("note"); invisible(7)`)
+	if !contains(res.Warnings, "careful") || !contains(res.Messages, "note\n") || res.Visible {
+		t.Errorf("warnings %q messages %q visible %v", res.Warnings, res.Messages, res.Visible)
+	}
+	if !strings.Contains(res.Stderr, "Warning message:") || !strings.Contains(res.Stderr, "note") {
+		t.Errorf("stderr %q", res.Stderr)
+	}
+	if res.Value.Go() != 7.0 {
+		t.Errorf("invisible value %#v", res.Value.Go())
+	}
+	mustOK(t, s, "stopifnot(x == 41)")
+}
+
+func contains(xs []string, want string) bool {
+	for _, x := range xs {
+		if x == want {
+			return true
+		}
+	}
+	return false
+}
+
+func TestOutputStreamsInOrder(t *testing.T) {
+	var live lockedBuffer
+	cfg := baseConfig()
+	cfg.Stdout = &live
+	s := newSession(t, cfg)
+	// The first line must reach the host while R still runs.
+	done := make(chan *securer.Result, 1)
+	go func() {
+		res, _ := s.Execute(context.Background(), `cat("first\n"); Sys.sleep(1.5); cat("second\n")`)
+		done <- res
+	}()
+	deadline := time.Now().Add(1200 * time.Millisecond)
+	for !strings.Contains(live.String(), "first") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(live.String(), "first") {
+		t.Errorf("output was not streamed while R ran")
+	}
+	res := <-done
+	if res.Stdout != "first\nsecond\n" {
+		t.Errorf("stdout %q", res.Stdout)
+	}
+	res = mustOK(t, s, `for (i in 1:10000) cat(i, "\n", sep = "")`)
+	lines := strings.Split(strings.TrimSuffix(res.Stdout, "\n"), "\n")
+	if len(lines) != 10000 || lines[0] != "1" || lines[9999] != "10000" {
+		t.Errorf("10000 lines: got %d, first %q last %q", len(lines), lines[0], lines[len(lines)-1])
+	}
+}
+
+func TestTimeouts(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Tools = seedTools(nil)
+	cfg.Timeout = 2 * time.Second
+	s := newSession(t, cfg)
+	mustOK(t, s, "keep <- 'state'")
+	for _, code := range []string{"while (TRUE) {}", "Sys.sleep(60)", "slow(60)", "repeat x <- runif(10)"} {
+		t.Run(code, func(t *testing.T) {
+			start := time.Now()
+			res, err := s.Execute(context.Background(), code)
+			took := time.Since(start)
+			if !errors.Is(err, securer.ErrTimeout) || res.Verdict != securer.VerdictTimeout {
+				t.Fatalf("verdict %s err %v", res.Verdict, err)
+			}
+			if took < 2*time.Second || took > 4500*time.Millisecond {
+				t.Errorf("timeout took %s, want about 2s", took)
+			}
+			// Interrupted, not killed: state survives.
+			res = mustOK(t, s, "keep")
+			if res.Value.Go() != "state" {
+				t.Errorf("state lost after timeout: %#v", res.Value.Go())
+			}
+		})
+	}
+	t.Run("stopped process", func(t *testing.T) {
+		start := time.Now()
+		res := execute(t, s, "tools::pskill(Sys.getpid(), tools::SIGSTOP); Sys.sleep(60)")
+		if res.Verdict != securer.VerdictTimeout || time.Since(start) > 8*time.Second {
+			t.Fatalf("verdict %s after %s", res.Verdict, time.Since(start))
+		}
+		if !strings.Contains(res.Detail, "killed") {
+			t.Errorf("detail %q should say the container was killed", res.Detail)
+		}
+		// Restarted on next use: fresh state, but working.
+		res = mustOK(t, s, "exists('keep')")
+		if res.Value.Go() != false {
+			t.Errorf("after a kill the session should be fresh")
+		}
+	})
+	t.Run("context deadline", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		res, err := s.Execute(ctx, "Sys.sleep(30)")
+		if !errors.Is(err, securer.ErrTimeout) || res.Verdict != securer.VerdictTimeout {
+			t.Fatalf("verdict %s err %v", res.Verdict, err)
+		}
+		mustOK(t, s, "1")
+	})
+}
+
+func TestBusy(t *testing.T) {
+	s := newSession(t, baseConfig())
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		close(started)
+		_, err := s.Execute(context.Background(), "Sys.sleep(1)")
+		done <- err
+	}()
+	<-started
+	time.Sleep(200 * time.Millisecond)
+	if _, err := s.Execute(context.Background(), "1"); !errors.Is(err, securer.ErrBusy) {
+		t.Errorf("second concurrent Execute: %v, want ErrBusy", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("first Execute: %v", err)
+	}
+}
+
+func TestMemoryLimit(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Limits.MemoryBytes = 256 << 20
+	cfg.Limits.TmpBytes = 32 << 20
+	s := newSession(t, cfg)
+	res, err := s.Execute(context.Background(), "x <- numeric(1e9); x[] <- 1")
+	if !errors.Is(err, securer.ErrOutOfMemory) || res.Verdict != securer.VerdictOutOfMemory {
+		t.Fatalf("verdict %s err %v detail %q", res.Verdict, err, res.Detail)
+	}
+	if res.Accounting.OOMKills < 1 || res.Accounting.PeakMemoryBytes < 200<<20 {
+		t.Errorf("accounting %+v", res.Accounting)
+	}
+	mustOK(t, s, "1 + 1") // restarted
+}
+
+func TestPidsLimit(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Limits.Pids = 8
+	s := newSession(t, cfg)
+	res := mustOK(t, s, `
+		pids <- list()
+		for (i in 1:20) {
+			p <- tryCatch(parallel::mcparallel(Sys.sleep(5)), error = function(e) NULL)
+			if (is.null(p)) break
+			pids[[length(pids) + 1]] <- p
+		}
+		tools::pskill(vapply(pids, function(p) p$pid, 1L), tools::SIGKILL)
+		length(pids)`)
+	n, _ := res.Value.Go().(float64)
+	if n < 1 || n >= 8 {
+		t.Errorf("forked %v children under pids.max 8", res.Value.Go())
+	}
+}
+
+func TestNoNetwork(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepts atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepts.Add(1)
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	s := newSession(t, baseConfig())
+	for _, code := range []string{
+		fmt.Sprintf(`readLines(url("http://127.0.0.1:%d"))`, port),
+		fmt.Sprintf(`socketConnection("127.0.0.1", %d, timeout = 2)`, port),
+		`socketConnection("1.1.1.1", 53, timeout = 2)`,
+		`readLines(url("http://example.com"))`,
+	} {
+		res := execute(t, s, code)
+		if res.Verdict != securer.VerdictError {
+			t.Errorf("%s: verdict %s, want an R error", code, res.Verdict)
+		}
+	}
+	res := mustOK(t, s, `utils::nsl("example.com")`)
+	if res.Value.Type() != rvalue.TypeNull {
+		t.Errorf("nsl resolved: %#v", res.Value.Go())
+	}
+	res = mustOK(t, s, `l <- readLines("/proc/net/dev"); sub(":.*", "", trimws(l[-(1:2)]))`)
+	if got := res.Value.Go(); got != "lo" {
+		t.Errorf("interfaces: %#v", got)
+	}
+	if n := accepts.Load(); n != 0 {
+		t.Errorf("host listener accepted %d connections", n)
+	}
+}
+
+func TestFilesystem(t *testing.T) {
+	s := newSession(t, baseConfig())
+	for _, code := range []string{
+		`writeLines("x", "/etc/evil")`,
+		`file.create(file.path(R.home(), "evil"))`,
+		`writeLines("x", "/usr/evil")`,
+		`writeLines("|/tmp/x", "/proc/sys/kernel/core_pattern")`,
+	} {
+		res := execute(t, s, "stopifnot(isTRUE(tryCatch({ suppressWarnings("+code+"); TRUE }, error = function(e) FALSE)))")
+		if res.Verdict == securer.VerdictOK {
+			t.Errorf("%s succeeded on a read-only root", code)
+		}
+	}
+	res := mustOK(t, s, `writeLines("ok", "/tmp/ok"); readLines("/tmp/ok")`)
+	if res.Value.Go() != "ok" {
+		t.Errorf("/tmp not writable: %#v", res.Value.Go())
+	}
+	res = mustOK(t, s, `grep(" /tmp ", readLines("/proc/self/mountinfo"), value = TRUE)`)
+	line, _ := res.Value.Go().(string)
+	for _, opt := range []string{"nosuid", "nodev", "noexec", "size=", "nr_inodes="} {
+		if !strings.Contains(line, opt) {
+			t.Errorf("/tmp mount lacks %s: %q", opt, line)
+		}
+	}
+}
+
+func TestNoHostEnvironment(t *testing.T) {
+	t.Setenv("OPENAI_API_KEY", "canary-7d1e3f")
+	s := newSession(t, baseConfig())
+	res := mustOK(t, s, `paste(names(Sys.getenv()), Sys.getenv(), collapse = "\n")`)
+	env := res.Value.Go().(string)
+	if strings.Contains(env, "canary-7d1e3f") || strings.Contains(env, "OPENAI") {
+		t.Errorf("host environment leaked: %s", env)
+	}
+	res = mustOK(t, s, `rawToChar(readBin("/proc/1/environ", "raw", 1e5))`)
+	if strings.Contains(fmt.Sprint(res.Value.Go()), "canary") {
+		t.Errorf("canary in /proc/1/environ")
+	}
+	res = mustOK(t, s, `c(Sys.getenv(c("R_LIBS", "R_LIBS_USER", "R_PROFILE_USER", "R_ENVIRON_USER")), .libPaths())`)
+	vals, _ := res.Value.Go().([]any)
+	for _, v := range vals[:4] {
+		if v != "" {
+			t.Errorf("user library variable set: %#v", vals)
+		}
+	}
+	for _, p := range vals[4:] {
+		if strings.HasPrefix(p.(string), "/tmp") {
+			t.Errorf("writable library path %q", p)
+		}
+	}
+}
+
+// TestCleanup: nothing is left after Close, after R is killed, or after the
+// host process itself dies (the reaper removes it at the next start).
+func TestCleanup(t *testing.T) {
+	t.Run("close", func(t *testing.T) {
+		s, err := securer.NewSession(context.Background(), baseConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := s.ID()
+		s.Close()
+		assertGone(t, id)
+	})
+	t.Run("R killed", func(t *testing.T) {
+		s := newSession(t, baseConfig())
+		id := s.ID()
+		res := execute(t, s, "tools::pskill(Sys.getpid(), tools::SIGKILL); Sys.sleep(5)")
+		if res.Verdict != securer.VerdictKilled || !strings.Contains(res.Exit, "killed") {
+			t.Fatalf("verdict %s exit %q", res.Verdict, res.Exit)
+		}
+		assertGone(t, id)
+		mustOK(t, s, "1")
+		res = execute(t, s, `quit(save = "no", status = 3)`)
+		if res.Verdict != securer.VerdictKilled || res.Exit != "exit status 3" {
+			t.Errorf("quit(): verdict %s exit %q", res.Verdict, res.Exit)
+		}
+		mustOK(t, s, "1")
+	})
+	t.Run("host crash", func(t *testing.T) {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), crashChildEnv+"=1")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil {
+			t.Fatalf("crash child: %v", err)
+		}
+		fields := strings.Fields(line)
+		id, rpid := fields[0], fields[1]
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+		pid, _ := strconv.Atoi(rpid)
+		if err := syscall.Kill(pid, 0); err != nil {
+			t.Fatalf("the orphaned R (pid %d) should outlive its host process until reaped: %v", pid, err)
+		}
+		if _, err := os.Stat(filepath.Join(stateDir, "sessions", id)); err != nil {
+			t.Fatalf("orphan state missing before reaping: %v", err)
+		}
+		reaped, err := securer.Reap(context.Background(), stateDir)
+		if err != nil || !contains(reaped, id) {
+			t.Fatalf("Reap: %v %v", reaped, err)
+		}
+		assertGone(t, id)
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Errorf("orphaned R pid %d still alive after reaping", pid)
+		}
+	})
+}
+
+const crashChildEnv = "SECURER_IT_CRASH_CHILD"
+
+// crashChild starts a session, reports it, and waits to be killed.
+func crashChild() {
+	s, err := securer.NewSession(context.Background(), baseConfig())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	res, err := s.Execute(context.Background(), "Sys.getpid()")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	_ = res
+	pid := hostPidOf(s)
+	fmt.Printf("%s %d\n", s.ID(), pid)
+	select {}
+}
+
+func hostPidOf(s *securer.Session) int {
+	b, err := os.ReadFile(filepath.Join(stateDir, "containers", s.ID(), "state.json"))
+	if err != nil {
+		return 0
+	}
+	i := strings.Index(string(b), `"init_process_pid":`)
+	if i < 0 {
+		return 0
+	}
+	rest := string(b[i+len(`"init_process_pid":`):])
+	n, _ := strconv.Atoi(strings.TrimSpace(rest[:strings.IndexAny(rest, ",}")]))
+	return n
+}
+
+func assertGone(t *testing.T, id string) {
+	t.Helper()
+	for _, p := range []string{filepath.Join(stateDir, "sessions", id), filepath.Join(stateDir, "containers", id)} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s still exists", p)
+		}
+	}
+	for _, ctl := range []string{"memory", "pids", "cpu"} {
+		for _, p := range []string{filepath.Join("/sys/fs/cgroup", ctl, cgroupParent, id), filepath.Join("/sys/fs/cgroup", cgroupParent, id)} {
+			if _, err := os.Stat(p); err == nil {
+				t.Errorf("cgroup %s still exists", p)
+			}
+		}
+	}
+	if m := mountsMatching(id); len(m) > 0 {
+		t.Errorf("mounts remain: %v", m)
+	}
+}

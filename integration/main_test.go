@@ -1,0 +1,142 @@
+// Package integration starts real containers with real R. It needs root,
+// the rootfs (make rootfs) and a seccomp build (-tags seccomp); it fails,
+// never skips, without them.
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	securer "securer-runc"
+	"securer-runc/cgroup"
+	"securer-runc/container"
+	"securer-runc/rootfs"
+)
+
+// Each test run gets its own state dir and cgroup parent so that it can
+// prove it left nothing behind without touching anyone else's.
+var (
+	stateDir     = fmt.Sprintf("/run/securer-it-%d", os.Getpid())
+	cgroupParent = fmt.Sprintf("/securer-it-%d", os.Getpid())
+	rootfsDir    = envOr("SECURER_ROOTFS", rootfs.DefaultDir)
+)
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func TestMain(m *testing.M) {
+	container.MaybeInit()
+	if os.Getenv(crashChildEnv) != "" {
+		crashChild()
+		return
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "integration tests start real containers and must run as root")
+		os.Exit(1)
+	}
+	if _, err := rootfs.Check(rootfsDir); err != nil {
+		fmt.Fprintf(os.Stderr, "integration tests need the rootfs: %v\n", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if code == 0 {
+		if left := leftovers(); len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "FAIL: the test run left these behind:\n  %s\n", strings.Join(left, "\n  "))
+			code = 1
+		}
+	}
+	if p, err := cgroup.EnsureParent(cgroupParent, cgroup.Limits{}); err == nil {
+		_ = p.Remove()
+	}
+	_ = os.RemoveAll(stateDir)
+	os.Exit(code)
+}
+
+// baseConfig is a session config isolated to this test run.
+func baseConfig() securer.Config {
+	return securer.Config{
+		RootFSDir:    rootfsDir,
+		StateDir:     stateDir,
+		CgroupParent: cgroupParent,
+		Timeout:      20 * time.Second,
+	}
+}
+
+func newSession(t *testing.T, cfg securer.Config) *securer.Session {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := securer.NewSession(ctx, cfg)
+	if err != nil {
+		t.Fatalf("NewSession: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func execute(t *testing.T, s *securer.Session, code string) *securer.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	res, err := s.Execute(ctx, code)
+	if res == nil {
+		t.Fatalf("Execute(%q): no result: %v", code, err)
+	}
+	return res
+}
+
+// mustOK runs code and fails the test unless it succeeded.
+func mustOK(t *testing.T, s *securer.Session, code string) *securer.Result {
+	t.Helper()
+	res := execute(t, s, code)
+	if res.Verdict != securer.VerdictOK {
+		t.Fatalf("Execute(%q): verdict %s, error %v, detail %q, stderr %q", code, res.Verdict, res.Error, res.Detail, res.Stderr)
+	}
+	return res
+}
+
+// leftovers lists anything of this test run still on the host: session
+// and container state, cgroup leaves, mounts naming a session.
+func leftovers() []string {
+	var out []string
+	for _, sub := range []string{"sessions", "containers"} {
+		ents, _ := os.ReadDir(filepath.Join(stateDir, sub))
+		for _, e := range ents {
+			out = append(out, filepath.Join(stateDir, sub, e.Name()))
+		}
+	}
+	if p, err := cgroup.EnsureParent(cgroupParent, cgroup.Limits{}); err == nil {
+		leaves, _ := p.Leaves()
+		for _, l := range leaves {
+			out = append(out, "cgroup "+cgroupParent+"/"+l)
+		}
+	}
+	out = append(out, mountsMatching("securer-it-")...)
+	return out
+}
+
+func mountsMatching(substr string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return []string{"cannot read mountinfo: " + err.Error()}
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), substr) {
+			out = append(out, "mount "+sc.Text())
+		}
+	}
+	return out
+}

@@ -1,0 +1,51 @@
+package securer
+
+import "time"
+
+// Verdict says how an execution ended.
+type Verdict string
+
+const (
+	VerdictOK            Verdict = "ok"
+	VerdictError         Verdict = "error"          // R signalled an error
+	VerdictTimeout       Verdict = "timeout"        // wall timeout
+	VerdictCanceled      Verdict = "canceled"       // the caller's context ended
+	VerdictOutOfMemory   Verdict = "oom"            // the kernel OOM-killed R
+	VerdictKilled        Verdict = "killed"         // R died otherwise (signal, quit())
+	VerdictProtocolError Verdict = "protocol_error" // R broke the protocol
+)
+
+// Accounting is what an execution cost.
+type Accounting struct {
+	Wall time.Duration `json:"wall_ns"`
+	// CPU used by the whole container during the execution.
+	CPUUser   time.Duration `json:"cpu_user_ns"`
+	CPUSystem time.Duration `json:"cpu_system_ns"`
+	// PeakMemoryBytes is the container's peak memory since it started.
+	PeakMemoryBytes uint64 `json:"peak_memory_bytes"`
+	OOMKills        uint64 `json:"oom_kills"`
+	ToolCalls       int    `json:"tool_calls"`
+	StdoutBytes     int64  `json:"stdout_bytes"`
+	StderrBytes     int64  `json:"stderr_bytes"`
+}
+
+// Result is everything an execution produced.
+type Result struct {
+	Verdict Verdict `json:"verdict"`
+	// Value is the last top-level value (NULL after an error).
+	Value   Value  `json:"value"`
+	Visible bool   `json:"visible"`
+	Printed string `json:"printed"` // print() of Value when visible
+	Stdout  string `json:"stdout"`
+	Stderr  string `json:"stderr"`
+	// StdoutElided and StderrElided count bytes dropped by MaxOutputBytes.
+	StdoutElided int64    `json:"stdout_elided,omitempty"`
+	StderrElided int64    `json:"stderr_elided,omitempty"`
+	Warnings     []string `json:"warnings"`
+	Messages     []string `json:"messages"`
+	Error        *RError  `json:"error,omitempty"`
+	// Exit describes R's death when the container ended (oom, killed).
+	Exit       string     `json:"exit,omitempty"`
+	Detail     string     `json:"detail,omitempty"`
+	Accounting Accounting `json:"accounting"`
+}

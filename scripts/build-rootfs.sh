@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Builds the read-only R root filesystem that securer-runc sessions run in.
+#
+#   scripts/build-rootfs.sh [--dir DIR] [--packages "r-cran-x r-cran-y"]
+#                           [--mirror URL] [--suite bookworm] [--force]
+#
+# Layout: DIR/rootfs (the tree) and DIR/manifest.json (what is in it).
+# An up-to-date rootfs (same script, suite and package set) is reused.
+# The mirror defaults to the first Debian mirror in the host's apt sources.
+set -euo pipefail
+
+dir=/var/lib/securer-runc
+suite=bookworm
+extra=""
+mirror=""
+force=0
+base_packages="r-base-core r-cran-jsonlite r-cran-processx"
+
+die() { echo "build-rootfs: $*" >&2; exit 1; }
+log() { echo "build-rootfs: $*" >&2; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dir) dir=${2:?--dir needs a value}; shift 2 ;;
+    --packages) extra=${2?--packages needs a value}; shift 2 ;;
+    --mirror) mirror=${2:?--mirror needs a value}; shift 2 ;;
+    --suite) suite=${2:?--suite needs a value}; shift 2 ;;
+    --force) force=1; shift ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+  esac
+done
+
+[ "$(id -u)" = 0 ] || die "must run as root (debootstrap and chroot need it)"
+command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install debootstrap"
+
+# Package names go into a chroot command line: accept Debian names only.
+packages=$(printf '%s\n' $base_packages $extra | sort -u | tr '\n' ' ' | sed 's/ $//')
+for p in $packages; do
+  [[ "$p" =~ ^[a-z0-9][a-z0-9+.-]+$ ]] || die "not a Debian package name: '$p'"
+done
+
+# The mirror: the host's own apt configuration, never a name written here.
+host_mirror() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -r "$f" ] || continue
+    # deb822 stanzas: take URIs of a stanza whose Suites name the release.
+    awk -v suite="$suite" '
+      BEGIN { RS=""; FS="\n" }
+      {
+        uris=""; suites=""; types=""
+        for (i = 1; i <= NF; i++) {
+          if ($i ~ /^URIs:/) { uris = $i; sub(/^URIs:[ \t]*/, "", uris) }
+          if ($i ~ /^Suites:/) { suites = " " $i " " }
+          if ($i ~ /^Types:/) { types = $i }
+        }
+        if (types ~ /deb( |$)/ && suites ~ (" " suite " ") && uris != "") { split(uris, u, " "); print u[1]; exit }
+      }' "$f"
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -r "$f" ] || continue
+    awk -v suite="$suite" '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/) { if ($(i+1) == suite) { print $i; exit } else break } }' "$f"
+  done
+}
+if [ -z "$mirror" ]; then
+  mirror=$(host_mirror | head -n1)
+  [ -n "$mirror" ] || die "no '$suite' mirror found in the host's apt sources; pass --mirror URL"
+fi
+
+script_sum=$(sha256sum "$0" | cut -d' ' -f1)
+build_key=$(printf '%s\n%s\n%s\n' "$script_sum" "$suite" "$packages" | sha256sum | cut -d' ' -f1)
+rootfs="$dir/rootfs"
+manifest="$dir/manifest.json"
+
+if [ "$force" = 0 ] && [ -d "$rootfs/usr/lib/R" ] && [ -f "$manifest" ] &&
+   grep -q "\"build_key\": \"$build_key\"" "$manifest"; then
+  log "up to date: $rootfs (use --force to rebuild)"
+  exit 0
+fi
+
+mkdir -p "$dir"
+chmod 0755 "$dir"
+new="$dir/rootfs.new.$$"
+cleanup() { rm -rf "$new"; }
+trap cleanup EXIT
+rm -rf "$dir"/rootfs.new.*
+
+started=$(date +%s)
+log "debootstrap $suite (minbase) with: $packages"
+debootstrap --variant=minbase --include="$(echo "$packages" | tr ' ' ',')" \
+  "$suite" "$new" "$mirror" >"$dir/debootstrap.log" 2>&1 ||
+  { tail -n 30 "$dir/debootstrap.log" >&2; die "debootstrap failed (full log: $dir/debootstrap.log)"; }
+
+# The unprivileged user R runs as inside the box.
+echo 'securer:x:1000:1000:securer sandbox:/tmp:/usr/sbin/nologin' >>"$new/etc/passwd"
+echo 'securer:x:1000:' >>"$new/etc/group"
+
+# Every mountpoint a session uses: libcontainer would otherwise create them
+# inside the rootfs at run time, and the rootfs is mounted read-only.
+for d in proc sys dev dev/pts dev/shm dev/mqueue tmp run/securer/runtime run/securer/sock; do
+  mkdir -p "$new/$d"
+done
+chmod 1777 "$new/tmp"
+: >"$new/etc/hostname"
+
+# Trim what a sandboxed R never reads.
+rm -rf "$new"/usr/share/doc/* "$new"/usr/share/man/* "$new"/usr/share/info/* \
+  "$new"/var/cache/apt/* "$new"/var/lib/apt/lists/* "$new"/var/log/* \
+  "$new"/var/cache/debconf/*-old "$new"/usr/share/R/doc/manual \
+  "$new"/usr/lib/R/library/*/doc "$new"/usr/lib/R/library/*/html \
+  "$new"/usr/lib/R/site-library/*/doc "$new"/usr/lib/R/site-library/*/html
+find "$new/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name 'locale.alias' -exec rm -rf {} + 2>/dev/null || true
+
+r_version=$(dpkg-query --admindir="$new/var/lib/dpkg" -W -f '${Version}' r-base-core)
+pkg_json=$(dpkg-query --admindir="$new/var/lib/dpkg" -W -f '${Package}\t${Version}\n' |
+  awk -F'\t' '$1 ~ /^r-/ { printf "%s    {\"name\": \"%s\", \"version\": \"%s\"}", sep, $1, $2; sep=",\n" }')
+size_kb=$(du -sk "$new" | cut -f1)
+
+rm -rf "$rootfs.old"
+[ -d "$rootfs" ] && mv "$rootfs" "$rootfs.old"
+mv "$new" "$rootfs"
+rm -rf "$rootfs.old"
+cat >"$manifest.tmp" <<JSON
+{
+  "format": 1,
+  "suite": "$suite",
+  "r_version": "$r_version",
+  "packages": [
+$pkg_json
+  ],
+  "requested": "$packages",
+  "build_date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+  "build_key": "$build_key",
+  "size_bytes": $((size_kb * 1024)),
+  "digest": ""
+}
+JSON
+mv "$manifest.tmp" "$manifest"
+log "built $rootfs in $(( $(date +%s) - started )) s, $((size_kb / 1024)) MiB, R $r_version"

@@ -1,0 +1,219 @@
+// Package securer runs untrusted R code in a libcontainer sandbox and lets
+// it call named host-side tools and nothing else.
+//
+//	s, err := securer.NewSession(ctx, securer.Config{Tools: tools})
+//	defer s.Close()
+//	res, err := s.Execute(ctx, "add(2, 3)")
+//
+// A Session is one sandboxed R process whose state persists across
+// Executes; Execute (the function) is a one-shot session.
+package securer
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"time"
+
+	"securer-runc/bridge"
+	"securer-runc/rootfs"
+	"securer-runc/rvalue"
+)
+
+// Value is a typed R value crossing the sandbox boundary.
+type Value = rvalue.Value
+
+// Defaults.
+const (
+	DefaultStateDir       = "/run/securer-runc"
+	DefaultCgroupParent   = "/securer-runc"
+	DefaultTimeout        = 30 * time.Second
+	DefaultInterruptGrace = 2 * time.Second
+	DefaultStartTimeout   = 30 * time.Second
+	DefaultMaxOutputBytes = 1 << 20
+	DefaultToolErrorBytes = 4 << 10
+)
+
+// Limits are a session's resource caps. Zero fields take DefaultLimits'.
+type Limits struct {
+	MemoryBytes   int64   // cgroup memory, no swap
+	Pids          int64   // cgroup pids.max
+	CPUs          float64 // CPU bandwidth, in CPUs
+	TmpBytes      int64   // size of the /tmp tmpfs (charged to MemoryBytes)
+	NoFile        uint64  // RLIMIT_NOFILE
+	FileSizeBytes uint64  // RLIMIT_FSIZE
+}
+
+// DefaultLimits are 512 MiB, 64 pids, 1 CPU, 64 MiB /tmp, 256 files, 64 MiB
+// per file.
+func DefaultLimits() Limits {
+	return Limits{MemoryBytes: 512 << 20, Pids: 64, CPUs: 1, TmpBytes: 64 << 20, NoFile: 256, FileSizeBytes: 64 << 20}
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.MemoryBytes == 0 {
+		l.MemoryBytes = d.MemoryBytes
+	}
+	if l.Pids == 0 {
+		l.Pids = d.Pids
+	}
+	if l.CPUs == 0 {
+		l.CPUs = d.CPUs
+	}
+	if l.TmpBytes == 0 {
+		l.TmpBytes = d.TmpBytes
+	}
+	if l.NoFile == 0 {
+		l.NoFile = d.NoFile
+	}
+	if l.FileSizeBytes == 0 {
+		l.FileSizeBytes = d.FileSizeBytes
+	}
+	return l
+}
+
+func (l Limits) validate() error {
+	switch {
+	case l.MemoryBytes < 32<<20:
+		return fmt.Errorf("%w: memory limit %d bytes is below the 32 MiB R needs", ErrInvalidConfig, l.MemoryBytes)
+	case l.Pids < 2:
+		return fmt.Errorf("%w: pids limit must be at least 2", ErrInvalidConfig)
+	case l.CPUs < 0.01:
+		return fmt.Errorf("%w: cpu limit must be at least 0.01", ErrInvalidConfig)
+	case l.TmpBytes < 0 || l.TmpBytes > l.MemoryBytes:
+		return fmt.Errorf("%w: /tmp size must be positive and at most the memory limit", ErrInvalidConfig)
+	case l.NoFile < 32:
+		return fmt.Errorf("%w: nofile limit must be at least 32", ErrInvalidConfig)
+	}
+	return nil
+}
+
+// ToolFunc runs a tool on the host. args holds every declared argument.
+// The returned value goes to R via FromGo (return a Value to control the R
+// type exactly); an error reaches R as an R error. ctx is cancelled when
+// the execution times out or the session closes.
+type ToolFunc func(ctx context.Context, args map[string]Value) (any, error)
+
+// Arg is a declared tool argument; Type is one of the securer_tool type
+// strings (numeric, character, logical, integer, list, data.frame) or empty
+// for an unchecked argument.
+type Arg struct {
+	Name string `json:"name"`
+	Type string `json:"type,omitempty"`
+}
+
+// Tool is a host function R code can call by name.
+type Tool struct {
+	Name        string
+	Description string
+	Args        []Arg
+	Handler     ToolFunc
+}
+
+func (t Tool) validate() error {
+	if !bridge.NamePattern.MatchString(t.Name) {
+		return fmt.Errorf("%w: tool name %q must match %s", ErrInvalidConfig, t.Name, bridge.NamePattern)
+	}
+	if t.Handler == nil {
+		return fmt.Errorf("%w: tool %q has no handler", ErrInvalidConfig, t.Name)
+	}
+	seen := map[string]bool{}
+	for _, a := range t.Args {
+		if !bridge.NamePattern.MatchString(a.Name) {
+			return fmt.Errorf("%w: tool %q: argument name %q must match %s", ErrInvalidConfig, t.Name, a.Name, bridge.NamePattern)
+		}
+		if seen[a.Name] {
+			return fmt.Errorf("%w: tool %q: argument %q declared twice", ErrInvalidConfig, t.Name, a.Name)
+		}
+		seen[a.Name] = true
+		if a.Type != "" && !slices.Contains(bridge.ArgTypes, a.Type) {
+			return fmt.Errorf("%w: tool %q: argument %q has unknown type %q (want one of %v)", ErrInvalidConfig, t.Name, a.Name, a.Type, bridge.ArgTypes)
+		}
+	}
+	return nil
+}
+
+// Config configures a session. The zero value is usable.
+type Config struct {
+	// RootFSDir holds rootfs/ and manifest.json (default rootfs.DefaultDir).
+	RootFSDir string
+	// StateDir holds container state, sockets and the R runtime (default
+	// DefaultStateDir). It must be on a local filesystem, owned by root.
+	StateDir string
+	// CgroupParent is the cgroup all sessions live under.
+	CgroupParent string
+	Limits       Limits
+	Tools        []Tool
+	// Timeout bounds one Execute (default DefaultTimeout).
+	Timeout time.Duration
+	// InterruptGrace is how long R has to return after an interrupt
+	// before its container is killed (default DefaultInterruptGrace).
+	InterruptGrace time.Duration
+	// StartTimeout bounds starting the container and R (default 30 s).
+	StartTimeout time.Duration
+	// UnsafeNoUserNamespace runs the box without a user namespace. R still
+	// runs as an unprivileged uid, but uid 1000 inside is uid 1000 on the
+	// host. Only for hosts that cannot create user namespaces.
+	UnsafeNoUserNamespace bool
+	// Stdout and Stderr, when set, receive R's output as it is written.
+	Stdout, Stderr io.Writer
+	// MaxOutputBytes caps each stream kept in a Result (head and tail are
+	// kept, the middle is elided with a marker). Default 1 MiB.
+	MaxOutputBytes int
+	// MaxFrameBytes caps one message from R (default 16 MiB).
+	MaxFrameBytes int
+	Logger        *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.RootFSDir == "" {
+		c.RootFSDir = rootfs.DefaultDir
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.CgroupParent == "" {
+		c.CgroupParent = DefaultCgroupParent
+	}
+	c.Limits = c.Limits.withDefaults()
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.InterruptGrace <= 0 {
+		c.InterruptGrace = DefaultInterruptGrace
+	}
+	if c.StartTimeout <= 0 {
+		c.StartTimeout = DefaultStartTimeout
+	}
+	if c.MaxOutputBytes <= 0 {
+		c.MaxOutputBytes = DefaultMaxOutputBytes
+	}
+	if c.MaxFrameBytes <= 0 {
+		c.MaxFrameBytes = bridge.DefaultMaxFrame
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	c.Tools = slices.Clone(c.Tools)
+	return c
+}
+
+func (c Config) validate() error {
+	if err := c.Limits.validate(); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, t := range c.Tools {
+		if err := t.validate(); err != nil {
+			return err
+		}
+		if seen[t.Name] {
+			return fmt.Errorf("%w: tool %q registered twice", ErrInvalidConfig, t.Name)
+		}
+		seen[t.Name] = true
+	}
+	return nil
+}

@@ -1,0 +1,465 @@
+package securer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"securer-runc/bridge"
+	"securer-runc/cgroup"
+	"securer-runc/container"
+	"securer-runc/rootfs"
+	"securer-runc/spec"
+)
+
+// Identity of R inside the box, and where its IDs land on the host when a
+// user namespace is used.
+const (
+	boxUID         = 1000
+	boxGID         = 1000
+	userNSHostBase = 100000
+	userNSSize     = 65536
+)
+
+// Session is one sandboxed R process with persistent state. Its methods are
+// safe for concurrent use, but only one Execute runs at a time: a second
+// concurrent Execute returns ErrBusy.
+type Session struct {
+	cfg     Config
+	rootfs  string
+	runtime string
+	tools   []bridge.ToolSpec
+	byName  map[string]Tool
+	log     *slog.Logger
+
+	busy   atomic.Bool
+	mu     sync.Mutex // guards inst and closed
+	inst   *instance
+	closed bool
+	nextID uint64
+}
+
+// instance is one container and its R process.
+type instance struct {
+	id      string
+	dir     string
+	box     *container.Box
+	conn    net.Conn
+	frames  chan frame
+	stdout  *pipeReader
+	stderr  *pipeReader
+	dead    bool // must be replaced before the next Execute
+	cleanup sync.Once
+}
+
+type frame struct {
+	msg any
+	err error
+}
+
+// NewSession starts a sandboxed R. It fails, naming what is missing, when
+// the host cannot provide the isolation asked for.
+func NewSession(ctx context.Context, cfg Config) (*Session, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("%w: securer-runc needs root to create containers (run as root, or through a root daemon)", ErrSandboxUnavailable)
+	}
+	if _, err := rootfs.Check(cfg.RootFSDir); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
+	}
+	if _, err := Reap(ctx, cfg.StateDir); err != nil {
+		cfg.Logger.Warn("reaping leftovers of crashed sessions", "err", err)
+	}
+	if _, err := cgroup.EnsureParent(cfg.CgroupParent, cgroup.Limits{}); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
+	}
+	s := &Session{
+		cfg:    cfg,
+		rootfs: rootfs.RootfsPath(cfg.RootFSDir),
+		log:    cfg.Logger,
+		byName: map[string]Tool{},
+	}
+	for _, t := range cfg.Tools {
+		ts := bridge.ToolSpec{Name: t.Name}
+		for _, a := range t.Args {
+			ts.Args = append(ts.Args, bridge.ArgSpec{Name: a.Name, Type: a.Type})
+		}
+		s.tools = append(s.tools, ts)
+		s.byName[t.Name] = t
+	}
+	if err := mkdirPrivate(cfg.StateDir, 0o711); err != nil {
+		return nil, err
+	}
+	s.runtime = filepath.Join(cfg.StateDir, runtimeDir, bridge.RuntimeDigest())
+	if err := bridge.WriteRuntime(s.runtime); err != nil {
+		return nil, fmt.Errorf("write R runtime: %w", err)
+	}
+	inst, err := s.start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.inst = inst
+	return s, nil
+}
+
+// Execute runs code in a one-shot session: start, execute, close.
+func Execute(ctx context.Context, cfg Config, code string) (*Result, error) {
+	s, err := NewSession(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	return s.Execute(ctx, code)
+}
+
+func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout)
+	defer cancel()
+	id := newID()
+	inst := &instance{id: id, dir: filepath.Join(s.cfg.StateDir, sessionsDir, id), frames: make(chan frame, 16)}
+	defer func() {
+		if retErr != nil {
+			s.destroy(inst)
+		}
+	}()
+	if err := mkdirPrivate(filepath.Dir(inst.dir), 0o711); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(inst.dir, 0o711); err != nil {
+		return nil, fmt.Errorf("session dir: %w", err)
+	}
+	rec, err := ownerRecord()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(inst.dir, ownerFile), []byte(rec), 0o600); err != nil {
+		return nil, err
+	}
+	sockDir := filepath.Join(inst.dir, "sock")
+	if err := os.Mkdir(sockDir, 0o711); err != nil {
+		return nil, err
+	}
+	sockPath := filepath.Join(sockDir, socketName)
+	if len(sockPath) >= 108 {
+		return nil, fmt.Errorf("%w: socket path %q is %d bytes, over the kernel's 107: use a shorter StateDir", ErrInvalidConfig, sockPath, len(sockPath))
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sockPath, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", sockPath, err)
+	}
+	defer ln.Close() // one connection only; closing also unlinks the socket
+	hostUID, hostGID := boxUID, boxGID
+	var userNS *spec.IDMap
+	if !s.cfg.UnsafeNoUserNamespace {
+		userNS = &spec.IDMap{HostBase: userNSHostBase, Size: userNSSize}
+		hostUID, hostGID = userNSHostBase+boxUID, userNSHostBase+boxGID
+	}
+	if err := os.Chown(sockPath, hostUID, hostGID); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(sockPath, 0o600); err != nil {
+		return nil, err
+	}
+
+	l := s.cfg.Limits
+	sp, err := spec.Build(spec.Options{
+		RootFS: s.rootfs,
+		Args: []string{"/usr/bin/Rscript", "--vanilla", "--default-packages=datasets,utils,grDevices,graphics,stats,methods",
+			spec.RuntimeDir + "/" + bridge.RuntimeEntry, spec.RuntimeDir, spec.SocketDir + "/" + socketName},
+		Env: []string{
+			"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp",
+			"LANG=C.UTF-8", "TZ=UTC", "R_LIBS_USER=/nonexistent",
+		},
+		UID: boxUID, GID: boxGID, UserNS: userNS,
+		CgroupsPath:   s.cfg.CgroupParent + "/" + id,
+		MemoryBytes:   l.MemoryBytes,
+		Pids:          l.Pids,
+		CPUs:          l.CPUs,
+		TmpBytes:      l.TmpBytes,
+		TmpInodes:     16384,
+		ShmBytes:      min(l.TmpBytes, 64<<20),
+		NoFile:        l.NoFile,
+		FileSizeBytes: l.FileSizeBytes,
+		Binds: []spec.BindMount{
+			{Source: s.runtime, Destination: spec.RuntimeDir, ReadOnly: true},
+			{Source: sockDir, Destination: spec.SocketDir, ReadOnly: true},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	if inst.stdout, err = newPipeReader(outR); err != nil {
+		return nil, err
+	}
+	if inst.stderr, err = newPipeReader(errR); err != nil {
+		return nil, err
+	}
+	box, err := container.Start(ctx, filepath.Join(s.cfg.StateDir, containersDir), id, sp,
+		container.Stdio{Stdout: outW, Stderr: errW})
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
+	}
+	inst.box = box
+
+	conn, err := acceptFrom(ctx, ln, box)
+	if err != nil {
+		return nil, err
+	}
+	inst.conn = conn
+	go readFrames(conn, bridge.NewReader(conn, s.cfg.MaxFrameBytes), inst.frames)
+
+	var hello *bridge.Hello
+	select {
+	case f := <-inst.frames:
+		if f.err != nil {
+			return nil, fmt.Errorf("waiting for R's hello: %w", f.err)
+		}
+		h, ok := f.msg.(*bridge.Hello)
+		if !ok || h.Protocol != bridge.ProtocolVersion {
+			return nil, fmt.Errorf("%w: expected hello with protocol %d first", ErrProtocol, bridge.ProtocolVersion)
+		}
+		hello = h
+	case <-box.Done():
+		return nil, fmt.Errorf("R exited during start-up (%s); its stderr went to the session's stderr", box.ExitStatus())
+	case <-ctx.Done():
+		return nil, fmt.Errorf("R did not start within %s: %w", s.cfg.StartTimeout, ctx.Err())
+	}
+	decls := make([]bridge.ToolDecl, 0, len(s.tools))
+	for _, t := range s.tools {
+		d := bridge.ToolDecl{Name: t.Name, Args: []string{}}
+		for _, a := range t.Args {
+			d.Args = append(d.Args, a.Name)
+		}
+		decls = append(decls, d)
+	}
+	if err := s.send(inst, bridge.Init{Type: "init", Tools: decls}); err != nil {
+		return nil, err
+	}
+	s.log.Debug("session started", "id", id, "r_pid", hello.Pid, "r_version", hello.RVersion)
+	return inst, nil
+}
+
+// acceptFrom accepts the box's one connection and checks, by the kernel's
+// peer credentials, that it comes from the container's own R process.
+func acceptFrom(ctx context.Context, ln *net.UnixListener, box *container.Box) (net.Conn, error) {
+	type accepted struct {
+		c   *net.UnixConn
+		err error
+	}
+	ch := make(chan accepted, 1)
+	go func() {
+		c, err := ln.AcceptUnix()
+		ch <- accepted{c, err}
+	}()
+	var a accepted
+	select {
+	case a = <-ch:
+	case <-box.Done():
+		_ = ln.Close()
+		return nil, fmt.Errorf("R exited before connecting (%s)", box.ExitStatus())
+	case <-ctx.Done():
+		_ = ln.Close()
+		return nil, fmt.Errorf("R did not connect: %w", ctx.Err())
+	}
+	if a.err != nil {
+		return nil, fmt.Errorf("accept: %w", a.err)
+	}
+	pid, err := box.Pid()
+	if err != nil {
+		a.c.Close()
+		return nil, err
+	}
+	raw, err := a.c.SyscallConn()
+	if err != nil {
+		a.c.Close()
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	_ = raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if credErr != nil || int(cred.Pid) != pid {
+		a.c.Close()
+		return nil, fmt.Errorf("%w: bridge connection is not from the session's R (peer %+v, want pid %d)", ErrProtocol, cred, pid)
+	}
+	return a.c, nil
+}
+
+func readFrames(conn net.Conn, r *bridge.Reader, out chan<- frame) {
+	defer close(out)
+	for {
+		b, err := r.ReadFrame()
+		if err != nil {
+			out <- frame{err: err}
+			return
+		}
+		msg, err := bridge.Decode(b)
+		out <- frame{msg: msg, err: err}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (s *Session) send(inst *instance, msg any) error {
+	b, err := bridge.Encode(msg)
+	if err != nil {
+		return err
+	}
+	_ = inst.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := inst.conn.Write(b); err != nil {
+		return fmt.Errorf("send to R: %w", err)
+	}
+	return nil
+}
+
+// destroy tears an instance down completely: processes, cgroup, container
+// state, socket, session dir.
+func (s *Session) destroy(inst *instance) {
+	inst.cleanup.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if inst.conn != nil {
+			inst.conn.Close()
+		}
+		if inst.box != nil {
+			if err := inst.box.Destroy(ctx); err != nil {
+				s.log.Error("destroying container", "id", inst.id, "err", err)
+			}
+		}
+		if inst.stdout != nil {
+			inst.stdout.close()
+		}
+		if inst.stderr != nil {
+			inst.stderr.close()
+		}
+		if err := os.RemoveAll(inst.dir); err != nil {
+			s.log.Error("removing session dir", "dir", inst.dir, "err", err)
+		}
+	})
+}
+
+// Close ends the session and removes everything it made. Safe to call more
+// than once; a running Execute ends with ErrSessionClosed.
+func (s *Session) Close() error {
+	s.mu.Lock()
+	inst := s.inst
+	s.inst, s.closed = nil, true
+	s.mu.Unlock()
+	if inst != nil {
+		s.destroy(inst)
+	}
+	return nil
+}
+
+// Restart replaces R with a fresh one: all state is lost.
+func (s *Session) Restart(ctx context.Context) error {
+	if !s.busy.CompareAndSwap(false, true) {
+		return ErrBusy
+	}
+	defer s.busy.Store(false)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrSessionClosed
+	}
+	old := s.inst
+	s.inst = nil
+	s.mu.Unlock()
+	if old != nil {
+		s.destroy(old)
+	}
+	return s.replace(ctx)
+}
+
+func (s *Session) replace(ctx context.Context) error {
+	inst, err := s.start(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		go s.destroy(inst)
+		return ErrSessionClosed
+	}
+	s.inst = inst
+	return nil
+}
+
+// ID names the current container (it changes on restart).
+func (s *Session) ID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inst == nil {
+		return ""
+	}
+	return s.inst.id
+}
+
+// Alive reports whether the session has a running R.
+func (s *Session) Alive() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inst == nil || s.inst.dead {
+		return false
+	}
+	select {
+	case <-s.inst.box.Done():
+		return false
+	default:
+		return true
+	}
+}
+
+// current returns the instance to execute in, replacing a dead one.
+func (s *Session) current(ctx context.Context) (*instance, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrSessionClosed
+	}
+	inst := s.inst
+	s.mu.Unlock()
+	if inst != nil && !inst.dead {
+		select {
+		case <-inst.box.Done():
+		default:
+			return inst, nil
+		}
+	}
+	if inst != nil {
+		s.destroy(inst)
+	}
+	if err := s.replace(ctx); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inst, nil
+}

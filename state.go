@@ -1,0 +1,174 @@
+package securer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// State directory layout, under Config.StateDir:
+//
+//	containers/<id>/    libcontainer's state
+//	sessions/<id>/owner the pid and start time of the host process
+//	sessions/<id>/sock/ the bridge socket (bind-mounted into the box)
+//	runtime/<digest>/   the R runtime files (bind-mounted read-only)
+const (
+	containersDir = "containers"
+	sessionsDir   = "sessions"
+	runtimeDir    = "runtime"
+	ownerFile     = "owner"
+	socketName    = "bridge.sock"
+	idPrefix      = "securer-"
+)
+
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return idPrefix + hex.EncodeToString(b[:])
+}
+
+// processStart reads a process's start time (field 22 of /proc/PID/stat),
+// which tells a live owner from a recycled pid.
+func processStart(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return "", fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return "", fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return f[19], nil
+}
+
+func ownerRecord() (string, error) {
+	pid := os.Getpid()
+	st, err := processStart(pid)
+	if err != nil {
+		return "", err
+	}
+	return strconv.Itoa(pid) + " " + st + "\n", nil
+}
+
+// ownerAlive reports whether the process that wrote an owner record runs.
+func ownerAlive(record string) bool {
+	f := strings.Fields(record)
+	if len(f) != 2 {
+		return false
+	}
+	pid, err := strconv.Atoi(f[0])
+	if err != nil || pid <= 0 {
+		return false
+	}
+	st, err := processStart(pid)
+	return err == nil && st == f[1]
+}
+
+// mkdirPrivate creates dir (and missing parents) as a real directory owned
+// by root with the given mode, refusing a symlink or foreign owner planted
+// in its place.
+func mkdirPrivate(dir string, mode os.FileMode) error {
+	if err := os.MkdirAll(dir, mode); err != nil {
+		return err
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || fi.Mode()&os.ModeSymlink != 0 || !ok || st.Uid != uint32(os.Geteuid()) {
+		return fmt.Errorf("%s: not a directory owned by this user (refusing to use it)", dir)
+	}
+	if fi.Mode().Perm() != mode {
+		return os.Chmod(dir, mode)
+	}
+	return nil
+}
+
+// Reap removes every container, cgroup, socket and state dir under
+// stateDir whose owning host process is gone (a crashed executor). Live
+// sessions of running processes are left alone. It returns the ids reaped.
+func Reap(ctx context.Context, stateDir string) ([]string, error) {
+	sessRoot := filepath.Join(stateDir, sessionsDir)
+	ctrRoot := filepath.Join(stateDir, containersDir)
+	candidates := map[string]bool{}
+	if ents, err := os.ReadDir(sessRoot); err == nil {
+		for _, e := range ents {
+			rec, err := os.ReadFile(filepath.Join(sessRoot, e.Name(), ownerFile))
+			if err == nil && ownerAlive(string(rec)) {
+				continue
+			}
+			if err != nil && time.Since(dirTime(filepath.Join(sessRoot, e.Name()))) < 10*time.Second {
+				continue // being created right now by someone
+			}
+			candidates[e.Name()] = true
+		}
+	}
+	if ents, err := os.ReadDir(ctrRoot); err == nil {
+		for _, e := range ents {
+			if _, err := os.Stat(filepath.Join(sessRoot, e.Name())); errors.Is(err, os.ErrNotExist) {
+				candidates[e.Name()] = true
+			}
+		}
+	}
+	var reaped []string
+	var errs []error
+	for id := range candidates {
+		if err := reapOne(ctx, stateDir, id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		reaped = append(reaped, id)
+	}
+	return reaped, errors.Join(errs...)
+}
+
+func dirTime(dir string) time.Time {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime()
+}
+
+func reapOne(ctx context.Context, stateDir, id string) error {
+	ctrRoot := filepath.Join(stateDir, containersDir)
+	if c, err := libcontainer.Load(ctrRoot, id); err == nil {
+		_ = c.Signal(unix.SIGKILL)
+		var derr error
+		for i := 0; i < 100; i++ {
+			if derr = c.Destroy(); derr == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		if derr != nil {
+			return fmt.Errorf("reap %s: %w", id, derr)
+		}
+	} else if !errors.Is(err, libcontainer.ErrNotExist) {
+		// A half-written state dir: nothing to kill through it.
+		_ = os.RemoveAll(filepath.Join(ctrRoot, id))
+	}
+	return os.RemoveAll(filepath.Join(stateDir, sessionsDir, id))
+}
