@@ -155,7 +155,7 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 				res.Value, res.Visible, res.Printed = m.Value, m.Visible, m.Printed
 				res.Warnings, res.Messages = nonNil(m.Warnings), nonNil(m.Messages)
 				if stopVerdict != "" {
-					res.Detail = "interrupted; the session keeps its state"
+					res.Detail = "R was interrupted at the time limit; the session keeps its state"
 					return finish(stopVerdict, stopErr)
 				}
 				if m.Interrupted {

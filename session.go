@@ -348,9 +348,11 @@ func (s *Session) destroy(inst *instance) {
 			inst.conn.Close()
 		}
 		if inst.box != nil {
+			t0 := time.Now()
 			if err := inst.box.Destroy(ctx); err != nil {
 				s.log.Error("destroying container", "id", inst.id, "err", err)
 			}
+			s.log.Debug("container destroyed", "id", inst.id, "took", time.Since(t0))
 		}
 		if inst.stdout != nil {
 			inst.stdout.close()

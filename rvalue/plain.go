@@ -103,11 +103,19 @@ func appendPlain(b []byte, v Value, depth int) ([]byte, error) {
 // arrays with the first index outermost.
 func (v Value) appendArray(b []byte, dim []int) ([]byte, error) {
 	prod := 1
-	for _, d := range dim {
+	d32 := make([]int32, len(dim))
+	for i, d := range dim {
+		if d < 0 || d > math.MaxInt32 {
+			return nil, fmt.Errorf("rvalue: PlainJSON: bad dim %v", dim)
+		}
 		prod *= d
+		d32[i] = int32(d)
 	}
 	if prod != v.Len() {
 		return nil, fmt.Errorf("rvalue: PlainJSON: dim does not match length %d", v.Len())
+	}
+	if arrayNodes(d32) > DefaultMaxElements {
+		return nil, fmt.Errorf("rvalue: PlainJSON: dim %v is too large to render", dim)
 	}
 	var rec func(b []byte, k, offset, stride int) ([]byte, error)
 	// k is the dimension being expanded; offset/stride locate elements.

@@ -330,8 +330,46 @@ func (p *parser) value(d *jsontext.Decoder, depth int, at path) (Value, error) {
 		if err := checkAttrs(v, at); err != nil {
 			return Value{}, err
 		}
+		// Row counts and array shapes drive loops in Go() and PlainJSON
+		// independently of the data length (a zero-column data frame can
+		// claim 2^31 rows), so they count against the element budget too.
+		if err := p.count(shapeCost(v), pathName{at, "attributes"}); err != nil {
+			return Value{}, err
+		}
 	}
 	return v, nil
+}
+
+// shapeCost is the number of rows or nested arrays that v's data-frame
+// row names or dim make Go() and PlainJSON produce.
+func shapeCost(v Value) int {
+	cost := 0
+	if rn, ok := v.Attr("row.names"); ok && rn.typeOf() == TypeInteger && len(rn.ints) == 2 && rn.ints[0] == NAInteger {
+		n := int(rn.ints[1])
+		cost += max(n, -n)
+	}
+	if dim, ok := v.Attr("dim"); ok {
+		cost += arrayNodes(dim.ints)
+	}
+	return cost
+}
+
+// arrayNodes counts the JSON arrays a nested rendering of dim emits,
+// saturating well above any element limit.
+func arrayNodes(dim []int32) int {
+	const limit = 1 << 40
+	total, level := 0, 1
+	for _, d := range dim {
+		total += level
+		if d <= 0 || total > limit {
+			break
+		}
+		level *= int(d)
+		if level > limit {
+			return limit
+		}
+	}
+	return min(total, limit)
 }
 
 func (p *parser) classMember(d *jsontext.Decoder, typ Type, at path) ([]string, error) {
@@ -685,9 +723,9 @@ func checkAttrs(v Value, at path) error {
 				if x < 0 { // NAInteger is negative too
 					return errAt(nat, "extents must be non-negative and not NA")
 				}
-				prod *= int(x)
-				if prod > v.Len() {
-					break
+				// Saturate instead of overflowing; a later 0 still wins.
+				if prod <= v.Len() || x == 0 {
+					prod *= int(x)
 				}
 			}
 			if prod != v.Len() {

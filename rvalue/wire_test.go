@@ -304,3 +304,26 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+func TestDecodeShapeGuard(t *testing.T) {
+	tests := []struct{ name, in string }{
+		{"zero-column data frame with 2^31 rows", `{"type":"list","value":[],"attributes":{"class":{"type":"character","value":["data.frame"]},"row.names":{"type":"integer","value":[null,-2147483647]}}}`},
+		{"empty matrix with huge extents", `{"type":"integer","value":[],"attributes":{"dim":{"type":"integer","value":[2147483647,2147483647,0]}}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Decode([]byte(tt.in), DecodeOptions{})
+			if err == nil || !strings.Contains(err.Error(), "elements in total") {
+				t.Fatalf("err = %v", err)
+			}
+		})
+	}
+	ok := `{"type":"list","value":[],"attributes":{"class":{"type":"character","value":["data.frame"]},"row.names":{"type":"integer","value":[null,-3]}}}`
+	v, err := Decode([]byte(ok), DecodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := v.PlainJSON(); string(got) != `[{},{},{}]` {
+		t.Errorf("zero-column rows: %s", got)
+	}
+}

@@ -48,7 +48,9 @@ local({
 
   rt$condition_call <- function(cond) {
     cl <- conditionCall(cond)
-    if (is.null(cl)) return(NULL)
+    # A condition raised at top level carries the runtime's own eval call,
+    # which Rscript would not show.
+    if (is.null(cl) || identical(cl, quote(eval(expr, globalenv())))) return(NULL)
     paste(deparse(cl, nlines = 1L), collapse = "")
   }
   rt$format_condition <- function(prefix, cond) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	stdjson "encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,9 +11,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-
-	"github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
 
 	securer "securer-runc"
 )
@@ -81,7 +79,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return fail(stderr, code, err)
 	}
 	if *asJSON {
-		b, jerr := json.Marshal(res, jsontext.WithIndent("  "))
+		b, jerr := stdjson.MarshalIndent(res, "", "  ")
 		if jerr != nil {
 			return fail(stderr, exitSandbox, jerr)
 		}
