@@ -125,7 +125,7 @@ func EnsureParent(path string, l Limits) (*Parent, error) {
 			return nil, fmt.Errorf("enable controllers in %s: %w", path, err)
 		}
 	case Legacy, Hybrid:
-		if _, err := cgroup1.New(cgroup1.StaticPath(path), l.resources()); err != nil {
+		if _, err := cgroup1.New(cgroup1.StaticPath(path), l.resources(), cgroup1.WithHierarchy(limitHierarchy)); err != nil {
 			return nil, fmt.Errorf("create cgroup v1 parent %s: %w", path, err)
 		}
 	default:
@@ -135,25 +135,48 @@ func EnsureParent(path string, l Limits) (*Parent, error) {
 }
 
 // Remove deletes the parent cgroup when no session leaf is left in it. It
-// fails, changing nothing, while any process is inside.
+// fails, changing nothing, while any process or leaf is inside.
 func (p *Parent) Remove() error {
-	switch p.mode {
-	case Unified:
+	if p.mode == Unified {
 		m, err := cgroup2.Load(p.Path)
 		if err != nil {
 			return err
 		}
 		return m.Delete()
-	default:
-		c, err := cgroup1.Load(cgroup1.StaticPath(p.Path))
-		if err != nil {
-			if errors.Is(err, cgroup1.ErrCgroupDeleted) {
-				return nil
-			}
-			return err
-		}
-		return c.Delete()
 	}
+	// libcontainer creates the parent in every v1 hierarchy (and the empty
+	// v2 one of a hybrid host), not just the limited ones: remove it from
+	// each. rmdir only ever succeeds on an empty cgroup.
+	hierarchies, err := os.ReadDir(Root)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, h := range hierarchies {
+		dir := filepath.Join(Root, h.Name(), p.Path)
+		if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// limitHierarchy is the v1 controllers the parent sets limits in. Fixed
+// paths under Root: containerd's autodetection reads /proc/self/mountinfo,
+// which stops describing the host once libcontainer has run in the process.
+func limitHierarchy() ([]cgroup1.Subsystem, error) {
+	var subs []cgroup1.Subsystem
+	for _, s := range []cgroup1.Subsystem{
+		cgroup1.NewMemory(Root), cgroup1.NewPids(Root), cgroup1.NewCpu(Root), cgroup1.NewCpuacct(Root),
+	} {
+		if _, err := os.Stat(filepath.Join(Root, string(s.Name()))); err == nil {
+			subs = append(subs, s)
+		}
+	}
+	if len(subs) == 0 {
+		return nil, errors.New("no cgroup v1 controllers under " + Root)
+	}
+	return subs, nil
 }
 
 // Leaves lists the names of the session cgroups under the parent.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -27,12 +28,19 @@ import (
 const InitArg = "init"
 
 // MaybeInit turns this process into a container init when it was started as
-// one. Call it first thing in main and in TestMain of tests that start
-// containers; it never returns in that case.
+// one; it never returns in that case. Otherwise it pins the calling (main)
+// goroutine to the main thread. Call it from an init function of package
+// main, or first thing in TestMain.
+//
+// The pinning matters: libcontainer enters a new container's mount
+// namespace on a locked thread it then abandons. Were that the main thread,
+// it would stay in the container's namespace for the life of the process,
+// keeping that container's mounts alive and making /proc/self describe it.
 func MaybeInit() {
 	if len(os.Args) > 1 && os.Args[1] == InitArg {
 		libcontainer.Init()
 	}
+	runtime.LockOSThread()
 }
 
 // Stdio is where the sandboxed process's standard streams go. Nil streams

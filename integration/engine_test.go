@@ -38,7 +38,7 @@ func seedTools(calls *atomic.Int64) []securer.Tool {
 			Name: "get_weather", Description: "Get the weather for a city",
 			Args: []securer.Arg{{Name: "city", Type: "character"}},
 			Handler: func(ctx context.Context, args map[string]securer.Value) (any, error) {
-				return map[string]any{"temp": 72, "condition": "sunny"}, nil
+				return map[string]any{"temp": 72.0, "condition": "sunny"}, nil
 			},
 		},
 		{
@@ -257,8 +257,15 @@ func TestTimeouts(t *testing.T) {
 		})
 	}
 	t.Run("stopped process", func(t *testing.T) {
+		// R as the box's pid 1 ignores SIGSTOP from inside: stop it from
+		// the host, as a hung process would look.
+		pid := hostPidOf(s)
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			_ = syscall.Kill(pid, syscall.SIGSTOP)
+		}()
 		start := time.Now()
-		res := execute(t, s, "tools::pskill(Sys.getpid(), tools::SIGSTOP); Sys.sleep(60)")
+		res := execute(t, s, "Sys.sleep(60)")
 		if res.Verdict != securer.VerdictTimeout || time.Since(start) > 8*time.Second {
 			t.Fatalf("verdict %s after %s", res.Verdict, time.Since(start))
 		}
@@ -328,9 +335,9 @@ func TestPidsLimit(t *testing.T) {
 			pids[[length(pids) + 1]] <- p
 		}
 		tools::pskill(vapply(pids, function(p) p$pid, 1L), tools::SIGKILL)
-		length(pids)`)
+		as.numeric(length(pids))`)
 	n, _ := res.Value.Go().(float64)
-	if n < 1 || n >= 8 {
+	if n < 1 || n > 7 { // R itself is one of the 8
 		t.Errorf("forked %v children under pids.max 8", res.Value.Go())
 	}
 }
@@ -380,15 +387,21 @@ func TestNoNetwork(t *testing.T) {
 
 func TestFilesystem(t *testing.T) {
 	s := newSession(t, baseConfig())
-	for _, code := range []string{
-		`writeLines("x", "/etc/evil")`,
-		`file.create(file.path(R.home(), "evil"))`,
-		`writeLines("x", "/usr/evil")`,
-		`writeLines("|/tmp/x", "/proc/sys/kernel/core_pattern")`,
+	for _, path := range []string{
+		"/etc/evil", `file.path(R.home(), "evil")`, "/usr/evil", "/evil",
+		"/proc/sys/kernel/core_pattern", "/run/securer/sock/evil", "/run/securer/runtime/main.R",
 	} {
-		res := execute(t, s, "stopifnot(isTRUE(tryCatch({ suppressWarnings("+code+"); TRUE }, error = function(e) FALSE)))")
-		if res.Verdict == securer.VerdictOK {
-			t.Errorf("%s succeeded on a read-only root", code)
+		expr := path
+		if !strings.Contains(path, "(") {
+			expr = strconv.Quote(path)
+		}
+		code := fmt.Sprintf(`p <- %s; before <- if (file.exists(p)) readLines(p) else NULL
+			r <- tryCatch(suppressWarnings(writeLines("pwned", p)), error = function(e) "refused")
+			after <- if (file.exists(p)) readLines(p) else NULL
+			identical(r, "refused") && identical(before, after)`, expr)
+		res := mustOK(t, s, code)
+		if res.Value.Go() != true {
+			t.Errorf("writing %s was not refused", path)
 		}
 	}
 	res := mustOK(t, s, `writeLines("ok", "/tmp/ok"); readLines("/tmp/ok")`)
@@ -412,21 +425,14 @@ func TestNoHostEnvironment(t *testing.T) {
 	if strings.Contains(env, "canary-7d1e3f") || strings.Contains(env, "OPENAI") {
 		t.Errorf("host environment leaked: %s", env)
 	}
-	res = mustOK(t, s, `rawToChar(readBin("/proc/1/environ", "raw", 1e5))`)
+	res = mustOK(t, s, `x <- readBin("/proc/1/environ", "raw", 1e5); rawToChar(x[x != 0])`)
 	if strings.Contains(fmt.Sprint(res.Value.Go()), "canary") {
 		t.Errorf("canary in /proc/1/environ")
 	}
-	res = mustOK(t, s, `c(Sys.getenv(c("R_LIBS", "R_LIBS_USER", "R_PROFILE_USER", "R_ENVIRON_USER")), .libPaths())`)
-	vals, _ := res.Value.Go().([]any)
-	for _, v := range vals[:4] {
-		if v != "" {
-			t.Errorf("user library variable set: %#v", vals)
-		}
-	}
-	for _, p := range vals[4:] {
-		if strings.HasPrefix(p.(string), "/tmp") {
-			t.Errorf("writable library path %q", p)
-		}
+	res = mustOK(t, s, `all(Sys.getenv(c("R_LIBS", "R_LIBS_USER", "R_PROFILE_USER", "R_ENVIRON_USER")) == "") &&
+		all(startsWith(.libPaths(), "/usr/"))`)
+	if res.Value.Go() != true {
+		t.Errorf("user library variables set or a library path outside /usr")
 	}
 }
 
@@ -445,7 +451,12 @@ func TestCleanup(t *testing.T) {
 	t.Run("R killed", func(t *testing.T) {
 		s := newSession(t, baseConfig())
 		id := s.ID()
-		res := execute(t, s, "tools::pskill(Sys.getpid(), tools::SIGKILL); Sys.sleep(5)")
+		pid := hostPidOf(s)
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}()
+		res := execute(t, s, "Sys.sleep(30)")
 		if res.Verdict != securer.VerdictKilled || !strings.Contains(res.Exit, "killed") {
 			t.Fatalf("verdict %s exit %q", res.Verdict, res.Exit)
 		}
@@ -459,7 +470,7 @@ func TestCleanup(t *testing.T) {
 	})
 	t.Run("host crash", func(t *testing.T) {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), crashChildEnv+"=1")
+		cmd.Env = append(os.Environ(), crashChildEnv+"=1", runIDEnv+"="+runID)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -487,7 +498,7 @@ func TestCleanup(t *testing.T) {
 			t.Fatalf("Reap: %v %v", reaped, err)
 		}
 		assertGone(t, id)
-		if err := syscall.Kill(pid, 0); err == nil {
+		if alive(pid) {
 			t.Errorf("orphaned R pid %d still alive after reaping", pid)
 		}
 	})
@@ -525,6 +536,22 @@ func hostPidOf(s *securer.Session) int {
 	rest := string(b[i+len(`"init_process_pid":`):])
 	n, _ := strconv.Atoi(strings.TrimSpace(rest[:strings.IndexAny(rest, ",}")]))
 	return n
+}
+
+// alive: the process exists and is not a zombie (an orphan's zombie waits
+// for the host's init to collect it).
+func alive(pid int) bool {
+	for i := 0; i < 100; i++ {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return false
+		}
+		if f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:])); len(f) > 0 && f[0] == "Z" {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
 }
 
 func assertGone(t *testing.T, id string) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,10 +23,14 @@ import (
 // Each test run gets its own state dir and cgroup parent so that it can
 // prove it left nothing behind without touching anyone else's.
 var (
-	stateDir     = fmt.Sprintf("/run/securer-it-%d", os.Getpid())
-	cgroupParent = fmt.Sprintf("/securer-it-%d", os.Getpid())
+	runID        = envOr(runIDEnv, strconv.Itoa(os.Getpid()))
+	stateDir     = "/run/securer-it-" + runID
+	cgroupParent = "/securer-it-" + runID
 	rootfsDir    = envOr("SECURER_ROOTFS", rootfs.DefaultDir)
 )
+
+// runIDEnv passes the run's id to child processes of the tests.
+const runIDEnv = "SECURER_IT_RUN"
 
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {
@@ -122,11 +127,16 @@ func leftovers() []string {
 		}
 	}
 	out = append(out, mountsMatching("securer-it-")...)
+	out = append(out, mountsIn("/proc/1/mountinfo", "securer-it-")...)
 	return out
 }
 
 func mountsMatching(substr string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
+	return mountsIn("/proc/self/mountinfo", substr)
+}
+
+func mountsIn(file, substr string) []string {
+	f, err := os.Open(file)
 	if err != nil {
 		return []string{"cannot read mountinfo: " + err.Error()}
 	}
