@@ -176,7 +176,38 @@ func Decode(frame []byte) (any, error) {
 	if err := json.Unmarshal(frame, msg, json.RejectUnknownMembers(true)); err != nil {
 		return nil, violation("bad %s frame: %v", head.Type, err)
 	}
+	switch m := msg.(type) {
+	case *ToolCall:
+		for name, v := range m.Args {
+			if hostOnly(v) {
+				return nil, violation("tool_call argument %q holds a host-only json value", truncate(name, 64))
+			}
+		}
+	case *Result:
+		if hostOnly(m.Value) {
+			return nil, violation("result holds a host-only json value")
+		}
+	}
 	return msg, nil
+}
+
+// hostOnly reports whether v holds the json type anywhere: only the host
+// may send it (R turns it into ordinary values), so from R it is forged.
+func hostOnly(v rvalue.Value) bool {
+	if v.Type() == rvalue.TypeJSON {
+		return true
+	}
+	for _, e := range v.List() {
+		if hostOnly(e) {
+			return true
+		}
+	}
+	for _, a := range v.Attrs() {
+		if hostOnly(a.Value) {
+			return true
+		}
+	}
+	return false
 }
 
 // ToolSpec is what the host knows of a tool when validating a call.

@@ -1,0 +1,173 @@
+package spec
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func validOptions() Options {
+	return Options{
+		RootFS: "/var/lib/securer-runc/rootfs", Args: []string{"/usr/bin/Rscript", "x.R"},
+		Env: []string{"HOME=/tmp"}, UID: 1000, GID: 1000,
+		UserNS:      &IDMap{HostBase: 100000, Size: 65536},
+		CgroupsPath: "/securer-runc/s1", MemoryBytes: 512 << 20, Pids: 64, CPUs: 1.5,
+		TmpBytes: 64 << 20, TmpInodes: 1024, ShmBytes: 1 << 20, NoFile: 256, FileSizeBytes: 1 << 20,
+		Binds: []BindMount{{Source: "/run/x/sock", Destination: SocketDir, ReadOnly: true}},
+	}
+}
+
+func TestBuildWalls(t *testing.T) {
+	s, err := Build(validOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ns []specs.LinuxNamespaceType
+	for _, n := range s.Linux.Namespaces {
+		if n.Path != "" {
+			t.Errorf("namespace %s joins an existing one (%s)", n.Type, n.Path)
+		}
+		ns = append(ns, n.Type)
+	}
+	for _, want := range []specs.LinuxNamespaceType{specs.PIDNamespace, specs.NetworkNamespace, specs.IPCNamespace,
+		specs.UTSNamespace, specs.MountNamespace, specs.CgroupNamespace, specs.UserNamespace} {
+		if !slices.Contains(ns, want) {
+			t.Errorf("missing %s namespace", want)
+		}
+	}
+	if !s.Root.Readonly {
+		t.Error("root is not read-only")
+	}
+	if !s.Process.NoNewPrivileges {
+		t.Error("no_new_privs not set")
+	}
+	c := s.Process.Capabilities
+	if n := len(c.Bounding) + len(c.Effective) + len(c.Permitted) + len(c.Inheritable) + len(c.Ambient); n != 0 {
+		t.Errorf("%d capabilities granted", n)
+	}
+	if s.Process.User.UID == 0 || s.Process.User.GID == 0 {
+		t.Error("runs as root inside")
+	}
+	if s.Linux.UIDMappings[0].HostID == 0 {
+		t.Error("user namespace maps to host root")
+	}
+	if s.Linux.Seccomp == nil || s.Linux.Seccomp.DefaultAction == specs.ActAllow {
+		t.Error("no seccomp allowlist")
+	}
+	r := s.Linux.Resources
+	if *r.Memory.Limit != 512<<20 || *r.Memory.Swap != *r.Memory.Limit {
+		t.Errorf("memory %d swap %d: want no swap", *r.Memory.Limit, *r.Memory.Swap)
+	}
+	if *r.Pids.Limit != 64 || *r.CPU.Quota != 150000 || *r.CPU.Period != 100000 {
+		t.Errorf("pids %d cpu %d/%d", *r.Pids.Limit, *r.CPU.Quota, *r.CPU.Period)
+	}
+	rl := map[string]uint64{}
+	for _, l := range s.Process.Rlimits {
+		rl[l.Type] = l.Hard
+	}
+	if rl["RLIMIT_CORE"] != 0 || rl["RLIMIT_NOFILE"] != 256 || rl["RLIMIT_FSIZE"] != 1<<20 {
+		t.Errorf("rlimits %v", rl)
+	}
+	for _, p := range []string{"/proc/keys", "/proc/kcore", "/proc/timer_list", "/proc/sched_debug"} {
+		if !slices.Contains(s.Linux.MaskedPaths, p) {
+			t.Errorf("%s not masked", p)
+		}
+	}
+	if !slices.Contains(s.Linux.ReadonlyPaths, "/proc/sys") {
+		t.Error("/proc/sys not read-only")
+	}
+	mounts := map[string]specs.Mount{}
+	for _, m := range s.Mounts {
+		mounts[m.Destination] = m
+	}
+	if _, ok := mounts["/sys"]; ok {
+		t.Error("/sys is mounted")
+	}
+	tmp := mounts["/tmp"]
+	for _, o := range []string{"nosuid", "nodev", "noexec", "size=67108864", "nr_inodes=1024"} {
+		if !slices.Contains(tmp.Options, o) {
+			t.Errorf("/tmp lacks %s: %v", o, tmp.Options)
+		}
+	}
+	sock := mounts[SocketDir]
+	if sock.Type != "bind" || !slices.Contains(sock.Options, "ro") || !slices.Contains(sock.Options, "noexec") {
+		t.Errorf("socket bind mount %+v", sock)
+	}
+}
+
+func TestBuildWithoutUserNamespace(t *testing.T) {
+	o := validOptions()
+	o.UserNS = nil
+	s, err := Build(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range s.Linux.Namespaces {
+		if n.Type == specs.UserNamespace {
+			t.Error("user namespace present")
+		}
+	}
+	if len(s.Linux.UIDMappings) != 0 {
+		t.Error("uid mappings without a user namespace")
+	}
+}
+
+func TestBuildRejects(t *testing.T) {
+	cases := []struct {
+		name string
+		edit func(*Options)
+		want string
+	}{
+		{"relative rootfs", func(o *Options) { o.RootFS = "rootfs" }, "absolute"},
+		{"no command", func(o *Options) { o.Args = nil }, "no command"},
+		{"root uid", func(o *Options) { o.UID = 0 }, "uid/gid 0"},
+		{"root gid", func(o *Options) { o.GID = 0 }, "uid/gid 0"},
+		{"no memory limit", func(o *Options) { o.MemoryBytes = 0 }, "memory"},
+		{"no pids limit", func(o *Options) { o.Pids = 0 }, "pids"},
+		{"no cpu limit", func(o *Options) { o.CPUs = 0 }, "cpu"},
+		{"no tmp size", func(o *Options) { o.TmpBytes = 0 }, "/tmp"},
+		{"no nofile", func(o *Options) { o.NoFile = 0 }, "rlimit"},
+		{"relative cgroup", func(o *Options) { o.CgroupsPath = "x" }, "cgroups path"},
+		{"userns maps root", func(o *Options) { o.UserNS = &IDMap{HostBase: 0, Size: 65536} }, "user namespace"},
+		{"userns too small", func(o *Options) { o.UserNS = &IDMap{HostBase: 100000, Size: 10} }, "user namespace"},
+		{"relative bind", func(o *Options) { o.Binds = []BindMount{{Source: "x", Destination: "/y"}} }, "bind"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			o := validOptions()
+			c.edit(&o)
+			_, err := Build(o)
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err %v, want ErrInvalid mentioning %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestProfileDeniesEscapeSyscalls(t *testing.T) {
+	s, err := Build(validOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := map[string]bool{}
+	for _, r := range s.Linux.Seccomp.Syscalls {
+		if r.Action == specs.ActAllow {
+			for _, n := range r.Names {
+				allowed[n] = true
+			}
+		}
+	}
+	for _, n := range DeniedSyscalls() {
+		if allowed[n] {
+			t.Errorf("%s is allowed", n)
+		}
+	}
+	for _, n := range []string{"read", "write", "openat", "mmap", "clone", "execve", "connect"} {
+		if !allowed[n] {
+			t.Errorf("%s is not allowed: R could not run", n)
+		}
+	}
+}
