@@ -110,6 +110,7 @@ func cmdReap(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("reap", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	stateDir := fs.String("state", securer.DefaultStateDir, "state directory")
+	cgroupParent := fs.String("cgroup-parent", securer.DefaultCgroupParent, "parent cgroup, removed when empty")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -121,6 +122,13 @@ func cmdReap(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, exitSandbox, err)
 	}
 	fmt.Fprintf(stdout, "%d leftover session(s) removed\n", len(ids))
+	if p, err := cgroup.EnsureParent(*cgroupParent, cgroup.Limits{}); err == nil {
+		if leaves, _ := p.Leaves(); len(leaves) == 0 {
+			if err := p.Remove(); err == nil {
+				fmt.Fprintf(stdout, "removed the empty parent cgroup %s\n", *cgroupParent)
+			}
+		}
+	}
 	return exitOK
 }
 
@@ -134,7 +142,9 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("rootfs", rootfs.DefaultDir, "rootfs directory")
-	probe := fs.Bool("probe", true, "start a real sandbox and run 1+1 in it")
+	probe := fs.Bool("probe", true, "start a real sandbox and run R in it")
+	stateDir := fs.String("state", "", "state directory for the probe (default "+securer.DefaultStateDir+")")
+	cgroupParent := fs.String("cgroup-parent", "", "parent cgroup for the probe (default "+securer.DefaultCgroupParent+")")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -187,7 +197,7 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	if *probe && !failed {
 		start := time.Now()
-		res, err := securer.Execute(ctx, securer.Config{RootFSDir: *dir, Timeout: 30 * time.Second}, "cat(R.version.string)")
+		res, err := securer.Execute(ctx, securer.Config{RootFSDir: *dir, StateDir: *stateDir, CgroupParent: *cgroupParent, Timeout: 30 * time.Second}, "cat(R.version.string)")
 		c := check{name: "sandbox probe", fix: "run with SECURER_DEBUG=1 for details"}
 		if err != nil {
 			c.detail = err.Error()

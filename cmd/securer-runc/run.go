@@ -28,6 +28,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	toolsPath := fs.String("tools", "", "JSON file of host tools implemented as commands")
 	rootfsDir := fs.String("rootfs", "", "rootfs directory (default "+"/var/lib/securer-runc"+")")
 	stateDir := fs.String("state", "", "state directory (default "+securer.DefaultStateDir+")")
+	cgroupParent := fs.String("cgroup-parent", "", "cgroup all sessions live under (default "+securer.DefaultCgroupParent+")")
 	noUserNS := fs.Bool("unsafe-no-userns", false, "UNSAFE: run without a user namespace (uid 1000 in the box is uid 1000 on the host)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: securer-runc run [flags] [-e CODE | FILE | -]")
@@ -50,9 +51,10 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return fail(stderr, exitUsage, fmt.Errorf("--tmp: %w", err))
 	}
 	cfg := securer.Config{
-		RootFSDir: *rootfsDir,
-		StateDir:  *stateDir,
-		Timeout:   *timeout,
+		RootFSDir:    *rootfsDir,
+		StateDir:     *stateDir,
+		CgroupParent: *cgroupParent,
+		Timeout:      *timeout,
 		Limits: securer.Limits{
 			MemoryBytes: mem, Pids: *pids, CPUs: *cpus, TmpBytes: min(tmpBytes, mem),
 		},

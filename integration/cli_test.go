@@ -1,0 +1,196 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var (
+	cliOnce sync.Once
+	cliPath string
+	cliErr  error
+)
+
+// cli builds the securer-runc binary once per test run.
+func cli(t *testing.T) string {
+	t.Helper()
+	cliOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "securer-cli-")
+		if err != nil {
+			cliErr = err
+			return
+		}
+		cliPath = filepath.Join(dir, "securer-runc")
+		out, err := exec.Command("go", "build", "-tags", "seccomp", "-o", cliPath, "../cmd/securer-runc").CombinedOutput()
+		if err != nil {
+			cliErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if cliErr != nil {
+		t.Fatal(cliErr)
+	}
+	return cliPath
+}
+
+type cliResult struct {
+	stdout, stderr string
+	code           int
+	took           time.Duration
+}
+
+func runCLI(t *testing.T, stdin string, args ...string) cliResult {
+	t.Helper()
+	bin := cli(t)
+	if len(args) > 0 && args[0] == "run" {
+		args = append([]string{"run", "--state", stateDir, "--cgroup-parent", cgroupParent}, args[1:]...)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	err := cmd.Run()
+	r := cliResult{stdout: out.String(), stderr: errb.String(), took: time.Since(start)}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return r
+}
+
+func TestCLI(t *testing.T) {
+	tools := "../examples/tools.json"
+	script := filepath.Join(t.TempDir(), "script.R")
+	if err := os.WriteFile(script, []byte("x <- 20\nx + 22\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		stdin  string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{"seed", "", []string{"run", "-e", "1 + 1"}, 0, "[1] 2\n", ""},
+		{"tool add", "", []string{"run", "--tools", tools, "-e", "add(2, 3)"}, 0, "[1] 5\n", ""},
+		{"tool weather", "", []string{"run", "--tools", tools, "-e", `w <- get_weather("Boston"); cat(w$temp, w$condition)`}, 0, "72 sunny", ""},
+		{"tool type check", "", []string{"run", "--tools", tools, "-e", `add("2", 3)`}, 1, "", `argument "a" must be numeric`},
+		{"file", "", []string{"run", script}, 0, "[1] 42\n", ""},
+		{"stdin", "cat('from stdin\\n')", []string{"run"}, 0, "from stdin\n", ""},
+		{"R error", "", []string{"run", "-e", `stop("nope")`}, 1, "", "Error: nope"},
+		{"bad memory", "", []string{"run", "--memory", "lots", "-e", "1"}, 2, "", "--memory"},
+		{"too little memory", "", []string{"run", "--memory", "1M", "-e", "1"}, 2, "", "memory limit"},
+		{"missing tools file", "", []string{"run", "--tools", "/nonexistent.json", "-e", "1"}, 2, "", "tools file"},
+		{"unknown command", "", []string{"frobnicate"}, 2, "", "unknown command"},
+		{"code twice", "", []string{"run", "-e", "1", script}, 2, "", "not both"},
+		{"version", "", []string{"version"}, 0, "seccomp: true", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := runCLI(t, c.stdin, c.args...)
+			if r.code != c.code || !strings.Contains(r.stdout, c.stdout) || !strings.Contains(r.stderr, c.stderr) {
+				t.Errorf("exit %d stdout %q stderr %q; want exit %d, stdout with %q, stderr with %q",
+					r.code, r.stdout, r.stderr, c.code, c.stdout, c.stderr)
+			}
+		})
+	}
+}
+
+func TestCLIBadToolsFile(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"syntax":       `{"tools": [`,
+		"unknown key":  `{"tools": [{"name": "x", "args": {}, "command": ["true"], "shell": true}]}`,
+		"bad type":     `{"tools": [{"name": "x", "args": {"a": "float"}, "command": ["true"]}]}`,
+		"bad name":     `{"tools": [{"name": "rm -rf", "args": {}, "command": ["true"]}]}`,
+		"no command":   `{"tools": [{"name": "x", "args": {}}]}`,
+		"dup tool":     `{"tools": [{"name": "x", "command": ["true"]}, {"name": "x", "command": ["true"]}]}`,
+		"dup arg name": `{"tools": [{"name": "x", "args": {"a": "numeric", "a": "list"}, "command": ["true"]}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".json")
+			if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r := runCLI(t, "", "run", "--tools", p, "-e", "1")
+			if r.code != 2 || r.stdout != "" || !strings.Contains(r.stderr, "securer-runc:") {
+				t.Errorf("exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+			}
+		})
+	}
+}
+
+func TestCLINoNetwork(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepts atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepts.Add(1)
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	r := runCLI(t, "", "run", "-e", fmt.Sprintf(`readLines(url("http://127.0.0.1:%d"))`, port))
+	if r.code != 1 || !strings.Contains(r.stderr, "Error") {
+		t.Errorf("exit %d stderr %q, want an R error", r.code, r.stderr)
+	}
+	if accepts.Load() != 0 {
+		t.Errorf("the host listener saw %d connections", accepts.Load())
+	}
+}
+
+func TestCLIVerdicts(t *testing.T) {
+	r := runCLI(t, "", "run", "--memory", "256M", "-e", "x <- numeric(1e9); x[] <- 1")
+	if r.code != 137 || !strings.Contains(r.stderr, "oom") {
+		t.Errorf("OOM: exit %d stderr %q", r.code, r.stderr)
+	}
+	r = runCLI(t, "", "run", "--json", "--memory", "256M", "-e", "x <- numeric(1e9); x[] <- 1")
+	var res struct {
+		Verdict    string `json:"verdict"`
+		Accounting struct {
+			OOMKills uint64 `json:"oom_kills"`
+			Peak     uint64 `json:"peak_memory_bytes"`
+		} `json:"accounting"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Verdict != "oom" || res.Accounting.OOMKills < 1 {
+		t.Errorf("--json OOM: %v %+v %s", err, res, r.stdout)
+	}
+	r = runCLI(t, "", "run", "--timeout", "2s", "-e", "while (TRUE) {}")
+	if r.code != 124 || !strings.Contains(r.stderr, "timeout") {
+		t.Errorf("timeout: exit %d stderr %q", r.code, r.stderr)
+	}
+	if r.took < 2*time.Second || r.took > 5*time.Second {
+		t.Errorf("--timeout 2s took %s", r.took)
+	}
+}
+
+func TestCLIDoctorAndReap(t *testing.T) {
+	r := runCLI(t, "", "doctor", "--state", stateDir, "--cgroup-parent", cgroupParent)
+	if r.code != 0 || strings.Contains(r.stdout, "FAIL") || !strings.Contains(r.stdout, "sandbox probe") {
+		t.Errorf("doctor: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = runCLI(t, "", "reap", "--state", stateDir, "--cgroup-parent", cgroupParent+"-none")
+	if r.code != 0 || !strings.Contains(r.stdout, "removed") {
+		t.Errorf("reap: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+}
