@@ -126,6 +126,7 @@ func Execute(ctx context.Context, cfg Config, code string) (*Result, error) {
 func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout)
 	defer cancel()
+	began := time.Now()
 	id := newID()
 	inst := &instance{id: id, dir: filepath.Join(s.cfg.StateDir, sessionsDir, id), frames: make(chan frame, 16)}
 	defer func() {
@@ -179,7 +180,7 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 			spec.RuntimeDir + "/" + bridge.RuntimeEntry, spec.RuntimeDir, spec.SocketDir + "/" + socketName},
 		Env: []string{
 			"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp",
-			"LANG=C.UTF-8", "TZ=UTC", "R_LIBS_USER=/nonexistent",
+			"LANG=C.UTF-8", "TZ=UTC", "R_LIBS_USER=/nonexistent", "R_ENABLE_JIT=0",
 		},
 		UID: boxUID, GID: boxGID, UserNS: userNS,
 		CgroupsPath:   s.cfg.CgroupParent + "/" + id,
@@ -216,6 +217,7 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	if inst.stderr, err = newPipeReader(errR); err != nil {
 		return nil, err
 	}
+	boxBegin := time.Now()
 	box, err := container.Start(ctx, filepath.Join(s.cfg.StateDir, containersDir), id, sp,
 		container.Stdio{Stdout: outW, Stderr: errW})
 	outW.Close()
@@ -224,6 +226,7 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}
 	inst.box = box
+	boxStarted := time.Now()
 
 	conn, err := acceptFrom(ctx, ln, box)
 	if err != nil {
@@ -259,7 +262,8 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	if err := s.send(inst, bridge.Init{Type: "init", Tools: decls}); err != nil {
 		return nil, err
 	}
-	s.log.Debug("session started", "id", id, "r_pid", hello.Pid, "r_version", hello.RVersion)
+	s.log.Debug("session started", "id", id, "r_version", hello.RVersion,
+		"setup", boxBegin.Sub(began), "container_start", boxStarted.Sub(boxBegin), "r_ready", time.Since(boxStarted))
 	return inst, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"sync/atomic"
 )
@@ -11,12 +12,18 @@ import (
 func TestAdvExplore(t *testing.T) {
 	cfg := baseConfig()
 	cfg.Tools = seedTools(nil)
+	cfg.Timeout = 4 * time.Second
+	cfg.Limits.MemoryBytes = 256 << 20
+	cfg.Limits.TmpBytes = 16 << 20
+	cfg.Limits.Pids = 16
+	cfg.MaxOutputBytes = 64 << 10
 	s := newSession(t, cfg)
 	b, _ := os.ReadFile("/tmp/adv/snippets.R")
 	var _ atomic.Int64
 	for _, code := range splitSnips(string(b)) {
+		t0 := time.Now()
 		res := execute(t, s, code)
-		fmt.Printf("=== %s\nverdict=%s value=%#v\nprinted=%q\nstdout=%q\nstderr=%q\nerr=%+v detail=%q exit=%q\n", code, res.Verdict, res.Value.Go(), res.Printed, trunc(res.Stdout), trunc(res.Stderr), res.Error, res.Detail, res.Exit)
+		fmt.Printf("took %s === %s\nverdict=%s value=%#v\nprinted=%q\nstdout=%q\nstderr=%q\nerr=%+v detail=%q exit=%q\n", time.Since(t0), code, res.Verdict, res.Value.Go(), res.Printed, trunc(res.Stdout), trunc(res.Stderr), res.Error, res.Detail, res.Exit)
 	}
 }
 

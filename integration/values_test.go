@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,4 +96,39 @@ func TestValuesToHost(t *testing.T) {
 	if v := get("function(x) x"); v.Type() != rvalue.TypeUnsupported {
 		t.Errorf("a closure arrived as %s", v.Type())
 	}
+}
+
+// TestLargeValues: frames bigger than a socket buffer cross intact both ways.
+func TestLargeValues(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Tools = seedTools(nil)
+	s := newSession(t, cfg)
+	res := mustOK(t, s, `x <- strrep("ab", 3e6); y <- echo(x); identical(x, y)`)
+	if res.Value.Go() != true {
+		t.Error("a 6 MB string did not survive the round trip")
+	}
+	res = mustOK(t, s, `v <- runif(2e5); identical(echo(v), v)`)
+	if res.Value.Go() != true {
+		t.Error("200,000 doubles did not survive the round trip")
+	}
+	res = mustOK(t, s, `strrep("z", 5e6)`)
+	if res.Value.Len() != 1 || len(res.Value.Strings()[0]) != 5e6 {
+		t.Error("a 5 MB result value was not delivered")
+	}
+}
+
+// TestInvalidUTF8Text: invalid bytes in R's messages do not break the result.
+func TestInvalidUTF8Text(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Tools = seedTools(nil)
+	s := newSession(t, cfg)
+	res := execute(t, s, `x <- rawToChar(as.raw(c(0x66, 0xff))); warning(x); stop(x)`)
+	if res.Verdict != securer.VerdictError || res.Error == nil {
+		t.Fatalf("verdict %s", res.Verdict)
+	}
+	res = execute(t, s, `echo(rawToChar(as.raw(c(0x66, 0xff))))`)
+	if res.Verdict != securer.VerdictError || res.Error == nil || !strings.Contains(res.Error.Message, "UTF-8") {
+		t.Fatalf("invalid UTF-8 tool argument: verdict %s error %+v", res.Verdict, res.Error)
+	}
+	mustOK(t, s, "1")
 }

@@ -13,22 +13,37 @@ local({
   # be loaded from.
   Sys.unsetenv(c("R_LIBS_USER", "R_LIBS", "R_PROFILE_USER", "R_ENVIRON_USER"))
 
+  # R starts with the JIT off (R_ENABLE_JIT=0) so that the runtime's own
+  # functions are not compiled on first use, which would add ~30 ms to the
+  # first execution; user code gets R's usual JIT level.
+  loadNamespace("compiler")
+  rt$user_jit <- 3L
+
   rt$main_pid <- Sys.getpid()
   rt$next_id <- 0
   rt$con <- processx::conn_connect_unix_socket(rt$sock)
   rt$pending <- character()
 
+  # processx writes what the socket takes at once and hands back the rest
+  # (it keeps no buffer), and cannot poll for writability: retry the rest.
   rt$send <- function(json) {
-    processx::conn_write(rt$con, paste0(json, "\n"))
-    # conn_write may buffer what the socket did not take at once.
-    while (length(processx::conn_write(rt$con, raw(0))) > 0) {
-      processx::poll(list(rt$con), 100)
+    left <- processx::conn_write(rt$con, charToRaw(paste0(json, "\n")))
+    while (length(left) > 0) {
+      Sys.sleep(0.0002)
+      left <- processx::conn_write(rt$con, left)
     }
   }
-  rt$q <- function(x) jsonlite::toJSON(x, auto_unbox = TRUE)
+  # JSON strings for text R produced (messages, printed output): invalid
+  # UTF-8 is escaped as <xx> rather than failing the whole result.
+  rt$q <- function(x) {
+    x <- as.character(x)
+    bad <- !is.na(x) & !validUTF8(x)
+    if (any(bad)) x[bad] <- iconv(x[bad], "UTF-8", "UTF-8", sub = "byte")
+    rt$.securer_json_str(x)
+  }
   rt$qstrs <- function(x) {
     if (length(x) == 0) return("[]")
-    jsonlite::toJSON(as.character(x))
+    paste0("[", paste(rt$q(x), collapse = ","), "]")
   }
 
   # Blocks until one message arrives; stray interrupts while idle (a timeout
@@ -127,7 +142,9 @@ local({
       for (expr in exprs) {
         ws <- list()
         withCallingHandlers({
-          last <- withVisible(eval(expr, globalenv()))
+          compiler::enableJIT(rt$user_jit)
+          last <- tryCatch(withVisible(eval(expr, globalenv())),
+                           finally = compiler::enableJIT(0L))
           if (last$visible) {
             out <- utils::capture.output(print(last$value))
             printed <- paste(out, collapse = "\n")
@@ -176,7 +193,11 @@ local({
     if (is.null(msg)) next
     switch(msg$type,
       init = rt$install_tools(msg$tools),
-      execute = tryCatch(rt$execute(msg$id, msg$code), interrupt = function(i) NULL),
+      execute = tryCatch(rt$execute(msg$id, msg$code), interrupt = function(i) NULL,
+        error = function(e) rt$send(paste0(
+          '{"type":"result","id":', msg$id, ',"value":{"type":"NULL"},"visible":false,"printed":"",',
+          '"warnings":[],"messages":[],"error":{"message":', rt$q(paste("securer runtime:", conditionMessage(e))),
+          ',"call":null,"class":["securer_runtime_error","error","condition"]},"interrupted":false}'))),
       NULL
     )
   }
