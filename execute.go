@@ -39,15 +39,10 @@ func (s *Session) Execute(ctx context.Context, code string) (*Result, error) {
 	return s.run(ctx, inst, s.nextID, code)
 }
 
-type cpuSample struct{ user, system uint64 }
-
-func (inst *instance) cpu() cpuSample {
-	st, err := inst.box.Stats()
-	if err != nil || st.CgroupStats == nil {
-		return cpuSample{}
-	}
-	u := st.CgroupStats.CpuStats.CpuUsage
-	return cpuSample{u.UsageInUsermode, u.UsageInKernelmode}
+// usage reads the container's accounting; zero if the cgroup is gone.
+func (inst *instance) usage() cgroup.Usage {
+	u, _ := cgroup.ReadUsage(inst.cgroupPaths)
+	return u
 }
 
 func (s *Session) run(ctx context.Context, inst *instance, id uint64, code string) (*Result, error) {
@@ -57,7 +52,7 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 	errCap := newCapture(s.cfg.MaxOutputBytes, s.cfg.Stderr)
 	inst.stdout.setSink(outCap)
 	inst.stderr.setSink(errCap)
-	cpu0 := inst.cpu()
+	before := inst.usage()
 
 	timeout := time.NewTimer(s.cfg.Timeout)
 	defer timeout.Stop()
@@ -92,7 +87,7 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 		res.Stderr, res.StderrElided = errCap.text()
 		res.Accounting.StdoutBytes, res.Accounting.StderrBytes = outCap.total, errCap.total
 		res.Accounting.Wall = time.Since(started)
-		s.account(inst, res, cpu0)
+		s.account(inst, res, before)
 		if inst.dead {
 			s.destroy(inst)
 		}
@@ -229,7 +224,7 @@ func (s *Session) died(inst *instance, res *Result, cause error) (*Result, error
 	inst.stderr.drain()
 	exit := inst.box.ExitStatus()
 	res.Exit = exit.String()
-	if n, err := cgroup.OOMKills(inst.box.CgroupPaths()); err == nil && n > 0 {
+	if n := inst.usage().OOMKills; n > 0 {
 		res.Accounting.OOMKills = n
 		res.Verdict = VerdictOutOfMemory
 		res.Detail = fmt.Sprintf("the memory limit (%d bytes) was reached and the kernel killed R", s.cfg.Limits.MemoryBytes)
@@ -244,18 +239,12 @@ func (s *Session) died(inst *instance, res *Result, cause error) (*Result, error
 }
 
 // account fills in the cgroup's figures; the container must still exist.
-func (s *Session) account(inst *instance, res *Result, cpu0 cpuSample) {
-	st, err := inst.box.Stats()
-	if err != nil || st.CgroupStats == nil {
-		return
-	}
-	u := st.CgroupStats.CpuStats.CpuUsage
-	res.Accounting.CPUUser = time.Duration(u.UsageInUsermode - min(cpu0.user, u.UsageInUsermode))
-	res.Accounting.CPUSystem = time.Duration(u.UsageInKernelmode - min(cpu0.system, u.UsageInKernelmode))
-	res.Accounting.PeakMemoryBytes = st.CgroupStats.MemoryStats.Usage.MaxUsage
-	if n, err := cgroup.OOMKills(inst.box.CgroupPaths()); err == nil && n > res.Accounting.OOMKills {
-		res.Accounting.OOMKills = n
-	}
+func (s *Session) account(inst *instance, res *Result, before cgroup.Usage) {
+	u := inst.usage()
+	res.Accounting.CPUUser = time.Duration(u.CPUUserNanos - min(before.CPUUserNanos, u.CPUUserNanos))
+	res.Accounting.CPUSystem = time.Duration(u.CPUSystemNanos - min(before.CPUSystemNanos, u.CPUSystemNanos))
+	res.Accounting.PeakMemoryBytes = u.PeakMemoryBytes
+	res.Accounting.OOMKills = max(res.Accounting.OOMKills, u.OOMKills)
 }
 
 func (s *Session) runTool(ctx context.Context, t Tool, call *bridge.ToolCall, done chan<- toolOutcome) {

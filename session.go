@@ -49,15 +49,17 @@ type Session struct {
 
 // instance is one container and its R process.
 type instance struct {
-	id      string
-	dir     string
-	box     *container.Box
-	conn    net.Conn
-	frames  chan frame
-	stdout  *pipeReader
-	stderr  *pipeReader
-	dead    bool // must be replaced before the next Execute
-	cleanup sync.Once
+	id     string
+	dir    string
+	box    *container.Box
+	conn   net.Conn
+	frames chan frame
+	stdout *pipeReader
+	stderr *pipeReader
+	dead   bool // must be replaced before the next Execute
+	// cgroupPaths maps controllers to the container's cgroup directories.
+	cgroupPaths map[string]string
+	cleanup     sync.Once
 }
 
 type frame struct {
@@ -226,6 +228,7 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}
 	inst.box = box
+	inst.cgroupPaths = box.CgroupPaths()
 	boxStarted := time.Now()
 
 	conn, err := acceptFrom(ctx, ln, box)
