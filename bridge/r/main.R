@@ -24,15 +24,32 @@ local({
   rt$con <- processx::conn_connect_unix_socket(rt$sock)
   rt$pending <- character()
 
+  # processx's exported connection functions check their arguments on every
+  # call, a third of a tool call's time in R; the runtime's arguments are
+  # always valid, so it calls the same native routines directly when this
+  # processx has them.
+  px <- asNamespace("processx")
+  if (all(vapply(c("c_processx_connection_write_bytes", "c_processx_connection_read_lines",
+                   "c_processx_poll"), exists, NA, envir = px, inherits = FALSE))) {
+    rt$write_raw <- function(data) .Call(px$c_processx_connection_write_bytes, rt$con, data)
+    rt$read_lines <- function() .Call(px$c_processx_connection_read_lines, rt$con, -1)
+    rt$wait_readable <- function() .Call(px$c_processx_poll, list(rt$con), 2L, -1L)
+  } else {
+    rt$write_raw <- function(data) processx::conn_write(rt$con, data)
+    rt$read_lines <- function() processx::conn_read_lines(rt$con)
+    rt$wait_readable <- function() processx::poll(list(rt$con), -1)
+  }
+
   # processx writes what the socket takes at once and hands back the rest
   # (it keeps no buffer), and cannot poll for writability: retry the rest.
   rt$send <- function(json) {
-    left <- processx::conn_write(rt$con, charToRaw(paste0(json, "\n")))
+    left <- rt$write_raw(charToRaw(paste0(json, "\n")))
     while (length(left) > 0) {
       Sys.sleep(0.0002)
-      left <- processx::conn_write(rt$con, left)
+      left <- rt$write_raw(left)
     }
   }
+
   # JSON strings for text R produced (messages, printed output): invalid
   # UTF-8 is escaped as <xx> rather than failing the whole result.
   rt$q <- function(x) {
@@ -55,9 +72,11 @@ local({
         rt$pending <- rt$pending[-1]
         return(jsonlite::fromJSON(line, simplifyVector = FALSE))
       }
-      if (!processx::conn_is_incomplete(rt$con)) quit(save = "no", status = 0)
-      processx::poll(list(rt$con), -1)
-      rt$pending <- c(rt$pending, processx::conn_read_lines(rt$con))
+      rt$wait_readable()
+      lines <- rt$read_lines()
+      # Readable but nothing to read: the host closed the connection.
+      if (length(lines) == 0 && !processx::conn_is_incomplete(rt$con)) quit(save = "no", status = 0)
+      rt$pending <- c(rt$pending, lines)
     }
   }
 
