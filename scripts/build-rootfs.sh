@@ -96,6 +96,11 @@ debootstrap --variant=minbase --include="$(echo "$packages" | tr ' ' ',')" \
 echo 'securer:x:1000:1000:securer sandbox:/tmp:/usr/sbin/nologin' >>"$new/etc/passwd"
 echo 'securer:x:1000:' >>"$new/etc/group"
 
+# Device nodes debootstrap made: a session mounts its own minimal /dev, so
+# none is ever needed, and a real node in the image is one mistake away
+# from exposure.
+find "$new/dev" -mindepth 1 ! -type d -delete
+
 # Every mountpoint a session uses: libcontainer would otherwise create them
 # inside the rootfs at run time, and the rootfs is mounted read-only.
 for d in proc sys dev dev/pts dev/shm dev/mqueue tmp run/securer/runtime run/securer/sock; do

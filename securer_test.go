@@ -1,0 +1,125 @@
+package securer
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestCapture(t *testing.T) {
+	cases := []struct {
+		name   string
+		max    int
+		writes []string
+		want   string
+		elided int64
+	}{
+		{"fits", 100, []string{"hello ", "world"}, "hello world", 0},
+		{"exact", 10, []string{"0123456789"}, "0123456789", 0},
+		{"head and tail", 10, []string{"0123456789", "abcdefghij"}, "01234\n[... 10 bytes elided ...]\nfghij", 10},
+		{"many small", 6, []string{"a", "b", "c", "d", "e", "f", "g", "h"}, "abc\n[... 2 bytes elided ...]\nfgh", 2},
+		{"tail wraps", 4, []string{"ab", "cdefgh", "ij"}, "ab\n[... 6 bytes elided ...]\nij", 6},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var live strings.Builder
+			cp := newCapture(c.max, &live)
+			for _, w := range c.writes {
+				cp.write([]byte(w))
+			}
+			got, elided := cp.text()
+			if got != c.want || elided != c.elided {
+				t.Errorf("text() = %q, %d; want %q, %d", got, elided, c.want, c.elided)
+			}
+			if live.String() != strings.Join(c.writes, "") {
+				t.Errorf("live writer got %q", live.String())
+			}
+			if cp.total != int64(len(strings.Join(c.writes, ""))) {
+				t.Errorf("total %d", cp.total)
+			}
+		})
+	}
+}
+
+// A flood keeps host memory at the cap.
+func TestCaptureBounded(t *testing.T) {
+	cp := newCapture(1000, nil)
+	chunk := []byte(strings.Repeat("x", 4096))
+	for i := 0; i < 1000; i++ {
+		cp.write(chunk)
+	}
+	if len(cp.head)+len(cp.tail) > 1000 || cap(cp.tail) > 1000 {
+		t.Errorf("capture holds %d+%d bytes", len(cp.head), cap(cp.tail))
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	okTool := Tool{Name: "add", Args: []Arg{{Name: "a", Type: "numeric"}}, Handler: func(context.Context, map[string]Value) (any, error) { return nil, nil }}
+	cases := []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"tiny memory", func(c *Config) { c.Limits.MemoryBytes = 1 << 20 }, "memory limit"},
+		{"one pid", func(c *Config) { c.Limits.Pids = 1 }, "pids"},
+		{"tmp over memory", func(c *Config) { c.Limits.MemoryBytes = 64 << 20; c.Limits.TmpBytes = 128 << 20 }, "/tmp"},
+		{"bad tool name", func(c *Config) { t := okTool; t.Name = "rm -rf"; c.Tools = []Tool{t} }, "tool name"},
+		{"no handler", func(c *Config) { t := okTool; t.Handler = nil; c.Tools = []Tool{t} }, "no handler"},
+		{"bad arg type", func(c *Config) { t := okTool; t.Args = []Arg{{Name: "a", Type: "float"}}; c.Tools = []Tool{t} }, "unknown type"},
+		{"dup arg", func(c *Config) { t := okTool; t.Args = []Arg{{Name: "a"}, {Name: "a"}}; c.Tools = []Tool{t} }, "declared twice"},
+		{"dup tool", func(c *Config) { c.Tools = []Tool{okTool, okTool} }, "registered twice"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := Config{}
+			c.edit(&cfg)
+			err := cfg.withDefaults().validate()
+			if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("validate = %v, want ErrInvalidConfig with %q", err, c.want)
+			}
+			// NewSession refuses it before touching the host.
+			if _, err := NewSession(context.Background(), cfg); !errors.Is(err, ErrInvalidConfig) {
+				t.Errorf("NewSession = %v", err)
+			}
+		})
+	}
+	cfg := Config{Tools: []Tool{okTool}}
+	if err := cfg.withDefaults().validate(); err != nil {
+		t.Errorf("valid config refused: %v", err)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c := Config{}.withDefaults()
+	if c.Limits != DefaultLimits() || c.Timeout != DefaultTimeout || c.StateDir != DefaultStateDir || c.MaxOutputBytes != DefaultMaxOutputBytes {
+		t.Errorf("defaults %+v", c)
+	}
+	l := Limits{MemoryBytes: 1 << 30}.withDefaults()
+	if l.MemoryBytes != 1<<30 || l.Pids != 64 {
+		t.Errorf("partial limits %+v", l)
+	}
+}
+
+func TestRError(t *testing.T) {
+	e := &RError{Message: "boom", Call: "f()", Class: []string{"securer_tool_error", "error", "condition"}}
+	if e.Error() != "Error in f() : boom" || !errors.Is(e, ErrRError) || !errors.Is(e, ErrToolFailed) {
+		t.Errorf("%v", e)
+	}
+	e = &RError{Message: "x", Class: []string{"simpleError", "error", "condition"}}
+	if e.Error() != "Error: x" || errors.Is(e, ErrToolFailed) || e.IsParseError() {
+		t.Errorf("%v", e)
+	}
+}
+
+func TestOwnerRecord(t *testing.T) {
+	rec, err := ownerRecord()
+	if err != nil || !ownerAlive(rec) {
+		t.Fatalf("own record %q not alive: %v", rec, err)
+	}
+	for _, bad := range []string{"", "1", "x y", "999999999 1", "1 0"} {
+		if ownerAlive(bad) {
+			t.Errorf("ownerAlive(%q)", bad)
+		}
+	}
+}
