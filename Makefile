@@ -1,5 +1,6 @@
 # securer-runc: build, rootfs, tests. Run as root for anything that starts
 # containers.
+SHELL    := /bin/bash
 GO       ?= go
 TAGS     := seccomp netgo osusergo
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 
 	"github.com/moby/profiles/seccomp"
@@ -20,6 +21,14 @@ var deniedSyscalls = []string{
 	"unshare", "setns", "open_by_handle_at", "name_to_handle_at",
 	"kexec_load", "kexec_file_load", "init_module", "finit_module",
 	"delete_module", "syslog", "acct", "quotactl", "lookup_dcookie",
+}
+
+var nativeArch = map[string]specs.Arch{
+	"amd64":   specs.ArchX86_64,
+	"arm64":   specs.ArchAARCH64,
+	"ppc64le": specs.ArchPPC64LE,
+	"s390x":   specs.ArchS390X,
+	"riscv64": specs.ArchRISCV64,
 }
 
 // DeniedSyscalls lists the syscalls Profile removes from moby's allowlist.
@@ -46,5 +55,13 @@ func Profile(s *specs.Spec) (*specs.LinuxSeccomp, error) {
 		kept = append(kept, rule)
 	}
 	p.Syscalls = kept
+	// Native ABI only: R is a 64-bit program, the 32-bit and x32 entry
+	// points are old attack surface, and every extra architecture makes
+	// libseccomp compile the whole filter again at each container start
+	// (about 15 ms each). A call through another ABI fails the arch check
+	// and is refused.
+	if native, ok := nativeArch[runtime.GOARCH]; ok {
+		p.Architectures = []specs.Arch{native}
+	}
 	return p, nil
 }

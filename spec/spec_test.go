@@ -171,3 +171,13 @@ func TestProfileDeniesEscapeSyscalls(t *testing.T) {
 		}
 	}
 }
+
+func TestProfileNativeArchOnly(t *testing.T) {
+	s, err := Build(validOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Linux.Seccomp.Architectures; len(got) != 1 {
+		t.Errorf("architectures %v: want only the native one", got)
+	}
+}
