@@ -96,7 +96,7 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 
 	if err := s.send(inst, bridge.Execute{Type: "execute", ID: id, Code: code}); err != nil {
 		inst.dead = true
-		return s.died(inst, res, err)
+		return s.died(inst, res, err, toolRunning)
 	}
 	for {
 		select {
@@ -109,7 +109,7 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 				}
 				// The connection ended: R died or closed it.
 				inst.dead = true
-				return s.died(inst, res, f.err)
+				return s.died(inst, res, f.err, toolRunning)
 			}
 			switch m := f.msg.(type) {
 			case *bridge.ToolCall:
@@ -131,7 +131,7 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 					s.log.Info("tool call refused", "tool", truncated(m.Tool), "err", err)
 					if err := s.send(inst, bridge.ToolResult{Type: "tool_result", ID: m.ID, Error: err.Error()}); err != nil {
 						inst.dead = true
-						return s.died(inst, res, err)
+						return s.died(inst, res, err, toolRunning)
 					}
 					continue
 				}
@@ -183,11 +183,11 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 			}
 			if err := s.send(inst, msg); err != nil {
 				inst.dead = true
-				return s.died(inst, res, err)
+				return s.died(inst, res, err, toolRunning)
 			}
 		case <-inst.box.Done():
 			inst.dead = true
-			return s.died(inst, res, nil)
+			return s.died(inst, res, nil, toolRunning)
 		case <-timeout.C:
 			stopVerdict, stopErr = VerdictTimeout, fmt.Errorf("%w after %s", ErrTimeout, s.cfg.Timeout)
 			interrupt()
@@ -213,7 +213,7 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 }
 
 // died classifies the end of R during an execution.
-func (s *Session) died(inst *instance, res *Result, cause error) (*Result, error) {
+func (s *Session) died(inst *instance, res *Result, cause error, inTool bool) (*Result, error) {
 	select {
 	case <-inst.box.Done():
 	case <-time.After(2 * time.Second):
@@ -231,7 +231,15 @@ func (s *Session) died(inst *instance, res *Result, cause error) (*Result, error
 		return res, fmt.Errorf("%w: R was killed at the %d-byte memory limit", ErrOutOfMemory, s.cfg.Limits.MemoryBytes)
 	}
 	res.Verdict = VerdictKilled
-	res.Detail = "R ended during the execution (" + exit.String() + "); the session restarts on next use"
+	if s.isClosed() {
+		res.Detail = "the session was closed during the execution"
+		return res, fmt.Errorf("%w: during the execution", ErrSessionClosed)
+	}
+	during := "during the execution"
+	if inTool {
+		during = "during a tool call (its result was dropped)"
+	}
+	res.Detail = "R crashed " + during + " (" + exit.String() + "); the session restarts on next use"
 	if cause != nil && !errors.Is(cause, io.EOF) {
 		res.Detail += ": " + cause.Error()
 	}

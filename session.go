@@ -386,6 +386,12 @@ func (s *Session) Close() error {
 	return nil
 }
 
+func (s *Session) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 // Restart replaces R with a fresh one: all state is lost.
 func (s *Session) Restart(ctx context.Context) error {
 	if !s.busy.CompareAndSwap(false, true) {

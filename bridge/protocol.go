@@ -126,10 +126,15 @@ func NewReader(r io.Reader, maxFrame int) *Reader {
 // are only valid until the next call. A frame longer than the limit is an
 // error before more than the limit (plus one read buffer) is held.
 func (r *Reader) ReadFrame() ([]byte, error) {
+	// A big frame's buffer is not kept for the life of the session.
+	if cap(r.buf) > keptFrameBuffer {
+		r.buf = nil
+	}
 	r.buf = r.buf[:0]
 	for {
 		chunk, err := r.br.ReadSlice('\n')
 		if len(r.buf)+len(chunk) > r.maxFrame+1 {
+			r.buf = nil
 			return nil, fmt.Errorf("%w: more than %d bytes", ErrFrameTooLarge, r.maxFrame)
 		}
 		switch {
@@ -137,9 +142,11 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 			if len(r.buf) == 0 {
 				return chunk[:len(chunk)-1], nil
 			}
+			r.grow(len(chunk))
 			r.buf = append(r.buf, chunk[:len(chunk)-1]...)
 			return r.buf, nil
 		case errors.Is(err, bufio.ErrBufferFull):
+			r.grow(len(chunk))
 			r.buf = append(r.buf, chunk...)
 		case errors.Is(err, io.EOF) && len(r.buf)+len(chunk) > 0:
 			return nil, violation("connection closed inside a frame")
@@ -147,6 +154,28 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 			return nil, err
 		}
 	}
+}
+
+// keptFrameBuffer is the largest frame buffer kept between frames.
+const keptFrameBuffer = 1 << 20
+
+// grow makes room for n more bytes: doubling up to keptFrameBuffer, then
+// straight to the frame limit, so that even refusing an over-long frame
+// holds little more than the limit (append's own growth overshoots it, and
+// doubling all the way would hold 1.5 times the limit while copying).
+func (r *Reader) grow(n int) {
+	need := len(r.buf) + n
+	if need <= cap(r.buf) {
+		return
+	}
+	c := max(2*cap(r.buf), need, 64<<10)
+	if c > keptFrameBuffer {
+		c = r.maxFrame + 1
+	}
+	c = min(c, r.maxFrame+1)
+	b := make([]byte, len(r.buf), c)
+	copy(b, r.buf)
+	r.buf = b
 }
 
 // Decode strictly decodes one frame from R into a *Hello, *ToolCall or

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -29,9 +30,7 @@ func seedTools(calls *atomic.Int64) []securer.Tool {
 				if calls != nil {
 					calls.Add(1)
 				}
-				a, _ := args["a"].Go().(float64)
-				b, _ := args["b"].Go().(float64)
-				return a + b, nil
+				return number(args["a"]) + number(args["b"]), nil
 			},
 		},
 		{
@@ -76,6 +75,17 @@ func seedTools(calls *atomic.Int64) []securer.Tool {
 	}
 }
 
+// number reads a length-one numeric (integer or double) argument.
+func number(v securer.Value) float64 {
+	if ints := v.Integers(); len(ints) == 1 {
+		return float64(ints[0])
+	}
+	if d := v.Doubles(); len(d) == 1 {
+		return d[0]
+	}
+	return math.NaN()
+}
+
 func TestSeedExamples(t *testing.T) {
 	cfg := baseConfig()
 	cfg.Tools = seedTools(nil)
@@ -93,7 +103,7 @@ func TestSeedExamples(t *testing.T) {
 	if res.Stdout != "[1] 5\n" {
 		t.Errorf("add(2, 3): stdout %q", res.Stdout)
 	}
-	res = mustOK(t, s, "add(a = 2, b = 3)")
+	res = mustOK(t, s, "stopifnot(identical(add(2L, 3L), 5)); add(a = 2, b = 3)")
 	if res.Value.Go() != 5.0 {
 		t.Errorf("add(a = 2, b = 3) = %#v", res.Value.Go())
 	}
