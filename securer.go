@@ -17,6 +17,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"securer-runc/bridge"
 	"securer-runc/rootfs"
 	"securer-runc/rvalue"
@@ -136,6 +138,40 @@ func (t Tool) validate() error {
 	return nil
 }
 
+// TotalLimits cap all sessions under one cgroup parent together, so that
+// many sessions cannot exhaust the host even when each stays within its
+// own Limits. Zero fields take DefaultTotalLimits'.
+type TotalLimits struct {
+	MemoryBytes int64
+	Pids        int64
+	CPUs        float64 // 0: no cap beyond each session's own
+}
+
+// DefaultTotalLimits: 80% of the host's memory and 16384 processes.
+func DefaultTotalLimits() TotalLimits {
+	return TotalLimits{MemoryBytes: hostMemory() / 5 * 4, Pids: 16384}
+}
+
+func (t TotalLimits) withDefaults() TotalLimits {
+	d := DefaultTotalLimits()
+	if t.MemoryBytes == 0 {
+		t.MemoryBytes = d.MemoryBytes
+	}
+	if t.Pids == 0 {
+		t.Pids = d.Pids
+	}
+	return t
+}
+
+// hostMemory is the machine's RAM in bytes (0 when unknown: no cap).
+func hostMemory() int64 {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return int64(si.Totalram) * int64(si.Unit)
+}
+
 // Config configures a session. The zero value is usable.
 type Config struct {
 	// RootFSDir holds rootfs/ and manifest.json (default rootfs.DefaultDir).
@@ -146,7 +182,10 @@ type Config struct {
 	// CgroupParent is the cgroup all sessions live under.
 	CgroupParent string
 	Limits       Limits
-	Tools        []Tool
+	// TotalLimits cap every session under CgroupParent together. The last
+	// session started sets them: give all sessions of a parent the same.
+	TotalLimits TotalLimits
+	Tools       []Tool
 	// Timeout bounds one Execute (default DefaultTimeout).
 	Timeout time.Duration
 	// InterruptGrace is how long R has to return after an interrupt
@@ -179,6 +218,7 @@ func (c Config) withDefaults() Config {
 		c.CgroupParent = DefaultCgroupParent
 	}
 	c.Limits = c.Limits.withDefaults()
+	c.TotalLimits = c.TotalLimits.withDefaults()
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout
 	}
@@ -204,6 +244,9 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	if err := c.Limits.validate(); err != nil {
 		return err
+	}
+	if t := c.TotalLimits; t.MemoryBytes < 0 || t.Pids < 0 || t.CPUs < 0 {
+		return fmt.Errorf("%w: total limits must not be negative", ErrInvalidConfig)
 	}
 	seen := map[string]bool{}
 	for _, t := range c.Tools {

@@ -83,7 +83,8 @@ func NewSession(ctx context.Context, cfg Config) (*Session, error) {
 	if _, err := Reap(ctx, cfg.StateDir); err != nil {
 		cfg.Logger.Warn("reaping leftovers of crashed sessions", "err", err)
 	}
-	if _, err := cgroup.EnsureParent(cfg.CgroupParent, cgroup.Limits{}); err != nil {
+	total := cgroup.Limits{MemoryBytes: cfg.TotalLimits.MemoryBytes, Pids: cfg.TotalLimits.Pids, CPUs: cfg.TotalLimits.CPUs}
+	if _, err := cgroup.EnsureParent(cfg.CgroupParent, total); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}
 	s := &Session{

@@ -582,3 +582,26 @@ func assertGone(t *testing.T, id string) {
 		t.Errorf("mounts remain: %v", m)
 	}
 }
+
+// TestTotalLimits: the parent cgroup caps all sessions together.
+func TestTotalLimits(t *testing.T) {
+	cfg := baseConfig()
+	cfg.TotalLimits = securer.TotalLimits{MemoryBytes: 3 << 30, Pids: 500}
+	newSession(t, cfg)
+	files := map[string]string{
+		"/sys/fs/cgroup/memory" + cgroupParent + "/memory.limit_in_bytes": strconv.Itoa(3 << 30),
+		"/sys/fs/cgroup/pids" + cgroupParent + "/pids.max":                "500",
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil { // v2 host
+		files = map[string]string{
+			"/sys/fs/cgroup" + cgroupParent + "/memory.max": strconv.Itoa(3 << 30),
+			"/sys/fs/cgroup" + cgroupParent + "/pids.max":   "500",
+		}
+	}
+	for f, want := range files {
+		b, err := os.ReadFile(f)
+		if err != nil || strings.TrimSpace(string(b)) != want {
+			t.Errorf("%s = %q, %v; want %s", f, b, err, want)
+		}
+	}
+}
