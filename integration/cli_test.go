@@ -194,3 +194,33 @@ func TestCLIDoctorAndReap(t *testing.T) {
 		t.Errorf("reap: exit %d %q %q", r.code, r.stdout, r.stderr)
 	}
 }
+
+func TestCLIRootfs(t *testing.T) {
+	r := runCLI(t, "", "rootfs", "verify", "--dir", rootfsDir)
+	if r.code != 0 || !strings.Contains(r.stdout, "matches its manifest") || !strings.Contains(r.stdout, "r-cran-jsonlite") {
+		t.Errorf("verify: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	empty := t.TempDir()
+	r = runCLI(t, "", "rootfs", "verify", "--dir", empty)
+	if r.code != 3 || !strings.Contains(r.stderr, "rootfs build") {
+		t.Errorf("verify of nothing: exit %d %q", r.code, r.stderr)
+	}
+	r = runCLI(t, "", "rootfs", "build", "--dir", empty, "--packages", "r-cran-x;touch /tmp/pwned")
+	if r.code != 3 || !strings.Contains(r.stderr, "not a Debian package name") {
+		t.Errorf("bad package name: exit %d %q", r.code, r.stderr)
+	}
+	if ents, _ := os.ReadDir(empty); len(ents) != 0 {
+		t.Errorf("a refused build left %d entries", len(ents))
+	}
+	r = runCLI(t, "", "rootfs", "frobnicate")
+	if r.code != 2 {
+		t.Errorf("unknown subcommand: exit %d", r.code)
+	}
+	// The rootfs the tests run on is up to date: a build reuses it.
+	if rootfsDir == "/var/lib/securer-runc" {
+		r = runCLI(t, "", "rootfs", "build")
+		if r.code != 0 || !strings.Contains(r.stderr, "up to date") || r.took > 30*time.Second {
+			t.Errorf("rebuild of an up-to-date rootfs: exit %d in %s: %q", r.code, r.took, r.stderr)
+		}
+	}
+}

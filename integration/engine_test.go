@@ -605,3 +605,60 @@ func TestTotalLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileStateDirs: unusable state directories are refused with a clear
+// error, and nothing is created through them.
+func TestHostileStateDirs(t *testing.T) {
+	t.Run("socket path too long", func(t *testing.T) {
+		cfg := baseConfig()
+		cfg.StateDir = stateDir + "/" + strings.Repeat("x", 90)
+		defer os.RemoveAll(cfg.StateDir)
+		_, err := securer.NewSession(context.Background(), cfg)
+		if !errors.Is(err, securer.ErrInvalidConfig) || !strings.Contains(err.Error(), "socket path") {
+			t.Fatalf("err %v", err)
+		}
+		if ents, _ := os.ReadDir(filepath.Join(cfg.StateDir, "sessions")); len(ents) != 0 {
+			t.Errorf("left %d session dirs", len(ents))
+		}
+	})
+	t.Run("symlinked state dir", func(t *testing.T) {
+		target := t.TempDir()
+		link := stateDir + "-link"
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(link)
+		cfg := baseConfig()
+		cfg.StateDir = link
+		_, err := securer.NewSession(context.Background(), cfg)
+		if err == nil || !strings.Contains(err.Error(), "refusing") {
+			t.Fatalf("err %v", err)
+		}
+		if ents, _ := os.ReadDir(target); len(ents) != 0 {
+			t.Errorf("created %d entries through the symlink", len(ents))
+		}
+	})
+	t.Run("state dir owned by someone else", func(t *testing.T) {
+		dir := stateDir + "-foreign"
+		if err := os.Mkdir(dir, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		if err := os.Chown(dir, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		cfg := baseConfig()
+		cfg.StateDir = dir
+		if _, err := securer.NewSession(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "refusing") {
+			t.Fatalf("err %v", err)
+		}
+	})
+	t.Run("missing rootfs", func(t *testing.T) {
+		cfg := baseConfig()
+		cfg.RootFSDir = t.TempDir()
+		_, err := securer.NewSession(context.Background(), cfg)
+		if !errors.Is(err, securer.ErrSandboxUnavailable) || !strings.Contains(err.Error(), "rootfs build") {
+			t.Fatalf("err %v", err)
+		}
+	})
+}
