@@ -88,14 +88,28 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 		res.Accounting.StdoutBytes, res.Accounting.StderrBytes = outCap.total, errCap.total
 		res.Accounting.Wall = time.Since(started)
 		s.account(inst, res, before)
-		if inst.dead {
+		if inst.dead.Load() {
 			s.destroy(inst)
 		}
 		_ = endErr
 	}()
 
+	// Nothing may arrive between executions: a frame waiting now was sent
+	// by code of an earlier execution (a background process, or R code
+	// writing to the bridge itself).
+	select {
+	case f := <-inst.frames:
+		inst.dead.Store(true)
+		err := fmt.Errorf("%w: R sent a frame between executions (%T); the session restarts, this code did not run", ErrProtocol, f.msg)
+		if f.err != nil {
+			err = fmt.Errorf("%w: between executions: %w; the session restarts, this code did not run", ErrProtocol, f.err)
+		}
+		res.Detail = err.Error()
+		return finish(VerdictProtocolError, err)
+	default:
+	}
 	if err := s.send(inst, bridge.Execute{Type: "execute", ID: id, Code: code}); err != nil {
-		inst.dead = true
+		inst.dead.Store(true)
 		return s.died(inst, res, err, toolRunning)
 	}
 	for {
@@ -103,12 +117,12 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 		case f, ok := <-inst.frames:
 			if !ok || f.err != nil {
 				if ok && errors.Is(f.err, bridge.ErrProtocol) {
-					inst.dead = true
+					inst.dead.Store(true)
 					res.Detail = f.err.Error()
 					return finish(VerdictProtocolError, f.err)
 				}
 				// The connection ended: R died or closed it.
-				inst.dead = true
+				inst.dead.Store(true)
 				return s.died(inst, res, f.err, toolRunning)
 			}
 			switch m := f.msg.(type) {
@@ -119,7 +133,7 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 					continue
 				}
 				if toolRunning {
-					inst.dead = true
+					inst.dead.Store(true)
 					err := fmt.Errorf("%w: tool call %d while another is running", ErrProtocol, m.ID)
 					res.Detail = err.Error()
 					return finish(VerdictProtocolError, err)
@@ -130,7 +144,7 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 				if err != nil {
 					s.log.Info("tool call refused", "tool", truncated(m.Tool), "err", err)
 					if err := s.send(inst, bridge.ToolResult{Type: "tool_result", ID: m.ID, Error: err.Error()}); err != nil {
-						inst.dead = true
+						inst.dead.Store(true)
 						return s.died(inst, res, err, toolRunning)
 					}
 					continue
@@ -139,7 +153,7 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 				go s.runTool(toolCtx, s.byName[spec.Name], m, toolDone)
 			case *bridge.Result:
 				if m.ID != id {
-					inst.dead = true
+					inst.dead.Store(true)
 					err := fmt.Errorf("%w: result for execution %d, expected %d", ErrProtocol, m.ID, id)
 					res.Detail = err.Error()
 					return finish(VerdictProtocolError, err)
@@ -167,7 +181,7 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 				}
 				return finish(VerdictOK, nil)
 			default:
-				inst.dead = true
+				inst.dead.Store(true)
 				err := fmt.Errorf("%w: unexpected %T during execution", ErrProtocol, m)
 				res.Detail = err.Error()
 				return finish(VerdictProtocolError, err)
@@ -182,11 +196,11 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 				msg.Value, msg.Error = nil, truncate(out.err.Error(), DefaultToolErrorBytes)
 			}
 			if err := s.send(inst, msg); err != nil {
-				inst.dead = true
+				inst.dead.Store(true)
 				return s.died(inst, res, err, toolRunning)
 			}
 		case <-inst.box.Done():
-			inst.dead = true
+			inst.dead.Store(true)
 			return s.died(inst, res, nil, toolRunning)
 		case <-timeout.C:
 			stopVerdict, stopErr = VerdictTimeout, fmt.Errorf("%w after %s", ErrTimeout, s.cfg.Timeout)
@@ -202,7 +216,7 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 			ctx = context.Background() // stop selecting on it; grace decides now
 		case <-grace:
 			// R did not come back: kill it, report, restart on next use.
-			inst.dead = true
+			inst.dead.Store(true)
 			_ = inst.box.Signal(unix.SIGKILL)
 			<-inst.box.Done()
 			res.Exit = inst.box.ExitStatus().String()

@@ -54,9 +54,10 @@ type instance struct {
 	box    *container.Box
 	conn   net.Conn
 	frames chan frame
+	stop   chan struct{} // closed by destroy: ends the frame reader
 	stdout *pipeReader
 	stderr *pipeReader
-	dead   bool // must be replaced before the next Execute
+	dead   atomic.Bool // must be replaced before the next Execute
 	// cgroupPaths maps controllers to the container's cgroup directories.
 	cgroupPaths map[string]string
 	cleanup     sync.Once
@@ -131,7 +132,10 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	defer cancel()
 	began := time.Now()
 	id := newID()
-	inst := &instance{id: id, dir: filepath.Join(s.cfg.StateDir, sessionsDir, id), frames: make(chan frame, 16)}
+	// frames is unbuffered: the reader holds at most one decoded frame, and
+	// R cannot queue work while no Execute is reading.
+	inst := &instance{id: id, dir: filepath.Join(s.cfg.StateDir, sessionsDir, id),
+		frames: make(chan frame), stop: make(chan struct{})}
 	defer func() {
 		if retErr != nil {
 			s.destroy(inst)
@@ -237,7 +241,7 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 		return nil, err
 	}
 	inst.conn = conn
-	go readFrames(conn, bridge.NewReader(conn, s.cfg.MaxFrameBytes), inst.frames)
+	go readFrames(bridge.NewReader(conn, s.cfg.MaxFrameBytes), inst.frames, inst.stop)
 
 	var hello *bridge.Hello
 	select {
@@ -263,7 +267,7 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 		}
 		decls = append(decls, d)
 	}
-	if err := s.send(inst, bridge.Init{Type: "init", Tools: decls}); err != nil {
+	if err := s.send(inst, bridge.Init{Type: "init", Tools: decls, MaxFrame: s.cfg.MaxFrameBytes}); err != nil {
 		return nil, err
 	}
 	s.log.Debug("session started", "id", id, "r_version", hello.RVersion,
@@ -318,17 +322,22 @@ func acceptFrom(ctx context.Context, ln *net.UnixListener, box *container.Box) (
 	return a.c, nil
 }
 
-func readFrames(conn net.Conn, r *bridge.Reader, out chan<- frame) {
+func readFrames(r *bridge.Reader, out chan<- frame, stop <-chan struct{}) {
 	defer close(out)
 	for {
+		var f frame
 		b, err := r.ReadFrame()
-		if err != nil {
-			out <- frame{err: err}
+		if err == nil {
+			f.msg, f.err = bridge.Decode(b)
+		} else {
+			f.err = err
+		}
+		select {
+		case out <- f:
+		case <-stop:
 			return
 		}
-		msg, err := bridge.Decode(b)
-		out <- frame{msg: msg, err: err}
-		if err != nil {
+		if f.err != nil {
 			return
 		}
 	}
@@ -352,6 +361,7 @@ func (s *Session) destroy(inst *instance) {
 	inst.cleanup.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		close(inst.stop)
 		if inst.conn != nil {
 			inst.conn.Close()
 		}
@@ -442,7 +452,7 @@ func (s *Session) ID() string {
 func (s *Session) Alive() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.inst == nil || s.inst.dead {
+	if s.inst == nil || s.inst.dead.Load() {
 		return false
 	}
 	select {
@@ -462,7 +472,7 @@ func (s *Session) current(ctx context.Context) (*instance, error) {
 	}
 	inst := s.inst
 	s.mu.Unlock()
-	if inst != nil && !inst.dead {
+	if inst != nil && !inst.dead.Load() {
 		select {
 		case <-inst.box.Done():
 		default:

@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 
 	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"securer-runc/rvalue"
 )
@@ -81,6 +83,9 @@ type ToolDecl struct {
 type Init struct {
 	Type  string     `json:"type"`
 	Tools []ToolDecl `json:"tools"`
+	// MaxFrame is the largest frame the host accepts; R refuses to send
+	// larger ones itself, with an R error instead of a broken session.
+	MaxFrame int `json:"max_frame"`
 }
 
 // Execute asks R to run code.
@@ -189,35 +194,113 @@ func Decode(frame []byte) (any, error) {
 	if err := json.Unmarshal(frame, &head); err != nil {
 		return nil, violation("bad frame: %v", err)
 	}
-	var msg any
+	strict := json.RejectUnknownMembers(true)
+	// One budget of value objects for the whole frame (see
+	// rvalue.DefaultMaxValues): R values are decoded from raw members here
+	// rather than by the generic decoder, which would give each its own.
+	budget := &valueBudget{left: rvalue.DefaultMaxValues}
 	switch head.Type {
 	case "hello":
-		msg = &Hello{}
+		msg := &Hello{}
+		if err := json.Unmarshal(frame, msg, strict); err != nil {
+			return nil, violation("bad hello frame: %v", err)
+		}
+		return msg, nil
 	case "tool_call":
-		msg = &ToolCall{}
+		var w struct {
+			Type string         `json:"type"`
+			ID   uint64         `json:"id"`
+			Tool string         `json:"tool"`
+			Args jsontext.Value `json:"args"`
+		}
+		if err := json.Unmarshal(frame, &w, strict); err != nil {
+			return nil, violation("bad tool_call frame: %v", err)
+		}
+		args, err := decodeArgs(w.Args, budget)
+		if err != nil {
+			return nil, err
+		}
+		return &ToolCall{Type: w.Type, ID: w.ID, Tool: w.Tool, Args: args}, nil
 	case "result":
-		msg = &Result{}
+		var w struct {
+			Type        string         `json:"type"`
+			ID          uint64         `json:"id"`
+			Value       jsontext.Value `json:"value"`
+			Visible     bool           `json:"visible"`
+			Printed     string         `json:"printed"`
+			Warnings    []string       `json:"warnings"`
+			Messages    []string       `json:"messages"`
+			Error       *RError        `json:"error"`
+			Interrupted bool           `json:"interrupted"`
+		}
+		if err := json.Unmarshal(frame, &w, strict); err != nil {
+			return nil, violation("bad result frame: %v", err)
+		}
+		v, err := budget.decode(w.Value, "result value")
+		if err != nil {
+			return nil, err
+		}
+		return &Result{Type: w.Type, ID: w.ID, Value: v, Visible: w.Visible, Printed: w.Printed,
+			Warnings: w.Warnings, Messages: w.Messages, Error: w.Error, Interrupted: w.Interrupted}, nil
 	case "":
 		return nil, violation("frame has no type")
-	default:
-		return nil, violation("unexpected message type %q", truncate(head.Type, 64))
 	}
-	if err := json.Unmarshal(frame, msg, json.RejectUnknownMembers(true)); err != nil {
-		return nil, violation("bad %s frame: %v", head.Type, err)
+	return nil, violation("unexpected message type %q", truncate(head.Type, 64))
+}
+
+// MaxArgs bounds the arguments of one tool call, before validation looks
+// at their names.
+const MaxArgs = 64
+
+func decodeArgs(raw jsontext.Value, budget *valueBudget) (map[string]rvalue.Value, error) {
+	if len(raw) == 0 {
+		return nil, violation("tool_call has no args")
 	}
-	switch m := msg.(type) {
-	case *ToolCall:
-		for name, v := range m.Args {
-			if hostOnly(v) {
-				return nil, violation("tool_call argument %q holds a host-only json value", truncate(name, 64))
-			}
+	dec := jsontext.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return nil, violation("tool_call args must be an object")
+	}
+	args := map[string]rvalue.Value{}
+	for dec.PeekKind() != '}' {
+		if len(args) == MaxArgs {
+			return nil, violation("tool_call has more than %d arguments", MaxArgs)
 		}
-	case *Result:
-		if hostOnly(m.Value) {
-			return nil, violation("result holds a host-only json value")
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return nil, violation("bad tool_call args: %v", err)
 		}
+		name := tok.String()
+		rawVal, err := dec.ReadValue()
+		if err != nil {
+			return nil, violation("bad tool_call argument %q: %v", truncate(name, 64), err)
+		}
+		v, err := budget.decode(rawVal, "argument "+strconv.Quote(truncate(name, 64)))
+		if err != nil {
+			return nil, err
+		}
+		args[name] = v
 	}
-	return msg, nil
+	return args, nil
+}
+
+type valueBudget struct{ left int }
+
+// decode decodes one R value within what is left of the frame's budget.
+// The json type is refused: only the host may send it (R turns it into
+// ordinary values), so from R it is forged.
+func (b *valueBudget) decode(raw jsontext.Value, what string) (rvalue.Value, error) {
+	if b.left <= 0 {
+		return rvalue.Value{}, violation("%s: the frame holds too many values", what)
+	}
+	v, err := rvalue.Decode(raw, rvalue.DecodeOptions{MaxValues: b.left})
+	if err != nil {
+		return rvalue.Value{}, violation("%s: %v", what, err)
+	}
+	b.left -= v.Count()
+	if hostOnly(v) {
+		return rvalue.Value{}, violation("%s holds a host-only json value", what)
+	}
+	return v, nil
 }
 
 // hostOnly reports whether v holds the json type anywhere: only the host

@@ -3,6 +3,7 @@ package bridge
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -192,4 +193,31 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("framer: %v", err)
 		}
 	})
+}
+
+// Small frames must not expand into huge Go structures.
+func TestDecodeBudgets(t *testing.T) {
+	many := `{"type":"tool_call","id":1,"tool":"echo","args":{"x":{"type":"list","value":[` +
+		strings.TrimSuffix(strings.Repeat(`{"type":"NULL"},`, rvalue.DefaultMaxValues+1), ",") + `]}}}`
+	if _, err := Decode([]byte(many)); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "values") {
+		t.Errorf("%d list elements: %v", rvalue.DefaultMaxValues+1, err)
+	}
+	var b strings.Builder
+	b.WriteString(`{"type":"tool_call","id":1,"tool":"echo","args":{`)
+	for i := 0; i <= MaxArgs; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `"a%d":{"type":"NULL"}`, i)
+	}
+	b.WriteString(`}}`)
+	if _, err := Decode([]byte(b.String())); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "arguments") {
+		t.Errorf("%d arguments: %v", MaxArgs+1, err)
+	}
+	// The budget is shared by all arguments of a frame.
+	half := `{"type":"list","value":[` + strings.TrimSuffix(strings.Repeat(`{"type":"NULL"},`, rvalue.DefaultMaxValues/2+10), ",") + `]}`
+	two := `{"type":"tool_call","id":1,"tool":"echo","args":{"a":` + half + `,"b":` + half + `}}`
+	if _, err := Decode([]byte(two)); !errors.Is(err, ErrProtocol) {
+		t.Errorf("two half-budget arguments: %v", err)
+	}
 }

@@ -1218,12 +1218,24 @@ func TestAdversarialToolChannel(t *testing.T) {
 			cfg.Limits.MemoryBytes = 1 << 30
 			cfg.Timeout = 30 * time.Second
 			s := newSession(t, cfg)
-			var res *securer.Result
-			var err error
+			h.ok(t, s, "keep <- 'state'")
+			// Honest code: R itself refuses to send an over-size call, with
+			// an R error, and the session keeps its state.
+			res, err := s.Execute(context.Background(), `echo(strrep("a", 1e8))`)
+			h.clean(t, res)
+			if res.Verdict != securer.VerdictError || !errors.Is(err, securer.ErrRError) || !strings.Contains(res.Error.Message, "too large to send") {
+				t.Errorf("verdict %s err %v, want an R error saying the arguments are too large", res.Verdict, err)
+			}
+			if v := h.ok(t, s, "keep").Value.Go(); v != "state" {
+				t.Errorf("state lost after a refused over-size call: %v", v)
+			}
+			// Hostile code writes the 100 MB frame itself: the host refuses
+			// it at the cap, before buffering it whole.
+			h.ok(t, s, rtPrelude)
 			var grew uint64
 			rss := rssPeak(func() {
 				grew = heapPeak(func() {
-					res, err = s.Execute(context.Background(), `echo(strrep("a", 1e8))`)
+					res, err = s.Execute(context.Background(), `.rt$send(paste0('{"type":"tool_call","id":1,"tool":"echo","args":{"x":{"type":"character","value":["', strrep("a", 1e8), '"]}}}')); Sys.sleep(30)`)
 				})
 			})
 			h.clean(t, res)

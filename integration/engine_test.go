@@ -662,3 +662,63 @@ func TestHostileStateDirs(t *testing.T) {
 		}
 	})
 }
+
+// TestBigValues: a large last value never breaks the session.
+func TestBigValues(t *testing.T) {
+	s := newSession(t, baseConfig())
+	mustOK(t, s, "keep <- 'state'")
+	res := mustOK(t, s, "x <- 1:3e6") // invisible: not sent
+	if res.Value.Type() != rvalue.TypeNull {
+		t.Errorf("invisible big value sent as %s", res.Value.Type())
+	}
+	res = mustOK(t, s, "1:3e6") // visible, over the frame limit
+	if res.Value.Type() != rvalue.TypeUnsupported || !strings.Contains(res.Value.Repr(), "too large") {
+		t.Errorf("over-size value: %s %q", res.Value.Type(), res.Value.Repr())
+	}
+	if !strings.Contains(res.Stdout[:100], "[1]") || len(res.Printed) > 70000 {
+		t.Errorf("stdout %.20q, printed %d bytes", res.Stdout, len(res.Printed))
+	}
+	if res := mustOK(t, s, "c(exists('x'), keep == 'state')"); res.Value.Go() == nil {
+		t.Error("state lost")
+	}
+}
+
+// TestTimeoutWhileSendingResult: a timeout that lands while R encodes its
+// result still interrupts (state kept) rather than killing R.
+func TestTimeoutWhileSendingResult(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Timeout = 300 * time.Millisecond
+	cfg.InterruptGrace = 5 * time.Second
+	s := newSession(t, cfg)
+	mustOK(t, s, "keep <- 'state'")
+	res := execute(t, s, "x <- rnorm(1.2e6); x")
+	if res.Verdict != securer.VerdictTimeout || strings.Contains(res.Detail, "killed") {
+		t.Fatalf("verdict %s detail %q", res.Verdict, res.Detail)
+	}
+	if res := mustOK(t, s, "keep"); res.Value.Go() != "state" {
+		t.Errorf("state lost: %v", res.Value.Go())
+	}
+}
+
+// TestUnsolicitedFrames: frames R sends between executions are a protocol
+// error for the next Execute, which does not run its code.
+func TestUnsolicitedFrames(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Tools = seedTools(nil)
+	s := newSession(t, cfg)
+	// The first execution (id 1) forges its own result, then keeps
+	// talking after the host thinks it is over.
+	res := mustOK(t, s, `.rt <- get("rt", environment(body(add)[[1]]))
+		.rt$send('{"type":"result","id":1,"value":{"type":"NULL"},"visible":false,"printed":"","warnings":[],"messages":[],"error":null,"interrupted":false}')
+		for (i in 1:50) .rt$send('{"type":"hello","protocol":1,"pid":1,"r_version":"x"}')
+		Sys.sleep(0.5)`)
+	_ = res
+	time.Sleep(time.Second)
+	res, err := s.Execute(context.Background(), "cat('ran')")
+	if res == nil || !errors.Is(err, securer.ErrProtocol) || res.Verdict != securer.VerdictProtocolError || strings.Contains(res.Stdout, "ran") {
+		t.Fatalf("verdict %s err %v stdout %q", res.Verdict, err, res.Stdout)
+	}
+	if res := mustOK(t, s, "1+1"); res.Value.Go() != 2.0 {
+		t.Errorf("after restart: %v", res.Value.Go())
+	}
+}

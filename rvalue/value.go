@@ -529,3 +529,16 @@ func sameDouble(x, y float64) bool {
 	}
 	return x == y
 }
+
+// Count is the number of value objects in v: itself, its list elements and
+// attributes, recursively (what DecodeOptions.MaxValues counts).
+func (v Value) Count() int {
+	n := 1
+	for _, e := range v.list {
+		n += e.Count()
+	}
+	for _, a := range v.attrs {
+		n += a.Value.Count()
+	}
+	return n
+}

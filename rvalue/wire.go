@@ -19,6 +19,10 @@ import (
 const (
 	DefaultMaxDepth    = 100
 	DefaultMaxElements = 1 << 24
+	// DefaultMaxValues bounds the value objects (list elements, attributes)
+	// in one decode: each costs a few hundred bytes in Go, so a small frame
+	// of tiny values could otherwise demand far more memory than its size.
+	DefaultMaxValues = 100000
 )
 
 // DecodeOptions bounds what Decode accepts; zero fields mean the defaults.
@@ -31,6 +35,9 @@ type DecodeOptions struct {
 	// lists, raw bytes and json tokens, so a small message cannot demand
 	// a huge allocation.
 	MaxElements int
+	// MaxValues caps the number of value objects (a list's elements each
+	// count, as do attributes).
+	MaxValues int
 }
 
 // ErrInvalid is wrapped by every wire decoding and validation error.
@@ -46,6 +53,9 @@ func Decode(data []byte, opts DecodeOptions) (Value, error) {
 	}
 	if opts.MaxElements <= 0 {
 		opts.MaxElements = DefaultMaxElements
+	}
+	if opts.MaxValues <= 0 {
+		opts.MaxValues = DefaultMaxValues
 	}
 	p := &parser{opts: opts}
 	v, err := p.parseTop(data, 1, "value")
@@ -114,8 +124,9 @@ func errAt(p path, format string, args ...any) error {
 // ---- decoding ---------------------------------------------------------------
 
 type parser struct {
-	opts  DecodeOptions
-	elems int
+	opts   DecodeOptions
+	elems  int
+	values int
 }
 
 // parseTop parses data as one complete value (used for the top level and
@@ -194,6 +205,9 @@ func (p *parser) expect(d *jsontext.Decoder, k jsontext.Kind, what string, at pa
 func (p *parser) value(d *jsontext.Decoder, depth int, at path) (Value, error) {
 	if depth > p.opts.MaxDepth {
 		return Value{}, errAt(at, "nested deeper than %d levels", p.opts.MaxDepth)
+	}
+	if p.values++; p.values > p.opts.MaxValues {
+		return Value{}, errAt(at, "more than %d values in total", p.opts.MaxValues)
 	}
 	if err := p.expect(d, '{', "a value object", at); err != nil {
 		return Value{}, err

@@ -114,7 +114,13 @@ local({
     id <- rt$next_id
     args <- if (length(present) == 0) "{}" else
       paste0("{", paste0(vapply(present, rt$q, character(1)), ":", encoded, collapse = ","), "}")
-    rt$send(paste0('{"type":"tool_call","id":', id, ',"tool":', rt$q(name), ',"args":', args, "}"))
+    frame <- paste0('{"type":"tool_call","id":', id, ',"tool":', rt$q(name), ',"args":', args, "}")
+    if (nchar(frame, type = "bytes") > rt$max_frame) {
+      stop(sprintf("the arguments of tool '%s' are too large to send (%.0f bytes; the limit is %.0f)",
+                   name, nchar(frame, type = "bytes"), rt$max_frame), call. = FALSE)
+    }
+    # A half-sent frame would corrupt the channel: finish it first.
+    suspendInterrupts(rt$send(frame))
     repeat {
       msg <- rt$receive()
       if (identical(msg$type, "tool_result") && identical(as.numeric(msg$id), as.numeric(id))) break
@@ -127,6 +133,15 @@ local({
       stop(cond)
     }
     rt$.securer_decode(msg$value)
+  }
+
+  rt$max_frame <- 16 * 1024^2
+  rt$max_value <- rt$max_frame - 256 * 1024
+  rt$init <- function(msg) {
+    rt$max_frame <- as.numeric(msg$max_frame)
+    # Room for the printed form, warnings and messages beside the value.
+    rt$max_value <- max(rt$max_frame - 256 * 1024, rt$max_frame / 2)
+    rt$install_tools(msg$tools)
   }
 
   rt$install_tools <- function(tools) {
@@ -186,23 +201,52 @@ local({
     }, interrupt = function(i) {
       interrupted <<- TRUE
     })
-    flush(stdout())
-    flush(stderr())
-    value <- tryCatch(rt$.securer_encode(last$value), error = function(e) '{"type":"NULL"}')
-    if (!is.null(err) || interrupted) value <- '{"type":"NULL"}'
-    errjson <- if (is.null(err)) "null" else paste0(
-      '{"message":', rt$q(conditionMessage(err)),
-      ',"call":', if (is.null(rt$condition_call(err))) "null" else rt$q(rt$condition_call(err)),
-      ',"class":', rt$qstrs(class(err)), "}")
-    rt$send(paste0(
-      '{"type":"result","id":', id,
-      ',"value":', value,
-      ',"visible":', if (isTRUE(last$visible) && is.null(err)) "true" else "false",
-      ',"printed":', rt$q(if (is.null(err)) printed else ""),
-      ',"warnings":', rt$qstrs(warnings_all),
-      ',"messages":', rt$qstrs(messages_all),
-      ',"error":', errjson,
-      ',"interrupted":', if (interrupted) "true" else "false", "}"))
+    # From here on the result must reach the host whole: an interrupt (a
+    # timeout racing the end of the code) waits until it is sent.
+    suspendInterrupts({
+      flush(stdout())
+      flush(stderr())
+      failed <- !is.null(err) || interrupted
+      value <- if (failed) '{"type":"NULL"}' else rt$result_value(last)
+      errjson <- if (is.null(err)) "null" else paste0(
+        '{"message":', rt$q(rt$clip(conditionMessage(err))),
+        ',"call":', if (is.null(rt$condition_call(err))) "null" else rt$q(rt$clip(rt$condition_call(err))),
+        ',"class":', rt$qstrs(class(err)), "}")
+      rt$send(paste0(
+        '{"type":"result","id":', id,
+        ',"value":', value,
+        ',"visible":', if (isTRUE(last$visible) && !failed) "true" else "false",
+        ',"printed":', rt$q(if (failed) "" else rt$clip(printed, 65536L)),
+        ',"warnings":', rt$qstrs(rt$clip(utils::head(warnings_all, 100L))),
+        ',"messages":', rt$qstrs(rt$clip(utils::head(messages_all, 100L))),
+        ',"error":', errjson,
+        ',"interrupted":', if (interrupted) "true" else "false", "}"))
+    })
+  }
+
+  # The last value as a wire value. Invisible values (assignments) are
+  # sent only when small; anything that cannot cross, or would not fit in a
+  # frame, becomes "unsupported" with a note, never a broken session.
+  rt$result_value <- function(last) {
+    x <- last$value
+    if (!isTRUE(last$visible) && utils::object.size(x) > 1e6) return('{"type":"NULL"}')
+    v <- tryCatch(rt$.securer_encode(x), error = function(e) e)
+    if (inherits(v, "error")) return(rt$unsupported(x, paste("cannot be returned:", conditionMessage(v))))
+    n <- nchar(v, type = "bytes")
+    if (n > rt$max_value) {
+      return(rt$unsupported(x, sprintf("too large to return (%.0f bytes encoded, the limit is %.0f): print it or return less", n, rt$max_value)))
+    }
+    v
+  }
+  rt$unsupported <- function(x, note) {
+    paste0('{"type":"unsupported","class":', rt$qstrs(class(x)), ',"repr":', rt$q(note), "}")
+  }
+  # Shortens text for the result frame; the full text went to the streams.
+  rt$clip <- function(x, n = 8192L) {
+    long <- nchar(x, type = "chars", allowNA = TRUE) > n
+    long[is.na(long)] <- FALSE
+    x[long] <- paste0(substr(x[long], 1L, n), " [... truncated]")
+    x
   }
 
   rt$send(paste0('{"type":"hello","protocol":1,"pid":', Sys.getpid(),
@@ -211,7 +255,7 @@ local({
     msg <- tryCatch(rt$receive(), interrupt = function(i) NULL)
     if (is.null(msg)) next
     switch(msg$type,
-      init = rt$install_tools(msg$tools),
+      init = rt$init(msg),
       execute = tryCatch(rt$execute(msg$id, msg$code), interrupt = function(i) NULL,
         error = function(e) rt$send(paste0(
           '{"type":"result","id":', msg$id, ',"value":{"type":"NULL"},"visible":false,"printed":"",',
