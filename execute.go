@@ -6,26 +6,25 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
+	"strings"
+	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
 	"securer-runc/bridge"
 	"securer-runc/cgroup"
+	"securer-runc/container"
 	"securer-runc/rvalue"
 )
-
-type toolOutcome struct {
-	id    uint64
-	value *rvalue.Value
-	err   error
-}
 
 // Execute runs code in the session, top-level expression by expression as
 // Rscript does, and returns when R has finished or the timeout has ended
 // it. The error is nil exactly when the verdict is VerdictOK; otherwise it
 // wraps ErrRError (an *RError), ErrTimeout, ErrCanceled, ErrOutOfMemory,
-// ErrKilled or ErrProtocol, and the Result still says what happened.
+// ErrKilled, ErrProtocol or ErrSessionClosed, and the Result still says
+// what happened.
 func (s *Session) Execute(ctx context.Context, code string) (*Result, error) {
 	if !s.busy.CompareAndSwap(false, true) {
 		return nil, ErrBusy
@@ -36,62 +35,63 @@ func (s *Session) Execute(ctx context.Context, code string) (*Result, error) {
 		return nil, err
 	}
 	s.nextID++
-	return s.run(ctx, inst, s.nextID, code)
+	e := &execution{s: s, inst: inst, id: s.nextID, res: &Result{Value: rvalue.Null()}}
+	return e.run(ctx, code)
 }
 
-// usage reads the container's accounting; zero if the cgroup is gone.
-func (inst *instance) usage() cgroup.Usage {
-	u, _ := cgroup.ReadUsage(inst.cgroupPaths)
-	return u
+// execution is the state of one Execute: the event loop in run reacts to
+// frames from R, the tool's answer, R's death, the deadline and the grace
+// period after an interrupt.
+type execution struct {
+	s      *Session
+	inst   *instance
+	id     uint64
+	res    *Result
+	before cgroup.Usage
+
+	cancelTool  context.CancelFunc
+	toolDone    chan toolOutcome
+	toolRunning bool
+	callID      uint64
+
+	// Set once R has been interrupted: the verdict to report and the end
+	// of the grace period.
+	stopVerdict Verdict
+	stopErr     error
+	grace       <-chan time.Time
 }
 
-func (s *Session) run(ctx context.Context, inst *instance, id uint64, code string) (*Result, error) {
+type toolOutcome struct {
+	id    uint64
+	value *rvalue.Value
+	err   error
+}
+
+func (e *execution) run(ctx context.Context, code string) (*Result, error) {
+	s, inst := e.s, e.inst
 	started := time.Now()
-	res := &Result{Value: rvalue.Null()}
 	outCap := newCapture(s.cfg.MaxOutputBytes, s.cfg.Stdout)
 	errCap := newCapture(s.cfg.MaxOutputBytes, s.cfg.Stderr)
 	inst.stdout.setSink(outCap)
 	inst.stderr.setSink(errCap)
-	before := inst.usage()
-
-	timeout := time.NewTimer(s.cfg.Timeout)
-	defer timeout.Stop()
-	var grace <-chan time.Time
-	toolCtx, cancelTools := context.WithCancel(ctx)
-	defer cancelTools()
-	toolDone := make(chan toolOutcome, 1)
-	var toolRunning bool
-	var callID uint64
-	var endErr error
-
-	finish := func(v Verdict, err error) (*Result, error) {
-		res.Verdict, endErr = v, err
-		return res, err
-	}
-	// interrupt asks R to stop; the container is killed if it does not
-	// answer within the grace period.
-	interrupt := func() {
-		cancelTools()
-		if grace == nil {
-			_ = inst.box.Signal(unix.SIGINT)
-			grace = time.After(s.cfg.InterruptGrace)
-		}
-	}
-	var stopVerdict Verdict
-	var stopErr error
-
+	e.before = inst.usage()
+	toolCtx, cancelTool := context.WithCancel(ctx)
+	defer cancelTool()
+	e.cancelTool = cancelTool
+	e.toolDone = make(chan toolOutcome, 1)
 	defer func() {
 		inst.stdout.setSink(nil)
 		inst.stderr.setSink(nil)
-		res.Stdout, res.StdoutElided = outCap.text()
-		res.Stderr, res.StderrElided = errCap.text()
-		res.Accounting.StdoutBytes, res.Accounting.StderrBytes = outCap.total, errCap.total
-		res.Accounting.Wall = time.Since(started)
-		s.account(inst, res, before)
+		e.res.Stdout, e.res.StdoutElided = outCap.text()
+		e.res.Stderr, e.res.StderrElided = errCap.text()
+		e.res.Accounting.StdoutBytes, e.res.Accounting.StderrBytes = outCap.total, errCap.total
+		e.res.Accounting.Wall = time.Since(started)
+		s.account(inst, e.res, e.before)
 		if inst.dead.Load() {
 			s.destroy(inst)
+		} else {
+			inst.killStrays(s.log)
 		}
-		_ = endErr
 	}()
 
 	// Nothing may arrive between executions: a frame waiting now was sent
@@ -99,135 +99,187 @@ func (s *Session) run(ctx context.Context, inst *instance, id uint64, code strin
 	// writing to the bridge itself).
 	select {
 	case f := <-inst.frames:
-		inst.dead.Store(true)
-		err := fmt.Errorf("%w: R sent a frame between executions (%T); the session restarts, this code did not run", ErrProtocol, f.msg)
+		cause := fmt.Sprintf("%T", f.msg)
 		if f.err != nil {
-			err = fmt.Errorf("%w: between executions: %w; the session restarts, this code did not run", ErrProtocol, f.err)
+			cause = f.err.Error()
 		}
-		res.Detail = err.Error()
-		return finish(VerdictProtocolError, err)
+		return e.violation(fmt.Errorf("%w: R sent a frame between executions (%s); this code did not run and the session restarts", ErrProtocol, cause))
 	default:
 	}
-	if err := s.send(inst, bridge.Execute{Type: "execute", ID: id, Code: code}); err != nil {
-		inst.dead.Store(true)
-		return s.died(inst, res, err, toolRunning)
+	if err := s.send(inst, bridge.Execute{Type: "execute", ID: e.id, Code: code}); err != nil {
+		return e.died(err)
 	}
+
+	timeout := time.NewTimer(s.cfg.Timeout)
+	defer timeout.Stop()
+	deadline := timeout.C
+	done := ctx.Done()
 	for {
 		select {
 		case f, ok := <-inst.frames:
-			if !ok || f.err != nil {
-				if ok && errors.Is(f.err, bridge.ErrProtocol) {
-					inst.dead.Store(true)
-					res.Detail = f.err.Error()
-					return finish(VerdictProtocolError, f.err)
-				}
-				// The connection ended: R died or closed it.
-				inst.dead.Store(true)
-				return s.died(inst, res, f.err, toolRunning)
+			if res, err, end := e.onFrame(toolCtx, f, ok); end {
+				return res, err
 			}
-			switch m := f.msg.(type) {
-			case *bridge.ToolCall:
-				if grace != nil {
-					// Sent before R saw the interrupt: refuse, keep going.
-					_ = s.send(inst, bridge.ToolResult{Type: "tool_result", ID: m.ID, Error: "execution interrupted"})
-					continue
-				}
-				if toolRunning {
-					inst.dead.Store(true)
-					err := fmt.Errorf("%w: tool call %d while another is running", ErrProtocol, m.ID)
-					res.Detail = err.Error()
-					return finish(VerdictProtocolError, err)
-				}
-				res.Accounting.ToolCalls++
-				callID = m.ID
-				spec, err := bridge.Validate(s.tools, m)
-				if err != nil {
-					s.log.Info("tool call refused", "tool", truncated(m.Tool), "err", err)
-					if err := s.send(inst, bridge.ToolResult{Type: "tool_result", ID: m.ID, Error: err.Error()}); err != nil {
-						inst.dead.Store(true)
-						return s.died(inst, res, err, toolRunning)
-					}
-					continue
-				}
-				toolRunning = true
-				go s.runTool(toolCtx, s.byName[spec.Name], m, toolDone)
-			case *bridge.Result:
-				if m.ID != id {
-					inst.dead.Store(true)
-					err := fmt.Errorf("%w: result for execution %d, expected %d", ErrProtocol, m.ID, id)
-					res.Detail = err.Error()
-					return finish(VerdictProtocolError, err)
-				}
-				// Everything R printed before reporting is in the pipes.
-				inst.stdout.drain()
-				inst.stderr.drain()
-				res.Value, res.Visible, res.Printed = m.Value, m.Visible, m.Printed
-				res.Warnings, res.Messages = nonNil(m.Warnings), nonNil(m.Messages)
-				if stopVerdict != "" {
-					res.Detail = "R was interrupted at the time limit; the session keeps its state"
-					return finish(stopVerdict, stopErr)
-				}
-				if m.Interrupted {
-					// SIGINT from elsewhere than the timeout: treat as error.
-					res.Error = &RError{Message: "interrupted", Class: []string{"interrupt", "condition"}}
-					return finish(VerdictError, res.Error)
-				}
-				if m.Error != nil {
-					res.Error = &RError{Message: m.Error.Message, Class: m.Error.Class}
-					if m.Error.Call != nil {
-						res.Error.Call = *m.Error.Call
-					}
-					return finish(VerdictError, res.Error)
-				}
-				return finish(VerdictOK, nil)
-			default:
-				inst.dead.Store(true)
-				err := fmt.Errorf("%w: unexpected %T during execution", ErrProtocol, m)
-				res.Detail = err.Error()
-				return finish(VerdictProtocolError, err)
-			}
-		case out := <-toolDone:
-			toolRunning = false
-			if grace != nil || out.id != callID {
-				continue // R was interrupted: the late answer is dropped
-			}
-			msg := bridge.ToolResult{Type: "tool_result", ID: out.id, Value: out.value}
-			if out.err != nil {
-				msg.Value, msg.Error = nil, truncate(out.err.Error(), DefaultToolErrorBytes)
-			}
-			if err := s.send(inst, msg); err != nil {
-				inst.dead.Store(true)
-				return s.died(inst, res, err, toolRunning)
+		case out := <-e.toolDone:
+			if res, err, end := e.onToolDone(out); end {
+				return res, err
 			}
 		case <-inst.box.Done():
-			inst.dead.Store(true)
-			return s.died(inst, res, nil, toolRunning)
-		case <-timeout.C:
-			stopVerdict, stopErr = VerdictTimeout, fmt.Errorf("%w after %s", ErrTimeout, s.cfg.Timeout)
-			interrupt()
-		case <-ctx.Done():
-			if stopVerdict == "" {
-				stopVerdict, stopErr = VerdictCanceled, fmt.Errorf("%w: %w", ErrCanceled, ctx.Err())
-				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-					stopVerdict, stopErr = VerdictTimeout, fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
+			return e.died(nil)
+		case <-deadline:
+			deadline = nil
+			// A result that arrived with the deadline wins over it.
+			select {
+			case f, ok := <-inst.frames:
+				if res, err, end := e.onFrame(toolCtx, f, ok); end {
+					return res, err
 				}
+			default:
 			}
-			interrupt()
-			ctx = context.Background() // stop selecting on it; grace decides now
-		case <-grace:
+			e.interrupt(VerdictTimeout, fmt.Errorf("%w after %s", ErrTimeout, s.cfg.Timeout))
+		case <-done:
+			done = nil
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				e.interrupt(VerdictTimeout, fmt.Errorf("%w: %w", ErrTimeout, ctx.Err()))
+			} else {
+				e.interrupt(VerdictCanceled, fmt.Errorf("%w: %w", ErrCanceled, ctx.Err()))
+			}
+		case <-e.grace:
 			// R did not come back: kill it, report, restart on next use.
 			inst.dead.Store(true)
 			_ = inst.box.Signal(unix.SIGKILL)
 			<-inst.box.Done()
-			res.Exit = inst.box.ExitStatus().String()
-			res.Detail = "R did not respond to the interrupt within " + s.cfg.InterruptGrace.String() + "; the container was killed and the session restarts on next use"
-			return finish(stopVerdict, stopErr)
+			e.res.Exit = rExit(inst.box.ExitStatus()).String()
+			e.res.Detail = "R did not respond to the interrupt within " + s.cfg.InterruptGrace.String() +
+				"; the container was killed and the session restarts on next use"
+			return e.finish(e.stopVerdict, e.stopErr)
 		}
 	}
 }
 
+func (e *execution) finish(v Verdict, err error) (*Result, error) {
+	e.res.Verdict = v
+	return e.res, err
+}
+
+// violation ends the execution for something R did wrong; R is replaced.
+func (e *execution) violation(err error) (*Result, error) {
+	e.inst.dead.Store(true)
+	e.res.Detail = err.Error()
+	return e.finish(VerdictProtocolError, err)
+}
+
+// interrupt asks R to stop (the first reason given is the one reported);
+// the container is killed if R does not answer within the grace period.
+func (e *execution) interrupt(v Verdict, err error) {
+	e.cancelTool()
+	if e.grace != nil {
+		return
+	}
+	e.stopVerdict, e.stopErr = v, err
+	_ = e.inst.box.Signal(unix.SIGINT)
+	e.grace = time.After(e.s.cfg.InterruptGrace)
+}
+
+// onFrame handles one frame from R; end reports that the execution is over.
+func (e *execution) onFrame(toolCtx context.Context, f frame, ok bool) (res *Result, err error, end bool) {
+	s := e.s
+	if !ok || f.err != nil {
+		if ok && errors.Is(f.err, bridge.ErrProtocol) {
+			res, err = e.violation(f.err)
+			return res, err, true
+		}
+		res, err = e.died(f.err) // the connection ended: R died or closed it
+		return res, err, true
+	}
+	switch m := f.msg.(type) {
+	case *bridge.ToolCall:
+		switch {
+		case e.grace != nil:
+			// Sent before R saw the interrupt: refuse, keep going.
+			err = s.send(e.inst, bridge.ToolResult{Type: "tool_result", ID: m.ID, Error: "execution interrupted"})
+		case e.toolRunning:
+			res, err = e.violation(fmt.Errorf("%w: tool call %d while another is running", ErrProtocol, m.ID))
+			return res, err, true
+		default:
+			e.res.Accounting.ToolCalls++
+			e.callID = m.ID
+			spec, verr := bridge.Validate(s.tools, m)
+			if verr != nil {
+				s.log.Info("tool call refused", "tool", truncate(m.Tool, 64), "err", verr)
+				err = s.send(e.inst, bridge.ToolResult{Type: "tool_result", ID: m.ID, Error: verr.Error()})
+				break
+			}
+			e.toolRunning = true
+			go s.runTool(toolCtx, s.byName[spec.Name], m, e.toolDone)
+		}
+		if err != nil {
+			res, err = e.died(err)
+			return res, err, true
+		}
+		return nil, nil, false
+	case *bridge.Result:
+		if m.ID != e.id {
+			res, err = e.violation(fmt.Errorf("%w: result for execution %d, expected %d", ErrProtocol, m.ID, e.id))
+			return res, err, true
+		}
+		res, err = e.onResult(m)
+		return res, err, true
+	}
+	res, err = e.violation(fmt.Errorf("%w: unexpected %T during execution", ErrProtocol, f.msg))
+	return res, err, true
+}
+
+func (e *execution) onResult(m *bridge.Result) (*Result, error) {
+	// Everything R printed before reporting is in the pipes.
+	e.inst.stdout.drain()
+	e.inst.stderr.drain()
+	res := e.res
+	res.Value, res.Visible, res.Printed = m.Value, m.Visible, m.Printed
+	res.Warnings, res.Messages = nonNil(m.Warnings), nonNil(m.Messages)
+	switch {
+	case e.stopVerdict != "":
+		res.Detail = "R was interrupted at the time limit; the session keeps its state"
+		return e.finish(e.stopVerdict, e.stopErr)
+	case m.Interrupted:
+		// A SIGINT not sent by us (none should reach R): an R error.
+		res.Error = &RError{Message: "interrupted", Class: []string{"interrupt", "condition"}}
+		return e.finish(VerdictError, res.Error)
+	case m.Error != nil:
+		res.Error = &RError{Message: m.Error.Message, Class: m.Error.Class}
+		if m.Error.Call != nil {
+			res.Error.Call = *m.Error.Call
+		}
+		return e.finish(VerdictError, res.Error)
+	}
+	return e.finish(VerdictOK, nil)
+}
+
+func (e *execution) onToolDone(out toolOutcome) (*Result, error, bool) {
+	e.toolRunning = false
+	if e.grace != nil || out.id != e.callID {
+		return nil, nil, false // R was interrupted: the late answer is dropped
+	}
+	msg := bridge.ToolResult{Type: "tool_result", ID: out.id, Value: out.value}
+	if out.err != nil {
+		msg.Value, msg.Error = nil, truncate(out.err.Error(), DefaultToolErrorBytes)
+	}
+	err := e.s.send(e.inst, msg)
+	if errors.Is(err, errEncode) {
+		e.s.log.Error("tool result does not encode", "err", err)
+		err = e.s.send(e.inst, bridge.ToolResult{Type: "tool_result", ID: out.id, Error: "the tool's result could not be encoded"})
+	}
+	if err != nil {
+		res, err := e.died(err)
+		return res, err, true
+	}
+	return nil, nil, false
+}
+
 // died classifies the end of R during an execution.
-func (s *Session) died(inst *instance, res *Result, cause error, inTool bool) (*Result, error) {
+func (e *execution) died(cause error) (*Result, error) {
+	s, inst, res := e.s, e.inst, e.res
+	inst.dead.Store(true)
 	select {
 	case <-inst.box.Done():
 	case <-time.After(2 * time.Second):
@@ -236,28 +288,35 @@ func (s *Session) died(inst *instance, res *Result, cause error, inTool bool) (*
 	}
 	inst.stdout.drain()
 	inst.stderr.drain()
-	exit := inst.box.ExitStatus()
+	exit := rExit(inst.box.ExitStatus())
 	res.Exit = exit.String()
-	if n := inst.usage().OOMKills; n > 0 {
-		res.Accounting.OOMKills = n
-		res.Verdict = VerdictOutOfMemory
+	if n := inst.usage().OOMKills; n > e.before.OOMKills {
+		res.Accounting.OOMKills = n - e.before.OOMKills
 		res.Detail = fmt.Sprintf("the memory limit (%d bytes) was reached and the kernel killed R", s.cfg.Limits.MemoryBytes)
-		return res, fmt.Errorf("%w: R was killed at the %d-byte memory limit", ErrOutOfMemory, s.cfg.Limits.MemoryBytes)
+		return e.finish(VerdictOutOfMemory, fmt.Errorf("%w: R was killed at the %d-byte memory limit", ErrOutOfMemory, s.cfg.Limits.MemoryBytes))
 	}
-	res.Verdict = VerdictKilled
 	if s.isClosed() {
 		res.Detail = "the session was closed during the execution"
-		return res, fmt.Errorf("%w: during the execution", ErrSessionClosed)
+		return e.finish(VerdictKilled, fmt.Errorf("%w: during the execution", ErrSessionClosed))
 	}
 	during := "during the execution"
-	if inTool {
+	if e.toolRunning {
 		during = "during a tool call (its result was dropped)"
 	}
 	res.Detail = "R crashed " + during + " (" + exit.String() + "); the session restarts on next use"
 	if cause != nil && !errors.Is(cause, io.EOF) {
 		res.Detail += ": " + cause.Error()
 	}
-	return res, fmt.Errorf("%w: %s", ErrKilled, exit)
+	return e.finish(VerdictKilled, fmt.Errorf("%w: %s", ErrKilled, exit))
+}
+
+// rExit is how R ended, seen through tini, which exits with 128+N when
+// its child was killed by signal N.
+func rExit(e container.Exit) container.Exit {
+	if e.Signal == 0 && e.Code > 128 && e.Code <= 128+64 {
+		return container.Exit{Code: -1, Signal: syscall.Signal(e.Code - 128)}
+	}
+	return e
 }
 
 // account fills in the cgroup's figures; the container must still exist.
@@ -266,7 +325,7 @@ func (s *Session) account(inst *instance, res *Result, before cgroup.Usage) {
 	res.Accounting.CPUUser = time.Duration(u.CPUUserNanos - min(before.CPUUserNanos, u.CPUUserNanos))
 	res.Accounting.CPUSystem = time.Duration(u.CPUSystemNanos - min(before.CPUSystemNanos, u.CPUSystemNanos))
 	res.Accounting.PeakMemoryBytes = u.PeakMemoryBytes
-	res.Accounting.OOMKills = max(res.Accounting.OOMKills, u.OOMKills)
+	res.Accounting.OOMKills = max(res.Accounting.OOMKills, u.OOMKills-min(before.OOMKills, u.OOMKills))
 }
 
 func (s *Session) runTool(ctx context.Context, t Tool, call *bridge.ToolCall, done chan<- toolOutcome) {
@@ -276,7 +335,7 @@ func (s *Session) runTool(ctx context.Context, t Tool, call *bridge.ToolCall, do
 			s.log.Error("tool panicked", "tool", t.Name, "panic", p, "stack", string(debug.Stack()))
 			out = toolOutcome{id: call.ID, err: fmt.Errorf("tool %q failed (panic)", t.Name)}
 		}
-		done <- out
+		done <- out // buffered: one tool runs at a time
 	}()
 	v, err := t.Handler(ctx, call.Args)
 	if err != nil {
@@ -293,8 +352,8 @@ func (s *Session) runTool(ctx context.Context, t Tool, call *bridge.ToolCall, do
 		out.err = fmt.Errorf("tool %q returned an unencodable value: %w", t.Name, err)
 		return
 	}
-	if len(b) > s.cfg.MaxFrameBytes {
-		out.err = fmt.Errorf("tool %q returned %d bytes, over the %d-byte limit", t.Name, len(b), s.cfg.MaxFrameBytes)
+	if len(b) > s.cfg.MaxFrameBytes-1024 {
+		out.err = fmt.Errorf("tool %q returned %d bytes, over the %d-byte frame limit", t.Name, len(b), s.cfg.MaxFrameBytes)
 		return
 	}
 	out.value = &val
@@ -307,11 +366,15 @@ func nonNil(s []string) []string {
 	return s
 }
 
+// truncate shortens s to at most n bytes on a character boundary, with
+// invalid UTF-8 replaced: the result always encodes.
 func truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= n {
 		return s
 	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
 	return s[:n] + "... (truncated)"
 }
-
-func truncated(s string) string { return truncate(s, 64) }

@@ -23,7 +23,7 @@ type Accounting struct {
 	CPUSystem time.Duration `json:"cpu_system_ns"`
 	// PeakMemoryBytes is the container's peak memory since it started.
 	PeakMemoryBytes uint64 `json:"peak_memory_bytes"`
-	OOMKills        uint64 `json:"oom_kills"`
+	OOMKills        uint64 `json:"oom_kills"` // during this execution
 	ToolCalls       int    `json:"tool_calls"`
 	StdoutBytes     int64  `json:"stdout_bytes"`
 	StderrBytes     int64  `json:"stderr_bytes"`

@@ -2,11 +2,13 @@ package securer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,6 +63,8 @@ type instance struct {
 	// cgroupPaths maps controllers to the container's cgroup directories.
 	cgroupPaths map[string]string
 	cleanup     sync.Once
+	// rPid is R's host pid (the container's init is tini).
+	rPid int
 }
 
 type frame struct {
@@ -183,7 +187,10 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	l := s.cfg.Limits
 	sp, err := spec.Build(spec.Options{
 		RootFS: s.rootfs,
-		Args: []string{"/usr/bin/Rscript", "--vanilla", "--default-packages=datasets,utils,grDevices,graphics,stats,methods",
+		// tini is the box's init: it forwards our signals to R and reaps
+		// the orphans background processes leave (R as pid 1 would not).
+		Args: []string{"/usr/bin/tini", "--", "/usr/bin/Rscript", "--vanilla",
+			"--default-packages=datasets,utils,grDevices,graphics,stats,methods",
 			spec.RuntimeDir + "/" + bridge.RuntimeEntry, spec.RuntimeDir, spec.SocketDir + "/" + socketName},
 		Env: []string{
 			"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp",
@@ -236,11 +243,11 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	inst.cgroupPaths = box.CgroupPaths()
 	boxStarted := time.Now()
 
-	conn, err := acceptFrom(ctx, ln, box)
+	conn, rPid, err := acceptFrom(ctx, ln, box, inst.cgroupPaths)
 	if err != nil {
 		return nil, err
 	}
-	inst.conn = conn
+	inst.conn, inst.rPid = conn, rPid
 	go readFrames(bridge.NewReader(conn, s.cfg.MaxFrameBytes), inst.frames, inst.stop)
 
 	var hello *bridge.Hello
@@ -276,8 +283,9 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 }
 
 // acceptFrom accepts the box's one connection and checks, by the kernel's
-// peer credentials, that it comes from the container's own R process.
-func acceptFrom(ctx context.Context, ln *net.UnixListener, box *container.Box) (net.Conn, error) {
+// peer credentials, that it comes from a process of this container (its
+// cgroup), not from anywhere else. It returns that process: R.
+func acceptFrom(ctx context.Context, ln *net.UnixListener, box *container.Box, cgroupPaths map[string]string) (net.Conn, int, error) {
 	type accepted struct {
 		c   *net.UnixConn
 		err error
@@ -292,34 +300,30 @@ func acceptFrom(ctx context.Context, ln *net.UnixListener, box *container.Box) (
 	case a = <-ch:
 	case <-box.Done():
 		_ = ln.Close()
-		return nil, fmt.Errorf("R exited before connecting (%s)", box.ExitStatus())
+		return nil, 0, fmt.Errorf("R exited before connecting (%s)", box.ExitStatus())
 	case <-ctx.Done():
 		_ = ln.Close()
-		return nil, fmt.Errorf("R did not connect: %w", ctx.Err())
+		return nil, 0, fmt.Errorf("R did not connect: %w", ctx.Err())
 	}
 	if a.err != nil {
-		return nil, fmt.Errorf("accept: %w", a.err)
-	}
-	pid, err := box.Pid()
-	if err != nil {
-		a.c.Close()
-		return nil, err
+		return nil, 0, fmt.Errorf("accept: %w", a.err)
 	}
 	raw, err := a.c.SyscallConn()
 	if err != nil {
 		a.c.Close()
-		return nil, err
+		return nil, 0, err
 	}
 	var cred *unix.Ucred
 	var credErr error
 	_ = raw.Control(func(fd uintptr) {
 		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	})
-	if credErr != nil || int(cred.Pid) != pid {
+	procs, err := cgroup.Procs(cgroupPaths)
+	if credErr != nil || err != nil || !slices.Contains(procs, int(cred.Pid)) {
 		a.c.Close()
-		return nil, fmt.Errorf("%w: bridge connection is not from the session's R (peer %+v, want pid %d)", ErrProtocol, cred, pid)
+		return nil, 0, fmt.Errorf("%w: bridge connection is not from the session's container (peer %+v)", ErrProtocol, cred)
 	}
-	return a.c, nil
+	return a.c, int(cred.Pid), nil
 }
 
 func readFrames(r *bridge.Reader, out chan<- frame, stop <-chan struct{}) {
@@ -343,10 +347,14 @@ func readFrames(r *bridge.Reader, out chan<- frame, stop <-chan struct{}) {
 	}
 }
 
+// errEncode marks a host message that could not be encoded: a host-side
+// bug or a tool's bad value, never R's fault.
+var errEncode = errors.New("encode host message")
+
 func (s *Session) send(inst *instance, msg any) error {
 	b, err := bridge.Encode(msg)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errEncode, err)
 	}
 	_ = inst.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := inst.conn.Write(b); err != nil {
@@ -488,4 +496,40 @@ func (s *Session) current(ctx context.Context) (*instance, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.inst, nil
+}
+
+// usage reads the container's accounting; zero if the cgroup is gone.
+func (inst *instance) usage() cgroup.Usage {
+	u, _ := cgroup.ReadUsage(inst.cgroupPaths)
+	return u
+}
+
+// killStrays ends every process of the container but init and R: what an
+// execution started in the background does not outlive it. Processes forking
+// meanwhile are caught by the next round.
+func (inst *instance) killStrays(log *slog.Logger) {
+	initPid, err := inst.box.Pid()
+	if err != nil {
+		return
+	}
+	for round := 0; round < 20; round++ {
+		pids, err := cgroup.Procs(inst.cgroupPaths)
+		if err != nil {
+			return
+		}
+		killed := 0
+		for _, pid := range pids {
+			if pid != initPid && pid != inst.rPid {
+				// Only pids of this container's own cgroup: never anyone else's.
+				if unix.Kill(pid, unix.SIGKILL) == nil {
+					killed++
+				}
+			}
+		}
+		if killed == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	log.Warn("background processes survived 20 kill rounds", "id", inst.id)
 }

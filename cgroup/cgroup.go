@@ -280,3 +280,25 @@ func readUint(file string) (uint64, error) {
 	}
 	return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 }
+
+// Procs lists the processes (host pids) in a leaf, given libcontainer's
+// controller -> path map for it.
+func Procs(paths map[string]string) ([]int, error) {
+	dir, ok := paths["pids"]
+	if !ok {
+		if dir, ok = paths[""]; !ok {
+			return nil, errors.New("no pids cgroup path")
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}

@@ -623,8 +623,9 @@ func TestAdversarialFilesystem(t *testing.T) {
 			}
 			res = h.ok(t, s, `x <- readBin("/proc/1/cmdline", "raw", 4096); x[x == 0] <- as.raw(32); rawToChar(x)`)
 			cmd, _ := res.Value.Go().(string)
-			if !strings.HasPrefix(cmd, "/usr/lib/R/bin/exec/R ") || !strings.Contains(cmd, "/run/securer/runtime/main.R") {
-				t.Errorf("/proc/1/cmdline is %q, want the box's R", cmd)
+			// The box's init is tini, running the box's R as its child.
+			if !strings.HasPrefix(cmd, "/usr/bin/tini -- /usr/bin/Rscript ") || !strings.Contains(cmd, "/run/securer/runtime/main.R") {
+				t.Errorf("/proc/1/cmdline is %q, want tini running the box's R", cmd)
 			}
 		}},
 		{"F04", func(t *testing.T) {
@@ -918,32 +919,36 @@ func TestAdversarialProcess(t *testing.T) {
 			}
 		}},
 		{"P05", func(t *testing.T) {
-			// A session keeps its R between executes, and with it R's
-			// mcparallel jobs; they must not outlive the session.
+			// Background processes do not outlive the execution that
+			// started them: only R is left in the cgroup afterwards.
 			s := newSession(t, cfg)
 			id := s.ID()
-			h.ok(t, s, `p <- parallel::mcparallel(repeat Sys.sleep(1)); invisible(p$pid)`)
-			pids := cgroupProcs(t, id)
-			if len(pids) < 2 {
-				t.Fatalf("the mcparallel child is not in the session's cgroup: %v", pids)
+			res := h.ok(t, s, `p <- parallel::mcparallel(repeat Sys.sleep(1)); p$pid`)
+			child := int(number(res.Value))
+			// Left: tini (the box's init) and R.
+			if pids := cgroupProcs(t, id); len(pids) != 2 || slices.Contains(pids, child) {
+				t.Errorf("after the execute the cgroup holds %v (mcparallel child %d), want only init and R", pids, child)
 			}
-			closeAndCheck(t, s, id, pids)
+			h.ok(t, s, "1+1")
+			closeAndCheck(t, s, id, cgroupProcs(t, id))
 		}},
 		{"P06", func(t *testing.T) {
 			s := newSession(t, cfg)
 			id := s.ID()
-			h.ok(t, s, `system("setsid sh -c 'sleep 1d' &"); Sys.sleep(0.3)`)
-			pids := cgroupProcs(t, id)
-			daemon := 0
-			for _, p := range pids {
-				if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p)); strings.TrimSpace(string(b)) == "sleep" {
-					daemon = p
-				}
+			// Counts the box's processes named sleep (the image has no pgrep).
+			const sleeps = `sum(vapply(list.files("/proc", pattern = "^[0-9]+$", full.names = TRUE), function(d)
+				identical(tryCatch(readLines(file.path(d, "comm")), error = function(e) ""), "sleep"), NA))`
+			res := h.ok(t, s, `system("setsid sh -c 'sleep 1d' &"); Sys.sleep(0.3); `+sleeps)
+			if number(res.Value) != 1 {
+				t.Fatalf("the daemonised sleep did not start (%v running)", res.Value.Go())
 			}
-			if daemon == 0 {
-				t.Fatalf("the daemonised sleep is not in the session's cgroup (procs %v)", pids)
+			if pids := cgroupProcs(t, id); len(pids) != 2 {
+				t.Errorf("after the execute the cgroup holds %v, want only init and R", pids)
 			}
-			closeAndCheck(t, s, id, pids)
+			if res = h.ok(t, s, sleeps); number(res.Value) != 0 {
+				t.Errorf("the daemon is visible in the next execute")
+			}
+			closeAndCheck(t, s, id, cgroupProcs(t, id))
 		}},
 	}
 	for _, c := range cases {
@@ -1498,23 +1503,23 @@ func TestAdversarialEscape(t *testing.T) {
 			defer func() { _ = canary.Process.Kill(); _ = canary.Wait() }()
 			nbPid, myPid := hostPidOf(h.neighbour), hostPidOf(s)
 			// The catalogue's code (R's pskill skips pids <= 0, so -1 does
-			// nothing), host pids by number, then a real kill(-1, SIGKILL)
-			// from a shell child, which must reach the box's own child.
-			res := h.ok(t, s, fmt.Sprintf(`p <- parallel::mcparallel(Sys.sleep(60)); Sys.sleep(0.3)
+			// nothing) and host pids by number must reach nothing outside.
+			h.ok(t, s, fmt.Sprintf(`p <- parallel::mcparallel(Sys.sleep(60)); Sys.sleep(0.3)
 				tools::pskill(-1, tools::SIGKILL); tools::pskill(1, tools::SIGKILL)
-				tools::pskill(c(%d, %d, %d), tools::SIGKILL)
-				system("kill -9 -1")
-				Sys.sleep(0.3)
-				st <- tryCatch(readLines(sprintf("/proc/%%d/stat", p$pid)), error = function(e) "")
-				!nzchar(st) || grepl(") Z ", st, fixed = TRUE)`, canary.Process.Pid, os.Getpid(), nbPid))
-			if res.Value.Go() != true {
-				t.Errorf("kill(-1) did not reach the box's own child")
+				tools::pskill(c(%d, %d, %d), tools::SIGKILL)`, canary.Process.Pid, os.Getpid(), nbPid))
+			if hostPidOf(s) != myPid || !running(myPid) {
+				t.Errorf("the box's R was killed by pskill of host pids")
+			}
+			// A real kill(-1, SIGKILL) from a shell child reaches every
+			// process of the box but its init, R included: the execution
+			// ends as killed and the session restarts; nothing outside dies.
+			res, _ := s.Execute(context.Background(), `system("kill -9 -1"); Sys.sleep(5)`)
+			h.clean(t, res)
+			if res.Verdict != securer.VerdictKilled {
+				t.Errorf("kill(-1) inside: verdict %s, want killed", res.Verdict)
 			}
 			if !running(canary.Process.Pid) {
 				t.Errorf("the host canary process (uid 101000) died")
-			}
-			if hostPidOf(s) != myPid || !running(myPid) {
-				t.Errorf("the box's R (pid 1) was killed")
 			}
 			if hostPidOf(h.neighbour) != nbPid || !running(nbPid) {
 				t.Errorf("the neighbour's R was killed")

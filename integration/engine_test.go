@@ -534,6 +534,7 @@ func crashChild() {
 	select {}
 }
 
+// hostPidOf is the host pid of the session's R process.
 func hostPidOf(s *securer.Session) int {
 	b, err := os.ReadFile(filepath.Join(stateDir, "containers", s.ID(), "state.json"))
 	if err != nil {
@@ -544,8 +545,19 @@ func hostPidOf(s *securer.Session) int {
 		return 0
 	}
 	rest := string(b[i+len(`"init_process_pid":`):])
-	n, _ := strconv.Atoi(strings.TrimSpace(rest[:strings.IndexAny(rest, ",}")]))
-	return n
+	initPid, _ := strconv.Atoi(strings.TrimSpace(rest[:strings.IndexAny(rest, ",}")]))
+	// The box's init is tini; R is its child.
+	kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", initPid, initPid))
+	if err != nil {
+		return 0
+	}
+	for _, f := range strings.Fields(string(kids)) {
+		pid, _ := strconv.Atoi(f)
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "R" {
+			return pid
+		}
+	}
+	return 0
 }
 
 // alive: the process exists and is not a zombie (an orphan's zombie waits

@@ -85,5 +85,5 @@ func Mountpoints() []string {
 
 // Executables lists, relative to the rootfs, the R binaries a session runs.
 func Executables() []string {
-	return []string{"usr/lib/R/bin/exec/R", "usr/bin/Rscript"}
+	return []string{"usr/lib/R/bin/exec/R", "usr/bin/Rscript", "usr/bin/tini"}
 }

@@ -14,7 +14,7 @@ suite=bookworm
 extra=""
 mirror=""
 force=0
-base_packages="r-base-core r-cran-jsonlite r-cran-processx"
+base_packages="r-base-core r-cran-jsonlite r-cran-processx tini"
 
 die() { echo "build-rootfs: $*" >&2; exit 1; }
 log() { echo "build-rootfs: $*" >&2; }

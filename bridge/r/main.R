@@ -34,10 +34,12 @@ local({
     rt$write_raw <- function(data) .Call(px$c_processx_connection_write_bytes, rt$con, data)
     rt$read_lines <- function() .Call(px$c_processx_connection_read_lines, rt$con, -1)
     rt$wait_readable <- function() .Call(px$c_processx_poll, list(rt$con), 2L, -1L)
+    rt$pause <- function() .Call(px$c_processx_poll, list(rt$con), 2L, 1L)
   } else {
     rt$write_raw <- function(data) processx::conn_write(rt$con, data)
     rt$read_lines <- function() processx::conn_read_lines(rt$con)
     rt$wait_readable <- function() processx::poll(list(rt$con), -1)
+    rt$pause <- function() processx::poll(list(rt$con), 1)
   }
 
   # processx writes what the socket takes at once and hands back the rest
@@ -45,7 +47,7 @@ local({
   rt$send <- function(json) {
     left <- rt$write_raw(charToRaw(paste0(json, "\n")))
     while (length(left) > 0) {
-      Sys.sleep(0.0002)
+      rt$pause() # not Sys.sleep: it takes interrupts even when suspended
       left <- rt$write_raw(left)
     }
   }
@@ -63,21 +65,32 @@ local({
     paste0("[", paste(rt$q(x), collapse = ","), "]")
   }
 
-  # Blocks until one message arrives; stray interrupts while idle (a timeout
-  # that raced with the end of an execution) are ignored.
-  rt$receive <- function() {
-    repeat {
-      if (length(rt$pending) > 0) {
-        line <- rt$pending[1]
-        rt$pending <- rt$pending[-1]
-        return(jsonlite::fromJSON(line, simplifyVector = FALSE))
-      }
-      rt$wait_readable()
-      lines <- rt$read_lines()
-      # Readable but nothing to read: the host closed the connection.
-      if (length(lines) == 0 && !processx::conn_is_incomplete(rt$con)) quit(save = "no", status = 0)
-      rt$pending <- c(rt$pending, lines)
+  # receive blocks until one message arrives.
+  # Interrupts (SIGINT from the host at a timeout) are suspended everywhere
+  # but in user code and in the waits below: the runtime's own bookkeeping
+  # can never be cut in half. A wait for a tool's answer is interruptible
+  # (the interrupt unwinds the user code); an idle wait ignores a stray one.
+  rt$receive <- function(interruptible = FALSE) suspendInterrupts(repeat {
+    if (length(rt$pending) > 0) {
+      line <- rt$pending[1]
+      rt$pending <- rt$pending[-1]
+      return(jsonlite::fromJSON(line, simplifyVector = FALSE))
     }
+    if (interruptible) {
+      allowInterrupts(rt$wait_readable())
+    } else {
+      tryCatch(allowInterrupts(rt$wait_readable()), interrupt = function(i) NULL)
+    }
+    lines <- rt$read_lines()
+    # Readable but nothing to read: the host closed the connection.
+    if (length(lines) == 0 && !processx::conn_is_incomplete(rt$con)) quit(save = "no", status = 0)
+    rt$pending <- c(rt$pending, lines)
+  })
+
+  # An interrupt that arrived after the last execution's code had ended
+  # belongs to it, not to the next one: deliver and drop it.
+  rt$drop_stale_interrupt <- function() {
+    tryCatch(allowInterrupts(processx::poll(list(), 0)), interrupt = function(i) NULL)
   }
 
   rt$condition_call <- function(cond) {
@@ -122,7 +135,7 @@ local({
     # A half-sent frame would corrupt the channel: finish it first.
     suspendInterrupts(rt$send(frame))
     repeat {
-      msg <- rt$receive()
+      msg <- rt$receive(interruptible = TRUE)
       if (identical(msg$type, "tool_result") && identical(as.numeric(msg$id), as.numeric(id))) break
     }
     if (!is.null(msg$error)) {
@@ -161,6 +174,7 @@ local({
   }
 
   rt$execute <- function(id, code) {
+    rt$drop_stale_interrupt()
     warnings_all <- character()
     messages_all <- character()
     last <- list(value = NULL, visible = FALSE)
@@ -175,7 +189,7 @@ local({
       })
       for (expr in exprs) {
         ws <- list()
-        withCallingHandlers({
+        withCallingHandlers(allowInterrupts({
           compiler::enableJIT(rt$user_jit)
           last <- tryCatch(withVisible(eval(expr, globalenv())),
                            finally = compiler::enableJIT(0L))
@@ -186,7 +200,7 @@ local({
           } else {
             printed <- ""
           }
-        }, warning = function(w) {
+        }), warning = function(w) {
           ws[[length(ws) + 1]] <<- w
           warnings_all <<- c(warnings_all, conditionMessage(w))
           invokeRestart("muffleWarning")
@@ -251,17 +265,16 @@ local({
 
   rt$send(paste0('{"type":"hello","protocol":1,"pid":', Sys.getpid(),
                  ',"r_version":', rt$q(paste(R.version$major, R.version$minor, sep = ".")), "}"))
-  repeat {
-    msg <- tryCatch(rt$receive(), interrupt = function(i) NULL)
-    if (is.null(msg)) next
+  suspendInterrupts(repeat {
+    msg <- rt$receive()
     switch(msg$type,
       init = rt$init(msg),
-      execute = tryCatch(rt$execute(msg$id, msg$code), interrupt = function(i) NULL,
+      execute = tryCatch(rt$execute(msg$id, msg$code),
         error = function(e) rt$send(paste0(
           '{"type":"result","id":', msg$id, ',"value":{"type":"NULL"},"visible":false,"printed":"",',
           '"warnings":[],"messages":[],"error":{"message":', rt$q(paste("securer runtime:", conditionMessage(e))),
           ',"call":null,"class":["securer_runtime_error","error","condition"]},"interrupted":false}'))),
       NULL
     )
-  }
+  })
 })
