@@ -106,7 +106,9 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 		return e.violation(fmt.Errorf("%w: R sent a frame between executions (%s); this code did not run and the session restarts", ErrProtocol, cause))
 	default:
 	}
-	if err := s.send(inst, bridge.Execute{Type: "execute", ID: e.id, Code: code}); err != nil {
+	stale := inst.interrupted
+	inst.interrupted = false
+	if err := s.send(inst, bridge.Execute{Type: "execute", ID: e.id, Code: code, StaleInterrupt: stale}); err != nil {
 		return e.died(err)
 	}
 
@@ -177,6 +179,7 @@ func (e *execution) interrupt(v Verdict, err error) {
 		return
 	}
 	e.stopVerdict, e.stopErr = v, err
+	e.inst.interrupted = true
 	_ = e.inst.box.Signal(unix.SIGINT)
 	e.grace = time.After(e.s.cfg.InterruptGrace)
 }

@@ -65,6 +65,8 @@ type instance struct {
 	cleanup     sync.Once
 	// rPid is R's host pid (the container's init is tini).
 	rPid int
+	// interrupted: R was sent a SIGINT that may still be pending.
+	interrupted bool
 }
 
 type frame struct {

@@ -93,6 +93,10 @@ type Execute struct {
 	Type string `json:"type"`
 	ID   uint64 `json:"id"`
 	Code string `json:"code"`
+	// StaleInterrupt: the last execution was interrupted after its code
+	// may have ended, so a SIGINT may still be pending in R; R drops it
+	// before running this code.
+	StaleInterrupt bool `json:"stale_interrupt,omitempty"`
 }
 
 // ToolResult answers a ToolCall with a value or an error message.

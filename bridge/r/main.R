@@ -173,8 +173,8 @@ local({
     else paste0("Warning messages:\n", paste0(seq_along(fmt), ": ", fmt, collapse = "\n"), "\n")
   }
 
-  rt$execute <- function(id, code) {
-    rt$drop_stale_interrupt()
+  rt$execute <- function(id, code, stale_interrupt) {
+    if (isTRUE(stale_interrupt)) rt$drop_stale_interrupt()
     warnings_all <- character()
     messages_all <- character()
     last <- list(value = NULL, visible = FALSE)
@@ -269,7 +269,7 @@ local({
     msg <- rt$receive()
     switch(msg$type,
       init = rt$init(msg),
-      execute = tryCatch(rt$execute(msg$id, msg$code),
+      execute = tryCatch(rt$execute(msg$id, msg$code, msg$stale_interrupt),
         error = function(e) rt$send(paste0(
           '{"type":"result","id":', msg$id, ',"value":{"type":"NULL"},"visible":false,"printed":"",',
           '"warnings":[],"messages":[],"error":{"message":', rt$q(paste("securer runtime:", conditionMessage(e))),
