@@ -127,14 +127,20 @@ func (p *pipeReader) setSink(c *capture) {
 	p.mu.Unlock()
 }
 
-// drain delivers everything currently in the pipe.
+// drain delivers what is in the pipe now, and no more: a background
+// writer cannot keep it going (the FIONREAD count bounds it).
 func (p *pipeReader) drain() {
 	_ = p.raw.Control(func(fd uintptr) {
-		for {
+		left, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ) // FIONREAD
+		if err != nil {
+			return
+		}
+		for left > 0 {
 			n, again := p.readOnce(int(fd))
 			if again || n == 0 {
 				return
 			}
+			left -= n
 		}
 	})
 }

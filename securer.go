@@ -116,23 +116,23 @@ type Tool struct {
 }
 
 func (t Tool) validate() error {
-	if !bridge.NamePattern.MatchString(t.Name) {
-		return fmt.Errorf("%w: tool name %q must match %s", ErrInvalidConfig, t.Name, bridge.NamePattern)
+	if !bridge.ValidName(t.Name) {
+		return fmt.Errorf("%w: tool name %q must match %s", ErrInvalidConfig, t.Name, bridge.NameRule)
 	}
 	if t.Handler == nil {
 		return fmt.Errorf("%w: tool %q has no handler", ErrInvalidConfig, t.Name)
 	}
 	seen := map[string]bool{}
 	for _, a := range t.Args {
-		if !bridge.NamePattern.MatchString(a.Name) {
-			return fmt.Errorf("%w: tool %q: argument name %q must match %s", ErrInvalidConfig, t.Name, a.Name, bridge.NamePattern)
+		if !bridge.ValidName(a.Name) {
+			return fmt.Errorf("%w: tool %q: argument name %q must match %s", ErrInvalidConfig, t.Name, a.Name, bridge.NameRule)
 		}
 		if seen[a.Name] {
 			return fmt.Errorf("%w: tool %q: argument %q declared twice", ErrInvalidConfig, t.Name, a.Name)
 		}
 		seen[a.Name] = true
-		if a.Type != "" && !slices.Contains(bridge.ArgTypes, a.Type) {
-			return fmt.Errorf("%w: tool %q: argument %q has unknown type %q (want one of %v)", ErrInvalidConfig, t.Name, a.Name, a.Type, bridge.ArgTypes)
+		if a.Type != "" && !slices.Contains(bridge.ArgTypes(), a.Type) {
+			return fmt.Errorf("%w: tool %q: argument %q has unknown type %q (want one of %v)", ErrInvalidConfig, t.Name, a.Name, a.Type, bridge.ArgTypes())
 		}
 	}
 	return nil

@@ -63,6 +63,7 @@ type instance struct {
 	// cgroupPaths maps controllers to the container's cgroup directories.
 	cgroupPaths map[string]string
 	cleanup     sync.Once
+	cleanupErr  error
 	// rPid is R's host pid (the container's init is tini).
 	rPid int
 	// interrupted: R was sent a SIGINT that may still be pending.
@@ -367,7 +368,7 @@ func (s *Session) send(inst *instance, msg any) error {
 
 // destroy tears an instance down completely: processes, cgroup, container
 // state, socket, session dir.
-func (s *Session) destroy(inst *instance) {
+func (s *Session) destroy(inst *instance) error {
 	inst.cleanup.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -379,6 +380,7 @@ func (s *Session) destroy(inst *instance) {
 			t0 := time.Now()
 			if err := inst.box.Destroy(ctx); err != nil {
 				s.log.Error("destroying container", "id", inst.id, "err", err)
+				inst.cleanupErr = err
 			}
 			s.log.Debug("container destroyed", "id", inst.id, "took", time.Since(t0))
 		}
@@ -390,19 +392,22 @@ func (s *Session) destroy(inst *instance) {
 		}
 		if err := os.RemoveAll(inst.dir); err != nil {
 			s.log.Error("removing session dir", "dir", inst.dir, "err", err)
+			inst.cleanupErr = errors.Join(inst.cleanupErr, err)
 		}
 	})
+	return inst.cleanupErr
 }
 
 // Close ends the session and removes everything it made. Safe to call more
-// than once; a running Execute ends with ErrSessionClosed.
+// than once; a running Execute ends with ErrSessionClosed. An error means
+// something could not be removed (the reaper retries at the next start).
 func (s *Session) Close() error {
 	s.mu.Lock()
 	inst := s.inst
 	s.inst, s.closed = nil, true
 	s.mu.Unlock()
 	if inst != nil {
-		s.destroy(inst)
+		return s.destroy(inst)
 	}
 	return nil
 }
@@ -441,7 +446,9 @@ func (s *Session) replace(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		go s.destroy(inst)
+		s.mu.Unlock()
+		s.destroy(inst)
+		s.mu.Lock()
 		return ErrSessionClosed
 	}
 	s.inst = inst

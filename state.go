@@ -81,12 +81,17 @@ func ownerAlive(record string) bool {
 	return err == nil && st == f[1]
 }
 
-// mkdirPrivate creates dir (and missing parents) as a real directory owned
-// by root with the given mode, refusing a symlink or foreign owner planted
-// in its place.
+// mkdirPrivate makes sure dir is a real directory owned by this user and
+// writable by no one else, refusing a symlink, a foreign owner or a loose
+// mode in its place. It creates missing directories with mode, and never
+// changes the mode of one it did not create.
 func mkdirPrivate(dir string, mode os.FileMode) error {
-	if err := os.MkdirAll(dir, mode); err != nil {
-		return err
+	created := false
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, mode); err != nil {
+			return err
+		}
+		created = true
 	}
 	fi, err := os.Lstat(dir)
 	if err != nil {
@@ -96,8 +101,11 @@ func mkdirPrivate(dir string, mode os.FileMode) error {
 	if !fi.IsDir() || fi.Mode()&os.ModeSymlink != 0 || !ok || st.Uid != uint32(os.Geteuid()) {
 		return fmt.Errorf("%s: not a directory owned by this user (refusing to use it)", dir)
 	}
-	if fi.Mode().Perm() != mode {
-		return os.Chmod(dir, mode)
+	if created && fi.Mode().Perm() != mode {
+		return os.Chmod(dir, mode) // undo the umask
+	}
+	if fi.Mode().Perm()&0o022 != 0 || fi.Mode()&os.ModeSticky != 0 {
+		return fmt.Errorf("%s: writable by others (mode %s; refusing to use it)", dir, fi.Mode().Perm())
 	}
 	return nil
 }

@@ -338,11 +338,19 @@ type ArgSpec struct {
 	Type string
 }
 
-// NamePattern is what tool and argument names must match (securer's rule).
-var NamePattern = regexp.MustCompile(`^[A-Za-z.][A-Za-z0-9_.]*$`)
+// namePattern is what tool and argument names must match (securer's rule).
+var namePattern = regexp.MustCompile(`^[A-Za-z.][A-Za-z0-9_.]*$`)
 
-// ArgTypes are the type strings of securer_tool.
-var ArgTypes = []string{"numeric", "character", "logical", "integer", "list", "data.frame"}
+// ValidName reports whether s may name a tool or an argument.
+func ValidName(s string) bool { return namePattern.MatchString(s) }
+
+// NameRule describes ValidName's rule for error messages.
+const NameRule = `^[A-Za-z.][A-Za-z0-9_.]*$`
+
+// ArgTypes returns the type strings of securer_tool.
+func ArgTypes() []string {
+	return []string{"numeric", "character", "logical", "integer", "list", "data.frame"}
+}
 
 // ErrInvalidCall marks a tool call the host refused.
 var ErrInvalidCall = errors.New("invalid tool call")

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -50,11 +51,19 @@ func WriteRuntime(dir string) error {
 		if err != nil {
 			return err
 		}
-		tmp := filepath.Join(dir, "."+e.Name()+".tmp")
-		if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		// A unique temp file: several processes may start sessions at once.
+		tmp, err := os.CreateTemp(dir, "."+e.Name()+".*")
+		if err != nil {
 			return err
 		}
-		if err := os.Rename(tmp, filepath.Join(dir, e.Name())); err != nil {
+		_, werr := tmp.Write(b)
+		cerr := tmp.Close()
+		if err := errors.Join(werr, cerr, os.Chmod(tmp.Name(), 0o644)); err != nil {
+			os.Remove(tmp.Name())
+			return err
+		}
+		if err := os.Rename(tmp.Name(), filepath.Join(dir, e.Name())); err != nil {
+			os.Remove(tmp.Name())
 			return err
 		}
 	}

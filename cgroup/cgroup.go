@@ -120,7 +120,10 @@ func EnsureParent(path string, l Limits) (*Parent, error) {
 		if err != nil {
 			return nil, fmt.Errorf("create cgroup v2 parent %s: %w", path, err)
 		}
-		// Leaves need these controllers delegated from the parent.
+		// The parent's own limits need its controllers enabled from the
+		// root down (ToggleControllers writes the ancestors'
+		// subtree_control); libcontainer enables them in the parent's own
+		// subtree_control when it creates a leaf.
 		if err := m.ToggleControllers(RequiredControllers, cgroup2.Enable); err != nil {
 			return nil, fmt.Errorf("enable controllers in %s: %w", path, err)
 		}

@@ -170,9 +170,6 @@ func (b *Box) Signal(sig os.Signal) error {
 	return nil
 }
 
-// Stats reads the cgroup's accounting; call it before Destroy.
-func (b *Box) Stats() (*libcontainer.Stats, error) { return b.c.Stats() }
-
 // CgroupPaths maps each controller to the container's cgroup directory.
 func (b *Box) CgroupPaths() map[string]string {
 	st, err := b.c.State()
@@ -181,10 +178,6 @@ func (b *Box) CgroupPaths() map[string]string {
 	}
 	return st.CgroupPaths
 }
-
-// NotifyOOM returns a channel that receives when the kernel OOM-kills in the
-// container's cgroup.
-func (b *Box) NotifyOOM() (<-chan struct{}, error) { return b.c.NotifyOOM() }
 
 // Destroy kills every process of the container, waits for the init process
 // and removes the container's cgroup and state. Safe to call more than once.

@@ -224,3 +224,25 @@ func TestCLIRootfs(t *testing.T) {
 		}
 	}
 }
+
+// A tool command that outlives the timeout is killed with its whole
+// process group: nothing of it is left on the host.
+func TestCLIToolTimeoutKillsGroup(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "tools.json")
+	body := `{"tools": [{"name": "hang", "args": {}, "command": ["sh", "-c", "sleep 61.25 & sleep 61.25; echo 1"]}]}`
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, "", "run", "--tools", p, "--timeout", "2s", "-e", "hang()")
+	if r.code != 124 || r.took > 8*time.Second {
+		t.Errorf("exit %d after %s: %q", r.code, r.took, r.stderr)
+	}
+	time.Sleep(200 * time.Millisecond)
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(b), "61.25") {
+			t.Errorf("tool process left behind: pid %s %q", e.Name(), b)
+		}
+	}
+}

@@ -665,6 +665,24 @@ func TestHostileStateDirs(t *testing.T) {
 			t.Fatalf("err %v", err)
 		}
 	})
+	t.Run("world-writable state dir", func(t *testing.T) {
+		dir := stateDir + "-loose"
+		if err := os.Mkdir(dir, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		if err := os.Chmod(dir, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		cfg := baseConfig()
+		cfg.StateDir = dir
+		if _, err := securer.NewSession(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "writable by others") {
+			t.Fatalf("err %v", err)
+		}
+		if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o777 {
+			t.Errorf("mode changed to %s", fi.Mode().Perm())
+		}
+	})
 	t.Run("missing rootfs", func(t *testing.T) {
 		cfg := baseConfig()
 		cfg.RootFSDir = t.TempDir()

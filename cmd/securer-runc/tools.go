@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -128,6 +130,11 @@ func commandHandler(argv, argNames []string) securer.ToolFunc {
 		}
 		in.WriteByte('}')
 		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		// Its own process group, killed whole on cancel, so that a timed-out
+		// tool leaves no grandchild behind holding its pipes open.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		cmd.WaitDelay = 2 * time.Second
 		cmd.Stdin = &in
 		var out, stderr limitedBuffer
 		out.max, stderr.max = maxToolOutput, 4<<10
