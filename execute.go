@@ -26,6 +26,20 @@ import (
 // ErrKilled, ErrProtocol or ErrSessionClosed, and the Result still says
 // what happened.
 func (s *Session) Execute(ctx context.Context, code string) (*Result, error) {
+	return s.execute(ctx, code, false)
+}
+
+// ExecuteFresh runs code like Execute, but in a fresh R state: a forked
+// copy of the session's warm R, with the packages it loaded at start
+// (Config.Preload) and nothing else. Nothing the code does persists:
+// variables, options, environment variables, attached packages, files in
+// /tmp and /dev/shm, background processes. It costs a fork, not an R
+// start-up. At the timeout the copy is killed and the session stays warm.
+func (s *Session) ExecuteFresh(ctx context.Context, code string) (*Result, error) {
+	return s.execute(ctx, code, true)
+}
+
+func (s *Session) execute(ctx context.Context, code string, fresh bool) (*Result, error) {
 	if !s.busy.CompareAndSwap(false, true) {
 		return nil, ErrBusy
 	}
@@ -35,7 +49,7 @@ func (s *Session) Execute(ctx context.Context, code string) (*Result, error) {
 		return nil, err
 	}
 	s.nextID++
-	e := &execution{s: s, inst: inst, id: s.nextID, res: &Result{Value: rvalue.Null()}}
+	e := &execution{s: s, inst: inst, id: s.nextID, fresh: fresh, res: &Result{Value: rvalue.Null()}}
 	return e.run(ctx, code)
 }
 
@@ -46,6 +60,7 @@ type execution struct {
 	s      *Session
 	inst   *instance
 	id     uint64
+	fresh  bool
 	res    *Result
 	before cgroup.Usage
 
@@ -108,7 +123,7 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 	}
 	stale := inst.interrupted
 	inst.interrupted = false
-	if err := s.send(inst, bridge.Execute{Type: "execute", ID: e.id, Code: code, StaleInterrupt: stale}); err != nil {
+	if err := s.send(inst, bridge.Execute{Type: "execute", ID: e.id, Code: code, StaleInterrupt: stale, Fresh: e.fresh}); err != nil {
 		return e.died(err)
 	}
 
@@ -179,9 +194,15 @@ func (e *execution) interrupt(v Verdict, err error) {
 		return
 	}
 	e.stopVerdict, e.stopErr = v, err
+	e.grace = time.After(e.s.cfg.InterruptGrace)
+	if e.fresh {
+		// The forked copy's state is thrown away anyway: kill it, and the
+		// warm R reports for it.
+		e.inst.killStrays(e.s.log)
+		return
+	}
 	e.inst.interrupted = true
 	_ = e.inst.box.Signal(unix.SIGINT)
-	e.grace = time.After(e.s.cfg.InterruptGrace)
 }
 
 // onFrame handles one frame from R; end reports that the execution is over.
@@ -241,6 +262,9 @@ func (e *execution) onResult(m *bridge.Result) (*Result, error) {
 	res.Value, res.Visible, res.Printed = m.Value, m.Visible, m.Printed
 	res.Warnings, res.Messages = nonNil(m.Warnings), nonNil(m.Messages)
 	switch {
+	case e.stopVerdict != "" && e.fresh:
+		res.Detail = "the execution's R copy was killed at the time limit; the session stays warm"
+		return e.finish(e.stopVerdict, e.stopErr)
 	case e.stopVerdict != "":
 		res.Detail = "R was interrupted at the time limit; the session keeps its state"
 		return e.finish(e.stopVerdict, e.stopErr)

@@ -97,6 +97,9 @@ type Execute struct {
 	// may have ended, so a SIGINT may still be pending in R; R drops it
 	// before running this code.
 	StaleInterrupt bool `json:"stale_interrupt,omitempty"`
+	// Fresh runs the code in a forked copy of the warm R, so that nothing
+	// it does persists.
+	Fresh bool `json:"fresh,omitempty"`
 }
 
 // ToolResult answers a ToolCall with a value or an error message.

@@ -122,3 +122,35 @@ func BenchmarkOutput(b *testing.B) {
 	}
 	b.ReportMetric(ms(median(lat)), "ms/10k_lines")
 }
+
+// BenchmarkFreshExecute: ExecuteFresh("1+1") (a fork of the warm R per
+// execution) beside a warm Execute and bare R start-up, in one run.
+func BenchmarkFreshExecute(b *testing.B) {
+	s, err := securer.NewSession(context.Background(), baseConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var freshLat, warmLat, bare []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if res, err := s.ExecuteFresh(context.Background(), "1+1"); err != nil || res.Stdout != "[1] 2\n" {
+			b.Fatalf("%v %+v", err, res)
+		}
+		freshLat = append(freshLat, time.Since(start))
+		start = time.Now()
+		if _, err := s.Execute(context.Background(), "1+1"); err != nil {
+			b.Fatal(err)
+		}
+		warmLat = append(warmLat, time.Since(start))
+		if i < 10 {
+			bare = append(bare, bareR(b))
+		}
+	}
+	b.ReportMetric(ms(median(freshLat)), "fresh_ms")
+	b.ReportMetric(ms(median(warmLat)), "warm_ms")
+	b.ReportMetric(ms(median(bare)), "bare_R_ms")
+	b.ReportMetric(float64(median(bare))/float64(median(freshLat)), "bare/fresh")
+	b.ReportMetric(0, "ns/op")
+}

@@ -20,6 +20,7 @@ local({
   rt$user_jit <- 3L
 
   rt$main_pid <- Sys.getpid()
+  rt$on_result <- NULL
   rt$next_id <- 0
   rt$con <- processx::conn_connect_unix_socket(rt$sock)
   rt$pending <- character()
@@ -222,6 +223,7 @@ local({
       flush(stderr())
       failed <- !is.null(err) || interrupted
       value <- if (failed) '{"type":"NULL"}' else rt$result_value(last)
+      if (!is.null(rt$on_result)) rt$on_result()
       errjson <- if (is.null(err)) "null" else paste0(
         '{"message":', rt$q(rt$clip(conditionMessage(err))),
         ',"call":', if (is.null(rt$condition_call(err))) "null" else rt$q(rt$clip(rt$condition_call(err))),
@@ -241,6 +243,41 @@ local({
   # The last value as a wire value. Invisible values (assignments) are
   # sent only when small; anything that cannot cross, or would not fit in a
   # frame, becomes "unsupported" with a note, never a broken session.
+  # A fresh execution runs in a forked copy of this warm R: variables,
+  # options, environment variables, attached packages and loaded code all
+  # vanish with the copy. The copy talks to the host on the inherited
+  # socket while this process only waits for it to end, then clears the
+  # files it left in /tmp and /dev/shm. If the copy dies before it reports
+  # (the host kills it at a timeout), this process reports for it.
+  rt$execute_fresh <- function(id, code, stale_interrupt) {
+    job <- parallel:::mcfork()
+    if (inherits(job, "masterProcess")) {
+      rt$main_pid <- Sys.getpid()
+      # Tell the waiting parent before the result goes out: once the host
+      # has it, it may kill this copy at any moment.
+      rt$on_result <- function() parallel:::sendMaster(TRUE)
+      try(rt$execute(id, code, stale_interrupt), silent = TRUE)
+      parallel:::mcexit(0L)
+    }
+    sent <- suppressWarnings(parallel::mccollect(job, wait = TRUE))[[1]]
+    rt$clear_files()
+    if (!isTRUE(sent)) {
+      rt$send(paste0('{"type":"result","id":', id, ',"value":{"type":"NULL"},"visible":false,"printed":"",',
+                     '"warnings":[],"messages":[],"error":{"message":"the R process running this execution ended ',
+                     'without a result (quit(), a crash, or killed at the time limit)","call":null,',
+                     '"class":["securer_lost","error","condition"]},"interrupted":false}'))
+    }
+  }
+  rt$clear_files <- function() {
+    for (dir in c("/tmp", "/dev/shm")) {
+      left <- list.files(dir, all.files = TRUE, full.names = TRUE, no.. = TRUE)
+      unlink(setdiff(left, tempdir()), recursive = TRUE, force = TRUE)
+    }
+    unlink(list.files(tempdir(), all.files = TRUE, full.names = TRUE, no.. = TRUE), recursive = TRUE, force = TRUE)
+    # quit() in the copy removes the session's temp dir: make it again.
+    invisible(tempdir(check = TRUE))
+  }
+
   rt$result_value <- function(last) {
     x <- last$value
     if (!isTRUE(last$visible) && utils::object.size(x) > 1e6) return('{"type":"NULL"}')
@@ -269,7 +306,9 @@ local({
     msg <- rt$receive()
     switch(msg$type,
       init = rt$init(msg),
-      execute = tryCatch(rt$execute(msg$id, msg$code, msg$stale_interrupt),
+      execute = tryCatch(
+        if (isTRUE(msg$fresh)) rt$execute_fresh(msg$id, msg$code, msg$stale_interrupt)
+        else rt$execute(msg$id, msg$code, msg$stale_interrupt),
         error = function(e) rt$send(paste0(
           '{"type":"result","id":', msg$id, ',"value":{"type":"NULL"},"visible":false,"printed":"",',
           '"warnings":[],"messages":[],"error":{"message":', rt$q(paste("securer runtime:", conditionMessage(e))),

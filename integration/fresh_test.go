@@ -1,0 +1,99 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	securer "securer-runc"
+)
+
+func fresh(t *testing.T, s *securer.Session, code string) *securer.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := s.ExecuteFresh(ctx, code)
+	if res == nil {
+		t.Fatalf("ExecuteFresh(%q): %v", code, err)
+	}
+	return res
+}
+
+// TestFreshState: nothing one fresh execution leaves is visible to the next.
+func TestFreshState(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Tools = seedTools(nil)
+	s := newSession(t, cfg)
+	res := fresh(t, s, `
+		x <- 42
+		writeLines("left", "/tmp/left.txt"); writeLines("t", file.path(tempdir(), "t.txt"))
+		writeLines("shm", "/dev/shm/left")
+		options(securer.test = "set"); Sys.setenv(SECURER_TEST = "set")
+		library(tools)
+		system("sleep 60 &")
+		parallel::mcparallel(repeat Sys.sleep(1))
+		add(1, 2)`)
+	if res.Verdict != securer.VerdictOK || res.Value.Go() != 3.0 {
+		t.Fatalf("first execution: %s %v %+v", res.Verdict, res.Value.Go(), res.Error)
+	}
+	res = fresh(t, s, `c(
+		variable = exists("x"),
+		tmp = file.exists("/tmp/left.txt") || length(list.files(tempdir())) > 0,
+		shm = file.exists("/dev/shm/left"),
+		option = !is.null(getOption("securer.test")),
+		env = nzchar(Sys.getenv("SECURER_TEST")),
+		attached = "package:tools" %in% search(),
+		processes = length(list.files("/proc", pattern = "^[0-9]+$")) > 3)`)
+	if res.Verdict != securer.VerdictOK {
+		t.Fatalf("second execution: %s %+v", res.Verdict, res.Error)
+	}
+	names, vals := res.Value.Names(), res.Value.Logicals()
+	for i, v := range vals {
+		if v != 0 {
+			t.Errorf("%s left by the first execution is visible in the next", names[i])
+		}
+	}
+	// The warm R itself is untouched, and plain Execute still keeps state.
+	mustOK(t, s, "y <- 1")
+	if res := mustOK(t, s, "y"); res.Value.Go() != 1.0 {
+		t.Errorf("stateful execute after fresh ones: %v", res.Value.Go())
+	}
+	if res := fresh(t, s, "exists('y')"); res.Value.Go() != true {
+		t.Errorf("a fresh execution starts from the warm R's state: y should exist")
+	}
+}
+
+func TestFreshVerdicts(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Tools = seedTools(nil)
+	cfg.Timeout = 1 * time.Second
+	s := newSession(t, cfg)
+	id := s.ID()
+	res, err := s.ExecuteFresh(context.Background(), `stop("boom")`)
+	if !errors.Is(err, securer.ErrRError) || res.Error.Message != "boom" {
+		t.Errorf("R error: %v", err)
+	}
+	for _, code := range []string{"while (TRUE) {}", "Sys.sleep(30)", "slow(30)"} {
+		start := time.Now()
+		res, err = s.ExecuteFresh(context.Background(), code)
+		if !errors.Is(err, securer.ErrTimeout) || time.Since(start) > 3*time.Second {
+			t.Errorf("%s: verdict %s err %v after %s", code, res.Verdict, err, time.Since(start))
+		}
+		if s.ID() != id {
+			t.Errorf("%s: the session was restarted; a fresh timeout should keep it warm", code)
+		}
+	}
+	res, err = s.ExecuteFresh(context.Background(), `quit(status = 3)`)
+	if s.ID() != id || res.Verdict != securer.VerdictError || !strings.Contains(res.Error.Message, "without a result") {
+		t.Errorf("quit() in a fresh execution: verdict %s err %v, restarted %v", res.Verdict, err, s.ID() != id)
+	}
+	// quit() removed R's temp dir in the copy; the next copy has one.
+	if res := fresh(t, s, `writeLines("x", f <- tempfile()); readLines(f)`); res.Value.Go() != "x" {
+		t.Errorf("tempfile after quit(): %s %+v", res.Verdict, res.Error)
+	}
+	if res := fresh(t, s, "add(2, 3)"); res.Value.Go() != 5.0 || !strings.Contains(res.Stdout, "[1] 5") {
+		t.Errorf("after the failures: %v %q", res.Value.Go(), res.Stdout)
+	}
+}
