@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"regexp"
 	"slices"
 	"time"
 
@@ -172,6 +173,9 @@ func hostMemory() int64 {
 	return int64(si.Totalram) * int64(si.Unit)
 }
 
+// packageName is R's rule for package names.
+var packageName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9]$`)
+
 // Config configures a session. The zero value is usable.
 type Config struct {
 	// RootFSDir holds rootfs/ and manifest.json (default rootfs.DefaultDir).
@@ -182,6 +186,10 @@ type Config struct {
 	// CgroupParent is the cgroup all sessions live under.
 	CgroupParent string
 	Limits       Limits
+	// Preload lists R packages (installed in the rootfs) attached once when
+	// R starts, so that executions do not pay for loading them; fresh
+	// executions inherit them.
+	Preload []string
 	// TotalLimits cap every session under CgroupParent together. The last
 	// session started sets them: give all sessions of a parent the same.
 	TotalLimits TotalLimits
@@ -238,6 +246,7 @@ func (c Config) withDefaults() Config {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	c.Tools = slices.Clone(c.Tools)
+	c.Preload = slices.Clone(c.Preload)
 	return c
 }
 
@@ -247,6 +256,11 @@ func (c Config) validate() error {
 	}
 	if t := c.TotalLimits; t.MemoryBytes < 0 || t.Pids < 0 || t.CPUs < 0 {
 		return fmt.Errorf("%w: total limits must not be negative", ErrInvalidConfig)
+	}
+	for _, p := range c.Preload {
+		if !packageName.MatchString(p) {
+			return fmt.Errorf("%w: %q is not an R package name", ErrInvalidConfig, p)
+		}
 	}
 	seen := map[string]bool{}
 	for _, t := range c.Tools {

@@ -277,8 +277,24 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 		}
 		decls = append(decls, d)
 	}
-	if err := s.send(inst, bridge.Init{Type: "init", Tools: decls, MaxFrame: s.cfg.MaxFrameBytes}); err != nil {
+	if err := s.send(inst, bridge.Init{Type: "init", Tools: decls, MaxFrame: s.cfg.MaxFrameBytes, Preload: s.cfg.Preload}); err != nil {
 		return nil, err
+	}
+	select {
+	case f := <-inst.frames:
+		ready, ok := f.msg.(*bridge.Ready)
+		switch {
+		case f.err != nil:
+			return nil, fmt.Errorf("waiting for R to get ready: %w", f.err)
+		case !ok:
+			return nil, fmt.Errorf("%w: expected ready, got %T", ErrProtocol, f.msg)
+		case ready.Error != "":
+			return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, ready.Error)
+		}
+	case <-box.Done():
+		return nil, fmt.Errorf("R exited during start-up (%s)", box.ExitStatus())
+	case <-ctx.Done():
+		return nil, fmt.Errorf("R did not get ready within %s: %w", s.cfg.StartTimeout, ctx.Err())
 	}
 	s.log.Debug("session started", "id", id, "r_version", hello.RVersion,
 		"setup", boxBegin.Sub(began), "container_start", boxStarted.Sub(boxBegin), "r_ready", time.Since(boxStarted))

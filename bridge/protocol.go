@@ -2,7 +2,7 @@
 // inside a session: newline-delimited JSON frames, size-checked before they
 // are buffered and strictly decoded, plus the R runtime itself (embedded).
 //
-// R -> host: hello, tool_call, result. Host -> R: init, execute,
+// R -> host: hello, ready, tool_call, result. Host -> R: init, execute,
 // tool_result. Every message is one JSON object on one line.
 package bridge
 
@@ -43,6 +43,13 @@ type Hello struct {
 	Protocol int    `json:"protocol"`
 	Pid      int    `json:"pid"`
 	RVersion string `json:"r_version"`
+}
+
+// Ready is R's answer to init: the tools are defined and the preloaded
+// packages attached, or Error says why not.
+type Ready struct {
+	Type  string `json:"type"`
+	Error string `json:"error"`
 }
 
 // ToolCall is R asking the host to run a tool.
@@ -86,6 +93,8 @@ type Init struct {
 	// MaxFrame is the largest frame the host accepts; R refuses to send
 	// larger ones itself, with an R error instead of a broken session.
 	MaxFrame int `json:"max_frame"`
+	// Preload lists R packages to attach once, before any execution.
+	Preload []string `json:"preload"`
 }
 
 // Execute asks R to run code.
@@ -211,6 +220,12 @@ func Decode(frame []byte) (any, error) {
 		msg := &Hello{}
 		if err := json.Unmarshal(frame, msg, strict); err != nil {
 			return nil, violation("bad hello frame: %v", err)
+		}
+		return msg, nil
+	case "ready":
+		msg := &Ready{}
+		if err := json.Unmarshal(frame, msg, strict); err != nil {
+			return nil, violation("bad ready frame: %v", err)
 		}
 		return msg, nil
 	case "tool_call":

@@ -97,3 +97,23 @@ func TestFreshVerdicts(t *testing.T) {
 		t.Errorf("after the failures: %v %q", res.Value.Go(), res.Stdout)
 	}
 }
+
+func TestPreload(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Preload = []string{"tools", "jsonlite"}
+	s := newSession(t, cfg)
+	for _, run := range []func(*testing.T, *securer.Session, string) *securer.Result{mustOK, fresh} {
+		res := run(t, s, `c("package:tools", "package:jsonlite") %in% search()`)
+		if got := res.Value.Logicals(); len(got) != 2 || got[0] != 1 || got[1] != 1 {
+			t.Errorf("preloaded packages not attached: %v", res.Value.Go())
+		}
+	}
+	for _, bad := range [][]string{{"nosuchpackage"}, {"a b"}, {"../x"}} {
+		cfg := baseConfig()
+		cfg.Preload = bad
+		_, err := securer.NewSession(context.Background(), cfg)
+		if !errors.Is(err, securer.ErrInvalidConfig) {
+			t.Errorf("Preload %q: %v", bad, err)
+		}
+	}
+}

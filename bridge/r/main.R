@@ -156,6 +156,13 @@ local({
     # Room for the printed form, warnings and messages beside the value.
     rt$max_value <- max(rt$max_frame - 256 * 1024, rt$max_frame / 2)
     rt$install_tools(msg$tools)
+    failed <- NULL
+    for (pkg in unlist(msg$preload)) {
+      ok <- tryCatch(suppressPackageStartupMessages(library(pkg, character.only = TRUE)),
+                     error = function(e) { failed <<- paste0("cannot load package '", pkg, "': ", conditionMessage(e)); NULL })
+      if (!is.null(failed)) break
+    }
+    rt$send(paste0('{"type":"ready","error":', rt$q(if (is.null(failed)) "" else failed), "}"))
   }
 
   rt$install_tools <- function(tools) {
