@@ -158,7 +158,13 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(inst.dir, ownerFile), []byte(rec), 0o600); err != nil {
+	// Written whole or not at all: a concurrent reaper must never see a
+	// half-written record and take the session for an orphan.
+	tmp := filepath.Join(inst.dir, ownerFile+".tmp")
+	if err := os.WriteFile(tmp, []byte(rec), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, filepath.Join(inst.dir, ownerFile)); err != nil {
 		return nil, err
 	}
 	sockDir := filepath.Join(inst.dir, "sock")

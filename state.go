@@ -123,7 +123,7 @@ func Reap(ctx context.Context, stateDir string) ([]string, error) {
 			if err == nil && ownerAlive(string(rec)) {
 				continue
 			}
-			if err != nil && time.Since(dirTime(filepath.Join(sessRoot, e.Name()))) < 10*time.Second {
+			if (err != nil || len(rec) == 0) && time.Since(dirTime(filepath.Join(sessRoot, e.Name()))) < 10*time.Second {
 				continue // being created right now by someone
 			}
 			candidates[e.Name()] = true

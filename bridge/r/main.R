@@ -113,9 +113,16 @@ local({
     if (length(argnames) > 0) {
       formals(f) <- stats::setNames(rep(list(quote(expr = )), length(argnames)), argnames)
     }
-    body(f) <- bquote(.(rt$call_tool)(.(name), environment(), .(argnames)))
+    # The runtime's functions stay uncompiled (see R_ENABLE_JIT above):
+    # JIT-compiling them on a first tool call would cost ~45 ms, and in a
+    # fresh execution's forked copy it would be paid on every execution.
+    body(f) <- bquote({
+      jit <- compiler::enableJIT(0L)
+      on.exit(compiler::enableJIT(jit))
+      .(rt$call_tool)(.(name), environment(), .(argnames))
+    })
     environment(f) <- globalenv()
-    f
+    compiler::cmpfun(f)
   }
 
   rt$call_tool <- function(name, env, argnames) {
