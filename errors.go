@@ -17,6 +17,11 @@ var (
 	ErrRError        = errors.New("R error")
 	ErrToolFailed    = errors.New("tool failed")
 	ErrProtocol      = bridge.ErrProtocol
+	// ErrLimit: the execution hit a budget (tool calls, output).
+	ErrLimit = errors.New("execution limit reached")
+	// ErrRejected: the code was refused before it ran (too long, a veto of
+	// Config.PreExecute, the session's MaxExecutions used up).
+	ErrRejected      = errors.New("execution rejected")
 	ErrSessionClosed = errors.New("session closed")
 	// ErrBusy: a Session runs one Execute at a time; a second concurrent
 	// caller gets ErrBusy at once rather than waiting.

@@ -44,6 +44,9 @@ func (s *Session) execute(ctx context.Context, code string, fresh bool) (*Result
 		return nil, ErrBusy
 	}
 	defer s.busy.Store(false)
+	if err := s.admit(ctx, code); err != nil {
+		return nil, err
+	}
 	inst, err := s.current(ctx)
 	if err != nil {
 		return nil, err
@@ -51,6 +54,24 @@ func (s *Session) execute(ctx context.Context, code string, fresh bool) (*Result
 	s.nextID++
 	e := &execution{s: s, inst: inst, id: s.nextID, fresh: fresh, res: &Result{Value: rvalue.Null()}}
 	return e.run(ctx, code)
+}
+
+// admit refuses code before it runs: too long, vetoed, or over the
+// session's executions.
+func (s *Session) admit(ctx context.Context, code string) error {
+	if len(code) > s.cfg.MaxCodeBytes {
+		return fmt.Errorf("%w: code is %d bytes, over the %d-byte limit", ErrRejected, len(code), s.cfg.MaxCodeBytes)
+	}
+	if s.cfg.MaxExecutions > 0 && s.executions >= s.cfg.MaxExecutions {
+		return fmt.Errorf("%w: the session has served its %d executions", ErrRejected, s.cfg.MaxExecutions)
+	}
+	if s.cfg.PreExecute != nil {
+		if err := s.cfg.PreExecute(ctx, code); err != nil {
+			return fmt.Errorf("%w: vetoed: %w", ErrRejected, err)
+		}
+	}
+	s.executions++
+	return nil
 }
 
 // execution is the state of one Execute: the event loop in run reacts to
@@ -85,8 +106,8 @@ type toolOutcome struct {
 func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 	s, inst := e.s, e.inst
 	started := time.Now()
-	outCap := newCapture(s.cfg.MaxOutputBytes, s.cfg.Stdout)
-	errCap := newCapture(s.cfg.MaxOutputBytes, s.cfg.Stderr)
+	outCap := newCapture(s.cfg.MaxOutputBytes, s.cfg.Stdout, s.cfg.OutputLimit)
+	errCap := newCapture(s.cfg.MaxOutputBytes, s.cfg.Stderr, s.cfg.OutputLimit)
 	inst.stdout.setSink(outCap)
 	inst.stderr.setSink(errCap)
 	e.before = inst.usage()
@@ -131,6 +152,7 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 	defer timeout.Stop()
 	deadline := timeout.C
 	done := ctx.Done()
+	outOver, errOver := outCap.overLimit, errCap.overLimit
 	for {
 		select {
 		case f, ok := <-inst.frames:
@@ -161,6 +183,12 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 			} else {
 				e.interrupt(VerdictCanceled, fmt.Errorf("%w: %w", ErrCanceled, ctx.Err()))
 			}
+		case <-outOver:
+			outOver = nil // fire once
+			e.interrupt(VerdictOutputLimit, fmt.Errorf("%w: more than %d bytes of stdout", ErrLimit, s.cfg.OutputLimit))
+		case <-errOver:
+			errOver = nil
+			e.interrupt(VerdictOutputLimit, fmt.Errorf("%w: more than %d bytes of stderr", ErrLimit, s.cfg.OutputLimit))
 		case <-e.grace:
 			// R did not come back: kill it, report, restart on next use.
 			inst.dead.Store(true)
@@ -225,6 +253,10 @@ func (e *execution) onFrame(toolCtx context.Context, f frame, ok bool) (res *Res
 		case e.toolRunning:
 			res, err = e.violation(fmt.Errorf("%w: tool call %d while another is running", ErrProtocol, m.ID))
 			return res, err, true
+		case e.res.Accounting.ToolCalls >= s.cfg.MaxToolCalls:
+			err = s.send(e.inst, bridge.ToolResult{Type: "tool_result", ID: m.ID,
+				Error: fmt.Sprintf("the execution made %d tool calls, its limit", s.cfg.MaxToolCalls)})
+			e.interrupt(VerdictToolCallLimit, fmt.Errorf("%w: %d tool calls", ErrLimit, s.cfg.MaxToolCalls))
 		default:
 			e.res.Accounting.ToolCalls++
 			e.callID = m.ID
@@ -263,10 +295,10 @@ func (e *execution) onResult(m *bridge.Result) (*Result, error) {
 	res.Warnings, res.Messages = nonNil(m.Warnings), nonNil(m.Messages)
 	switch {
 	case e.stopVerdict != "" && e.fresh:
-		res.Detail = "the execution's R copy was killed at the time limit; the session stays warm"
+		res.Detail = "the execution's R copy was killed (" + e.stopErr.Error() + "); the session stays warm"
 		return e.finish(e.stopVerdict, e.stopErr)
 	case e.stopVerdict != "":
-		res.Detail = "R was interrupted at the time limit; the session keeps its state"
+		res.Detail = "R was interrupted (" + e.stopErr.Error() + "); the session keeps its state"
 		return e.finish(e.stopVerdict, e.stopErr)
 	case m.Interrupted:
 		// A SIGINT not sent by us (none should reach R): an R error.
@@ -364,8 +396,16 @@ func (s *Session) runTool(ctx context.Context, t Tool, call *bridge.ToolCall, do
 		}
 		done <- out // buffered: one tool runs at a time
 	}()
+	if t.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.Timeout)
+		defer cancel()
+	}
 	v, err := t.Handler(ctx, call.Args)
 	if err != nil {
+		if t.Timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("tool %q timed out after %s", t.Name, t.Timeout)
+		}
 		out.err = err
 		return
 	}

@@ -21,15 +21,27 @@ type capture struct {
 	tailAt int
 	total  int64
 	live   io.Writer
+	// limit, when positive, is the most the stream may write: past it the
+	// live writer gets nothing more and overLimit is closed once.
+	limit     int64
+	overLimit chan struct{}
 }
 
-func newCapture(max int, live io.Writer) *capture {
-	return &capture{max: max, live: live}
+func newCapture(max int, live io.Writer, limit int64) *capture {
+	return &capture{max: max, live: live, limit: limit, overLimit: make(chan struct{})}
 }
 
 func (c *capture) write(p []byte) {
+	before := c.total
 	c.total += int64(len(p))
-	if c.live != nil {
+	if c.limit > 0 && c.total > c.limit {
+		if before <= c.limit {
+			if c.live != nil {
+				_, _ = c.live.Write(p[:c.limit-before])
+			}
+			close(c.overLimit)
+		}
+	} else if c.live != nil {
 		_, _ = c.live.Write(p)
 	}
 	headCap := c.max - c.max/2

@@ -7,12 +7,14 @@ type Verdict string
 
 const (
 	VerdictOK            Verdict = "ok"
-	VerdictError         Verdict = "error"          // R signalled an error
-	VerdictTimeout       Verdict = "timeout"        // wall timeout
-	VerdictCanceled      Verdict = "canceled"       // the caller's context ended
-	VerdictOutOfMemory   Verdict = "oom"            // the kernel OOM-killed R
-	VerdictKilled        Verdict = "killed"         // R died otherwise (signal, quit())
-	VerdictProtocolError Verdict = "protocol_error" // R broke the protocol
+	VerdictError         Verdict = "error"           // R signalled an error
+	VerdictTimeout       Verdict = "timeout"         // wall timeout
+	VerdictCanceled      Verdict = "canceled"        // the caller's context ended
+	VerdictOutOfMemory   Verdict = "oom"             // the kernel OOM-killed R
+	VerdictKilled        Verdict = "killed"          // R died otherwise (signal, quit())
+	VerdictProtocolError Verdict = "protocol_error"  // R broke the protocol
+	VerdictToolCallLimit Verdict = "tool_call_limit" // Config.MaxToolCalls reached
+	VerdictOutputLimit   Verdict = "output_limit"    // Config.OutputLimit reached
 )
 
 // Accounting is what an execution cost.

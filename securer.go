@@ -37,6 +37,8 @@ const (
 	DefaultStartTimeout   = 30 * time.Second
 	DefaultMaxOutputBytes = 1 << 20
 	DefaultToolErrorBytes = 4 << 10
+	DefaultMaxToolCalls   = 10000
+	DefaultMaxCodeBytes   = 1 << 20
 )
 
 // Limits are a session's resource caps. Zero fields take DefaultLimits'.
@@ -114,6 +116,9 @@ type Tool struct {
 	Description string
 	Args        []Arg
 	Handler     ToolFunc
+	// Timeout, when set, bounds one call: the handler's context ends and R
+	// gets a tool error.
+	Timeout time.Duration
 }
 
 func (t Tool) validate() error {
@@ -212,7 +217,21 @@ type Config struct {
 	MaxOutputBytes int
 	// MaxFrameBytes caps one message from R (default 16 MiB).
 	MaxFrameBytes int
-	Logger        *slog.Logger
+	// OutputLimit, when set, ends an execution (verdict output_limit) once
+	// it has written this many bytes to stdout or stderr.
+	OutputLimit int64
+	// MaxToolCalls caps tool calls per execution (default 10,000); the
+	// call over it is refused and the execution ends (tool_call_limit).
+	MaxToolCalls int
+	// MaxCodeBytes refuses longer code before it runs (default 1 MiB).
+	MaxCodeBytes int
+	// MaxExecutions, when set, is how many executions a session serves;
+	// later ones are refused with ErrRejected.
+	MaxExecutions int
+	// PreExecute, when set, sees every piece of code before it runs; an
+	// error vetoes it (Execute returns ErrRejected wrapping the error).
+	PreExecute func(ctx context.Context, code string) error
+	Logger     *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -241,6 +260,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxFrameBytes <= 0 {
 		c.MaxFrameBytes = bridge.DefaultMaxFrame
+	}
+	if c.MaxToolCalls <= 0 {
+		c.MaxToolCalls = DefaultMaxToolCalls
+	}
+	if c.MaxCodeBytes <= 0 {
+		c.MaxCodeBytes = DefaultMaxCodeBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -24,7 +24,7 @@ func TestCapture(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var live strings.Builder
-			cp := newCapture(c.max, &live)
+			cp := newCapture(c.max, &live, 0)
 			for _, w := range c.writes {
 				cp.write([]byte(w))
 			}
@@ -44,7 +44,7 @@ func TestCapture(t *testing.T) {
 
 // A flood keeps host memory at the cap.
 func TestCaptureBounded(t *testing.T) {
-	cp := newCapture(1000, nil)
+	cp := newCapture(1000, nil, 0)
 	chunk := []byte(strings.Repeat("x", 4096))
 	for i := 0; i < 1000; i++ {
 		cp.write(chunk)

@@ -47,6 +47,8 @@ type Session struct {
 	inst   *instance
 	closed bool
 	nextID uint64
+	// executions counts admitted executions (MaxExecutions).
+	executions int
 }
 
 // instance is one container and its R process.
