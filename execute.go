@@ -59,16 +59,20 @@ func (s *Session) execute(ctx context.Context, code string, fresh bool) (*Result
 // admit refuses code before it runs: too long, vetoed, or over the
 // session's executions.
 func (s *Session) admit(ctx context.Context, code string) error {
-	if len(code) > s.cfg.MaxCodeBytes {
-		return fmt.Errorf("%w: code is %d bytes, over the %d-byte limit", ErrRejected, len(code), s.cfg.MaxCodeBytes)
-	}
-	if s.cfg.MaxExecutions > 0 && s.executions >= s.cfg.MaxExecutions {
-		return fmt.Errorf("%w: the session has served its %d executions", ErrRejected, s.cfg.MaxExecutions)
-	}
-	if s.cfg.PreExecute != nil {
-		if err := s.cfg.PreExecute(ctx, code); err != nil {
-			return fmt.Errorf("%w: vetoed: %w", ErrRejected, err)
+	var err error
+	switch {
+	case len(code) > s.cfg.MaxCodeBytes:
+		err = fmt.Errorf("%w: code is %d bytes, over the %d-byte limit", ErrRejected, len(code), s.cfg.MaxCodeBytes)
+	case s.cfg.MaxExecutions > 0 && s.executions >= s.cfg.MaxExecutions:
+		err = fmt.Errorf("%w: the session has served its %d executions", ErrRejected, s.cfg.MaxExecutions)
+	case s.cfg.PreExecute != nil:
+		if veto := s.cfg.PreExecute(ctx, code); veto != nil {
+			err = fmt.Errorf("%w: vetoed: %w", ErrRejected, veto)
 		}
+	}
+	if err != nil {
+		s.audit("execute_rejected", "session", s.ID(), "code_bytes", len(code), "reason", err.Error())
+		return err
 	}
 	s.executions++
 	return nil
@@ -115,6 +119,15 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 	defer cancelTool()
 	e.cancelTool = cancelTool
 	e.toolDone = make(chan toolOutcome, 1)
+	s.audit("execute_start", "session", inst.id, "execution", e.id, "fresh", e.fresh,
+		"code_bytes", len(code), "code", truncate(code, auditCodeBytes))
+	defer func() {
+		a := e.res.Accounting
+		s.audit("execute_end", "session", inst.id, "execution", e.id, "verdict", string(e.res.Verdict),
+			"wall_ms", a.Wall.Milliseconds(), "cpu_user_ms", a.CPUUser.Milliseconds(), "cpu_system_ms", a.CPUSystem.Milliseconds(),
+			"peak_memory_bytes", a.PeakMemoryBytes, "oom_kills", a.OOMKills, "tool_calls", a.ToolCalls,
+			"stdout_bytes", a.StdoutBytes, "stderr_bytes", a.StderrBytes, "detail", e.res.Detail)
+	}()
 	defer func() {
 		inst.stdout.setSink(nil)
 		inst.stderr.setSink(nil)
@@ -222,6 +235,7 @@ func (e *execution) interrupt(v Verdict, err error) {
 		return
 	}
 	e.stopVerdict, e.stopErr = v, err
+	e.s.audit("limit", "session", e.inst.id, "execution", e.id, "verdict", string(v), "reason", err.Error())
 	e.grace = time.After(e.s.cfg.InterruptGrace)
 	if e.fresh {
 		// The forked copy's state is thrown away anyway: kill it, and the
@@ -261,6 +275,8 @@ func (e *execution) onFrame(toolCtx context.Context, f frame, ok bool) (res *Res
 			e.res.Accounting.ToolCalls++
 			e.callID = m.ID
 			spec, verr := bridge.Validate(s.tools, m)
+			s.audit("tool_call", "session", e.inst.id, "execution", e.id, "call", m.ID,
+				"tool", truncate(m.Tool, 64), "args", summarizeArgs(m.Args), "refused", errString(verr))
 			if verr != nil {
 				s.log.Info("tool call refused", "tool", truncate(m.Tool, 64), "err", verr)
 				err = s.send(e.inst, bridge.ToolResult{Type: "tool_result", ID: m.ID, Error: verr.Error()})
@@ -319,6 +335,7 @@ func (e *execution) onToolDone(out toolOutcome) (*Result, error, bool) {
 	if e.grace != nil || out.id != e.callID {
 		return nil, nil, false // R was interrupted: the late answer is dropped
 	}
+	e.s.audit("tool_result", "session", e.inst.id, "execution", e.id, "call", out.id, "error", errString(out.err))
 	msg := bridge.ToolResult{Type: "tool_result", ID: out.id, Value: out.value}
 	if out.err != nil {
 		msg.Value, msg.Error = nil, truncate(out.err.Error(), DefaultToolErrorBytes)
@@ -424,6 +441,13 @@ func (s *Session) runTool(ctx context.Context, t Tool, call *bridge.ToolCall, do
 		return
 	}
 	out.value = &val
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return truncate(err.Error(), 1024)
 }
 
 func nonNil(s []string) []string {

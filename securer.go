@@ -232,6 +232,11 @@ type Config struct {
 	// error vetoes it (Execute returns ErrRejected wrapping the error).
 	PreExecute func(ctx context.Context, code string) error
 	Logger     *slog.Logger
+	// Audit, when set, receives one record per event: session start and
+	// end; execution start and end (verdict, accounting); each tool call
+	// (arguments summarised by type and size) and its outcome; limits hit;
+	// rejected code. OpenAuditLog makes a JSON Lines file.
+	Audit *slog.Logger
 }
 
 func (c Config) withDefaults() Config {

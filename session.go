@@ -304,6 +304,7 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("R did not get ready within %s: %w", s.cfg.StartTimeout, ctx.Err())
 	}
+	s.audit("session_start", "session", id, "r_version", hello.RVersion, "took_ms", time.Since(began).Milliseconds())
 	s.log.Debug("session started", "id", id, "r_version", hello.RVersion,
 		"setup", boxBegin.Sub(began), "container_start", boxStarted.Sub(boxBegin), "r_ready", time.Since(boxStarted))
 	return inst, nil
@@ -397,6 +398,9 @@ func (s *Session) destroy(inst *instance) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		close(inst.stop)
+		if inst.box != nil {
+			s.audit("session_end", "session", inst.id)
+		}
 		if inst.conn != nil {
 			inst.conn.Close()
 		}
