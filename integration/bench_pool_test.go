@@ -1,0 +1,174 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	securer "securer-runc"
+)
+
+// BenchmarkPool: acquire/release of an idle pool, a fresh-state execute
+// through the pool, and sustained executions per second from 16 goroutines
+// over 8 sessions, without and with a preloaded package.
+func BenchmarkPool(b *testing.B) {
+	variants := []struct {
+		name, code string
+		preload    []string
+	}{
+		{"1+1", "x <- 1+1", nil},
+		// splines is a base package the runtime does not load itself.
+		{"splines", "x <- dim(splines::bs(1:10, df = 3))", nil},
+		{"splines_preloaded", "x <- dim(splines::bs(1:10, df = 3))", []string{"stats", "splines"}},
+	}
+	for _, v := range variants {
+		cfg := baseConfig()
+		cfg.Preload = v.preload
+		name, code := v.name, v.code
+		b.Run(name, func(b *testing.B) {
+			p, err := securer.NewPool(context.Background(), cfg, 8, securer.ResetFresh)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			ctx := context.Background()
+			var acq, exec []time.Duration
+			for i := 0; i < b.N; i++ {
+				start := time.Now()
+				s, err := p.Acquire(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				p.Release(s)
+				acq = append(acq, time.Since(start))
+				start = time.Now()
+				if _, err := p.Execute(ctx, code); err != nil {
+					b.Fatal(err)
+				}
+				exec = append(exec, time.Since(start))
+			}
+			const total, workers = 400, 16
+			var wg sync.WaitGroup
+			jobs := make(chan int, total)
+			for i := 0; i < total; i++ {
+				jobs <- i
+			}
+			close(jobs)
+			start := time.Now()
+			for w := 0; w < workers; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range jobs {
+						if _, err := p.Execute(ctx, code); err != nil {
+							b.Error(err)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			rate := float64(total) / time.Since(start).Seconds()
+			b.ReportMetric(float64(median(acq))/float64(time.Microsecond), "acquire_us")
+			b.ReportMetric(ms(median(exec)), "fresh_exec_ms")
+			b.ReportMetric(rate, "exec/s")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// BenchmarkIdleMemory: memory of idle sessions (PSS and RSS of each box's
+// processes, and its cgroup's charge), and how many would fit in the
+// host's available memory at that PSS.
+func BenchmarkIdleMemory(b *testing.B) {
+	const n = 16
+	var sessions []*securer.Session
+	defer func() {
+		for _, s := range sessions {
+			s.Close()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		s, err := securer.NewSession(context.Background(), baseConfig())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Execute(context.Background(), "1+1"); err != nil {
+			b.Fatal(err)
+		}
+		sessions = append(sessions, s)
+	}
+	time.Sleep(500 * time.Millisecond)
+	var pss, rss, charged []float64
+	for _, s := range sessions {
+		var p, r float64
+		for _, pid := range cgroupProcsOf(b, s.ID()) {
+			p += smapsKB(pid, "Pss:")
+			r += smapsKB(pid, "Rss:")
+		}
+		pss, rss = append(pss, p/1024), append(rss, r/1024)
+		usage, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", cgroupParent, s.ID(), "memory.usage_in_bytes"))
+		u, _ := strconv.ParseFloat(strings.TrimSpace(string(usage)), 64)
+		charged = append(charged, u/(1<<20))
+	}
+	avail := meminfoKB("MemAvailable:") / 1024
+	mp := medianF(pss)
+	b.ReportMetric(mp, "PSS_MiB/session")
+	b.ReportMetric(medianF(rss), "RSS_MiB/session")
+	b.ReportMetric(medianF(charged), "cgroup_MiB/session")
+	b.ReportMetric(avail/mp, "sessions_that_fit")
+	b.ReportMetric(0, "ns/op")
+}
+
+func cgroupProcsOf(b *testing.B, id string) []int {
+	for _, dir := range []string{filepath.Join("/sys/fs/cgroup/pids", cgroupParent, id), filepath.Join("/sys/fs/cgroup", cgroupParent, id)} {
+		data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		if err != nil {
+			continue
+		}
+		var pids []int
+		for _, f := range strings.Fields(string(data)) {
+			pid, _ := strconv.Atoi(f)
+			pids = append(pids, pid)
+		}
+		return pids
+	}
+	b.Fatalf("no cgroup for %s", id)
+	return nil
+}
+
+func smapsKB(pid int, key string) float64 {
+	return fileKB(fmt.Sprintf("/proc/%d/smaps_rollup", pid), key)
+}
+
+func meminfoKB(key string) float64 { return fileKB("/proc/meminfo", key) }
+
+func fileKB(path, key string) float64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fields := strings.Fields(sc.Text()); len(fields) >= 2 && fields[0] == key {
+			v, _ := strconv.ParseFloat(fields[1], 64)
+			return v
+		}
+	}
+	return 0
+}
+
+func medianF(xs []float64) float64 {
+	ds := make([]time.Duration, len(xs))
+	for i, x := range xs {
+		ds[i] = time.Duration(x * 1000)
+	}
+	return float64(median(ds)) / 1000
+}
