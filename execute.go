@@ -401,6 +401,7 @@ func (s *Session) account(inst *instance, res *Result, before cgroup.Usage) {
 	res.Accounting.CPUUser = time.Duration(u.CPUUserNanos - min(before.CPUUserNanos, u.CPUUserNanos))
 	res.Accounting.CPUSystem = time.Duration(u.CPUSystemNanos - min(before.CPUSystemNanos, u.CPUSystemNanos))
 	res.Accounting.PeakMemoryBytes = u.PeakMemoryBytes
+	res.Accounting.PeakPids = u.PeakPids
 	res.Accounting.OOMKills = max(res.Accounting.OOMKills, u.OOMKills-min(before.OOMKills, u.OOMKills))
 }
 

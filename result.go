@@ -23,8 +23,12 @@ type Accounting struct {
 	// CPU used by the whole container during the execution.
 	CPUUser   time.Duration `json:"cpu_user_ns"`
 	CPUSystem time.Duration `json:"cpu_system_ns"`
-	// PeakMemoryBytes is the container's peak memory since it started.
+	// PeakMemoryBytes and PeakPids are the container's peaks since its R
+	// started (cgroup counters cannot be reset without writing to the
+	// cgroup, which belongs to libcontainer). PeakPids is 0 on kernels
+	// without pids.peak.
 	PeakMemoryBytes uint64 `json:"peak_memory_bytes"`
+	PeakPids        uint64 `json:"peak_pids"`
 	OOMKills        uint64 `json:"oom_kills"` // during this execution
 	ToolCalls       int    `json:"tool_calls"`
 	StdoutBytes     int64  `json:"stdout_bytes"`

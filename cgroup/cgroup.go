@@ -239,6 +239,7 @@ func readKey(file, key string) (uint64, error) {
 type Usage struct {
 	CPUUserNanos, CPUSystemNanos uint64
 	PeakMemoryBytes              uint64
+	PeakPids                     uint64 // 0 where the kernel has no pids.peak
 	OOMKills                     uint64
 }
 
@@ -256,6 +257,7 @@ func ReadUsage(paths map[string]string) (Usage, error) {
 		}
 		u.CPUUserNanos, u.CPUSystemNanos = user*1000, sys*1000
 		u.PeakMemoryBytes, _ = readUint(filepath.Join(p, "memory.peak"))
+		u.PeakPids, _ = readUint(filepath.Join(p, "pids.peak"))
 		u.OOMKills, _ = readKey(filepath.Join(p, "memory.events"), "oom_kill")
 		return u, nil
 	}
@@ -272,6 +274,9 @@ func ReadUsage(paths map[string]string) (Usage, error) {
 		return u, err
 	}
 	u.PeakMemoryBytes, _ = readUint(filepath.Join(mem, "memory.max_usage_in_bytes"))
+	if pids, ok := paths["pids"]; ok {
+		u.PeakPids, _ = readUint(filepath.Join(pids, "pids.peak"))
+	}
 	u.OOMKills, _ = readKey(filepath.Join(mem, "memory.oom_control"), "oom_kill")
 	return u, nil
 }

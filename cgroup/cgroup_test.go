@@ -38,20 +38,21 @@ func TestReadUsageLayouts(t *testing.T) {
 		paths func(t *testing.T) map[string]string
 		want  Usage
 	}{
-		{"v1", v1, Usage{1500, 500, 4096, 2}},
+		{"v1", v1, Usage{1500, 500, 4096, 0, 2}},
 		{"hybrid", func(t *testing.T) map[string]string {
 			p := v1(t)
 			p[""] = t.TempDir() // the empty unified hierarchy: no files
 			return p
-		}, Usage{1500, 500, 4096, 2}},
+		}, Usage{1500, 500, 4096, 0, 2}},
 		{"v2", func(t *testing.T) map[string]string {
 			d := writeFiles(t, t.TempDir(), map[string]string{
 				"cpu.stat":      "usage_usec 7\nuser_usec 3\nsystem_usec 4\n",
 				"memory.peak":   "8192\n",
+				"pids.peak":     "7\n",
 				"memory.events": "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\n",
 			})
 			return map[string]string{"": d}
-		}, Usage{3000, 4000, 8192, 1}},
+		}, Usage{3000, 4000, 8192, 7, 1}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
