@@ -246,3 +246,27 @@ func TestCLIToolTimeoutKillsGroup(t *testing.T) {
 		}
 	}
 }
+
+func TestCLIBudgets(t *testing.T) {
+	audit := filepath.Join(t.TempDir(), "audit.jsonl")
+	r := runCLI(t, "", "run", "--tools", "../examples/tools.json", "--max-tool-calls", "2", "--audit", audit,
+		"-e", "for (i in 1:5) add(i, 1)")
+	if r.code != 5 || !strings.Contains(r.stderr, "tool_call_limit") {
+		t.Errorf("tool-call limit: exit %d %q", r.code, r.stderr)
+	}
+	if b, err := os.ReadFile(audit); err != nil || !strings.Contains(string(b), `"msg":"limit"`) {
+		t.Errorf("audit log: %v %q", err, b)
+	}
+	r = runCLI(t, "", "run", "--output-limit", "100K", "-e", `repeat cat(strrep("z", 1000), "\n")`)
+	if r.code != 5 || len(r.stdout) > 100<<10 {
+		t.Errorf("output limit: exit %d, %d bytes of stdout", r.code, len(r.stdout))
+	}
+	r = runCLI(t, "", "run", "--preload", "splines", "-e", `"package:splines" %in% search()`)
+	if r.code != 0 || r.stdout != "[1] TRUE\n" {
+		t.Errorf("preload: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	r = runCLI(t, "", "run", "--preload", "nosuchpkg", "-e", "1")
+	if r.code != 2 || !strings.Contains(r.stderr, "nosuchpkg") {
+		t.Errorf("bad preload: exit %d %q", r.code, r.stderr)
+	}
+}

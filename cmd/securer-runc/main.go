@@ -29,6 +29,7 @@ const (
 	exitUsage     = 2
 	exitSandbox   = 3
 	exitProtocol  = 4
+	exitLimit     = 5
 	exitTimeout   = 124
 	exitOOM       = 137
 	exitKilled    = 138

@@ -30,6 +30,10 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	stateDir := fs.String("state", "", "state directory (default "+securer.DefaultStateDir+")")
 	cgroupParent := fs.String("cgroup-parent", "", "cgroup all sessions live under (default "+securer.DefaultCgroupParent+")")
 	noUserNS := fs.Bool("unsafe-no-userns", false, "UNSAFE: run without a user namespace (uid 1000 in the box is uid 1000 on the host)")
+	maxToolCalls := fs.Int("max-tool-calls", securer.DefaultMaxToolCalls, "most tool calls the code may make")
+	outputLimit := fs.String("output-limit", "", "end the run after this much stdout or stderr (e.g. 10M; default: no limit)")
+	preload := fs.String("preload", "", "R packages to attach before the code runs, comma separated")
+	auditPath := fs.String("audit", "", "append a JSON Lines audit log to this file (mode 0600)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: securer-runc run [flags] [-e CODE | FILE | -]")
 		fs.PrintDefaults()
@@ -61,6 +65,25 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		UnsafeNoUserNamespace: *noUserNS,
 		Logger:                logger,
 	}
+	cfg.MaxToolCalls = *maxToolCalls
+	if *outputLimit != "" {
+		n, err := parseBytes(*outputLimit)
+		if err != nil {
+			return fail(stderr, exitUsage, fmt.Errorf("--output-limit: %w", err))
+		}
+		cfg.OutputLimit = n
+	}
+	if *preload != "" {
+		cfg.Preload = strings.Split(*preload, ",")
+	}
+	if *auditPath != "" {
+		audit, closer, err := securer.OpenAuditLog(*auditPath)
+		if err != nil {
+			return fail(stderr, exitUsage, err)
+		}
+		defer closer.Close()
+		cfg.Audit = audit
+	}
 	if *noUserNS {
 		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-no-userns: running without a user namespace")
 	}
@@ -75,7 +98,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	res, err := securer.Execute(ctx, cfg, src)
 	if res == nil {
 		code := exitSandbox
-		if errors.Is(err, securer.ErrInvalidConfig) {
+		if errors.Is(err, securer.ErrInvalidConfig) || errors.Is(err, securer.ErrRejected) {
 			code = exitUsage
 		}
 		return fail(stderr, code, err)
@@ -110,6 +133,8 @@ func exitCode(v securer.Verdict) int {
 		return exitCancelled
 	case securer.VerdictProtocolError:
 		return exitProtocol
+	case securer.VerdictToolCallLimit, securer.VerdictOutputLimit:
+		return exitLimit
 	}
 	return exitKilled
 }
