@@ -34,12 +34,19 @@ func TestFreshState(t *testing.T) {
 		library(tools)
 		system("sleep 60 &")
 		parallel::mcparallel(repeat Sys.sleep(1))
+		system("(sleep 0.3; echo late > /tmp/late) &")
+		system("ipcmk -M 4096 >/dev/null; ipcmk -Q >/dev/null; ipcmk -S 1 >/dev/null")
+		suppressWarnings(try(writeLines("q", "/dev/mqueue/q"), silent = TRUE))
 		add(1, 2)`)
 	if res.Verdict != securer.VerdictOK || res.Value.Go() != 3.0 {
 		t.Fatalf("first execution: %s %v %+v", res.Verdict, res.Value.Go(), res.Error)
 	}
+	time.Sleep(500 * time.Millisecond) // the background writer would have written by now
 	res = fresh(t, s, `c(
 		variable = exists("x"),
+		late_file = file.exists("/tmp/late"),
+		sysv_ipc = any(vapply(c("shm", "sem", "msg"), function(k) length(readLines(file.path("/proc/sysvipc", k))) > 1, NA)),
+		mqueue = length(list.files("/dev/mqueue")) > 0,
 		tmp = file.exists("/tmp/left.txt") || length(list.files(tempdir())) > 0,
 		shm = file.exists("/dev/shm/left"),
 		option = !is.null(getOption("securer.test")),

@@ -260,8 +260,8 @@ local({
   # A fresh execution runs in a forked copy of this warm R: variables,
   # options, environment variables, attached packages and loaded code all
   # vanish with the copy. The copy talks to the host on the inherited
-  # socket while this process only waits for it to end, then clears the
-  # files it left in /tmp and /dev/shm. If the copy dies before it reports
+  # socket while this process only waits for it to end, then sweeps the box
+  # (rt$reset_box). If the copy dies before it reports
   # (the host kills it at a timeout), this process reports for it.
   rt$execute_fresh <- function(id, code, stale_interrupt) {
     job <- parallel:::mcfork()
@@ -274,7 +274,7 @@ local({
       parallel:::mcexit(0L)
     }
     sent <- suppressWarnings(parallel::mccollect(job, wait = TRUE))[[1]]
-    rt$clear_files()
+    rt$reset_box()
     if (!isTRUE(sent)) {
       rt$send(paste0('{"type":"result","id":', id, ',"value":{"type":"NULL"},"visible":false,"printed":"",',
                      '"warnings":[],"messages":[],"error":{"message":"the R process running this execution ended ',
@@ -282,14 +282,33 @@ local({
                      '"class":["securer_lost","error","condition"]},"interrupted":false}'))
     }
   }
-  rt$clear_files <- function() {
-    for (dir in c("/tmp", "/dev/shm")) {
+  # Everything a fresh execution could leave in the box goes: processes
+  # (all but init and this R; zombies wait for init to reap them), files in
+  # the writable places, POSIX message queues and System V IPC objects,
+  # which live in the box's IPC namespace. Processes go first, so none can
+  # write a file after the sweep.
+  rt$reset_box <- function() {
+    for (round in 1:20) {
+      pids <- suppressWarnings(as.integer(list.files("/proc", pattern = "^[0-9]+$")))
+      others <- setdiff(pids, c(1L, Sys.getpid()))
+      live <- others[vapply(others, function(p) {
+        st <- tryCatch(readLines(sprintf("/proc/%d/stat", p), warn = FALSE), error = function(e) "")
+        length(st) == 1L && nzchar(st) && !grepl(") Z ", st, fixed = TRUE)
+      }, NA)]
+      if (length(live) == 0L) break
+      tools::pskill(live, tools::SIGKILL)
+      rt$pause()
+    }
+    for (dir in c("/tmp", "/dev/shm", "/dev/mqueue")) {
       left <- list.files(dir, all.files = TRUE, full.names = TRUE, no.. = TRUE)
       unlink(setdiff(left, tempdir()), recursive = TRUE, force = TRUE)
     }
     unlink(list.files(tempdir(), all.files = TRUE, full.names = TRUE, no.. = TRUE), recursive = TRUE, force = TRUE)
     # quit() in the copy removes the session's temp dir: make it again.
     invisible(tempdir(check = TRUE))
+    ipc <- vapply(c("shm", "sem", "msg"), function(k)
+      length(tryCatch(readLines(file.path("/proc/sysvipc", k)), error = function(e) character())) > 1L, NA)
+    if (any(ipc)) system2("ipcrm", "--all", stdout = FALSE, stderr = FALSE)
   }
 
   rt$result_value <- function(last) {
