@@ -63,7 +63,7 @@ func (s *Session) admit(ctx context.Context, code string) error {
 	switch {
 	case len(code) > s.cfg.MaxCodeBytes:
 		err = fmt.Errorf("%w: code is %d bytes, over the %d-byte limit", ErrRejected, len(code), s.cfg.MaxCodeBytes)
-	case s.cfg.MaxExecutions > 0 && s.executions >= s.cfg.MaxExecutions:
+	case s.exhausted():
 		err = fmt.Errorf("%w: the session has served its %d executions", ErrRejected, s.cfg.MaxExecutions)
 	case s.cfg.PreExecute != nil:
 		if veto := s.cfg.PreExecute(ctx, code); veto != nil {
@@ -74,8 +74,13 @@ func (s *Session) admit(ctx context.Context, code string) error {
 		s.audit("execute_rejected", "session", s.ID(), "code_bytes", len(code), "reason", err.Error())
 		return err
 	}
-	s.executions++
+	s.executions.Add(1)
 	return nil
+}
+
+// exhausted reports whether the session has served its MaxExecutions.
+func (s *Session) exhausted() bool {
+	return s.cfg.MaxExecutions > 0 && s.executions.Load() >= int64(s.cfg.MaxExecutions)
 }
 
 // execution is the state of one Execute: the event loop in run reacts to

@@ -31,9 +31,17 @@ type PoolStatus struct {
 	Total    int // sessions owned: idle + busy + starting
 	Idle     int
 	Busy     int
-	Starting int // being started or replaced
-	Dead     int // found dead since the pool started (each was replaced)
+	Starting int // being started, replaced or restarted
+	Dead     int // found dead or used up since the pool started (each was replaced)
 }
+
+type slotState int
+
+const (
+	slotIdle slotState = iota
+	slotBusy
+	slotRestarting
+)
 
 // Pool keeps size warm sessions. It is safe for concurrent use.
 type Pool struct {
@@ -42,16 +50,19 @@ type Pool struct {
 	reset ResetPolicy
 	log   *slog.Logger
 
-	idle chan *Session // ready sessions; capacity size
+	// idle hands sessions to Acquire; the state map is the truth, and an
+	// entry whose state is not idle is skipped.
+	idle chan *Session
 
 	mu       sync.Mutex
-	all      map[*Session]bool // every live session, idle or busy
-	starting int
+	state    map[*Session]slotState
+	starting int // new sessions being started
 	dead     int
 	closed   bool
-	bg       sync.WaitGroup // replacements in flight
-	stop     context.CancelFunc
-	bgCtx    context.Context
+
+	bg    sync.WaitGroup // background work in flight
+	bgCtx context.Context
+	stop  context.CancelFunc
 }
 
 // NewPool starts size sessions of cfg (in parallel) and returns when all
@@ -61,8 +72,8 @@ func NewPool(ctx context.Context, cfg Config, size int, reset ResetPolicy) (*Poo
 		return nil, fmt.Errorf("%w: pool size must be at least 1, got %d", ErrInvalidConfig, size)
 	}
 	bgCtx, stop := context.WithCancel(context.Background())
-	p := &Pool{cfg: cfg, size: size, reset: reset, idle: make(chan *Session, size),
-		all: map[*Session]bool{}, bgCtx: bgCtx, stop: stop, log: cfg.withDefaults().Logger}
+	p := &Pool{cfg: cfg, size: size, reset: reset, log: cfg.withDefaults().Logger,
+		idle: make(chan *Session, size), state: map[*Session]slotState{}, bgCtx: bgCtx, stop: stop}
 	errs := make(chan error, size)
 	for i := 0; i < size; i++ {
 		go func() {
@@ -91,14 +102,24 @@ func (p *Pool) Acquire(ctx context.Context) (*Session, error) {
 	for {
 		select {
 		case s := <-p.idle:
-			if p.isClosed() {
-				s.Close()
+			p.mu.Lock()
+			if p.closed {
+				p.mu.Unlock()
 				return nil, ErrPoolClosed
 			}
-			if s.Alive() {
-				return s, nil
+			if st, ok := p.state[s]; !ok || st != slotIdle {
+				p.mu.Unlock()
+				continue // stale hand-off
 			}
-			p.replace(s)
+			if !s.Alive() || s.exhausted() {
+				p.retireLocked(s)
+				p.mu.Unlock()
+				s.Close()
+				continue
+			}
+			p.state[s] = slotBusy
+			p.mu.Unlock()
+			return s, nil
 		case <-ctx.Done():
 			return nil, fmt.Errorf("acquire a pool session: %w", ctx.Err())
 		case <-p.bgCtx.Done():
@@ -107,35 +128,55 @@ func (p *Pool) Acquire(ctx context.Context) (*Session, error) {
 	}
 }
 
-// Release gives a session back. A dead one is replaced; with ResetRestart
-// the session gets a new R before it is idle again.
+// Release gives an acquired session back. Releasing one that is not
+// acquired (twice, or after Close) does nothing. A dead or used-up session
+// is replaced; with ResetRestart the session gets a new R first.
 func (p *Pool) Release(s *Session) {
+	if p.releaseLocked(s) {
+		s.Close() // retired: closed outside the lock, before Release returns
+	}
+}
+
+// releaseLocked does Release's bookkeeping; it reports whether s was
+// retired and must be closed.
+func (p *Pool) releaseLocked(s *Session) (retired bool) {
 	p.mu.Lock()
-	owned, closed := p.all[s], p.closed
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	if st, ok := p.state[s]; !ok || st != slotBusy {
+		if ok {
+			p.log.Warn("pool: Release of a session that is not acquired; ignored")
+		}
+		return false
+	}
 	switch {
-	case !owned:
-		return
-	case closed:
-		p.forget(s)
-		s.Close()
-	case !s.Alive():
-		p.replace(s)
+	case !s.Alive() || s.exhausted():
+		p.retireLocked(s)
+		return true
 	case p.reset == ResetRestart:
-		// Out of the pool while it restarts: counted as starting.
-		p.forget(s)
-		p.background(func(ctx context.Context) {
+		p.state[s] = slotRestarting
+		p.goLocked(func(ctx context.Context) {
 			if err := s.Restart(ctx); err != nil {
-				p.log.Warn("pool: restarting a session failed; starting a new one", "err", err)
+				p.log.Warn("pool: restarting a session failed; replacing it", "err", err)
+				p.mu.Lock()
+				p.retireLocked(s)
+				p.mu.Unlock()
 				s.Close()
-				p.fill(ctx)
 				return
 			}
-			p.adopt(s)
-		})
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if _, ok := p.state[s]; !ok || p.closed {
+				go s.Close()
+				return
+			}
+			p.state[s] = slotIdle
+			p.idle <- s
+		}, func() { s.Close() })
 	default:
-		p.idle <- s
+		p.state[s] = slotIdle
+		p.idle <- s // never blocks: at most size sessions are idle
 	}
+	return false
 }
 
 // Execute runs code on a pooled session: acquire, execute (fresh state by
@@ -156,18 +197,23 @@ func (p *Pool) Execute(ctx context.Context, code string) (*Result, error) {
 func (p *Pool) Status() PoolStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	idle := len(p.idle)
-	return PoolStatus{
-		Total:    len(p.all) + p.starting,
-		Idle:     idle,
-		Busy:     len(p.all) - idle,
-		Starting: p.starting,
-		Dead:     p.dead,
+	st := PoolStatus{Starting: p.starting, Dead: p.dead}
+	for _, state := range p.state {
+		switch state {
+		case slotIdle:
+			st.Idle++
+		case slotBusy:
+			st.Busy++
+		case slotRestarting:
+			st.Starting++
+		}
 	}
+	st.Total = st.Idle + st.Busy + st.Starting
+	return st
 }
 
 // Close ends every session, busy ones included (their Execute ends with
-// ErrSessionClosed), and waits for replacements in flight.
+// ErrSessionClosed), and waits for background work to stop.
 func (p *Pool) Close() error {
 	p.mu.Lock()
 	if p.closed {
@@ -175,11 +221,11 @@ func (p *Pool) Close() error {
 		return nil
 	}
 	p.closed = true
-	sessions := make([]*Session, 0, len(p.all))
-	for s := range p.all {
+	sessions := make([]*Session, 0, len(p.state))
+	for s := range p.state {
 		sessions = append(sessions, s)
 	}
-	p.all = map[*Session]bool{}
+	clear(p.state)
 	p.mu.Unlock()
 	p.stop()
 	p.bg.Wait()
@@ -187,42 +233,26 @@ func (p *Pool) Close() error {
 	for _, s := range sessions {
 		errs = append(errs, s.Close())
 	}
-	for {
-		select {
-		case s := <-p.idle:
-			errs = append(errs, s.Close()) // replacements that finished last
-		default:
-			return errors.Join(errs...)
-		}
-	}
+	return errors.Join(errs...)
 }
 
-func (p *Pool) isClosed() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closed
-}
-
-func (p *Pool) forget(s *Session) {
-	p.mu.Lock()
-	delete(p.all, s)
-	p.mu.Unlock()
-}
-
-// replace closes a dead session and starts another in the background,
-// retrying with backoff while the host cannot start one.
-func (p *Pool) replace(old *Session) {
-	p.mu.Lock()
-	delete(p.all, old)
+// retireLocked drops a dead or used-up session (the caller closes it once
+// the lock is released) and starts a replacement.
+func (p *Pool) retireLocked(s *Session) {
+	delete(p.state, s)
 	p.dead++
-	p.mu.Unlock()
-	old.Close()
-	p.background(p.fill)
+	p.starting++
+	p.goLocked(p.fill, func() { p.starting-- })
 }
 
-// fill starts one new session into the pool, retrying with backoff while
-// the host cannot start one.
+// fill starts one session into the pool, retrying with backoff while the
+// host cannot start one.
 func (p *Pool) fill(ctx context.Context) {
+	defer func() {
+		p.mu.Lock()
+		p.starting--
+		p.mu.Unlock()
+	}()
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 10*time.Second) {
 		s, err := NewSession(ctx, p.cfg)
 		if err == nil {
@@ -238,37 +268,30 @@ func (p *Pool) fill(ctx context.Context) {
 	}
 }
 
-// adopt makes s an idle session of the pool (or closes it, if the pool
-// has been closed meanwhile).
+// adopt makes s an idle session of the pool, or closes it if the pool has
+// been closed meanwhile.
 func (p *Pool) adopt(s *Session) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.closed {
-		p.mu.Unlock()
-		s.Close()
+		go s.Close()
 		return
 	}
-	p.all[s] = true
-	p.mu.Unlock()
+	p.state[s] = slotIdle
 	p.idle <- s
 }
 
-// background runs f counted as starting, unless the pool is closed.
-func (p *Pool) background(f func(ctx context.Context)) {
-	p.mu.Lock()
+// goLocked runs f in the background, or, once the pool is closed,
+// runs closed instead (so nothing it would have handled is leaked).
+// p.mu must be held.
+func (p *Pool) goLocked(f func(ctx context.Context), closed func()) {
 	if p.closed {
-		p.mu.Unlock()
+		closed()
 		return
 	}
-	p.starting++
 	p.bg.Add(1)
-	p.mu.Unlock()
 	go func() {
 		defer p.bg.Done()
-		defer func() {
-			p.mu.Lock()
-			p.starting--
-			p.mu.Unlock()
-		}()
 		f(p.bgCtx)
 	}()
 }

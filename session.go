@@ -48,7 +48,7 @@ type Session struct {
 	closed bool
 	nextID uint64
 	// executions counts admitted executions (MaxExecutions).
-	executions int
+	executions atomic.Int64
 }
 
 // instance is one container and its R process.

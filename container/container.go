@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"runtime"
 	"sync"
@@ -50,6 +51,31 @@ type Stdio struct {
 	Stdout, Stderr io.Writer
 }
 
+// specconvMu serialises specconv.CreateLibcontainerConfig, which writes to
+// package-level device tables when it sets up a user namespace: starts
+// from several goroutines would race on them.
+var specconvMu sync.Mutex
+
+func createConfig(id string, s *specs.Spec) (*configs.Config, error) {
+	specconvMu.Lock()
+	defer specconvMu.Unlock()
+	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
+		CgroupName:   id,
+		NoNewKeyring: true,
+		Spec:         s,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The device nodes are specconv's shared tables: give this container
+	// its own copies, so that later reads do not race with other starts.
+	for i, d := range cfg.Devices {
+		own := *d
+		cfg.Devices[i] = &own
+	}
+	return cfg, nil
+}
+
 // Box is one running sandbox.
 type Box struct {
 	c    *libcontainer.Container
@@ -70,11 +96,7 @@ func Start(ctx context.Context, stateRoot, id string, s *specs.Spec, stdio Stdio
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
-		CgroupName:   id,
-		NoNewKeyring: true,
-		Spec:         s,
-	})
+	cfg, err := createConfig(id, s)
 	if err != nil {
 		return nil, fmt.Errorf("container config: %w", err)
 	}
@@ -170,13 +192,14 @@ func (b *Box) Signal(sig os.Signal) error {
 	return nil
 }
 
-// CgroupPaths maps each controller to the container's cgroup directory.
+// CgroupPaths maps each controller to the container's cgroup directory
+// (a copy: libcontainer changes its own map on Destroy).
 func (b *Box) CgroupPaths() map[string]string {
 	st, err := b.c.State()
 	if err != nil {
 		return nil
 	}
-	return st.CgroupPaths
+	return maps.Clone(st.CgroupPaths)
 }
 
 // Destroy kills every process of the container, waits for the init process

@@ -173,3 +173,40 @@ func TestPoolClose(t *testing.T) {
 		t.Errorf("size 0: %v", err)
 	}
 }
+
+func TestPoolMisuse(t *testing.T) {
+	p := newPool(t, baseConfig(), 2, securer.ResetFresh)
+	a, _ := p.Acquire(context.Background())
+	b, _ := p.Acquire(context.Background())
+	p.Release(a)
+	p.Release(a) // twice: ignored
+	if st := p.Status(); st.Idle != 1 || st.Busy != 1 {
+		t.Errorf("after a double release: %+v", st)
+	}
+	c, err := p.Acquire(context.Background())
+	if err != nil || c != a {
+		t.Fatalf("Acquire: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if s, err := p.Acquire(ctx); err == nil {
+		t.Errorf("a third session was handed out (%p; a=%p b=%p)", s, a, b)
+	}
+	p.Release(b)
+	p.Release(c)
+}
+
+// Sessions that used up MaxExecutions are replaced, so the pool goes on.
+func TestPoolMaxExecutions(t *testing.T) {
+	cfg := baseConfig()
+	cfg.MaxExecutions = 2
+	p := newPool(t, cfg, 1, securer.ResetFresh)
+	for i := 0; i < 5; i++ {
+		if _, err := p.Execute(context.Background(), "1"); err != nil {
+			t.Fatalf("execution %d: %v", i+1, err)
+		}
+	}
+	if st := p.Status(); st.Dead < 1 {
+		t.Errorf("no session was retired: %+v", st)
+	}
+}
