@@ -1318,9 +1318,9 @@ func TestAdversarialToolChannel(t *testing.T) {
 			})
 		}},
 		{"T10", func(t *testing.T) {
-			// No max_tool_calls yet: bounded version. 2000 calls finish,
-			// the host stays responsive, and an endless loop of calls ends
-			// at the wall timeout with the session still answering.
+			// 2000 calls finish, the host stays responsive, and an endless
+			// loop of calls is stopped at MaxToolCalls with the session
+			// still answering.
 			before := h.calls.Load()
 			res, _, took := h.during(t, s, `for (i in 1:2000) add(1, 1); "done"`, 300*time.Millisecond)
 			if res.Verdict != securer.VerdictOK || h.calls.Load()-before != 2000 {
@@ -1330,8 +1330,9 @@ func TestAdversarialToolChannel(t *testing.T) {
 			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 			res, _, took = h.during(t, s, `repeat add(1, 1)`, 1500*time.Millisecond)
 			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-			if res.Verdict != securer.VerdictTimeout {
-				t.Errorf("repeat add(1, 1): verdict %s", res.Verdict)
+			// Stopped at MaxToolCalls (default 10,000) before the timeout.
+			if res.Verdict != securer.VerdictToolCallLimit || res.Accounting.ToolCalls != securer.DefaultMaxToolCalls {
+				t.Errorf("repeat add(1, 1): verdict %s after %d calls", res.Verdict, res.Accounting.ToolCalls)
 			}
 			hostCPU := time.Duration(ru1.Utime.Nano() - ru0.Utime.Nano() + ru1.Stime.Nano() - ru0.Stime.Nano())
 			t.Logf("repeat add(1, 1): %d calls in %s, executor CPU %s", res.Accounting.ToolCalls, took, hostCPU)
