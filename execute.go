@@ -91,6 +91,8 @@ type execution struct {
 	inst   *instance
 	id     uint64
 	fresh  bool
+	code   string // a fresh execution's code, for the copy when it asks
+	sent   bool   // the code went to the copy
 	res    *Result
 	before cgroup.Usage
 
@@ -141,9 +143,12 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 		e.res.Accounting.StdoutBytes, e.res.Accounting.StderrBytes = outCap.total, errCap.total
 		e.res.Accounting.Wall = time.Since(started)
 		s.account(inst, e.res, e.before)
-		if inst.dead.Load() {
+		switch {
+		case inst.dead.Load():
 			s.destroy(inst)
-		} else {
+		case e.fresh:
+			inst.sweeping = e.id // the warm R sweeps; the next use waits for it
+		default:
 			inst.killStrays(s.log)
 		}
 	}()
@@ -162,7 +167,12 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 	}
 	stale := inst.interrupted
 	inst.interrupted = false
-	if err := s.send(inst, bridge.Execute{Type: "execute", ID: e.id, Code: code, StaleInterrupt: stale, Fresh: e.fresh}); err != nil {
+	msg := bridge.Execute{Type: "execute", ID: e.id, Code: code, StaleInterrupt: stale}
+	if e.fresh {
+		// The code goes to the forked copy alone, once it asks (Forked).
+		msg.Code, msg.Fresh, e.code = "", true, code
+	}
+	if err := s.send(inst, msg); err != nil {
 		return e.died(err)
 	}
 
@@ -291,6 +301,17 @@ func (e *execution) onFrame(toolCtx context.Context, f frame, ok bool) (res *Res
 			go s.runTool(toolCtx, s.byName[spec.Name], m, e.toolDone)
 		}
 		if err != nil {
+			res, err = e.died(err)
+			return res, err, true
+		}
+		return nil, nil, false
+	case *bridge.Forked:
+		if !e.fresh || e.sent || m.ID != e.id {
+			res, err = e.violation(fmt.Errorf("%w: unexpected forked %d", ErrProtocol, m.ID))
+			return res, err, true
+		}
+		e.sent = true
+		if err = s.send(e.inst, bridge.Code{Type: "code", ID: e.id, Code: e.code}); err != nil {
 			res, err = e.died(err)
 			return res, err, true
 		}

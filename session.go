@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,11 @@ type instance struct {
 	rPid int
 	// interrupted: R was sent a SIGINT that may still be pending.
 	interrupted bool
+	// sweeping is the id of the fresh execution whose sweep the warm R
+	// has yet to confirm (0: none).
+	sweeping uint64
+	// fingerprint is the warm R as it started (procFingerprint).
+	fingerprint string
 }
 
 type frame struct {
@@ -304,6 +310,9 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("R did not get ready within %s: %w", s.cfg.StartTimeout, ctx.Err())
 	}
+	if inst.fingerprint, err = procFingerprint(inst.rPid); err != nil {
+		return nil, fmt.Errorf("read R's process state: %w", err)
+	}
 	s.audit("session_start", "session", id, "r_version", hello.RVersion, "took_ms", time.Since(began).Milliseconds())
 	s.log.Debug("session started", "id", id, "r_version", hello.RVersion,
 		"setup", boxBegin.Sub(began), "container_start", boxStarted.Sub(boxBegin), "r_ready", time.Since(boxStarted))
@@ -521,7 +530,12 @@ func (s *Session) current(ctx context.Context) (*instance, error) {
 		select {
 		case <-inst.box.Done():
 		default:
-			return inst, nil
+			if err := inst.settle(ctx); err == nil {
+				return inst, nil
+			} else {
+				s.log.Warn("replacing R", "id", inst.id, "reason", err)
+				s.audit("session_replaced", "session", inst.id, "reason", err.Error())
+			}
 		}
 	}
 	if inst != nil {
@@ -569,4 +583,43 @@ func (inst *instance) killStrays(log *slog.Logger) {
 		time.Sleep(time.Millisecond)
 	}
 	log.Warn("background processes survived 20 kill rounds", "id", inst.id)
+}
+
+// settle waits for the sweep after a fresh execution and checks that the
+// warm R is as it started. An error means the instance must not be used
+// again: the next user would inherit what the last one did to it.
+func (inst *instance) settle(ctx context.Context) error {
+	if inst.sweeping != 0 {
+		// A stopped R would never report its sweep: fail at once.
+		if now, err := procFingerprint(inst.rPid); err != nil || strings.HasPrefix(now, "state=stopped") {
+			return fmt.Errorf("the warm R is stopped or gone (%v)", err)
+		}
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		select {
+		case f, ok := <-inst.frames:
+			sw, isSwept := f.msg.(*bridge.Swept)
+			if !ok || f.err != nil || !isSwept || sw.ID != inst.sweeping {
+				return fmt.Errorf("%w: expected the sweep of execution %d, got %T %v", ErrProtocol, inst.sweeping, f.msg, f.err)
+			}
+		case <-inst.box.Done():
+			return errors.New("R ended while sweeping")
+		case <-ctx.Done():
+			return fmt.Errorf("R did not finish sweeping: %w", ctx.Err())
+		}
+		inst.sweeping = 0
+	}
+	now, err := procFingerprint(inst.rPid)
+	if err != nil {
+		return err
+	}
+	if now != inst.fingerprint {
+		return fmt.Errorf("the warm R's process state changed (was %q, now %q)", firstLine(inst.fingerprint), firstLine(now))
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }

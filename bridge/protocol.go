@@ -2,8 +2,9 @@
 // inside a session: newline-delimited JSON frames, size-checked before they
 // are buffered and strictly decoded, plus the R runtime itself (embedded).
 //
-// R -> host: hello, ready, tool_call, result. Host -> R: init, execute,
-// tool_result. Every message is one JSON object on one line.
+// R -> host: hello, ready, forked, tool_call, result, swept. Host -> R:
+// init, execute, code, tool_result. Every message is one JSON object on
+// one line.
 package bridge
 
 import (
@@ -50,6 +51,18 @@ type Hello struct {
 type Ready struct {
 	Type  string `json:"type"`
 	Error string `json:"error"`
+}
+
+// Forked is the forked copy of a fresh execution, ready for its code.
+type Forked struct {
+	Type string `json:"type"`
+	ID   uint64 `json:"id"`
+}
+
+// Swept is the warm R, done clearing the box after a fresh execution.
+type Swept struct {
+	Type string `json:"type"`
+	ID   uint64 `json:"id"`
 }
 
 // ToolCall is R asking the host to run a tool.
@@ -107,8 +120,17 @@ type Execute struct {
 	// before running this code.
 	StaleInterrupt bool `json:"stale_interrupt,omitempty"`
 	// Fresh runs the code in a forked copy of the warm R, so that nothing
-	// it does persists.
+	// it does persists. Code is then empty: it goes in a Code message to
+	// the copy alone, once it reports Forked, so that the warm R never
+	// holds any execution's code in its memory.
 	Fresh bool `json:"fresh,omitempty"`
+}
+
+// Code is a fresh execution's code, for its forked copy only.
+type Code struct {
+	Type string `json:"type"`
+	ID   uint64 `json:"id"`
+	Code string `json:"code"`
 }
 
 // ToolResult answers a ToolCall with a value or an error message.
@@ -220,6 +242,18 @@ func Decode(frame []byte) (any, error) {
 		msg := &Hello{}
 		if err := json.Unmarshal(frame, msg, strict); err != nil {
 			return nil, violation("bad hello frame: %v", err)
+		}
+		return msg, nil
+	case "forked":
+		msg := &Forked{}
+		if err := json.Unmarshal(frame, msg, strict); err != nil {
+			return nil, violation("bad forked frame: %v", err)
+		}
+		return msg, nil
+	case "swept":
+		msg := &Swept{}
+		if err := json.Unmarshal(frame, msg, strict); err != nil {
+			return nil, violation("bad swept frame: %v", err)
 		}
 		return msg, nil
 	case "ready":

@@ -1,8 +1,11 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -123,4 +126,76 @@ func TestPreload(t *testing.T) {
 			t.Errorf("Preload %q: %v", bad, err)
 		}
 	}
+}
+
+// The warm R never holds a fresh execution's code, and a fresh
+// execution's copy can neither read nor write the warm R's memory nor
+// change its process state for the next user.
+func TestFreshIsolationFromWarmR(t *testing.T) {
+	s := newSession(t, baseConfig())
+	nonce := fmt.Sprintf("SECRET%dXYZ", time.Now().UnixNano())
+	fresh(t, s, fmt.Sprintf(`api_key <- %q; invisible(nchar(api_key))`, nonce))
+	fresh(t, s, "1+1")
+	if found := scanMemory(t, hostPidOf(s), []byte(nonce)); found {
+		t.Errorf("the warm R's memory holds an earlier fresh execution's code")
+	}
+
+	ppid := `ppid <- as.integer(strsplit(readLines("/proc/self/stat"), " ")[[1]][4])`
+	res := fresh(t, s, ppid+`
+		vapply(c("r+b", "rb"), function(mode) tryCatch({
+			con <- suppressWarnings(file(sprintf("/proc/%d/mem", ppid), mode)); close(con); "opened"
+		}, error = function(e) "refused"), "")`)
+	if got := res.Value.Strings(); len(got) != 2 || got[0] != "refused" || got[1] != "refused" {
+		t.Errorf("the copy could open the warm R's memory: %v", got)
+	}
+
+	for _, attack := range []string{
+		`tools::psnice(ppid, 15L)`,
+		`tools::pskill(ppid, tools::SIGSTOP)`,
+		`system(sprintf("prlimit --pid %d --nofile=40:40", ppid))`,
+	} {
+		id := s.ID()
+		fresh(t, s, ppid+"; "+attack)
+		res := fresh(t, s, `c(nice = tools::psnice(as.integer(strsplit(readLines("/proc/self/stat"), " ")[[1]][4])), ok = 1)`)
+		if res.Verdict != securer.VerdictOK {
+			t.Errorf("after %s: verdict %s %+v", attack, res.Verdict, res.Error)
+		}
+		if s.ID() == id {
+			t.Errorf("after %s the tampered warm R was kept", attack)
+		}
+		if d := res.Value.Integers(); len(d) == 2 && d[0] != 0 {
+			t.Errorf("after %s the next user's warm R has nice %d", attack, d[0])
+		}
+	}
+}
+
+// scanMemory reports whether needle is in any readable mapping of pid (the
+// host, as root, can read it).
+func scanMemory(t *testing.T, pid int, needle []byte) bool {
+	t.Helper()
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	for _, line := range strings.Split(string(maps), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || !strings.HasPrefix(f[1], "r") {
+			continue
+		}
+		var lo, hi uint64
+		if _, err := fmt.Sscanf(f[0], "%x-%x", &lo, &hi); err != nil || hi-lo > 1<<30 {
+			continue
+		}
+		buf := make([]byte, hi-lo)
+		n, _ := mem.ReadAt(buf, int64(lo))
+		if bytes.Contains(buf[:n], needle) {
+			return true
+		}
+	}
+	return false
 }

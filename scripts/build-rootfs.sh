@@ -101,6 +101,12 @@ echo 'securer:x:1000:' >>"$new/etc/group"
 # from exposure.
 find "$new/dev" -mindepth 1 ! -type d -delete
 
+# R's binary execute-only: the kernel then marks every R process
+# non-dumpable, so no other process of the box (same uid) can read or
+# write its memory through /proc/PID/mem, or ptrace it. A fresh
+# execution's forked copy cannot touch the warm R it came from.
+chmod 0711 "$new/usr/lib/R/bin/exec/R"
+
 # Every mountpoint a session uses: libcontainer would otherwise create them
 # inside the rootfs at run time, and the rootfs is mounted read-only.
 for d in proc sys dev dev/pts dev/shm dev/mqueue tmp run/securer/runtime run/securer/sock; do

@@ -259,56 +259,62 @@ local({
   # frame, becomes "unsupported" with a note, never a broken session.
   # A fresh execution runs in a forked copy of this warm R: variables,
   # options, environment variables, attached packages and loaded code all
-  # vanish with the copy. The copy talks to the host on the inherited
-  # socket while this process only waits for it to end, then sweeps the box
-  # (rt$reset_box). If the copy dies before it reports
-  # (the host kills it at a timeout), this process reports for it.
-  rt$execute_fresh <- function(id, code, stale_interrupt) {
+  # vanish with the copy. This process never sees the code: the copy asks
+  # for it (forked) and reads it from the inherited socket, while this
+  # process only waits for the copy to end. Then it sweeps the box and says
+  # so (swept). If the copy dies before it reports (the host kills it at a
+  # timeout), this process reports for it.
+  rt$execute_fresh <- function(id, stale_interrupt) {
     job <- parallel:::mcfork()
     if (inherits(job, "masterProcess")) {
       rt$main_pid <- Sys.getpid()
       # Tell the waiting parent before the result goes out: once the host
       # has it, it may kill this copy at any moment.
       rt$on_result <- function() parallel:::sendMaster(TRUE)
-      try(rt$execute(id, code, stale_interrupt), silent = TRUE)
+      try({
+        rt$send(paste0('{"type":"forked","id":', id, '}'))
+        repeat {
+          msg <- rt$receive()
+          if (identical(msg$type, "code") && identical(as.numeric(msg$id), as.numeric(id))) break
+        }
+        rt$execute(id, msg$code, stale_interrupt)
+      }, silent = TRUE)
       parallel:::mcexit(0L)
     }
     sent <- suppressWarnings(parallel::mccollect(job, wait = TRUE))[[1]]
-    rt$reset_box()
     if (!isTRUE(sent)) {
       rt$send(paste0('{"type":"result","id":', id, ',"value":{"type":"NULL"},"visible":false,"printed":"",',
                      '"warnings":[],"messages":[],"error":{"message":"the R process running this execution ended ',
                      'without a result (quit(), a crash, or killed at the time limit)","call":null,',
                      '"class":["securer_lost","error","condition"]},"interrupted":false}'))
     }
+    rt$reset_box()
+    rt$send(paste0('{"type":"swept","id":', id, '}'))
   }
+
   # Everything a fresh execution could leave in the box goes: processes
-  # (all but init and this R; zombies wait for init to reap them), files in
-  # the writable places, POSIX message queues and System V IPC objects,
-  # which live in the box's IPC namespace. Processes go first, so none can
-  # write a file after the sweep.
+  # (all but init and this R), files in the writable places, POSIX message
+  # queues and System V IPC objects (they live in the box's IPC namespace).
+  # Processes go first, so that none can write a file after the sweep. A
+  # shell does it, so that this process never reads a name the copy chose
+  # (its memory is what the next copy starts from).
+  rt$sweep_script <- paste(
+    'for round in 1 2 3 4 5; do',
+    '  for p in /proc/[0-9]*; do p=${p#/proc/};',
+    '    [ "$p" = 1 ] || [ "$p" = "$2" ] || [ "$p" = "$PPID" ] || [ "$p" = "$$" ] || kill -9 "$p" 2>/dev/null;',
+    '  done;',
+    'done;',
+    'find /tmp /dev/shm /dev/mqueue -mindepth 1 -maxdepth 1 ! -path "$1" -exec rm -rf {} + 2>/dev/null;',
+    'find "$1" -mindepth 1 -maxdepth 1 -exec rm -rf {} + 2>/dev/null;',
+    'ipcrm --all 2>/dev/null;',
+    'exit 0')
   rt$reset_box <- function() {
-    for (round in 1:20) {
-      pids <- suppressWarnings(as.integer(list.files("/proc", pattern = "^[0-9]+$")))
-      others <- setdiff(pids, c(1L, Sys.getpid()))
-      live <- others[vapply(others, function(p) {
-        st <- tryCatch(readLines(sprintf("/proc/%d/stat", p), warn = FALSE), error = function(e) "")
-        length(st) == 1L && nzchar(st) && !grepl(") Z ", st, fixed = TRUE)
-      }, NA)]
-      if (length(live) == 0L) break
-      tools::pskill(live, tools::SIGKILL)
-      rt$pause()
-    }
-    for (dir in c("/tmp", "/dev/shm", "/dev/mqueue")) {
-      left <- list.files(dir, all.files = TRUE, full.names = TRUE, no.. = TRUE)
-      unlink(setdiff(left, tempdir()), recursive = TRUE, force = TRUE)
-    }
-    unlink(list.files(tempdir(), all.files = TRUE, full.names = TRUE, no.. = TRUE), recursive = TRUE, force = TRUE)
+    # $1: R's temp dir (kept, emptied); $2: this R (spared, with init and
+    # the shells running the sweep).
+    system2("/bin/sh", c("-c", shQuote(rt$sweep_script), "sweep", shQuote(tempdir()), Sys.getpid()),
+            stdout = FALSE, stderr = FALSE)
     # quit() in the copy removes the session's temp dir: make it again.
     invisible(tempdir(check = TRUE))
-    ipc <- vapply(c("shm", "sem", "msg"), function(k)
-      length(tryCatch(readLines(file.path("/proc/sysvipc", k)), error = function(e) character())) > 1L, NA)
-    if (any(ipc)) system2("ipcrm", "--all", stdout = FALSE, stderr = FALSE)
   }
 
   rt$result_value <- function(last) {
@@ -340,7 +346,7 @@ local({
     switch(msg$type,
       init = rt$init(msg),
       execute = tryCatch(
-        if (isTRUE(msg$fresh)) rt$execute_fresh(msg$id, msg$code, msg$stale_interrupt)
+        if (isTRUE(msg$fresh)) rt$execute_fresh(msg$id, msg$stale_interrupt)
         else rt$execute(msg$id, msg$code, msg$stale_interrupt),
         error = function(e) rt$send(paste0(
           '{"type":"result","id":', msg$id, ',"value":{"type":"NULL"},"visible":false,"printed":"",',
