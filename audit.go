@@ -25,9 +25,6 @@ func OpenAuditLog(path string) (*slog.Logger, io.Closer, error) {
 	return slog.New(slog.NewJSONHandler(f, nil)), f, nil
 }
 
-// auditCodeBytes is how much of each execution's code the audit log keeps.
-const auditCodeBytes = 200
-
 // audit records one event when Config.Audit is set.
 func (s *Session) audit(event string, attrs ...any) {
 	if s.cfg.Audit == nil {

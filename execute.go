@@ -2,6 +2,8 @@ package securer
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -126,8 +128,9 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 	defer cancelTool()
 	e.cancelTool = cancelTool
 	e.toolDone = make(chan toolOutcome, 1)
+	sum := sha256.Sum256([]byte(code))
 	s.audit("execute_start", "session", inst.id, "execution", e.id, "fresh", e.fresh,
-		"code_bytes", len(code), "code", truncate(code, auditCodeBytes))
+		"code_bytes", len(code), "code_sha256", hex.EncodeToString(sum[:]))
 	defer func() {
 		a := e.res.Accounting
 		s.audit("execute_end", "session", inst.id, "execution", e.id, "verdict", string(e.res.Verdict),

@@ -233,9 +233,10 @@ type Config struct {
 	PreExecute func(ctx context.Context, code string) error
 	Logger     *slog.Logger
 	// Audit, when set, receives one record per event: session start and
-	// end; execution start and end (verdict, accounting); each tool call
-	// (arguments summarised by type and size) and its outcome; limits hit;
-	// rejected code. OpenAuditLog makes a JSON Lines file.
+	// end; execution start (code size and SHA-256, never the code) and end
+	// (verdict, accounting); each tool call the host validated (arguments
+	// summarised by type and size) and its outcome; limits hit; rejected
+	// code. OpenAuditLog makes a JSON Lines file.
 	Audit *slog.Logger
 }
 
