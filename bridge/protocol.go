@@ -237,31 +237,21 @@ func Decode(frame []byte) (any, error) {
 	// rvalue.DefaultMaxValues): R values are decoded from raw members here
 	// rather than by the generic decoder, which would give each its own.
 	budget := &valueBudget{left: rvalue.DefaultMaxValues}
+	// Messages with nothing but plain members decode as they are.
+	plain := map[string]func() any{
+		"hello":  func() any { return &Hello{} },
+		"ready":  func() any { return &Ready{} },
+		"forked": func() any { return &Forked{} },
+		"swept":  func() any { return &Swept{} },
+	}
+	if mk, ok := plain[head.Type]; ok {
+		msg := mk()
+		if err := json.Unmarshal(frame, msg, strict); err != nil {
+			return nil, violation("bad %s frame: %v", head.Type, err)
+		}
+		return msg, nil
+	}
 	switch head.Type {
-	case "hello":
-		msg := &Hello{}
-		if err := json.Unmarshal(frame, msg, strict); err != nil {
-			return nil, violation("bad hello frame: %v", err)
-		}
-		return msg, nil
-	case "forked":
-		msg := &Forked{}
-		if err := json.Unmarshal(frame, msg, strict); err != nil {
-			return nil, violation("bad forked frame: %v", err)
-		}
-		return msg, nil
-	case "swept":
-		msg := &Swept{}
-		if err := json.Unmarshal(frame, msg, strict); err != nil {
-			return nil, violation("bad swept frame: %v", err)
-		}
-		return msg, nil
-	case "ready":
-		msg := &Ready{}
-		if err := json.Unmarshal(frame, msg, strict); err != nil {
-			return nil, violation("bad ready frame: %v", err)
-		}
-		return msg, nil
 	case "tool_call":
 		var w struct {
 			Type string         `json:"type"`

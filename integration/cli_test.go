@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -133,23 +131,7 @@ func TestCLIBadToolsFile(t *testing.T) {
 }
 
 func TestCLINoNetwork(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var accepts atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepts.Add(1)
-			c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	port, accepts := loopbackListener(t)
 	r := runCLI(t, "", "run", "-e", fmt.Sprintf(`readLines(url("http://127.0.0.1:%d"))`, port))
 	if r.code != 1 || !strings.Contains(r.stderr, "Error") {
 		t.Errorf("exit %d stderr %q, want an R error", r.code, r.stderr)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -353,23 +352,7 @@ func TestPidsLimit(t *testing.T) {
 }
 
 func TestNoNetwork(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var accepts atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepts.Add(1)
-			c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	port, accepts := loopbackListener(t)
 	s := newSession(t, baseConfig())
 	for _, code := range []string{
 		fmt.Sprintf(`readLines(url("http://127.0.0.1:%d"))`, port),
