@@ -15,18 +15,9 @@ import (
 // execution the warm R must look exactly as it did when it started;
 // otherwise the next user would inherit the change.
 func procFingerprint(pid int) (string, error) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := statFields(pid, 39)
 	if err != nil {
 		return "", err
-	}
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return "", fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 39 {
-		return "", fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
 	// Fields after the command: 0 state, 16 nice, 37 rt_priority, 38 policy.
 	state := f[0]

@@ -39,21 +39,32 @@ func newID() string {
 	return idPrefix + hex.EncodeToString(b[:])
 }
 
-// processStart reads a process's start time (field 22 of /proc/PID/stat),
-// which tells a live owner from a recycled pid.
-func processStart(pid int) (string, error) {
+// statFields reads /proc/PID/stat and returns the fields after the
+// command name (which may itself hold spaces and parentheses): field 0 is
+// the state; at least n fields must be there.
+func statFields(pid, n int) ([]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return "", fmt.Errorf("malformed /proc/%d/stat", pid)
+		return nil, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
 	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return "", fmt.Errorf("malformed /proc/%d/stat", pid)
+	if len(f) < n {
+		return nil, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return f, nil
+}
+
+// processStart reads a process's start time (field 22 of /proc/PID/stat),
+// which tells a live owner from a recycled pid.
+func processStart(pid int) (string, error) {
+	f, err := statFields(pid, 20)
+	if err != nil {
+		return "", err
 	}
 	return f[19], nil
 }

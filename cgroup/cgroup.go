@@ -203,18 +203,6 @@ func (p *Parent) Leaves() ([]string, error) {
 	return out, nil
 }
 
-// OOMKills reads the kernel's OOM-kill counter of a leaf, given
-// libcontainer's controller -> path map for it.
-func OOMKills(paths map[string]string) (uint64, error) {
-	if p, ok := paths["memory"]; ok { // v1
-		return readKey(filepath.Join(p, "memory.oom_control"), "oom_kill")
-	}
-	if p, ok := paths[""]; ok { // v2
-		return readKey(filepath.Join(p, "memory.events"), "oom_kill")
-	}
-	return 0, errors.New("no memory cgroup path")
-}
-
 func readKey(file, key string) (uint64, error) {
 	f, err := os.Open(file)
 	if err != nil {

@@ -67,17 +67,6 @@ func TestReadUsageLayouts(t *testing.T) {
 	}
 }
 
-func TestOOMKillsLayouts(t *testing.T) {
-	d := writeFiles(t, t.TempDir(), map[string]string{"memory.events": "oom 3\noom_kill 3\n"})
-	if n, err := OOMKills(map[string]string{"": d}); err != nil || n != 3 {
-		t.Errorf("v2: %d %v", n, err)
-	}
-	d1 := writeFiles(t, t.TempDir(), map[string]string{"memory.oom_control": "oom_kill 1\n"})
-	if n, err := OOMKills(map[string]string{"": t.TempDir(), "memory": d1}); err != nil || n != 1 {
-		t.Errorf("hybrid: %d %v", n, err)
-	}
-}
-
 func TestLimitsResources(t *testing.T) {
 	r := Limits{MemoryBytes: 1 << 30, Pids: 100, CPUs: 1.5}.resources()
 	if *r.Memory.Limit != 1<<30 || *r.Pids.Limit != 100 || *r.CPU.Quota != 150000 || *r.CPU.Period != 100000 {
