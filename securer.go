@@ -14,8 +14,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -39,7 +42,42 @@ const (
 	DefaultToolErrorBytes = 4 << 10
 	DefaultMaxToolCalls   = 10000
 	DefaultMaxCodeBytes   = 1 << 20
+	DefaultFrameTimeout   = 30 * time.Second
 )
+
+// Mount is a host path shown read-only inside the box.
+type Mount struct {
+	Source      string // absolute host path
+	Destination string // absolute path that exists in the rootfs
+	Exec        bool   // allow running programs from it
+}
+
+// reservedPaths are box paths a Mount may not cover or sit under.
+var reservedPaths = []string{"/proc", "/sys", "/dev", "/tmp", "/run/securer"}
+
+func (m Mount) validate(rootfsDir string) error {
+	if !filepath.IsAbs(m.Source) || !filepath.IsAbs(m.Destination) || filepath.Clean(m.Destination) != m.Destination {
+		return fmt.Errorf("%w: mount %q -> %q: both paths must be absolute and clean", ErrInvalidConfig, m.Source, m.Destination)
+	}
+	if m.Destination == "/" {
+		return fmt.Errorf("%w: mount %q: cannot cover the root", ErrInvalidConfig, m.Source)
+	}
+	for _, r := range reservedPaths {
+		if m.Destination == r || strings.HasPrefix(m.Destination, r+"/") || strings.HasPrefix(r, m.Destination+"/") {
+			return fmt.Errorf("%w: mount destination %q overlaps %s, which the sandbox manages", ErrInvalidConfig, m.Destination, r)
+		}
+	}
+	if _, err := os.Stat(m.Source); err != nil {
+		return fmt.Errorf("%w: mount source: %w", ErrInvalidConfig, err)
+	}
+	// The mountpoint must exist and be reached through no symlink: a link
+	// in the rootfs would move the mount somewhere else.
+	inRoot := filepath.Join(rootfsDir, m.Destination)
+	if resolved, err := filepath.EvalSymlinks(inRoot); err != nil || resolved != inRoot {
+		return fmt.Errorf("%w: mount destination %q must exist in the rootfs and not pass through a symlink (the rootfs is read-only; add the directory when building it)", ErrInvalidConfig, m.Destination)
+	}
+	return nil
+}
 
 // Limits are a session's resource caps. Zero fields take DefaultLimits'.
 type Limits struct {
@@ -217,6 +255,14 @@ type Config struct {
 	MaxOutputBytes int
 	// MaxFrameBytes caps one message from R (default 16 MiB).
 	MaxFrameBytes int
+	// FrameTimeout bounds how long one message from R may take to arrive
+	// once its first byte has (default DefaultFrameTimeout): a trickling
+	// frame ends the session with a protocol error.
+	FrameTimeout time.Duration
+	// Mounts are host files or directories shown read-only inside the box
+	// (nosuid, nodev; noexec unless Exec). Each destination must already
+	// exist in the rootfs, which is never written to.
+	Mounts []Mount
 	// OutputLimit, when set, ends an execution (verdict output_limit) once
 	// it has written this many bytes to stdout or stderr.
 	OutputLimit int64
@@ -276,7 +322,11 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.FrameTimeout <= 0 {
+		c.FrameTimeout = DefaultFrameTimeout
+	}
 	c.Tools = slices.Clone(c.Tools)
+	c.Mounts = slices.Clone(c.Mounts)
 	c.Preload = slices.Clone(c.Preload)
 	return c
 }

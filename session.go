@@ -103,6 +103,11 @@ func NewSession(ctx context.Context, cfg Config) (*Session, error) {
 	if _, err := cgroup.EnsureParent(cfg.CgroupParent, total); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}
+	for _, m := range cfg.Mounts {
+		if err := m.validate(rootfs.RootfsPath(cfg.RootFSDir)); err != nil {
+			return nil, err
+		}
+	}
 	s := &Session{
 		cfg:    cfg,
 		rootfs: rootfs.RootfsPath(cfg.RootFSDir),
@@ -223,10 +228,7 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 		ShmBytes:      min(l.TmpBytes, 64<<20),
 		NoFile:        l.NoFile,
 		FileSizeBytes: l.FileSizeBytes,
-		Binds: []spec.BindMount{
-			{Source: s.runtime, Destination: spec.RuntimeDir, ReadOnly: true},
-			{Source: sockDir, Destination: spec.SocketDir, ReadOnly: true},
-		},
+		Binds:         s.binds(sockDir),
 	})
 	if err != nil {
 		return nil, err
@@ -265,7 +267,9 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 		return nil, err
 	}
 	inst.conn, inst.rPid = conn, rPid
-	go readFrames(bridge.NewReader(conn, s.cfg.MaxFrameBytes), inst.frames, inst.stop)
+	reader := bridge.NewReader(conn, s.cfg.MaxFrameBytes)
+	reader.SetFrameTimeout(s.cfg.FrameTimeout)
+	go readFrames(reader, inst.frames, inst.stop)
 
 	var hello *bridge.Hello
 	select {
@@ -317,6 +321,19 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	s.log.Debug("session started", "id", id, "r_version", hello.RVersion,
 		"setup", boxBegin.Sub(began), "container_start", boxStarted.Sub(boxBegin), "r_ready", time.Since(boxStarted))
 	return inst, nil
+}
+
+// binds lists the box's bind mounts: the runtime, the socket's directory
+// and the operator's read-only Mounts.
+func (s *Session) binds(sockDir string) []spec.BindMount {
+	b := []spec.BindMount{
+		{Source: s.runtime, Destination: spec.RuntimeDir, ReadOnly: true},
+		{Source: sockDir, Destination: spec.SocketDir, ReadOnly: true},
+	}
+	for _, m := range s.cfg.Mounts {
+		b = append(b, spec.BindMount{Source: m.Source, Destination: m.Destination, ReadOnly: true, Exec: m.Exec})
+	}
+	return b
 }
 
 // acceptFrom accepts the box's one connection and checks, by the kernel's

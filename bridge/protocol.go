@@ -13,8 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"strconv"
+	"time"
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -155,6 +157,9 @@ type Reader struct {
 	br       *bufio.Reader
 	maxFrame int
 	buf      []byte
+	// conn and frameTimeout bound each frame once it has begun.
+	conn         interface{ SetReadDeadline(time.Time) error }
+	frameTimeout time.Duration
 }
 
 // NewReader reads frames of at most maxFrame bytes (0: DefaultMaxFrame).
@@ -162,8 +167,17 @@ func NewReader(r io.Reader, maxFrame int) *Reader {
 	if maxFrame <= 0 {
 		maxFrame = DefaultMaxFrame
 	}
-	return &Reader{br: bufio.NewReaderSize(r, 64<<10), maxFrame: maxFrame}
+	rd := &Reader{br: bufio.NewReaderSize(r, 64<<10), maxFrame: maxFrame}
+	rd.conn, _ = r.(interface{ SetReadDeadline(time.Time) error })
+	return rd
 }
+
+// SetFrameTimeout bounds how long a frame may take from its first byte to
+// its newline, so that a peer trickling bytes cannot hold the reader
+// forever. The wait for a frame to begin stays unbounded: R may compute
+// for as long as the host lets it. It needs a source with read deadlines
+// (a net.Conn); on other sources it does nothing.
+func (r *Reader) SetFrameTimeout(d time.Duration) { r.frameTimeout = d }
 
 // ReadFrame returns the next frame without its newline. The frame's bytes
 // are only valid until the next call. A frame longer than the limit is an
@@ -174,6 +188,15 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 		r.buf = nil
 	}
 	r.buf = r.buf[:0]
+	if r.frameTimeout > 0 && r.conn != nil {
+		if r.br.Buffered() == 0 {
+			if _, err := r.br.Peek(1); err != nil {
+				return nil, err
+			}
+		}
+		_ = r.conn.SetReadDeadline(time.Now().Add(r.frameTimeout))
+		defer func() { _ = r.conn.SetReadDeadline(time.Time{}) }()
+	}
 	for {
 		chunk, err := r.br.ReadSlice('\n')
 		if len(r.buf)+len(chunk) > r.maxFrame+1 {
@@ -193,6 +216,10 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 			r.buf = append(r.buf, chunk...)
 		case errors.Is(err, io.EOF) && len(r.buf)+len(chunk) > 0:
 			return nil, violation("connection closed inside a frame")
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			got := len(r.buf) + len(chunk)
+			r.buf = nil
+			return nil, violation("a frame took longer than %s to arrive (%d bytes so far)", r.frameTimeout, got)
 		default:
 			return nil, err
 		}

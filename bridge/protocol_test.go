@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"securer-runc/rvalue"
 )
@@ -219,5 +221,31 @@ func TestDecodeBudgets(t *testing.T) {
 	two := `{"type":"tool_call","id":1,"tool":"echo","args":{"a":` + half + `,"b":` + half + `}}`
 	if _, err := Decode([]byte(two)); !errors.Is(err, ErrProtocol) {
 		t.Errorf("two half-budget arguments: %v", err)
+	}
+}
+
+func TestFrameTimeout(t *testing.T) {
+	host, peer := net.Pipe()
+	defer host.Close()
+	defer peer.Close()
+	r := NewReader(host, 0)
+	r.SetFrameTimeout(200 * time.Millisecond)
+	go func() {
+		// A whole frame after a long idle gap is fine; then one byte of a
+		// frame that never ends.
+		time.Sleep(400 * time.Millisecond)
+		peer.Write([]byte("{\"a\":1}\n{"))
+	}()
+	b, err := r.ReadFrame()
+	if err != nil || string(b) != `{"a":1}` {
+		t.Fatalf("frame after an idle gap: %q, %v", b, err)
+	}
+	start := time.Now()
+	_, err = r.ReadFrame()
+	if !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "longer than") {
+		t.Fatalf("trickling frame: %v, want a protocol error naming the timeout", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("timeout took %s", d)
 	}
 }

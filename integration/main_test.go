@@ -53,7 +53,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "integration tests need the rootfs: %v\n", err)
 		os.Exit(1)
 	}
+	dir, err := buildProbe()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "integration tests need the probe helper: %v\n", err)
+		os.Exit(1)
+	}
+	probeDir = dir
 	code := m.Run()
+	_ = os.RemoveAll(probeDir)
 	if code == 0 {
 		if left := leftovers(); len(left) > 0 {
 			fmt.Fprintf(os.Stderr, "FAIL: the test run left these behind:\n  %s\n", strings.Join(left, "\n  "))

@@ -7,20 +7,58 @@ import (
 
 	"github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
-// deniedSyscalls are allowed by moby's default profile but have no use in
-// an R sandbox and are classic escape or inspection tools.
+// deniedSyscalls are allowed by moby's default profile (some only with a
+// capability or an argument filter) but have no use in an R sandbox and are
+// classic escape, inspection or kernel-bug tools. They fail with EPERM, so a
+// probe can tell "refused by policy" from "unknown to the profile" (ENOSYS).
+// SECURITY.md gives the reason for each.
 var deniedSyscalls = []string{
-	"ptrace", "process_vm_readv", "process_vm_writev", "personality",
+	// Reading or steering other processes.
+	"ptrace", "process_vm_readv", "process_vm_writev", "process_madvise",
+	"pidfd_getfd", "kcmp",
+	// Execution-domain tricks (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE).
+	"personality",
+	// Large, bug-dense kernel interfaces R never uses.
 	"io_uring_setup", "io_uring_enter", "io_uring_register",
-	"userfaultfd", "perf_event_open", "bpf",
+	"userfaultfd", "perf_event_open", "bpf", "vmsplice",
+	// Keyrings are not namespaced.
 	"keyctl", "add_key", "request_key",
+	// Mounts and root changes.
 	"mount", "umount", "umount2", "pivot_root", "chroot", "move_mount",
 	"open_tree", "fsopen", "fsmount", "fsconfig", "fspick", "mount_setattr",
-	"unshare", "setns", "open_by_handle_at", "name_to_handle_at",
+	// New namespaces: a nested user namespace needs no capability and is
+	// the first step of many privilege escalations.
+	"unshare", "setns",
+	// File handles bypass path-based checks (the "shocker" escape).
+	"open_by_handle_at", "name_to_handle_at",
+	// Anonymous executable files would get around the noexec mounts.
+	"memfd_create", "memfd_secret",
+	// Kernel images, modules, logs, accounting, quotas.
 	"kexec_load", "kexec_file_load", "init_module", "finit_module",
 	"delete_module", "syslog", "acct", "quotactl", "lookup_dcookie",
+}
+
+// socketDomains are the only address families R may open: Unix sockets
+// (the bridge, R's own socketpairs) and IP, which has no route out of the
+// empty network namespace but must fail the ordinary way. moby allows about
+// twenty more (netlink, packet, ALG, ...), each a separate kernel subsystem.
+var socketDomains = []uint64{unix.AF_UNIX, unix.AF_INET, unix.AF_INET6}
+
+var namespaceFlags = []uint64{
+	unix.CLONE_NEWNS, unix.CLONE_NEWUTS, unix.CLONE_NEWIPC, unix.CLONE_NEWUSER,
+	unix.CLONE_NEWPID, unix.CLONE_NEWNET, unix.CLONE_NEWCGROUP,
+}
+
+// cloneFlagsArg is the index of clone's flags argument: s390 swaps the
+// first two.
+func cloneFlagsArg() uint {
+	if runtime.GOARCH == "s390x" {
+		return 1
+	}
+	return 0
 }
 
 var nativeArch = map[string]specs.Arch{
@@ -31,12 +69,18 @@ var nativeArch = map[string]specs.Arch{
 	"riscv64": specs.ArchRISCV64,
 }
 
-// DeniedSyscalls lists the syscalls Profile removes from moby's allowlist.
+// DeniedSyscalls lists the syscalls Profile refuses with EPERM although
+// moby's default profile allows them.
 func DeniedSyscalls() []string { return slices.Clone(deniedSyscalls) }
 
+// SocketDomains lists the address families socket(2) accepts.
+func SocketDomains() []uint64 { return slices.Clone(socketDomains) }
+
 // Profile returns moby's default seccomp profile resolved for s (no
-// capabilities, so the capability-gated rules stay off), with the syscalls
-// in DeniedSyscalls removed from every allow rule.
+// capabilities, so the capability-gated rules stay off), tightened for R:
+// DeniedSyscalls fail with EPERM, socket(2) accepts only SocketDomains,
+// syscalls the profile does not know fail with ENOSYS (so glibc falls back,
+// as it does for clone3), and only the native architecture is allowed.
 func Profile(s *specs.Spec) (*specs.LinuxSeccomp, error) {
 	p, err := seccomp.GetDefaultProfile(s)
 	if err != nil {
@@ -46,7 +90,7 @@ func Profile(s *specs.Spec) (*specs.LinuxSeccomp, error) {
 	for _, rule := range p.Syscalls {
 		if rule.Action == specs.ActAllow {
 			rule.Names = slices.DeleteFunc(rule.Names, func(n string) bool {
-				return slices.Contains(deniedSyscalls, n)
+				return n == "socket" || slices.Contains(deniedSyscalls, n)
 			})
 			if len(rule.Names) == 0 {
 				continue
@@ -54,7 +98,37 @@ func Profile(s *specs.Spec) (*specs.LinuxSeccomp, error) {
 		}
 		kept = append(kept, rule)
 	}
+	// runc turns several rules for one syscall into alternatives, so one
+	// equality rule per domain is an exact allowlist. The kernel reads only
+	// the low 32 bits of the domain; a value with high bits set compares
+	// unequal here and is refused, never let through.
+	for _, d := range socketDomains {
+		kept = append(kept, specs.LinuxSyscall{
+			Names:  []string{"socket"},
+			Action: specs.ActAllow,
+			Args:   []specs.LinuxSeccompArg{{Index: 0, Value: d, Op: specs.OpEqualTo}},
+		})
+	}
+	eperm := uint(unix.EPERM)
+	kept = append(kept, specs.LinuxSyscall{
+		Names:    slices.Clone(deniedSyscalls),
+		Action:   specs.ActErrno,
+		ErrnoRet: &eperm,
+	})
+	// moby lets clone through only without namespace flags; the rest would
+	// fall to the default (ENOSYS). Name the refusal: EPERM per flag, since
+	// a filter cannot test "any of these bits" in one comparison.
+	for _, flag := range namespaceFlags {
+		kept = append(kept, specs.LinuxSyscall{
+			Names:    []string{"clone"},
+			Action:   specs.ActErrno,
+			ErrnoRet: &eperm,
+			Args:     []specs.LinuxSeccompArg{{Index: cloneFlagsArg(), Value: flag, ValueTwo: flag, Op: specs.OpMaskedEqual}},
+		})
+	}
 	p.Syscalls = kept
+	enosys := uint(unix.ENOSYS)
+	p.DefaultErrnoRet = &enosys
 	// Native ABI only: R is a 64-bit program, the 32-bit and x32 entry
 	// points are old attack surface, and every extra architecture makes
 	// libseccomp compile the whole filter again at each container start

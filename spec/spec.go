@@ -31,6 +31,9 @@ type BindMount struct {
 	Source      string
 	Destination string
 	ReadOnly    bool
+	// Exec allows running programs from the mount; binds are noexec
+	// otherwise.
+	Exec bool
 }
 
 // Options is everything the spec depends on.
@@ -198,7 +201,10 @@ func mounts(o Options) []specs.Mount {
 		}},
 	}
 	for _, b := range o.Binds {
-		opts := []string{"rbind", "nosuid", "nodev", "noexec"}
+		opts := []string{"rbind", "nosuid", "nodev"}
+		if !b.Exec {
+			opts = append(opts, "noexec")
+		}
 		if b.ReadOnly {
 			opts = append(opts, "ro")
 		}
