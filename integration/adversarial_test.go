@@ -15,10 +15,9 @@ package integration
 //	H5 a separate session answers 1+1 within 5 s during and after the
 //	   nasty cases.
 //
-// Not here, covered by a later issue: the cases that need the raw-syscall
-// probe(...) helper of a test rootfs (T03, T18, K03, K04, K05, K07, K09,
-// K11). K01 (dyn.load from noexec /tmp) and L03 (the executor killed with
-// -9; see TestCleanup/host crash) were not part of this file's brief.
+// The kernel-surface cases (K01-K15) and a second connection to the bridge
+// (T19) use the probe helper: see probe_test.go. L03 and the other operator
+// faults are in faults_test.go.
 //
 // T04, T06 and T13 send raw frames from R without probe(): the tool
 // functions close over the runtime's environment, so R code can reach the
@@ -1451,6 +1450,85 @@ func TestAdversarialToolChannel(t *testing.T) {
 					t.Errorf("forged log line: %q", l)
 				}
 			}
+		}},
+		{"T03", func(t *testing.T) {
+			// A frame cut short, then the newline: a decode error.
+			unchanged(t, func() { h.sendRaw(t, s, `{"type":"tool_call","tool":`, "") })
+			// Cut short with no newline, then silence: the frame deadline.
+			cfg := h.config()
+			cfg.FrameTimeout = time.Second
+			s := newSession(t, cfg)
+			h.ok(t, s, rtPrelude)
+			start := time.Now()
+			res, err := s.Execute(context.Background(), `.rt$write_raw(charToRaw('{"type":"tool_call","tool":')); Sys.sleep(30)`)
+			h.clean(t, res)
+			if res.Verdict != securer.VerdictProtocolError || !errors.Is(err, securer.ErrProtocol) || !strings.Contains(res.Detail, "longer than") {
+				t.Errorf("unfinished frame: verdict %s detail %q, want a protocol error for the frame deadline", res.Verdict, res.Detail)
+			}
+			if took := time.Since(start); took > 3*time.Second {
+				t.Errorf("unfinished frame ended after %s, frame timeout 1 s", took)
+			}
+			if v := h.ok(t, s, "1+1").Value.Go(); v != 2.0 {
+				t.Errorf("after the unfinished frame: %v", v)
+			}
+		}},
+		{"T18", func(t *testing.T) {
+			// One byte a second of an otherwise valid call: the host ends
+			// the session at the per-frame deadline, not when the frame
+			// would have finished (about 100 s later).
+			cfg := h.config()
+			cfg.FrameTimeout = 2 * time.Second
+			cfg.Timeout = 60 * time.Second
+			s := newSession(t, cfg)
+			h.ok(t, s, rtPrelude)
+			unchanged(t, func() {
+				res, err, took := h.during(t, s, `f <- r"({"type":"tool_call","id":1,"tool":"add","args":{"a":{"type":"double","value":[1]},"b":{"type":"double","value":[2]}}})"
+					for (ch in strsplit(paste0(f, "
+"), "")[[1]]) { .rt$write_raw(charToRaw(ch)); Sys.sleep(1) }
+					Sys.sleep(30)`, 1500*time.Millisecond)
+				if res.Verdict != securer.VerdictProtocolError || !errors.Is(err, securer.ErrProtocol) || !strings.Contains(res.Detail, "longer than") {
+					t.Errorf("slowloris: verdict %s detail %q, want a protocol error for the frame deadline", res.Verdict, res.Detail)
+				}
+				if took > 5*time.Second {
+					t.Errorf("slowloris ended after %s, frame timeout 2 s", took)
+				}
+			})
+			if v := h.ok(t, s, "add(1, 2)").Value.Go(); v != 3.0 {
+				t.Errorf("after the slowloris: add(1, 2) = %v", v)
+			}
+		}},
+		{"T20 newline flood", func(t *testing.T) {
+			// Ten million empty frames: the first is already a violation.
+			h.ok(t, s, rtPrelude)
+			var res *securer.Result
+			var err error
+			rss := rssPeak(func() {
+				res, err = s.Execute(context.Background(), `.rt$write_raw(as.raw(rep(10L, 1e7))); Sys.sleep(30)`)
+			})
+			h.clean(t, res)
+			if res.Verdict != securer.VerdictProtocolError || !errors.Is(err, securer.ErrProtocol) {
+				t.Errorf("newline flood: verdict %s detail %q, want protocol_error", res.Verdict, res.Detail)
+			}
+			t.Logf("newline flood: host RSS +%d bytes", rss)
+			if rss > 64<<20 {
+				t.Errorf("host RSS grew by %d bytes for a newline flood", rss)
+			}
+			h.ok(t, s, "1+1")
+		}},
+		{"T21 frames racing from forks", func(t *testing.T) {
+			// Eight forks each write half a frame at once: the host sees
+			// interleaved garbage and ends the session; no call runs.
+			h.ok(t, s, rtPrelude)
+			unchanged(t, func() {
+				res := h.run(t, s, `f <- r"({"type":"tool_call","id":7,"tool":"add","args":{"a":{"type":"double","value":[1]},"b":{"type":"double","value":[2]}}})"
+					half <- charToRaw(substr(f, 1, 60))
+					jobs <- lapply(1:8, function(i) parallel::mcparallel({ for (k in 1:50) .rt$write_raw(half); NULL }))
+					parallel::mccollect(jobs); Sys.sleep(30)`)
+				if res.Verdict != securer.VerdictProtocolError {
+					t.Errorf("interleaved half frames: verdict %s detail %q, want protocol_error", res.Verdict, res.Detail)
+				}
+			})
+			h.ok(t, s, "1+1")
 		}},
 	}
 	for _, c := range cases {
