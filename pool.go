@@ -60,6 +60,9 @@ type Pool struct {
 	dead     int
 	closed   bool
 
+	drain     chan struct{} // closed when Shutdown begins
+	drainOnce sync.Once
+
 	bg    sync.WaitGroup // background work in flight
 	bgCtx context.Context
 	stop  context.CancelFunc
@@ -73,7 +76,8 @@ func NewPool(ctx context.Context, cfg Config, size int, reset ResetPolicy) (*Poo
 	}
 	bgCtx, stop := context.WithCancel(context.Background())
 	p := &Pool{cfg: cfg, size: size, reset: reset, log: cfg.withDefaults().Logger,
-		idle: make(chan *Session, size), state: map[*Session]slotState{}, bgCtx: bgCtx, stop: stop}
+		idle: make(chan *Session, size), state: map[*Session]slotState{}, bgCtx: bgCtx, stop: stop,
+		drain: make(chan struct{})}
 	errs := make(chan error, size)
 	for i := 0; i < size; i++ {
 		go func() {
@@ -101,6 +105,13 @@ func NewPool(ctx context.Context, cfg Config, size int, reset ResetPolicy) (*Poo
 func (p *Pool) Acquire(ctx context.Context) (*Session, error) {
 	for {
 		select {
+		case <-p.drain:
+			return nil, ErrPoolClosed
+		default:
+		}
+		select {
+		case <-p.drain:
+			return nil, ErrPoolClosed
 		case s := <-p.idle:
 			p.mu.Lock()
 			if p.closed {
@@ -210,6 +221,35 @@ func (p *Pool) Status() PoolStatus {
 	}
 	st.Total = st.Idle + st.Busy + st.Starting
 	return st
+}
+
+// Shutdown drains the pool: Acquire fails with ErrPoolClosed from now on,
+// executions under way may finish until ctx ends, then everything is
+// closed as by Close. It returns ctx's error when it had to cut executions
+// short.
+func (p *Pool) Shutdown(ctx context.Context) error {
+	p.drainOnce.Do(func() { close(p.drain) })
+	var cut error
+	for tick := time.NewTicker(20 * time.Millisecond); cut == nil; {
+		p.mu.Lock()
+		busy := 0
+		for _, st := range p.state {
+			if st == slotBusy {
+				busy++
+			}
+		}
+		p.mu.Unlock()
+		if busy == 0 {
+			tick.Stop()
+			break
+		}
+		select {
+		case <-ctx.Done():
+			cut = fmt.Errorf("pool shutdown: %d executions cut short: %w", busy, ctx.Err())
+		case <-tick.C:
+		}
+	}
+	return errors.Join(cut, p.Close())
 }
 
 // Close ends every session, busy ones included (their Execute ends with

@@ -90,8 +90,8 @@ func NewSession(ctx context.Context, cfg Config) (*Session, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("%w: securer-runc needs root to create containers (run as root, or through a root daemon)", ErrSandboxUnavailable)
+	if err := hostProblems(CheckHost(cfg)); err != nil {
+		return nil, err
 	}
 	if _, err := rootfs.Check(cfg.RootFSDir); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
@@ -320,7 +320,37 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	s.audit("session_start", "session", id, "r_version", hello.RVersion, "took_ms", time.Since(began).Milliseconds())
 	s.log.Debug("session started", "id", id, "r_version", hello.RVersion,
 		"setup", boxBegin.Sub(began), "container_start", boxStarted.Sub(boxBegin), "r_ready", time.Since(boxStarted))
+	go s.watchIdle(inst)
 	return inst, nil
+}
+
+// watchIdle removes an instance whose container dies while no execution
+// runs (R killed from outside, say), so that nothing of it lingers until
+// the next use; that use then starts a fresh R. A running execution sees
+// its instance die and handles it itself.
+func (s *Session) watchIdle(inst *instance) {
+	select {
+	case <-inst.stop:
+		return
+	case <-inst.box.Done():
+	}
+	// destroy closes stop before it kills the box: a death it caused is
+	// not news.
+	select {
+	case <-inst.stop:
+		return
+	default:
+	}
+	if !s.busy.CompareAndSwap(false, true) {
+		return
+	}
+	defer s.busy.Store(false)
+	if inst.dead.Swap(true) {
+		return
+	}
+	s.log.Warn("R died while idle", "id", inst.id, "exit", inst.box.ExitStatus())
+	s.audit("session_died", "session", inst.id, "exit", inst.box.ExitStatus())
+	s.destroy(inst)
 }
 
 // binds lists the box's bind mounts: the runtime, the socket's directory
@@ -639,4 +669,21 @@ func (inst *instance) settle(ctx context.Context) error {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
+}
+
+// EnforcedLimits reads the limits the kernel enforces on the session's
+// container now (from its cgroup), for checking that what was asked for
+// holds. Unlimited fields are zero.
+func (s *Session) EnforcedLimits() (Limits, error) {
+	s.mu.Lock()
+	inst := s.inst
+	s.mu.Unlock()
+	if inst == nil {
+		return Limits{}, ErrSessionClosed
+	}
+	l, err := cgroup.ReadLimits(inst.cgroupPaths)
+	if err != nil {
+		return Limits{}, fmt.Errorf("read the container's cgroup limits: %w", err)
+	}
+	return Limits{MemoryBytes: l.MemoryBytes, Pids: l.Pids, CPUs: l.CPUs}, nil
 }

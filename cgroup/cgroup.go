@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // Mode is the host's cgroup layout.
@@ -59,10 +60,16 @@ const Root = "/sys/fs/cgroup"
 // RequiredControllers are the controllers a session's limits need.
 var RequiredControllers = []string{"memory", "pids", "cpu"}
 
-// Controllers lists the controllers usable for new cgroups.
+// Controllers lists the controllers usable for new cgroups. A controller
+// counts only where a real cgroup filesystem is mounted: a plain directory
+// (or a tmpfs laid over the hierarchy) would take limits without enforcing
+// them.
 func Controllers(m Mode) ([]string, error) {
 	switch m {
 	case Unified:
+		if !isFS(Root, unix.CGROUP2_SUPER_MAGIC) {
+			return nil, errors.New("no cgroup2 filesystem at " + Root)
+		}
 		b, err := os.ReadFile(filepath.Join(Root, "cgroup.controllers"))
 		if err != nil {
 			return nil, fmt.Errorf("read cgroup v2 controllers: %w", err)
@@ -71,13 +78,18 @@ func Controllers(m Mode) ([]string, error) {
 	case Legacy, Hybrid:
 		var out []string
 		for _, c := range []string{"memory", "pids", "cpu", "cpuacct", "devices", "freezer", "cpuset", "blkio"} {
-			if fi, err := os.Stat(filepath.Join(Root, c)); err == nil && fi.IsDir() {
+			if isFS(filepath.Join(Root, c), unix.CGROUP_SUPER_MAGIC) {
 				out = append(out, c)
 			}
 		}
 		return out, nil
 	}
 	return nil, errors.New("no cgroup filesystem mounted at " + Root)
+}
+
+func isFS(path string, magic int64) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && int64(st.Type) == magic
 }
 
 // Limits caps all sessions together; zero fields are unlimited.
@@ -297,4 +309,56 @@ func Procs(paths map[string]string) ([]int, error) {
 		}
 	}
 	return pids, nil
+}
+
+// ReadLimits reads the limits the kernel enforces on a leaf, given
+// libcontainer's controller -> path map: what doctor shows is what holds,
+// not what was asked for. Unlimited fields are zero.
+func ReadLimits(paths map[string]string) (Limits, error) {
+	var l Limits
+	if p, ok := paths[""]; ok && paths["memory"] == "" { // v2
+		mem, err1 := readMax(filepath.Join(p, "memory.max"))
+		pids, err2 := readMax(filepath.Join(p, "pids.max"))
+		b, err3 := os.ReadFile(filepath.Join(p, "cpu.max"))
+		if err := errors.Join(err1, err2, err3); err != nil {
+			return l, err
+		}
+		l.MemoryBytes, l.Pids = int64(mem), int64(pids)
+		if q, per, ok := strings.Cut(strings.TrimSpace(string(b)), " "); ok && q != "max" {
+			qn, _ := strconv.ParseFloat(q, 64)
+			pn, _ := strconv.ParseFloat(per, 64)
+			if pn > 0 {
+				l.CPUs = qn / pn
+			}
+		}
+		return l, nil
+	}
+	mem, err1 := readMax(filepath.Join(paths["memory"], "memory.limit_in_bytes"))
+	pids, err2 := readMax(filepath.Join(paths["pids"], "pids.max"))
+	quota, err3 := os.ReadFile(filepath.Join(paths["cpu"], "cpu.cfs_quota_us"))
+	period, err4 := readUint(filepath.Join(paths["cpu"], "cpu.cfs_period_us"))
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return l, err
+	}
+	// v1 reports "no limit" as a huge page-rounded number.
+	if mem < 1<<62 {
+		l.MemoryBytes = int64(mem)
+	}
+	l.Pids = int64(pids)
+	if q, err := strconv.ParseInt(strings.TrimSpace(string(quota)), 10, 64); err == nil && q > 0 && period > 0 {
+		l.CPUs = float64(q) / float64(period)
+	}
+	return l, nil
+}
+
+// readMax reads a number or "max" (as 0).
+func readMax(file string) (uint64, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
+	if s := strings.TrimSpace(string(b)); s != "max" {
+		return strconv.ParseUint(s, 10, 64)
+	}
+	return 0, nil
 }

@@ -7,17 +7,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	securer "securer-runc"
 	"securer-runc/cgroup"
+	"securer-runc/container"
 	"securer-runc/rootfs"
 )
 
@@ -31,7 +27,7 @@ func cmdVersion(stdout io.Writer) int {
 			}
 		}
 	}
-	fmt.Fprintf(stdout, "seccomp: %v\n", seccompBuilt)
+	fmt.Fprintf(stdout, "seccomp: %v\n", container.SeccompBuilt)
 	return exitOK
 }
 
@@ -130,102 +126,4 @@ func cmdReap(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return exitOK
-}
-
-// check is one doctor finding.
-type check struct {
-	name, detail, fix string
-	ok                bool
-}
-
-func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dir := fs.String("rootfs", rootfs.DefaultDir, "rootfs directory")
-	probe := fs.Bool("probe", true, "start a real sandbox and run R in it")
-	stateDir := fs.String("state", "", "state directory for the probe (default "+securer.DefaultStateDir+")")
-	cgroupParent := fs.String("cgroup-parent", "", "parent cgroup for the probe (default "+securer.DefaultCgroupParent+")")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
-	}
-	var checks []check
-	add := func(c check) { checks = append(checks, c) }
-
-	add(check{name: "root", ok: os.Geteuid() == 0, detail: "euid " + strconv.Itoa(os.Geteuid()),
-		fix: "run as root (or use a root daemon; see the README)"})
-	var uts unix.Utsname
-	_ = unix.Uname(&uts)
-	add(check{name: "kernel", ok: true, detail: unix.ByteSliceToString(uts.Release[:])})
-
-	mode := cgroup.DetectMode()
-	add(check{name: "cgroups", ok: mode != cgroup.Unavailable, detail: mode.String(),
-		fix: "mount cgroup2 at /sys/fs/cgroup"})
-	if ctrls, err := cgroup.Controllers(mode); err == nil {
-		var missing []string
-		for _, want := range cgroup.RequiredControllers {
-			found := false
-			for _, c := range ctrls {
-				found = found || c == want
-			}
-			if !found {
-				missing = append(missing, want)
-			}
-		}
-		add(check{name: "cgroup controllers", ok: len(missing) == 0,
-			detail: "have " + strings.Join(ctrls, " ") + missingText(missing),
-			fix:    "enable the memory, pids and cpu controllers (cgroup v2: add them to cgroup.subtree_control; kernel: cgroup_enable=memory)"})
-	}
-	maxNS, err := os.ReadFile("/proc/sys/user/max_user_namespaces")
-	n, _ := strconv.Atoi(strings.TrimSpace(string(maxNS)))
-	add(check{name: "user namespaces", ok: err == nil && n > 0, detail: "max_user_namespaces=" + strings.TrimSpace(string(maxNS)),
-		fix: "sysctl -w user.max_user_namespaces=15000, or run with --unsafe-no-userns"})
-	status, _ := os.ReadFile("/proc/self/status")
-	add(check{name: "seccomp (kernel)", ok: strings.Contains(string(status), "\nSeccomp:"), detail: "CONFIG_SECCOMP_FILTER",
-		fix: "use a kernel built with CONFIG_SECCOMP_FILTER"})
-	add(check{name: "seccomp (binary)", ok: seccompBuilt, detail: "built with the seccomp tag: " + strconv.FormatBool(seccompBuilt),
-		fix: "rebuild with 'make' (go build -tags seccomp, needs libseccomp-dev)"})
-
-	if m, err := rootfs.Verify(ctx, *dir); err != nil {
-		add(check{name: "rootfs", detail: err.Error(), fix: "securer-runc rootfs build --dir " + *dir})
-	} else {
-		add(check{name: "rootfs", ok: true, detail: fmt.Sprintf("%s: R %s, %s", filepath.Join(*dir, "rootfs"), m.RVersion, m.Digest)})
-	}
-
-	failed := false
-	for _, c := range checks {
-		failed = failed || !c.ok
-	}
-	if *probe && !failed {
-		start := time.Now()
-		res, err := securer.Execute(ctx, securer.Config{RootFSDir: *dir, StateDir: *stateDir, CgroupParent: *cgroupParent, Timeout: 30 * time.Second}, "cat(R.version.string)")
-		c := check{name: "sandbox probe", fix: "run with SECURER_DEBUG=1 for details"}
-		if err != nil {
-			c.detail = err.Error()
-		} else {
-			c.ok, c.detail = true, fmt.Sprintf("%s in %s", res.Stdout, time.Since(start).Round(time.Millisecond))
-		}
-		add(c)
-	}
-	failed = false
-	for _, c := range checks {
-		mark := "ok  "
-		if !c.ok {
-			mark, failed = "FAIL", true
-		}
-		fmt.Fprintf(stdout, "%s %-20s %s\n", mark, c.name, c.detail)
-		if !c.ok && c.fix != "" {
-			fmt.Fprintf(stdout, "     %-20s fix: %s\n", "", c.fix)
-		}
-	}
-	if failed {
-		return exitSandbox
-	}
-	return exitOK
-}
-
-func missingText(missing []string) string {
-	if len(missing) == 0 {
-		return ""
-	}
-	return "; missing " + strings.Join(missing, " ")
 }

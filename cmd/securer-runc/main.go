@@ -64,12 +64,16 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return exitUsage
 	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel()}))
+	if args[0] == "run" {
+		// run drains on SIGTERM (see cmdRun); Ctrl-C stops at once.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+		defer stop()
+		return cmdRun(ctx, args[1:], stdin, stdout, stderr, logger)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel()}))
 	switch args[0] {
-	case "run":
-		return cmdRun(ctx, args[1:], stdin, stdout, stderr, logger)
 	case "doctor":
 		return cmdDoctor(ctx, args[1:], stdout, stderr)
 	case "rootfs":

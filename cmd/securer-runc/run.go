@@ -9,8 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	securer "securer-runc"
 )
@@ -34,6 +37,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	outputLimit := fs.String("output-limit", "", "end the run after this much stdout or stderr (e.g. 10M; default: no limit)")
 	preload := fs.String("preload", "", "R packages to attach before the code runs, comma separated")
 	auditPath := fs.String("audit", "", "append a JSON Lines audit log to this file (mode 0600)")
+	termGrace := fs.Duration("term-grace", 10*time.Second, "on SIGTERM, how long the running code may still take before it is stopped")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: securer-runc run [flags] [-e CODE | FILE | -]")
 		fs.PrintDefaults()
@@ -95,6 +99,13 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if !*asJSON {
 		cfg.Stdout, cfg.Stderr = stdout, stderr
 	}
+	// The executor should outlive its boxes when memory runs out: the boxes
+	// have the highest OOM score, the executor a low one.
+	if err := securer.ProtectFromOOM(); err != nil {
+		logger.Debug("could not lower the executor's OOM score", "err", err)
+	}
+	ctx, stopDrain := drainOnSIGTERM(ctx, *termGrace, logger)
+	defer stopDrain()
 	res, err := securer.Execute(ctx, cfg, src)
 	if res == nil {
 		code := exitSandbox
@@ -117,6 +128,36 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		}
 	}
 	return exitCode(res.Verdict)
+}
+
+// drainOnSIGTERM returns a context that SIGTERM ends only after grace: an
+// orchestrator's stop lets the running code finish (and the box be torn
+// down) instead of killing it mid-way.
+func drainOnSIGTERM(ctx context.Context, grace time.Duration, logger *slog.Logger) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+		case <-done:
+			return
+		}
+		logger.Warn("SIGTERM: letting the running code finish", "grace", grace)
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel(fmt.Errorf("SIGTERM and the %s grace period ended", grace))
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel(nil)
+	}
 }
 
 func exitCode(v securer.Verdict) int {

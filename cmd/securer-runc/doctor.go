@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	securer "securer-runc"
+	"securer-runc/rootfs"
+)
+
+// check is one line of doctor's report. A note is information that does
+// not fail the run.
+type check struct {
+	name, detail, fix string
+	ok, note          bool
+}
+
+// minKernel is the oldest kernel series doctor accepts: the oldest one
+// still maintained upstream, so still receiving escape fixes.
+var minKernel = kernelVersion{5, 10, 0}
+
+// escapeFixes are container-escape and privilege-escalation classes fixed in
+// the mainline kernel, with the first mainline release carrying the fix.
+// Distributions backport these, so an older version number alone is a note
+// to check, not a failure.
+var escapeFixes = []struct {
+	fixed kernelVersion
+	what  string
+}{
+	{kernelVersion{4, 8, 3}, "CVE-2016-5195 Dirty COW: writes to read-only mappings"},
+	{kernelVersion{5, 12, 0}, "CVE-2021-22555 netfilter x_tables heap overflow, reachable from a user namespace"},
+	{kernelVersion{5, 16, 2}, "CVE-2022-0185 fsconfig heap overflow, reachable from a user namespace"},
+	{kernelVersion{5, 16, 11}, "CVE-2022-0847 Dirty Pipe: overwriting read-only files"},
+	{kernelVersion{5, 17, 0}, "CVE-2022-0492 cgroup v1 release_agent escape"},
+	{kernelVersion{6, 2, 0}, "CVE-2023-0386 overlayfs setuid copy-up"},
+	{kernelVersion{6, 8, 0}, "CVE-2024-1086 nf_tables use-after-free, root from a user namespace"},
+}
+
+type kernelVersion [3]int
+
+func (v kernelVersion) less(w kernelVersion) bool {
+	for i := range v {
+		if v[i] != w[i] {
+			return v[i] < w[i]
+		}
+	}
+	return false
+}
+
+func (v kernelVersion) String() string { return fmt.Sprintf("%d.%d.%d", v[0], v[1], v[2]) }
+
+// parseKernel reads "6.1.0-18-amd64" or "5.15.153.1-microsoft" as 6.1.0.
+func parseKernel(release string) (kernelVersion, error) {
+	var v kernelVersion
+	fields := strings.FieldsFunc(release, func(r rune) bool { return r == '.' || r == '-' || r == '+' || r == '_' })
+	if len(fields) < 2 {
+		return v, fmt.Errorf("unrecognised kernel release %q", release)
+	}
+	for i := 0; i < 3 && i < len(fields); i++ {
+		n, err := strconv.Atoi(fields[i])
+		if err != nil {
+			if i < 2 {
+				return v, fmt.Errorf("unrecognised kernel release %q", release)
+			}
+			break
+		}
+		v[i] = n
+	}
+	return v, nil
+}
+
+// kernelChecks: the minimum series (required) and one note per escape
+// class whose mainline fix is newer than this kernel.
+func kernelChecks(release string, allowOld bool) []check {
+	v, err := parseKernel(release)
+	if err != nil {
+		return []check{{name: "kernel", detail: err.Error(), fix: "run on Linux"}}
+	}
+	out := []check{{name: "kernel", ok: !v.less(minKernel) || allowOld,
+		detail: fmt.Sprintf("%s (minimum %s)", release, minKernel),
+		fix:    "upgrade the kernel, or pass --allow-old-kernel if your distribution backports security fixes"}}
+	for _, f := range escapeFixes {
+		if v.less(f.fixed) {
+			out = append(out, check{name: "kernel fix", note: true,
+				detail: fmt.Sprintf("mainline fixed %s in %s; check that your kernel has the backport", f.what, f.fixed)})
+		}
+	}
+	if len(out) == 1 {
+		out[0].detail += fmt.Sprintf("; has the mainline fixes for all %d listed escape classes", len(escapeFixes))
+	}
+	return out
+}
+
+// probeCode reads, from inside the box, what the kernel enforces on R.
+const probeCode = `st <- readLines("/proc/self/status")
+f <- function(k) trimws(sub(paste0("^", k, ":"), "", grep(paste0("^", k, ":"), st, value = TRUE)))
+dev <- readLines("/proc/net/dev")[-(1:2)]
+cat(R.version.string, f("Seccomp"), f("Seccomp_filters"), f("NoNewPrivs"), f("CapEff"), f("CapBnd"),
+    paste(trimws(readLines("/proc/self/uid_map")), collapse = ";"),
+    paste(trimws(sub(":.*", "", dev)), collapse = ","), sep = "\n")`
+
+// probeChecks starts a real box with known limits and checks that each wall
+// is in force: seccomp, no new privileges, no capabilities, the user
+// namespace's mapping, the network namespace, and the cgroup limits the
+// kernel reports.
+func probeChecks(ctx context.Context, cfg securer.Config) []check {
+	cfg.Limits = securer.Limits{MemoryBytes: 256 << 20, Pids: 32, CPUs: 0.5, TmpBytes: 16 << 20}
+	cfg.Timeout = 30 * time.Second
+	start := time.Now()
+	s, err := securer.NewSession(ctx, cfg)
+	if err != nil {
+		return []check{{name: "probe container", detail: err.Error(), fix: "run with SECURER_DEBUG=1 for details"}}
+	}
+	defer s.Close()
+	res, err := s.Execute(ctx, probeCode)
+	if err != nil {
+		return []check{{name: "probe container", detail: err.Error(), fix: "run with SECURER_DEBUG=1 for details"}}
+	}
+	lines := strings.Split(strings.TrimSpace(res.Stdout), "\n")
+	if len(lines) != 8 {
+		return []check{{name: "probe container", detail: fmt.Sprintf("unexpected probe output %q", res.Stdout)}}
+	}
+	out := []check{{name: "probe container", ok: true, detail: fmt.Sprintf("%s, started and answered in %s", lines[0], time.Since(start).Round(time.Millisecond))}}
+	out = append(out,
+		check{name: "seccomp in force", ok: lines[1] == "2" && lines[2] != "0", detail: "Seccomp: " + lines[1] + ", filters: " + lines[2],
+			fix: "the kernel did not apply the filter: check CONFIG_SECCOMP_FILTER"},
+		check{name: "no new privileges", ok: lines[3] == "1", detail: "NoNewPrivs: " + lines[3]},
+		check{name: "capabilities", ok: strings.Trim(lines[4], "0") == "" && strings.Trim(lines[5], "0") == "", detail: "CapEff " + lines[4] + ", CapBnd " + lines[5]},
+	)
+	uidMap := strings.Join(strings.Fields(lines[6]), " ")
+	if cfg.UnsafeNoUserNamespace {
+		out = append(out, check{name: "user namespace", ok: true, note: true, detail: "off (UNSAFE, as asked): uid_map " + uidMap})
+	} else {
+		out = append(out, check{name: "user namespace", ok: !strings.HasPrefix(uidMap, "0 0 "), detail: "uid_map " + uidMap,
+			fix: "the box's root is the host's root: user namespaces are not in force"})
+	}
+	out = append(out, check{name: "network namespace", ok: lines[7] == "lo", detail: "interfaces: " + lines[7]})
+	l, err := s.EnforcedLimits()
+	c := check{name: "cgroup limits in force", fix: "the kernel did not take the limits: check the cgroup controllers"}
+	if err != nil {
+		c.detail = err.Error()
+	} else {
+		want := cfg.Limits
+		c.ok = l.MemoryBytes == want.MemoryBytes && l.Pids == want.Pids && l.CPUs == want.CPUs
+		c.detail = fmt.Sprintf("memory %d MiB, pids %d, cpus %.2f (asked %d MiB, %d, %.2f)",
+			l.MemoryBytes>>20, l.Pids, l.CPUs, want.MemoryBytes>>20, want.Pids, want.CPUs)
+	}
+	return append(out, c)
+}
+
+func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("rootfs", rootfs.DefaultDir, "rootfs directory")
+	probe := fs.Bool("probe", true, "start a real sandbox and check from inside that every wall is in force")
+	stateDir := fs.String("state", "", "state directory for the probe (default "+securer.DefaultStateDir+")")
+	cgroupParent := fs.String("cgroup-parent", "", "parent cgroup for the probe (default "+securer.DefaultCgroupParent+")")
+	noUserNS := fs.Bool("unsafe-no-userns", false, "check for running without a user namespace (UNSAFE)")
+	allowOld := fs.Bool("allow-old-kernel", false, "accept a kernel older than "+minKernel.String()+" (its distribution backports fixes)")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	cfg := securer.Config{RootFSDir: *dir, StateDir: *stateDir, CgroupParent: *cgroupParent, UnsafeNoUserNamespace: *noUserNS}
+
+	var checks []check
+	for _, h := range securer.CheckHost(cfg) {
+		checks = append(checks, check{name: h.Name, ok: h.OK, detail: h.Detail, fix: h.Fix})
+	}
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	checks = append(checks, kernelChecks(unix.ByteSliceToString(uts.Release[:]), *allowOld)...)
+	if m, err := rootfs.Verify(ctx, *dir); err != nil {
+		checks = append(checks, check{name: "rootfs", detail: err.Error(), fix: "securer-runc rootfs build --dir " + *dir})
+	} else {
+		checks = append(checks, check{name: "rootfs", ok: true, detail: fmt.Sprintf("%s: R %s, %s", filepath.Join(*dir, "rootfs"), m.RVersion, m.Digest)})
+	}
+	if *probe {
+		if failed(checks) {
+			checks = append(checks, check{name: "probe container", detail: "not started: fix the failures above first"})
+		} else {
+			checks = append(checks, probeChecks(ctx, cfg)...)
+		}
+	}
+	for _, c := range checks {
+		mark := "ok  "
+		switch {
+		case c.note:
+			mark = "note"
+		case !c.ok:
+			mark = "FAIL"
+		}
+		fmt.Fprintf(stdout, "%s %-24s %s\n", mark, c.name, c.detail)
+		if !c.ok && !c.note && c.fix != "" {
+			fmt.Fprintf(stdout, "     %-24s fix: %s\n", "", c.fix)
+		}
+	}
+	if failed(checks) {
+		return exitSandbox
+	}
+	return exitOK
+}
+
+func failed(checks []check) bool {
+	for _, c := range checks {
+		if !c.ok && !c.note {
+			return true
+		}
+	}
+	return false
+}

@@ -1,5 +1,0 @@
-//go:build !seccomp
-
-package main
-
-const seccompBuilt = false
