@@ -369,10 +369,20 @@ func (e *execution) onToolDone(out toolOutcome) (*Result, error, bool) {
 	if out.err != nil {
 		msg.Value, msg.Error = nil, truncate(out.err.Error(), DefaultToolErrorBytes)
 	}
-	err := e.s.send(e.inst, msg)
-	if errors.Is(err, errEncode) {
-		e.s.log.Error("tool result does not encode", "err", err)
-		err = e.s.send(e.inst, bridge.ToolResult{Type: "tool_result", ID: out.id, Error: "the tool's result could not be encoded"})
+	// A result R could not take in one frame becomes an error R can
+	// handle, rather than a frame that breaks the session.
+	frame, err := bridge.Encode(msg)
+	switch {
+	case err != nil:
+		e.s.log.Error("tool result does not encode", "tool_call", out.id, "err", err)
+		frame, err = bridge.Encode(bridge.ToolResult{Type: "tool_result", ID: out.id, Error: "the tool's result could not be encoded"})
+	case len(frame) > e.s.cfg.MaxFrameBytes:
+		e.s.log.Warn("tool result over the frame limit", "tool_call", out.id, "bytes", len(frame), "limit", e.s.cfg.MaxFrameBytes)
+		frame, err = bridge.Encode(bridge.ToolResult{Type: "tool_result", ID: out.id,
+			Error: fmt.Sprintf("the tool's result is %d bytes encoded, over the %d-byte limit for one message", len(frame), e.s.cfg.MaxFrameBytes)})
+	}
+	if err == nil {
+		err = e.s.sendFrame(e.inst, frame)
 	}
 	if err != nil {
 		res, err := e.died(err)

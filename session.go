@@ -96,6 +96,9 @@ func NewSession(ctx context.Context, cfg Config) (*Session, error) {
 	if _, err := rootfs.Check(cfg.RootFSDir); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}
+	if err := prepareStateDir(cfg.StateDir); err != nil {
+		return nil, err
+	}
 	if _, err := Reap(ctx, cfg.StateDir); err != nil {
 		cfg.Logger.Warn("reaping leftovers of crashed sessions", "err", err)
 	}
@@ -122,10 +125,10 @@ func NewSession(ctx context.Context, cfg Config) (*Session, error) {
 		s.tools = append(s.tools, ts)
 		s.byName[t.Name] = t
 	}
-	if err := mkdirPrivate(cfg.StateDir, 0o711); err != nil {
+	s.runtime = filepath.Join(cfg.StateDir, runtimeDir, bridge.RuntimeDigest())
+	if err := mkdirPrivate(s.runtime, 0o755); err != nil {
 		return nil, err
 	}
-	s.runtime = filepath.Join(cfg.StateDir, runtimeDir, bridge.RuntimeDigest())
 	if err := bridge.WriteRuntime(s.runtime); err != nil {
 		return nil, fmt.Errorf("write R runtime: %w", err)
 	}
@@ -440,6 +443,11 @@ func (s *Session) send(inst *instance, msg any) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errEncode, err)
 	}
+	return s.sendFrame(inst, b)
+}
+
+// sendFrame writes one encoded message to R.
+func (s *Session) sendFrame(inst *instance, b []byte) error {
 	_ = inst.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := inst.conn.Write(b); err != nil {
 		return fmt.Errorf("send to R: %w", err)

@@ -92,6 +92,21 @@ func ownerAlive(record string) bool {
 	return err == nil && st == f[1]
 }
 
+// prepareStateDir makes (or checks) the state dir and its subdirs: each a
+// real directory owned by us and writable by nobody else, so that nothing
+// is written, mounted into a box or reaped through a planted link.
+func prepareStateDir(stateDir string) error {
+	if err := mkdirPrivate(stateDir, 0o711); err != nil {
+		return err
+	}
+	for _, sub := range []string{sessionsDir, containersDir, runtimeDir} {
+		if err := mkdirPrivate(filepath.Join(stateDir, sub), 0o711); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // mkdirPrivate makes sure dir is a real directory owned by this user and
 // writable by no one else, refusing a symlink, a foreign owner or a loose
 // mode in its place. It creates missing directories with mode, and never
@@ -125,6 +140,12 @@ func mkdirPrivate(dir string, mode os.FileMode) error {
 // stateDir whose owning host process is gone (a crashed executor). Live
 // sessions of running processes are left alone. It returns the ids reaped.
 func Reap(ctx context.Context, stateDir string) ([]string, error) {
+	// Never walk or delete through a planted link.
+	for _, d := range []string{stateDir, filepath.Join(stateDir, sessionsDir), filepath.Join(stateDir, containersDir)} {
+		if fi, err := os.Lstat(d); err == nil && (!fi.IsDir() || fi.Mode()&os.ModeSymlink != 0) {
+			return nil, fmt.Errorf("%s: not a directory (refusing to reap through it)", d)
+		}
+	}
 	sessRoot := filepath.Join(stateDir, sessionsDir)
 	ctrRoot := filepath.Join(stateDir, containersDir)
 	candidates := map[string]bool{}

@@ -45,6 +45,14 @@ func TestMain(m *testing.M) {
 		crashChild()
 		return
 	}
+	if os.Getenv(crashBusyChildEnv) != "" {
+		crashBusyChild()
+		return
+	}
+	if kind := os.Getenv(faultChildEnv); kind != "" {
+		faultChild(kind)
+		return
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "integration tests start real containers and must run as root")
 		os.Exit(1)
