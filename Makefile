@@ -8,7 +8,8 @@ LDFLAGS  := -X main.version=$(VERSION) -extldflags -static
 BIN      := bin/securer-runc
 ROOTFS   ?= /var/lib/securer-runc
 
-.PHONY: all build deps rootfs demo test unit integration bench fuzz vet clean
+.PHONY: all build deps rootfs demo test unit integration bench fuzz fuzz-short vet clean \
+	crash-cycles churn soak long
 
 all: build
 
@@ -41,13 +42,35 @@ unit:
 integration: rootfs
 	$(GO) test -tags '$(TAGS)' -count=1 -timeout 30m -v ./integration/ 2>&1 | tee integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; test $${PIPESTATUS[0]} -eq 0
 
-test: rootfs vet unit integration
+test: rootfs vet unit fuzz-short integration
 
 bench: rootfs
 	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchtime 20x -timeout 30m ./integration/
 
+# Every fuzz target for FUZZTIME each (the recorded runs: 10m).
+FUZZTIME ?= 10m
 fuzz:
-	$(GO) test -tags '$(TAGS)' -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./bridge/
+	scripts/fuzz.sh $(FUZZTIME)
+
+# A short pass over every fuzz target, part of make test.
+fuzz-short:
+	scripts/fuzz.sh 10s
+
+# The full-length long runs (the short versions run in make test); each
+# prints its figures as the test's last log line. See HARDENING.md.
+LONG = $(GO) test -tags '$(TAGS)' -count=1 -timeout 4h -v ./integration/ -run
+LONGFILTER = 2>&1 | tee $@.log | grep -E '^(---|PASS|FAIL|ok|panic)|long_test' ; test $${PIPESTATUS[0]} -eq 0
+
+crash-cycles: rootfs
+	$(LONG) '^TestCrashCycles$$' -args -crash-cycles 1000 $(LONGFILTER)
+
+churn: rootfs
+	$(LONG) '^TestChurn$$' -args -churn-cycles 10000 $(LONGFILTER)
+
+soak: rootfs
+	$(LONG) '^TestSoak$$' -args -soak 30m -soak-sessions 64 $(LONGFILTER)
+
+long: crash-cycles churn soak fuzz
 
 clean:
-	rm -rf bin integration.log
+	rm -rf bin integration.log crash-cycles.log churn.log soak.log

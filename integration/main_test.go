@@ -141,8 +141,10 @@ func leftovers() []string {
 			out = append(out, "cgroup "+cgroupParent+"/"+l)
 		}
 	}
-	out = append(out, mountsMatching("securer-it-")...)
-	out = append(out, mountsIn("/proc/1/mountinfo", "securer-it-")...)
+	// This run's paths only: other runs may be going on beside it.
+	out = append(out, mountsMatching(stateDir+"/")...)
+	out = append(out, mountsMatching(cgroupParent+"/")...)
+	out = append(out, mountsIn("/proc/1/mountinfo", stateDir+"/")...)
 	return out
 }
 
