@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 func validOptions() Options {
@@ -179,5 +180,60 @@ func TestProfileNativeArchOnly(t *testing.T) {
 	}
 	if got := s.Linux.Seccomp.Architectures; len(got) != 1 {
 		t.Errorf("architectures %v: want only the native one", got)
+	}
+}
+
+func TestProfileShape(t *testing.T) {
+	s, err := Build(validOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := s.Linux.Seccomp
+	if p.DefaultAction != specs.ActErrno || p.DefaultErrnoRet == nil || *p.DefaultErrnoRet != uint(unix.ENOSYS) {
+		t.Errorf("default action %s errno %v: want ENOSYS for syscalls the profile does not know", p.DefaultAction, p.DefaultErrnoRet)
+	}
+	var denyRule *specs.LinuxSyscall
+	var socketDomains []uint64
+	cloneDenied := map[uint64]bool{}
+	for i, r := range p.Syscalls {
+		switch {
+		case r.Action == specs.ActErrno && slices.Contains(r.Names, "ptrace"):
+			denyRule = &p.Syscalls[i]
+		case slices.Contains(r.Names, "socket"):
+			if r.Action != specs.ActAllow || len(r.Names) != 1 || len(r.Args) != 1 || r.Args[0].Op != specs.OpEqualTo {
+				t.Errorf("socket rule %+v: want one equality per allowed domain", r)
+				continue
+			}
+			socketDomains = append(socketDomains, r.Args[0].Value)
+		case r.Action == specs.ActErrno && slices.Equal(r.Names, []string{"clone"}):
+			if len(r.Args) == 1 && r.Args[0].Op == specs.OpMaskedEqual && r.Args[0].Value == r.Args[0].ValueTwo {
+				cloneDenied[r.Args[0].Value] = true
+			}
+		}
+	}
+	if denyRule == nil || denyRule.ErrnoRet == nil || *denyRule.ErrnoRet != uint(unix.EPERM) {
+		t.Fatalf("no EPERM rule for the denied syscalls: %+v", denyRule)
+	}
+	if !slices.Equal(denyRule.Names, DeniedSyscalls()) {
+		t.Errorf("EPERM rule names %v, want DeniedSyscalls", denyRule.Names)
+	}
+	slices.Sort(socketDomains)
+	if !slices.Equal(socketDomains, []uint64{unix.AF_UNIX, unix.AF_INET, unix.AF_INET6}) {
+		t.Errorf("socket domains %v, want only AF_UNIX, AF_INET, AF_INET6", socketDomains)
+	}
+	for _, f := range []uint64{unix.CLONE_NEWUSER, unix.CLONE_NEWNS, unix.CLONE_NEWPID, unix.CLONE_NEWNET, unix.CLONE_NEWIPC, unix.CLONE_NEWUTS, unix.CLONE_NEWCGROUP} {
+		if !cloneDenied[f] {
+			t.Errorf("clone with namespace flag %#x is not refused with its own rule", f)
+		}
+	}
+	// The plain clone that fork() needs stays allowed.
+	plainClone := false
+	for _, r := range p.Syscalls {
+		if r.Action == specs.ActAllow && slices.Contains(r.Names, "clone") {
+			plainClone = true
+		}
+	}
+	if !plainClone {
+		t.Error("clone without namespace flags is not allowed: R could not fork")
 	}
 }
