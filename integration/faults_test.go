@@ -136,6 +136,7 @@ func crashBusyChild() {
 	select {}
 }
 
+// TestFaultHostKilled is L03 of the catalogue, with a session in each state.
 func TestFaultHostKilled(t *testing.T) {
 	// L03: the executor dies (kill -9) with an idle session, one executing
 	// and one in a tool call. The next executor to start reaps them all.
