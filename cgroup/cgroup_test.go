@@ -84,3 +84,45 @@ func TestEnsureParentRejectsBadPaths(t *testing.T) {
 		}
 	}
 }
+
+func TestReadLimits(t *testing.T) {
+	v2 := t.TempDir()
+	writeFiles(t, v2, map[string]string{"memory.max": "268435456\n", "pids.max": "32\n", "cpu.max": "50000 100000\n"})
+	v2max := t.TempDir()
+	writeFiles(t, v2max, map[string]string{"memory.max": "max\n", "pids.max": "max\n", "cpu.max": "max 100000\n"})
+	mem, pids, cpu := t.TempDir(), t.TempDir(), t.TempDir()
+	writeFiles(t, mem, map[string]string{"memory.limit_in_bytes": "268435456\n"})
+	writeFiles(t, pids, map[string]string{"pids.max": "32\n"})
+	writeFiles(t, cpu, map[string]string{"cpu.cfs_quota_us": "50000\n", "cpu.cfs_period_us": "100000\n"})
+	memNone, cpuNone := t.TempDir(), t.TempDir()
+	writeFiles(t, memNone, map[string]string{"memory.limit_in_bytes": "9223372036854771712\n"})
+	writeFiles(t, cpuNone, map[string]string{"cpu.cfs_quota_us": "-1\n", "cpu.cfs_period_us": "100000\n"})
+
+	tests := []struct {
+		name  string
+		paths map[string]string
+		want  Limits
+		bad   bool
+	}{
+		{"v2", map[string]string{"": v2}, Limits{MemoryBytes: 256 << 20, Pids: 32, CPUs: 0.5}, false},
+		{"v2 unlimited", map[string]string{"": v2max}, Limits{}, false},
+		{"v1", map[string]string{"memory": mem, "pids": pids, "cpu": cpu, "": v2max}, Limits{MemoryBytes: 256 << 20, Pids: 32, CPUs: 0.5}, false},
+		{"v1 unlimited", map[string]string{"memory": memNone, "pids": pids, "cpu": cpuNone}, Limits{Pids: 32}, false},
+		{"v1 missing files", map[string]string{"memory": t.TempDir(), "pids": pids, "cpu": cpu}, Limits{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ReadLimits(tt.paths)
+			if (err != nil) != tt.bad || (!tt.bad && got != tt.want) {
+				t.Fatalf("ReadLimits = %+v, %v; want %+v (error: %v)", got, err, tt.want, tt.bad)
+			}
+		})
+	}
+}
+
+func TestControllersNeedACgroupFilesystem(t *testing.T) {
+	// A plain directory is not a controller, whatever it is called.
+	if isFS(t.TempDir(), 0x27e0eb) {
+		t.Error("a temp dir passed for a cgroup v1 filesystem")
+	}
+}
