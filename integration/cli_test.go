@@ -7,10 +7,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	securer "securer-runc"
 )
 
 var (
@@ -265,4 +270,47 @@ func TestCLIBudgets(t *testing.T) {
 	if r.code != 2 || !strings.Contains(r.stderr, "nosuchpkg") {
 		t.Errorf("bad preload: exit %d %q", r.code, r.stderr)
 	}
+}
+
+// Under memory pressure the kernel must pick a box, never the executor
+// that cleans up after it: the box's R has the highest OOM score (1000),
+// and the CLI lowers its own to -500 where it may (lowering needs
+// CAP_SYS_RESOURCE, which some hosts, this CI machine among them, withhold
+// even from root; the executor then keeps its inherited score). A tool
+// command reads its parent's (the CLI's) score.
+func TestCLIOOMScores(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "tools.json")
+	body := `{"tools": [{"name": "executor_score", "args": {}, "command": ["sh", "-c", "cat /proc/$PPID/oom_score_adj"]}]}`
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, "", "run", "--tools", p, "-e", `cat(executor_score(), readLines("/proc/self/oom_score_adj"), "\n")`)
+	var executor, box int
+	if _, err := fmt.Sscan(r.stdout, &executor, &box); err != nil || r.code != 0 {
+		t.Fatalf("exit %d stdout %q stderr %q: %v", r.code, r.stdout, r.stderr, err)
+	}
+	mine, _ := os.ReadFile("/proc/self/oom_score_adj")
+	inherited, _ := strconv.Atoi(strings.TrimSpace(string(mine)))
+	want := inherited
+	if hasCap(unix.CAP_SYS_RESOURCE) {
+		want = min(inherited, securer.ExecutorOOMScoreAdj)
+	}
+	if box != 1000 || executor != want || executor >= box {
+		t.Errorf("OOM scores: executor %d (want %d), box %d (want 1000)", executor, want, box)
+	}
+}
+
+// hasCap reports whether this process has capability c in its effective set.
+func hasCap(c int) bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && n&(1<<c) != 0
+		}
+	}
+	return false
 }
