@@ -28,7 +28,23 @@ import (
 // ErrKilled, ErrProtocol or ErrSessionClosed, and the Result still says
 // what happened.
 func (s *Session) Execute(ctx context.Context, code string) (*Result, error) {
-	return s.execute(ctx, code, false)
+	return s.ExecuteWith(ctx, code, ExecOptions{})
+}
+
+// ExecOptions adjusts one execution.
+type ExecOptions struct {
+	// Fresh runs the code in a fresh R state, as ExecuteFresh does.
+	Fresh bool
+	// Timeout, when positive, replaces Config.Timeout for this execution.
+	Timeout time.Duration
+	// Stdout and Stderr, when set, receive this execution's output as it
+	// is written, in place of Config.Stdout and Config.Stderr.
+	Stdout, Stderr io.Writer
+}
+
+// ExecuteWith runs code as Execute (or ExecuteFresh) does, adjusted by opts.
+func (s *Session) ExecuteWith(ctx context.Context, code string, opts ExecOptions) (*Result, error) {
+	return s.execute(ctx, code, opts)
 }
 
 // ExecuteFresh runs code like Execute, but in a fresh R state: a forked
@@ -38,10 +54,10 @@ func (s *Session) Execute(ctx context.Context, code string) (*Result, error) {
 // /tmp and /dev/shm, background processes. It costs a fork, not an R
 // start-up. At the timeout the copy is killed and the session stays warm.
 func (s *Session) ExecuteFresh(ctx context.Context, code string) (*Result, error) {
-	return s.execute(ctx, code, true)
+	return s.execute(ctx, code, ExecOptions{Fresh: true})
 }
 
-func (s *Session) execute(ctx context.Context, code string, fresh bool) (*Result, error) {
+func (s *Session) execute(ctx context.Context, code string, opts ExecOptions) (*Result, error) {
 	if !s.busy.CompareAndSwap(false, true) {
 		return nil, ErrBusy
 	}
@@ -54,7 +70,16 @@ func (s *Session) execute(ctx context.Context, code string, fresh bool) (*Result
 		return nil, err
 	}
 	s.nextID++
-	e := &execution{s: s, inst: inst, id: s.nextID, fresh: fresh, res: &Result{Value: rvalue.Null()}}
+	if opts.Timeout <= 0 {
+		opts.Timeout = s.cfg.Timeout
+	}
+	if opts.Stdout == nil {
+		opts.Stdout = s.cfg.Stdout
+	}
+	if opts.Stderr == nil {
+		opts.Stderr = s.cfg.Stderr
+	}
+	e := &execution{s: s, inst: inst, id: s.nextID, fresh: opts.Fresh, opts: opts, res: &Result{Value: rvalue.Null()}}
 	return e.run(ctx, code)
 }
 
@@ -93,7 +118,8 @@ type execution struct {
 	inst   *instance
 	id     uint64
 	fresh  bool
-	code   string // a fresh execution's code, for the copy when it asks
+	opts   ExecOptions // with the session's defaults filled in
+	code   string      // a fresh execution's code, for the copy when it asks
 	sent   bool   // the code went to the copy
 	res    *Result
 	before cgroup.Usage
@@ -119,8 +145,8 @@ type toolOutcome struct {
 func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 	s, inst := e.s, e.inst
 	started := time.Now()
-	outCap := newCapture(s.cfg.MaxOutputBytes, s.cfg.Stdout, s.cfg.OutputLimit)
-	errCap := newCapture(s.cfg.MaxOutputBytes, s.cfg.Stderr, s.cfg.OutputLimit)
+	outCap := newCapture(s.cfg.MaxOutputBytes, e.opts.Stdout, s.cfg.OutputLimit)
+	errCap := newCapture(s.cfg.MaxOutputBytes, e.opts.Stderr, s.cfg.OutputLimit)
 	inst.stdout.setSink(outCap)
 	inst.stderr.setSink(errCap)
 	e.before = inst.usage()
@@ -179,7 +205,7 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 		return e.died(err)
 	}
 
-	timeout := time.NewTimer(s.cfg.Timeout)
+	timeout := time.NewTimer(e.opts.Timeout)
 	defer timeout.Stop()
 	deadline := timeout.C
 	done := ctx.Done()
@@ -206,7 +232,7 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 				}
 			default:
 			}
-			e.interrupt(VerdictTimeout, fmt.Errorf("%w after %s", ErrTimeout, s.cfg.Timeout))
+			e.interrupt(VerdictTimeout, fmt.Errorf("%w after %s", ErrTimeout, e.opts.Timeout))
 		case <-done:
 			done = nil
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {

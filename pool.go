@@ -193,15 +193,19 @@ func (p *Pool) releaseLocked(s *Session) (retired bool) {
 // Execute runs code on a pooled session: acquire, execute (fresh state by
 // default), release.
 func (p *Pool) Execute(ctx context.Context, code string) (*Result, error) {
+	return p.ExecuteWith(ctx, code, ExecOptions{})
+}
+
+// ExecuteWith is Execute adjusted by opts (the pool's ResetFresh makes
+// every execution fresh).
+func (p *Pool) ExecuteWith(ctx context.Context, code string, opts ExecOptions) (*Result, error) {
 	s, err := p.Acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer p.Release(s)
-	if p.reset == ResetFresh {
-		return s.ExecuteFresh(ctx, code)
-	}
-	return s.Execute(ctx, code)
+	opts.Fresh = opts.Fresh || p.reset == ResetFresh
+	return s.ExecuteWith(ctx, code, opts)
 }
 
 // Status reports what the pool holds now.

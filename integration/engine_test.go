@@ -735,3 +735,35 @@ func TestUnsolicitedFrames(t *testing.T) {
 		t.Errorf("after restart: %v", res.Value.Go())
 	}
 }
+
+// TestExecuteWith: per-execution timeout and output writers.
+func TestExecuteWith(t *testing.T) {
+	var sessionOut lockedBuffer
+	cfg := baseConfig()
+	cfg.Stdout = &sessionOut
+	s := newSession(t, cfg)
+	var mine, mineErr lockedBuffer
+	res, err := s.ExecuteWith(context.Background(), `cat("to mine\n"); message("err")`, securer.ExecOptions{Stdout: &mine, Stderr: &mineErr})
+	if err != nil || mine.String() != "to mine\n" || !strings.Contains(mineErr.String(), "err") || sessionOut.String() != "" {
+		t.Errorf("per-execution writers: %v; mine %q, stderr %q, session's %q", err, mine.String(), mineErr.String(), sessionOut.String())
+	}
+	if res.Stdout != "to mine\n" {
+		t.Errorf("the result lost the output: %q", res.Stdout)
+	}
+	mustOK(t, s, `cat("to the session\n")`)
+	if sessionOut.String() != "to the session\n" {
+		t.Errorf("the session's writer after an override: %q", sessionOut.String())
+	}
+	start := time.Now()
+	res, err = s.ExecuteWith(context.Background(), "Sys.sleep(10)", securer.ExecOptions{Timeout: 500 * time.Millisecond})
+	if !errors.Is(err, securer.ErrTimeout) || time.Since(start) > 3*time.Second {
+		t.Errorf("per-execution timeout: %v after %s", err, time.Since(start))
+	}
+	res, err = s.ExecuteWith(context.Background(), "x <- 1; x", securer.ExecOptions{Fresh: true})
+	if err != nil || res.Value.Go() != 1.0 {
+		t.Errorf("fresh through ExecuteWith: %v %v", err, res.Value.Go())
+	}
+	if res := execute(t, s, `exists("x")`); res.Value.Go() != false {
+		t.Errorf("a fresh execution left x behind")
+	}
+}

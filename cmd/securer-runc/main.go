@@ -1,6 +1,7 @@
 // Command securer-runc runs untrusted R code in a libcontainer sandbox.
 //
 //	securer-runc run [flags] [-e CODE | FILE | -]   run R code
+//	securer-runc serve --stdio | --listen unix:PATH serve sessions to clients
 //	securer-runc doctor                            check this host
 //	securer-runc rootfs build|verify|seal          manage the R rootfs
 //	securer-runc reap                              remove crashed sessions' leftovers
@@ -50,6 +51,7 @@ func usage(w io.Writer) {
 
 commands:
   run      run R code in a sandbox (-e CODE, a file, or stdin)
+  serve    serve sessions to other programs (--stdio, or --listen unix:PATH)
   doctor   check that this host can provide the sandbox, and say what to fix
   rootfs   build, verify or seal the read-only R root filesystem
   reap     remove containers, cgroups and state left by crashed processes
@@ -65,6 +67,10 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel()}))
+	if args[0] == "serve" {
+		// serve handles its own signals: SIGTERM drains.
+		return cmdServe(args[1:], stdin, stdout, stderr, logger)
+	}
 	if args[0] == "run" {
 		// run drains on SIGTERM (see cmdRun); Ctrl-C stops at once.
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)

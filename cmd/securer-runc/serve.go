@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	securer "securer-runc"
+	"securer-runc/service"
+)
+
+// stdio is the parent process's end of a --stdio server.
+type stdio struct {
+	io.Reader
+	io.Writer
+}
+
+func (stdio) Close() error { return os.Stdin.Close() }
+
+func cmdServe(args []string, stdin io.Reader, stdout, stderr io.Writer, logger *slog.Logger) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	useStdio := fs.Bool("stdio", false, "serve one client on stdin/stdout (for a parent process that spawns the server)")
+	listen := fs.String("listen", "", "serve clients on a socket: unix:PATH")
+	sockMode := fs.String("socket-mode", "0660", "file mode of the Unix socket")
+	sockGroup := fs.String("socket-group", "", "group (name or id) owning the Unix socket; its members may connect")
+	memory := fs.String("memory", "512M", "memory limit per session: the default and the most a client may ask")
+	pids := fs.Int64("pids", 64, "process limit per session: the default and the most a client may ask")
+	cpus := fs.Float64("cpus", 1, "CPU limit per session: the default and the most a client may ask")
+	tmp := fs.String("tmp", "64M", "size of /tmp per session: the default and the most a client may ask")
+	timeout := fs.Duration("timeout", securer.DefaultTimeout, "default wall-clock limit per execution")
+	maxSessions := fs.Int("max-sessions", 64, "most live sessions across all clients (pool members included)")
+	rootfsDir := fs.String("rootfs", "", "rootfs directory (default /var/lib/securer-runc)")
+	stateDir := fs.String("state", "", "state directory (default "+securer.DefaultStateDir+")")
+	cgroupParent := fs.String("cgroup-parent", "", "cgroup all sessions live under (default "+securer.DefaultCgroupParent+")")
+	noUserNS := fs.Bool("unsafe-no-userns", false, "UNSAFE: run sessions without a user namespace")
+	auditPath := fs.String("audit", "", "append a JSON Lines audit log to this file (mode 0600)")
+	termGrace := fs.Duration("term-grace", 30*time.Second, "on SIGTERM, how long running executions may still take")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: securer-runc serve --stdio | --listen unix:PATH [flags]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if *useStdio == (*listen != "") {
+		fmt.Fprintln(stderr, "securer-runc serve: give exactly one of --stdio and --listen unix:PATH")
+		return exitUsage
+	}
+	mem, err := parseBytes(*memory)
+	if err != nil {
+		return fail(stderr, exitUsage, fmt.Errorf("--memory: %w", err))
+	}
+	tmpBytes, err := parseBytes(*tmp)
+	if err != nil {
+		return fail(stderr, exitUsage, fmt.Errorf("--tmp: %w", err))
+	}
+	base := securer.Config{
+		RootFSDir: *rootfsDir, StateDir: *stateDir, CgroupParent: *cgroupParent, Timeout: *timeout,
+		Limits:                securer.Limits{MemoryBytes: mem, Pids: *pids, CPUs: *cpus, TmpBytes: min(tmpBytes, mem)},
+		UnsafeNoUserNamespace: *noUserNS, Logger: logger,
+	}
+	if *auditPath != "" {
+		audit, closer, err := securer.OpenAuditLog(*auditPath)
+		if err != nil {
+			return fail(stderr, exitUsage, err)
+		}
+		defer closer.Close()
+		base.Audit = audit
+	}
+	if *noUserNS {
+		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-no-userns: sessions run without a user namespace")
+	}
+	// Refuse to serve at all on a host that cannot sandbox: a client
+	// would only learn it at its first session.
+	for _, c := range securer.CheckHost(base) {
+		if !c.OK {
+			return fail(stderr, exitSandbox, fmt.Errorf("this host cannot sandbox: %s: %s (fix: %s); securer-runc doctor tells more", c.Name, c.Detail, c.Fix))
+		}
+	}
+	if err := securer.ProtectFromOOM(); err != nil {
+		logger.Debug("could not lower the server's OOM score", "err", err)
+	}
+	srv := service.New(service.Options{Base: base, MaxSessions: *maxSessions, Version: version, Logger: logger})
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(sigs)
+	drained := make(chan error, 1)
+	go func() {
+		sig, ok := <-sigs
+		if !ok {
+			return
+		}
+		grace := *termGrace
+		if sig == os.Interrupt {
+			grace = 0
+		}
+		logger.Warn("shutting down: no new work; running executions may finish", "signal", sig.String(), "grace", grace)
+		sctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		drained <- srv.Shutdown(sctx)
+		stop()
+	}()
+
+	if *useStdio {
+		err = srv.ServeConn(ctx, stdio{Reader: stdin, Writer: stdout})
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, context.Canceled) {
+			logger.Warn("client ended", "err", err)
+		}
+	} else {
+		path, ok := strings.CutPrefix(*listen, "unix:")
+		if !ok || path == "" {
+			return fail(stderr, exitUsage, fmt.Errorf("--listen %q: want unix:PATH", *listen))
+		}
+		mode, err := strconv.ParseUint(*sockMode, 8, 32)
+		if err != nil {
+			return fail(stderr, exitUsage, fmt.Errorf("--socket-mode %q: %w", *sockMode, err))
+		}
+		gid := -1
+		if *sockGroup != "" {
+			if gid, err = lookupGroup(*sockGroup); err != nil {
+				return fail(stderr, exitUsage, err)
+			}
+		}
+		var ln net.Listener
+		if ln, err = service.ListenUnix(path, os.FileMode(mode), gid); err != nil {
+			return fail(stderr, exitSandbox, err)
+		}
+		defer os.Remove(path)
+		logger.Info("serving", "socket", path, "mode", *sockMode, "group", *sockGroup)
+		fmt.Fprintf(stderr, "securer-runc: serving on %s\n", path)
+		if err := srv.Serve(ctx, ln); err != nil {
+			return fail(stderr, exitSandbox, err)
+		}
+	}
+	select {
+	case err := <-drained:
+		if err != nil {
+			logger.Warn("shutdown cut executions short", "err", err)
+		}
+	default:
+		// The client (stdio) went away: close what it left.
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+	}
+	return exitOK
+}
+
+func lookupGroup(g string) (int, error) {
+	if id, err := strconv.Atoi(g); err == nil {
+		return id, nil
+	}
+	grp, err := user.LookupGroup(g)
+	if err != nil {
+		return 0, fmt.Errorf("--socket-group: %w", err)
+	}
+	return strconv.Atoi(grp.Gid)
+}

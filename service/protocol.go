@@ -1,0 +1,184 @@
+// Package service serves securer sessions to clients that do not link Go:
+// newline-delimited JSON messages over one stream (a parent's stdin and
+// stdout, or a Unix socket connection). PROTOCOL.md documents it.
+package service
+
+import (
+	"encoding/json"
+	"errors"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+
+	securer "securer-runc"
+)
+
+// ProtocolVersion is sent in the server's hello.
+const ProtocolVersion = 1
+
+// MaxRequestBytes caps one message from a client.
+const MaxRequestBytes = 16 << 20
+
+// request is every message a client sends; which members matter depends
+// on Op. Unknown members and duplicate names are refused.
+type request struct {
+	Op string `json:"op"`
+	ID string `json:"id"`
+
+	// create_session, create_pool
+	Tools   []toolDecl      `json:"tools,omitempty"`
+	Options *sessionOptions `json:"options,omitempty"`
+	Size    int             `json:"size,omitempty"`
+	Reset   string          `json:"reset,omitempty"`
+
+	// execute, close_session, restart_session, close_pool, pool_status
+	Session string  `json:"session,omitempty"`
+	Pool    string  `json:"pool,omitempty"`
+	Code    string  `json:"code,omitempty"`
+	Fresh   bool    `json:"fresh,omitempty"`
+	Timeout float64 `json:"timeout,omitempty"` // seconds
+
+	// tool_result
+	Call  string         `json:"call,omitempty"`
+	Value jsontext.Value `json:"value,omitempty"` // plain JSON, simplified in R as jsonlite would
+	Typed jsontext.Value `json:"typed,omitempty"` // a typed R value (the wire format)
+	Error *string        `json:"error,omitempty"`
+
+	// cancel
+	Target string `json:"target,omitempty"`
+}
+
+// toolDecl is a tool the client answers itself.
+type toolDecl struct {
+	Name        string    `json:"name"`
+	Description string    `json:"description,omitempty"`
+	Args        []argDecl `json:"args,omitempty"`
+	Timeout     float64   `json:"timeout,omitempty"` // seconds; 0: the execution's
+}
+
+type argDecl struct {
+	Name string `json:"name"`
+	Type string `json:"type,omitempty"`
+}
+
+// sessionOptions are what a client may choose; everything else (rootfs,
+// state, cgroups, isolation) is the operator's.
+type sessionOptions struct {
+	MemoryBytes   int64    `json:"memory_bytes,omitempty"`
+	Pids          int64    `json:"pids,omitempty"`
+	CPUs          float64  `json:"cpus,omitempty"`
+	TmpBytes      int64    `json:"tmp_bytes,omitempty"`
+	Timeout       float64  `json:"timeout,omitempty"` // seconds, per execution
+	MaxToolCalls  int      `json:"max_tool_calls,omitempty"`
+	OutputLimit   int64    `json:"output_limit,omitempty"`
+	MaxExecutions int      `json:"max_executions,omitempty"`
+	MaxCodeBytes  int      `json:"max_code_bytes,omitempty"`
+	Preload       []string `json:"preload,omitempty"`
+}
+
+func decodeRequest(line []byte) (*request, error) {
+	var r request
+	if err := jsonv2.Unmarshal(line, &r, jsonv2.RejectUnknownMembers(true)); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Error codes in error events.
+const (
+	CodeBadRequest    = "bad_request"
+	CodeNotFound      = "not_found"
+	CodeInvalidConfig = "invalid_config"
+	CodeBusy          = "busy"
+	CodeClosed        = "closed"
+	CodeRejected      = "rejected"
+	CodeUnavailable   = "sandbox_unavailable"
+	CodeDraining      = "draining"
+	CodeLimit         = "limit"
+	CodeInternal      = "internal"
+)
+
+// errCode maps an engine error to its code.
+func errCode(err error) string {
+	switch {
+	case errors.Is(err, errBadRequest):
+		return CodeBadRequest
+	case errors.Is(err, errNotFound):
+		return CodeNotFound
+	case errors.Is(err, errDraining):
+		return CodeDraining
+	case errors.Is(err, errTooMany):
+		return CodeLimit
+	case errors.Is(err, securer.ErrInvalidConfig):
+		return CodeInvalidConfig
+	case errors.Is(err, securer.ErrBusy):
+		return CodeBusy
+	case errors.Is(err, securer.ErrSessionClosed), errors.Is(err, securer.ErrPoolClosed):
+		return CodeClosed
+	case errors.Is(err, securer.ErrRejected):
+		return CodeRejected
+	case errors.Is(err, securer.ErrSandboxUnavailable):
+		return CodeUnavailable
+	}
+	return CodeInternal
+}
+
+var (
+	errBadRequest = errors.New("bad request")
+	errNotFound   = errors.New("not found")
+	errDraining   = errors.New("the server is shutting down")
+	errTooMany    = errors.New("too many sessions")
+)
+
+// Events the server sends. Every event of a request carries its id.
+type (
+	helloEvent struct {
+		Type     string   `json:"type"` // hello
+		Protocol int      `json:"protocol"`
+		Server   string   `json:"server"`
+		ArgTypes []string `json:"arg_types"`
+	}
+	errorEvent struct {
+		Type  string    `json:"type"` // error
+		ID    string    `json:"id,omitempty"`
+		Error errorBody `json:"error"`
+	}
+	errorBody struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	sessionEvent struct {
+		Type    string `json:"type"` // session
+		ID      string `json:"id"`
+		Session string `json:"session"`
+	}
+	poolEvent struct {
+		Type   string              `json:"type"` // pool
+		ID     string              `json:"id"`
+		Pool   string              `json:"pool"`
+		Status *securer.PoolStatus `json:"status,omitempty"`
+	}
+	okEvent struct {
+		Type string `json:"type"` // ok
+		ID   string `json:"id"`
+	}
+	textEvent struct {
+		Type string `json:"type"` // stdout, stderr
+		ID   string `json:"id"`
+		Text string `json:"text"`
+	}
+	toolCallEvent struct {
+		Type      string                     `json:"type"` // tool_call
+		ID        string                     `json:"id"`
+		Call      string                     `json:"call"`
+		Tool      string                     `json:"tool"`
+		Args      map[string]securer.Value   `json:"args"`
+		ArgsPlain map[string]json.RawMessage `json:"args_plain"`
+	}
+	resultEvent struct {
+		Type       string          `json:"type"` // result
+		ID         string          `json:"id"`
+		Result     *securer.Result `json:"result"`
+		ValuePlain json.RawMessage `json:"value_plain"`
+	}
+)

@@ -1,0 +1,216 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	securer "securer-runc"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Base is the operator's session config: rootfs, state dir, cgroup
+	// parent, isolation switches. Its Limits are the most a client may
+	// ask for, and the defaults when it asks for nothing.
+	Base securer.Config
+	// MaxSessions caps sessions across all clients, pool members included
+	// (default 64).
+	MaxSessions int
+	// Version is reported in the hello.
+	Version string
+	Logger  *slog.Logger
+}
+
+// Server serves sessions to any number of clients at once.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	sessions int // live sessions, pool members included
+	draining bool
+	idle     *sync.Cond // signalled when executions end
+	running  int        // executions in flight, all clients
+}
+
+// New returns a server; it starts nothing until a client asks.
+func New(opts Options) *Server {
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = 64
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{opts: opts, log: opts.Logger, conns: map[*conn]struct{}{}}
+	s.idle = sync.NewCond(&s.mu)
+	return s
+}
+
+// ServeConn serves one client until it disconnects, ctx ends or the
+// server shuts down; then it closes every session and pool the client
+// made. rw is closed on return.
+func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriteCloser) error {
+	c := newConn(s, rw)
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		c.sendError("", fmt.Errorf("%w", errDraining))
+		rw.Close()
+		return errDraining
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	return c.serve(ctx)
+}
+
+// Serve accepts clients on ln until ctx ends, serving each on its own
+// goroutine. It closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			s.log.Warn("accept", "err", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.ServeConn(ctx, nc); err != nil && !errors.Is(err, io.EOF) {
+				s.log.Debug("client ended", "err", err)
+			}
+		}()
+	}
+}
+
+// Shutdown drains the server: new sessions, pools and executions are
+// refused at once, running executions may finish until ctx ends, then
+// every client's sessions are closed. It returns ctx's error if it had to
+// cut executions short.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	done := make(chan struct{})
+	go func() {
+		s.mu.Lock()
+		for s.running > 0 {
+			s.idle.Wait()
+		}
+		s.mu.Unlock()
+		close(done)
+	}()
+	s.mu.Unlock()
+	var cut error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		cut = fmt.Errorf("shutdown: executions cut short: %w", ctx.Err())
+	}
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.shutdown()
+	}
+	if cut != nil {
+		// Wake the waiter: closing the sessions ended the executions.
+		<-done
+	}
+	return cut
+}
+
+// admitExecution counts an execution in, unless the server is draining.
+func (s *Server) admitExecution() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return errDraining
+	}
+	s.running++
+	return nil
+}
+
+func (s *Server) executionDone() {
+	s.mu.Lock()
+	s.running--
+	s.idle.Broadcast()
+	s.mu.Unlock()
+}
+
+// reserve books n session slots.
+func (s *Server) reserve(n int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return errDraining
+	}
+	if s.sessions+n > s.opts.MaxSessions {
+		return fmt.Errorf("%w: %d live, %d asked, at most %d on this server", errTooMany, s.sessions, n, s.opts.MaxSessions)
+	}
+	s.sessions += n
+	return nil
+}
+
+func (s *Server) release(n int) {
+	s.mu.Lock()
+	s.sessions -= n
+	s.mu.Unlock()
+}
+
+// ListenUnix makes a Unix socket at path for clients, with the given file
+// mode and, when gid >= 0, group. A stale socket (nobody listening) is
+// replaced; anything else at path is an error.
+func ListenUnix(path string, mode os.FileMode, gid int) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket: refusing to replace it", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: another server is listening there", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	if gid >= 0 {
+		if err := os.Chown(path, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("socket group: %w", err)
+		}
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("socket mode: %w", err)
+	}
+	return ln, nil
+}
