@@ -120,7 +120,7 @@ type execution struct {
 	fresh  bool
 	opts   ExecOptions // with the session's defaults filled in
 	code   string      // a fresh execution's code, for the copy when it asks
-	sent   bool   // the code went to the copy
+	sent   bool        // the code went to the copy
 	res    *Result
 	before cgroup.Usage
 
