@@ -95,7 +95,8 @@ func DefaultLimits() Limits {
 	return Limits{MemoryBytes: 512 << 20, Pids: 64, CPUs: 1, TmpBytes: 64 << 20, NoFile: 256, FileSizeBytes: 64 << 20}
 }
 
-func (l Limits) withDefaults() Limits {
+// WithDefaults fills the zero fields of l from DefaultLimits.
+func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
 	if l.MemoryBytes == 0 {
 		l.MemoryBytes = d.MemoryBytes
@@ -296,7 +297,7 @@ func (c Config) withDefaults() Config {
 	if c.CgroupParent == "" {
 		c.CgroupParent = DefaultCgroupParent
 	}
-	c.Limits = c.Limits.withDefaults()
+	c.Limits = c.Limits.WithDefaults()
 	c.TotalLimits = c.TotalLimits.withDefaults()
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout

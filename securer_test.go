@@ -95,7 +95,7 @@ func TestDefaults(t *testing.T) {
 	if c.Limits != DefaultLimits() || c.Timeout != DefaultTimeout || c.StateDir != DefaultStateDir || c.MaxOutputBytes != DefaultMaxOutputBytes {
 		t.Errorf("defaults %+v", c)
 	}
-	l := Limits{MemoryBytes: 1 << 30}.withDefaults()
+	l := Limits{MemoryBytes: 1 << 30}.WithDefaults()
 	if l.MemoryBytes != 1<<30 || l.Pids != 64 {
 		t.Errorf("partial limits %+v", l)
 	}

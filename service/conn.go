@@ -162,7 +162,12 @@ func (c *conn) name(prefix string) string {
 func (c *conn) handle(line []byte) {
 	req, err := decodeRequest(line)
 	if err != nil {
-		c.sendError("", fmt.Errorf("%w: %v", errBadRequest, err))
+		// Tag the error with the request's id when it has a readable one.
+		var head struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal(line, &head)
+		c.sendError(head.ID, fmt.Errorf("%w: %v", errBadRequest, err))
 		return
 	}
 	if req.ID == "" && req.Op != "tool_result" {

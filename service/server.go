@@ -49,6 +49,9 @@ func New(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	// The base limits are the ceilings of what clients ask for: make them
+	// concrete.
+	opts.Base.Limits = opts.Base.Limits.WithDefaults()
 	s := &Server{opts: opts, log: opts.Logger, conns: map[*conn]struct{}{}}
 	s.idle = sync.NewCond(&s.mu)
 	return s
