@@ -18,7 +18,7 @@ deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		debootstrap libseccomp-dev pkg-config gcc libc6-dev \
-		r-base-core r-cran-jsonlite r-cran-processx ca-certificates jq
+		r-base-core r-cran-jsonlite r-cran-processx ca-certificates jq python3
 
 build:
 	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/securer-runc

@@ -421,3 +421,29 @@ func TestServiceCLI(t *testing.T) {
 		t.Errorf("left behind: %v", left)
 	}
 }
+
+// TestPythonClient runs the Python example (standard library only): R in
+// a sandbox calls tools answered in Python.
+func TestPythonClient(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatalf("python3 is needed for the Python client test (make deps installs it): %v", err)
+	}
+	cmd := exec.Command(py, "../clients/python/example.py")
+	cmd.Env = append(os.Environ(), "SECURER_RUNC="+cli(t), "SECURER_SERVE_ARGS=--state "+stateDir+" --cgroup-parent "+cgroupParent)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("example.py: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"add: ok 5", "weather: Boston 72 sunny", "tool error: tool 'fail': ValueError: cannot handle 1",
+		"streamed: ['line 1 ', 'line 2 ', 'line 3 '] hostname: sandbox", "timeout: timeout",
+	} {
+		if !strings.Contains(string(out), want+"\n") {
+			t.Errorf("example.py output lacks %q:\n%s", want, out)
+		}
+	}
+	if left := leftovers(); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}

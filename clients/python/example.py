@@ -1,0 +1,43 @@
+"""R code in a sandbox calls a tool answered in Python.
+
+Run as root: python3 example.py   (SECURER_RUNC names the binary, default
+securer-runc on PATH; SECURER_SERVE_ARGS adds flags to `serve --stdio`)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from securer_client import Client, Tool  # noqa: E402
+
+binary = os.environ.get("SECURER_RUNC", "securer-runc")
+extra = os.environ.get("SECURER_SERVE_ARGS", "").split()
+
+
+def get_weather(city):
+    return {"city": city, "temp": 72, "condition": "sunny"}
+
+
+def fail(x):
+    raise ValueError(f"cannot handle {x}")
+
+
+tools = [
+    Tool("add", lambda a, b: a + b, args={"a": "numeric", "b": "numeric"}, description="Add two numbers"),
+    Tool("get_weather", get_weather, args={"city": "character"}, description="Weather for a city"),
+    Tool("fail", fail, args={"x": ""}),
+]
+
+with Client.spawn([binary, "serve", "--stdio", *extra]) as client:
+    session = client.create_session(tools=tools, timeout=10)
+    r = session.execute("add(2, 3)")
+    print("add:", r["verdict"], r["value_plain"])
+    r = session.execute('w <- get_weather("Boston"); paste(w$city, w$temp, w$condition)')
+    print("weather:", r["value_plain"])
+    r = session.execute('tryCatch(fail(1), error = function(e) conditionMessage(e))')
+    print("tool error:", r["value_plain"])
+    lines = []
+    r = session.execute('for (i in 1:3) cat("line", i, "\\n"); Sys.info()[["nodename"]]', on_stdout=lines.append)
+    print("streamed:", "".join(lines).split("\n")[:3], "hostname:", r["value_plain"])
+    r = session.execute("Sys.sleep(5)", timeout=0.5)
+    print("timeout:", r["verdict"])
+    session.close()

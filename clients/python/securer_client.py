@@ -1,0 +1,161 @@
+"""A minimal client for `securer-runc serve`, using only Python's standard library.
+
+The server runs R code in sandboxes; R code calls tools, which this client
+answers with Python functions. See PROTOCOL.md in the repository.
+
+    from securer_client import Client, Tool
+
+    with Client.spawn() as client:              # or Client.connect("/run/securer-runc.sock")
+        add = Tool("add", lambda a, b: a + b, args={"a": "numeric", "b": "numeric"})
+        session = client.create_session(tools=[add])
+        result = session.execute("add(2, 3)")
+        print(result["value_plain"])             # 5
+"""
+
+import itertools
+import json
+import os
+import socket
+import subprocess
+
+
+class ServerError(Exception):
+    """The server refused a request; .code names the reason (see PROTOCOL.md)."""
+
+    def __init__(self, code, message):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class Tool:
+    """A tool R can call by name; fn gets the arguments as plain Python values."""
+
+    def __init__(self, name, fn, args=None, description=""):
+        self.name, self.fn, self.description = name, fn, description
+        self.args = dict(args or {})  # argument name -> type ("" for unchecked), in call order
+
+    def decl(self):
+        return {"name": self.name, "description": self.description,
+                "args": [{"name": n, "type": t} for n, t in self.args.items()]}
+
+
+class Client:
+    """One connection to the server. Not for use from several threads at once."""
+
+    def __init__(self, rfile, wfile, closer):
+        self._r, self._w, self._closer = rfile, wfile, closer
+        self._ids = itertools.count(1)
+        self._tools = {}  # session or pool name -> {tool name: Tool}
+        self.hello = self._read()
+        if self.hello.get("type") != "hello":
+            raise ServerError("bad_request", f"expected hello, got {self.hello}")
+
+    @classmethod
+    def spawn(cls, command=None):
+        """Start `securer-runc serve --stdio` (needs root) and talk to it."""
+        command = command or ["securer-runc", "serve", "--stdio"]
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+        def close():
+            proc.stdin.close()
+            proc.wait(timeout=30)
+
+        return cls(proc.stdout, proc.stdin, close)
+
+    @classmethod
+    def connect(cls, path=None):
+        """Connect to a running daemon's Unix socket."""
+        path = path or os.environ.get("SECURER_SOCKET", "/run/securer-runc.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        return cls(sock.makefile("rb"), sock.makefile("wb"), sock.close)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Disconnecting closes every session this client made."""
+        self._closer()
+
+    def _read(self):
+        line = self._r.readline()
+        if not line:
+            raise ConnectionError("the server closed the connection")
+        return json.loads(line)
+
+    def _send(self, msg):
+        self._w.write((json.dumps(msg) + "\n").encode())
+        self._w.flush()
+
+    def _request(self, msg, want):
+        msg["id"] = str(next(self._ids))
+        self._send(msg)
+        while True:
+            ev = self._read()
+            if ev.get("id") != msg["id"]:
+                continue
+            if ev["type"] == "error":
+                raise ServerError(ev["error"]["code"], ev["error"]["message"])
+            if ev["type"] == want:
+                return ev
+
+    def create_session(self, tools=(), **options):
+        """Options: memory_bytes, pids, cpus, tmp_bytes, timeout (s), max_tool_calls, ..."""
+        ev = self._request({"op": "create_session", "tools": [t.decl() for t in tools], "options": options}, "session")
+        self._tools[ev["session"]] = {t.name: t for t in tools}
+        return Session(self, ev["session"], "session")
+
+    def create_pool(self, size, tools=(), reset="fresh", **options):
+        ev = self._request({"op": "create_pool", "size": size, "reset": reset,
+                            "tools": [t.decl() for t in tools], "options": options}, "pool")
+        self._tools[ev["pool"]] = {t.name: t for t in tools}
+        return Session(self, ev["pool"], "pool")
+
+    def _execute(self, target, kind, code, timeout, fresh, on_stdout, on_stderr):
+        rid = str(next(self._ids))
+        msg = {"op": "execute", "id": rid, kind: target, "code": code, "fresh": fresh}
+        if timeout:
+            msg["timeout"] = timeout
+        self._send(msg)
+        tools = self._tools[target]
+        while True:
+            ev = self._read()
+            if ev.get("id") != rid:
+                continue
+            kind_ = ev["type"]
+            if kind_ == "stdout" and on_stdout:
+                on_stdout(ev["text"])
+            elif kind_ == "stderr" and on_stderr:
+                on_stderr(ev["text"])
+            elif kind_ == "tool_call":
+                self._answer(tools[ev["tool"]], ev)
+            elif kind_ == "result":
+                return {**ev["result"], "value_plain": ev["value_plain"]}
+            elif kind_ == "error":
+                raise ServerError(ev["error"]["code"], ev["error"]["message"])
+
+    def _answer(self, tool, ev):
+        try:
+            args = [ev["args_plain"][name] for name in tool.args]
+            value = tool.fn(*args)
+            self._send({"op": "tool_result", "call": ev["call"], "value": value})
+        except Exception as e:  # the tool's failure becomes an R error inside
+            self._send({"op": "tool_result", "call": ev["call"], "error": f"{type(e).__name__}: {e}"})
+
+
+class Session:
+    """A session or a pool on the server."""
+
+    def __init__(self, client, name, kind):
+        self._client, self.name, self._kind = client, name, kind
+
+    def execute(self, code, timeout=None, fresh=False, on_stdout=None, on_stderr=None):
+        """Run code; returns the result (verdict, value, value_plain, stdout, ...)."""
+        return self._client._execute(self.name, self._kind, code, timeout, fresh, on_stdout, on_stderr)
+
+    def close(self):
+        op = "close_session" if self._kind == "session" else "close_pool"
+        self._client._request({"op": op, self._kind: self.name}, "closed")
