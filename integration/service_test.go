@@ -125,7 +125,7 @@ func errCodeOf(ev map[string]any) string {
 // client and the server.
 func startService(t *testing.T, base securer.Config, maxSessions int) (*svcClient, *service.Server, string) {
 	t.Helper()
-	srv := service.New(service.Options{Base: base, MaxSessions: maxSessions, Version: "test"})
+	srv := service.New(service.Options{Base: base, MaxSessions: maxSessions, Version: "test", WriteTimeout: 2 * time.Second})
 	path := filepath.Join(t.TempDir(), "s.sock")
 	ln, err := service.ListenUnix(path, 0o600, -1)
 	if err != nil {
@@ -445,5 +445,36 @@ func TestPythonClient(t *testing.T) {
 	}
 	if left := leftovers(); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
+	}
+}
+
+// TestServiceClientStopsReading: a client that sends work and never reads
+// the events counts as gone once a write waits past the deadline; its
+// sessions are removed.
+func TestServiceClientStopsReading(t *testing.T) {
+	_, _, path := startService(t, baseConfig(), 8)
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintln(conn, `{"op":"create_session","id":"1"}`)
+	time.Sleep(2 * time.Second) // the session starts; nothing is read
+	if ents, _ := os.ReadDir(filepath.Join(stateDir, "sessions")); len(ents) != 1 {
+		t.Fatalf("%d sessions before the flood, want 1", len(ents))
+	}
+	start := time.Now()
+	fmt.Fprintln(conn, `{"op":"execute","id":"2","session":"s1","code":"repeat cat(strrep('x', 1e5), '\\n')"}`)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if ents, _ := os.ReadDir(filepath.Join(stateDir, "sessions")); len(ents) == 0 && len(leftovers()) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a client that stopped reading still holds: %v", leftovers())
+		}
+	}
+	// Well before the 20 s execution timeout: the write deadline did it.
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("dropped after %s", took)
 	}
 }

@@ -21,7 +21,8 @@ type conn struct {
 	srv *Server
 	rw  io.ReadWriteCloser
 
-	wmu sync.Mutex // one event at a time on the wire
+	wmu  sync.Mutex // one event at a time on the wire
+	dead bool       // a write failed: the client is gone
 
 	ctx    context.Context // ends when the client goes
 	cancel context.CancelFunc
@@ -145,8 +146,24 @@ func (c *conn) send(ev any) {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	_, _ = c.rw.Write(append(b, '\n'))
+	if c.dead {
+		return
+	}
+	// A client that stops reading must not hold executions (and their
+	// containers) forever: past the deadline it counts as gone.
+	if d, ok := c.rw.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		_ = d.SetWriteDeadline(time.Now().Add(c.srv.opts.WriteTimeout))
+	}
+	if _, err := c.rw.Write(append(b, '\n')); err != nil {
+		c.dead = true
+		c.srv.log.Warn("client not reading; dropping it", "err", err)
+		if c.cancel != nil {
+			c.cancel()
+		}
+		c.rw.Close()
+	}
 }
+
 
 func (c *conn) sendError(id string, err error) {
 	c.send(errorEvent{Type: "error", ID: id, Error: errorBody{Code: errCode(err), Message: err.Error()}})

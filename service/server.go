@@ -23,6 +23,9 @@ type Options struct {
 	// MaxSessions caps sessions across all clients, pool members included
 	// (default 64).
 	MaxSessions int
+	// WriteTimeout is how long one event may wait for a client to read it
+	// before the client counts as gone (default 30 s).
+	WriteTimeout time.Duration
 	// Version is reported in the hello.
 	Version string
 	Logger  *slog.Logger
@@ -45,6 +48,9 @@ type Server struct {
 func New(opts Options) *Server {
 	if opts.MaxSessions <= 0 {
 		opts.MaxSessions = 64
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 30 * time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
