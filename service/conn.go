@@ -164,7 +164,6 @@ func (c *conn) send(ev any) {
 	}
 }
 
-
 func (c *conn) sendError(id string, err error) {
 	c.send(errorEvent{Type: "error", ID: id, Error: errorBody{Code: errCode(err), Message: err.Error()}})
 }
