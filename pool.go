@@ -316,13 +316,14 @@ func (p *Pool) fill(ctx context.Context) {
 // been closed meanwhile.
 func (p *Pool) adopt(s *Session) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed {
-		go s.Close()
+		p.mu.Unlock()
+		s.Close() // before the caller's goroutine ends: Close waits for it
 		return
 	}
 	p.state[s] = slotIdle
 	p.idle <- s
+	p.mu.Unlock()
 }
 
 // goLocked runs f in the background, or, once the pool is closed,

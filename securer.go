@@ -167,6 +167,9 @@ func (t Tool) validate() error {
 	if t.Handler == nil {
 		return fmt.Errorf("%w: tool %q has no handler", ErrInvalidConfig, t.Name)
 	}
+	if len(t.Args) > bridge.MaxArgs {
+		return fmt.Errorf("%w: tool %q declares %d arguments, more than %d", ErrInvalidConfig, t.Name, len(t.Args), bridge.MaxArgs)
+	}
 	seen := map[string]bool{}
 	for _, a := range t.Args {
 		if !bridge.ValidName(a.Name) {

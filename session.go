@@ -383,13 +383,20 @@ func acceptFrom(ctx context.Context, ln *net.UnixListener, box *container.Box, c
 		ch <- accepted{c, err}
 	}()
 	var a accepted
+	// giveUp closes the listener and whatever the accept still returns.
+	giveUp := func() {
+		_ = ln.Close()
+		if a := <-ch; a.c != nil {
+			a.c.Close()
+		}
+	}
 	select {
 	case a = <-ch:
 	case <-box.Done():
-		_ = ln.Close()
+		giveUp()
 		return nil, 0, fmt.Errorf("R exited before connecting (%s)", box.ExitStatus())
 	case <-ctx.Done():
-		_ = ln.Close()
+		giveUp()
 		return nil, 0, fmt.Errorf("R did not connect: %w", ctx.Err())
 	}
 	if a.err != nil {
@@ -401,10 +408,12 @@ func acceptFrom(ctx context.Context, ln *net.UnixListener, box *container.Box, c
 		return nil, 0, err
 	}
 	var cred *unix.Ucred
-	var credErr error
-	_ = raw.Control(func(fd uintptr) {
+	credErr := errors.New("no peer credentials")
+	if cerr := raw.Control(func(fd uintptr) {
 		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	})
+	}); cerr != nil {
+		credErr = cerr
+	}
 	procs, err := cgroup.Procs(cgroupPaths)
 	if credErr != nil || err != nil || !slices.Contains(procs, int(cred.Pid)) {
 		a.c.Close()

@@ -112,23 +112,30 @@ func prepareStateDir(stateDir string) error {
 // mode in its place. It creates missing directories with mode, and never
 // changes the mode of one it did not create.
 func mkdirPrivate(dir string, mode os.FileMode) error {
-	created := false
 	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(dir, mode); err != nil {
 			return err
 		}
-		created = true
+		if err := os.Chmod(dir, mode); err != nil { // undo the umask
+			return err
+		}
 	}
+	return checkPrivateDir(dir)
+}
+
+// checkPrivateDir accepts a missing dir, or a real directory owned by this
+// user and writable by no one else.
+func checkPrivateDir(dir string) error {
 	fi, err := os.Lstat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !fi.IsDir() || fi.Mode()&os.ModeSymlink != 0 || !ok || st.Uid != uint32(os.Geteuid()) {
 		return fmt.Errorf("%s: not a directory owned by this user (refusing to use it)", dir)
-	}
-	if created && fi.Mode().Perm() != mode {
-		return os.Chmod(dir, mode) // undo the umask
 	}
 	if fi.Mode().Perm()&0o022 != 0 || fi.Mode()&os.ModeSticky != 0 {
 		return fmt.Errorf("%s: writable by others (mode %s; refusing to use it)", dir, fi.Mode().Perm())
@@ -140,10 +147,11 @@ func mkdirPrivate(dir string, mode os.FileMode) error {
 // stateDir whose owning host process is gone (a crashed executor). Live
 // sessions of running processes are left alone. It returns the ids reaped.
 func Reap(ctx context.Context, stateDir string) ([]string, error) {
-	// Never walk or delete through a planted link.
+	// Never walk, signal or delete through a planted link or a directory
+	// someone else could have written: its state could name any process.
 	for _, d := range []string{stateDir, filepath.Join(stateDir, sessionsDir), filepath.Join(stateDir, containersDir)} {
-		if fi, err := os.Lstat(d); err == nil && (!fi.IsDir() || fi.Mode()&os.ModeSymlink != 0) {
-			return nil, fmt.Errorf("%s: not a directory (refusing to reap through it)", d)
+		if err := checkPrivateDir(d); err != nil {
+			return nil, fmt.Errorf("refusing to reap: %w", err)
 		}
 	}
 	sessRoot := filepath.Join(stateDir, sessionsDir)

@@ -276,8 +276,30 @@ func TestServiceToolTimeoutAndCancel(t *testing.T) {
 	if r := res["result"].(map[string]any); r["verdict"] != "canceled" {
 		t.Errorf("cancel: %v", r["verdict"])
 	}
-	if ev := c.request(map[string]any{"op": "execute", "id": "6", "session": sess, "code": "1 + 1"}, "result"); ev["value_plain"] != 2.0 {
+	// A cancel on the very next line still finds the execution.
+	c.send(map[string]any{"op": "execute", "id": "6", "session": sess, "code": "Sys.sleep(10)", "timeout": 30})
+	c.send(map[string]any{"op": "cancel", "id": "7", "target": "6"})
+	c.wait("7", "ok")
+	if r := c.wait("6", "result")["result"].(map[string]any); r["verdict"] != "canceled" {
+		t.Errorf("immediate cancel: %v", r["verdict"])
+	}
+	if ev := c.request(map[string]any{"op": "execute", "id": "8", "session": sess, "code": "1 + 1"}, "result"); ev["value_plain"] != 2.0 {
 		t.Errorf("after timeout and cancel: %v", ev)
+	}
+	// Cancelling an execution still queued for a pool session: a result
+	// with verdict canceled, nothing ran.
+	pool := c.request(map[string]any{"op": "create_pool", "id": "9", "size": 1, "reset": "none"}, "pool")["pool"].(string)
+	c.send(map[string]any{"op": "execute", "id": "10", "pool": pool, "code": "Sys.sleep(1.5)"})
+	time.Sleep(200 * time.Millisecond)
+	c.send(map[string]any{"op": "execute", "id": "11", "pool": pool, "code": "queued_ran <- TRUE"})
+	time.Sleep(100 * time.Millisecond)
+	c.request(map[string]any{"op": "cancel", "id": "12", "target": "11"}, "ok")
+	if r := c.wait("11", "result")["result"].(map[string]any); r["verdict"] != "canceled" {
+		t.Errorf("cancel of a queued execution: %v", r)
+	}
+	c.wait("10", "result")
+	if ev := c.request(map[string]any{"op": "execute", "id": "13", "pool": pool, "code": `exists("queued_ran")`}, "result"); ev["value_plain"] != false {
+		t.Errorf("the cancelled queued execution ran: %v", ev["value_plain"])
 	}
 }
 
@@ -325,7 +347,24 @@ func TestServiceLimits(t *testing.T) {
 		t.Errorf("a pool over the limit: %v", ev)
 	}
 	c.request(map[string]any{"op": "close_session", "id": "5", "session": "s1"}, "closed")
-	c.request(map[string]any{"op": "create_session", "id": "6"}, "session")
+	sess := c.request(map[string]any{"op": "create_session", "id": "6"}, "session")["session"].(string)
+	// Sizes and durations that would overflow are refused, not wrapped.
+	for _, line := range []string{
+		`{"op":"create_pool","id":"7","size":9223372036854775807}`,
+		`{"op":"create_pool","id":"8","size":-1}`,
+		`{"op":"create_session","id":"9","options":{"timeout":1e300}}`,
+		`{"op":"execute","id":"10","session":"` + sess + `","code":"1","timeout":-1}`,
+	} {
+		c.sendRaw(line)
+		var id struct{ ID string }
+		_ = json.Unmarshal([]byte(line), &id)
+		if ev := c.wait(id.ID, "error"); errCodeOf(ev) != "bad_request" && errCodeOf(ev) != "invalid_config" {
+			t.Errorf("%s: %v", line, ev)
+		}
+	}
+	if ev := c.request(map[string]any{"op": "execute", "id": "11", "session": sess, "code": "1 + 1"}, "result"); ev["value_plain"] != 2.0 {
+		t.Errorf("the server after absurd sizes: %v", ev)
+	}
 }
 
 func TestServiceDisconnect(t *testing.T) {

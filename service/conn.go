@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -33,6 +35,7 @@ type conn struct {
 	execs    map[string]*execution
 	next     int
 	work     sync.WaitGroup // requests being served
+	inflight chan struct{}  // a token per request being served
 }
 
 type clientPool struct {
@@ -44,6 +47,7 @@ type clientPool struct {
 // tool calls waiting for the client's answer.
 type execution struct {
 	id     string
+	ctx    context.Context
 	cancel context.CancelFunc
 
 	mu       sync.Mutex
@@ -56,13 +60,19 @@ type toolAnswer struct {
 	err   error
 }
 
-func newConn(s *Server, rw io.ReadWriteCloser) *conn {
-	return &conn{srv: s, rw: rw, sessions: map[string]*securer.Session{},
-		pools: map[string]*clientPool{}, execs: map[string]*execution{}}
+func newConn(ctx context.Context, s *Server, rw io.ReadWriteCloser) *conn {
+	c := &conn{srv: s, rw: rw, sessions: map[string]*securer.Session{},
+		pools: map[string]*clientPool{}, execs: map[string]*execution{},
+		inflight: make(chan struct{}, maxInFlight)}
+	c.ctx, c.cancel = context.WithCancel(ctx)
+	return c
 }
 
-func (c *conn) serve(ctx context.Context) error {
-	c.ctx, c.cancel = context.WithCancel(ctx)
+// maxInFlight caps one client's requests being served at once (each may
+// hold up to MaxRequestBytes of code while it waits for a session).
+const maxInFlight = 32
+
+func (c *conn) serve() error {
 	defer c.cleanup()
 	c.send(helloEvent{Type: "hello", Protocol: ProtocolVersion, Server: "securer-runc " + c.srv.opts.Version, ArgTypes: bridge.ArgTypes()})
 	r := bridge.NewReader(c.rw, MaxRequestBytes)
@@ -112,10 +122,24 @@ func (c *conn) cleanup() {
 // (ending executions still running) and its connection.
 func (c *conn) shutdown() {
 	c.closeAll()
-	if c.cancel != nil {
-		c.cancel()
-	}
+	c.cancel()
 	c.rw.Close()
+}
+
+// drain stops this client's pools from handing out sessions and lets what
+// runs on them finish until ctx ends.
+func (c *conn) drain(ctx context.Context) {
+	c.mu.Lock()
+	pools := make([]*clientPool, 0, len(c.pools))
+	for _, p := range c.pools {
+		pools = append(pools, p)
+	}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range pools {
+		wg.Go(func() { _ = p.pool.Shutdown(ctx) })
+	}
+	wg.Wait()
 }
 
 func (c *conn) closeAll() {
@@ -157,9 +181,7 @@ func (c *conn) send(ev any) {
 	if _, err := c.rw.Write(append(b, '\n')); err != nil {
 		c.dead = true
 		c.srv.log.Warn("client not reading; dropping it", "err", err)
-		if c.cancel != nil {
-			c.cancel()
-		}
+		c.cancel()
 		c.rw.Close()
 	}
 }
@@ -219,21 +241,61 @@ func (c *conn) handle(line []byte) {
 		"create_pool":     c.createPool,
 		"pool_status":     c.poolStatus,
 		"close_pool":      c.closePool,
-		"execute":         c.execute,
+		"execute":         func(*request) error { return nil }, // replaced below
 	}[req.Op]
 	if run == nil {
 		c.sendError(req.ID, fmt.Errorf("%w: unknown op %q", errBadRequest, req.Op))
 		return
+	}
+	select {
+	case c.inflight <- struct{}{}:
+	default:
+		c.sendError(req.ID, fmt.Errorf("%w: %d requests of this connection are already being served", errTooMany, maxInFlight))
+		return
+	}
+	if req.Op == "execute" {
+		// Registered before anything else is read, so that a cancel on
+		// the next line finds it.
+		e, err := c.register(req.ID)
+		if err != nil {
+			<-c.inflight
+			c.sendError(req.ID, err)
+			return
+		}
+		run = func(req *request) error { return c.execute(req, e) }
 	}
 	// Each request runs on its own: an execution waiting on R must not
 	// hold up the tool answers it needs.
 	c.work.Add(1)
 	go func() {
 		defer c.work.Done()
+		defer func() { <-c.inflight }()
+		defer func() {
+			// A bug serving one request must not take the server, and
+			// every other client's sandboxes, down with it.
+			if r := recover(); r != nil {
+				c.srv.log.Error("panic serving a request", "op", req.Op, "panic", r, "stack", string(debug.Stack()))
+				c.sendError(req.ID, fmt.Errorf("internal error serving %s", req.Op))
+			}
+		}()
 		if err := run(req); err != nil {
 			c.sendError(req.ID, err)
 		}
 	}()
+}
+
+// register books a running execution under its request id.
+func (c *conn) register(id string) (*execution, error) {
+	ctx, cancel := context.WithCancel(c.ctx)
+	e := &execution{id: id, ctx: ctx, cancel: cancel, calls: map[string]chan toolAnswer{}}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.execs[id] != nil {
+		cancel()
+		return nil, fmt.Errorf("%w: request id %q is already running", errBadRequest, id)
+	}
+	c.execs[id] = e
+	return e, nil
 }
 
 // config turns a client's tools and options into a session config within
@@ -264,11 +326,12 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 		if o.CPUs > 0 {
 			cfg.Limits.CPUs = o.CPUs
 		}
-		if o.Timeout < 0 {
-			return cfg, fmt.Errorf("%w: timeout must not be negative", securer.ErrInvalidConfig)
+		d, err := seconds("timeout", o.Timeout)
+		if err != nil {
+			return cfg, err
 		}
-		if o.Timeout > 0 {
-			cfg.Timeout = seconds(o.Timeout)
+		if d > 0 {
+			cfg.Timeout = d
 		}
 		if o.MaxToolCalls > 0 {
 			cfg.MaxToolCalls = o.MaxToolCalls
@@ -282,11 +345,15 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 		if o.MaxCodeBytes > 0 {
 			cfg.MaxCodeBytes = o.MaxCodeBytes
 		}
-		cfg.Preload = append(cfg.Preload, o.Preload...)
+		cfg.Preload = slices.Concat(cfg.Preload, o.Preload)
 	}
 	cfg.Tools = nil
 	for _, d := range tools {
-		t := securer.Tool{Name: d.Name, Description: d.Description, Timeout: seconds(d.Timeout), Handler: c.clientTool(d.Name)}
+		timeout, err := seconds("tool timeout", d.Timeout)
+		if err != nil {
+			return cfg, err
+		}
+		t := securer.Tool{Name: d.Name, Description: d.Description, Timeout: timeout, Handler: c.clientTool(d.Name)}
 		for _, a := range d.Args {
 			t.Args = append(t.Args, securer.Arg{Name: a.Name, Type: a.Type})
 		}
@@ -295,7 +362,17 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 	return cfg, nil
 }
 
-func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+// maxSeconds bounds every duration a client gives (a week).
+const maxSeconds = 7 * 24 * 3600
+
+// seconds turns a client's seconds into a duration, refusing what is
+// negative or absurdly long (which would overflow).
+func seconds(name string, v float64) (time.Duration, error) {
+	if v < 0 || v > maxSeconds || v != v {
+		return 0, fmt.Errorf("%w: %s must be between 0 and %d seconds, got %g", securer.ErrInvalidConfig, name, maxSeconds, v)
+	}
+	return time.Duration(v * float64(time.Second)), nil
+}
 
 func (c *conn) createSession(req *request) error {
 	cfg, err := c.config(req.Tools, req.Options)
@@ -356,6 +433,9 @@ func (c *conn) restartSession(req *request) error {
 	if err != nil {
 		return err
 	}
+	if c.srv.isDraining() {
+		return errDraining
+	}
 	if err := s.Restart(c.ctx); err != nil {
 		return err
 	}
@@ -372,8 +452,8 @@ func (c *conn) createPool(req *request) error {
 	if !ok {
 		return fmt.Errorf("%w: reset must be fresh, none or restart, not %q", errBadRequest, req.Reset)
 	}
-	if req.Size < 1 {
-		return fmt.Errorf("%w: pool size must be at least 1", errBadRequest)
+	if req.Size < 1 || req.Size > c.srv.opts.MaxSessions {
+		return fmt.Errorf("%w: pool size must be between 1 and the server's %d sessions, got %d", errBadRequest, c.srv.opts.MaxSessions, req.Size)
 	}
 	cfg, err := c.config(req.Tools, req.Options)
 	if err != nil {
@@ -442,16 +522,22 @@ func (c *conn) closePool(req *request) error {
 // execKey carries the execution to the client tools it calls.
 type execKey struct{}
 
-func (c *conn) execute(req *request) error {
+func (c *conn) execute(req *request, e *execution) error {
+	defer func() {
+		e.cancel()
+		c.mu.Lock()
+		delete(c.execs, req.ID)
+		c.mu.Unlock()
+	}()
 	if (req.Session == "") == (req.Pool == "") {
 		return fmt.Errorf("%w: execute needs exactly one of session and pool", errBadRequest)
 	}
-	if req.Timeout < 0 {
-		return fmt.Errorf("%w: timeout must not be negative", errBadRequest)
+	timeout, err := seconds("timeout", req.Timeout)
+	if err != nil {
+		return err
 	}
 	var s *securer.Session
 	var p *clientPool
-	var err error
 	if req.Session != "" {
 		s, err = c.session(req.Session)
 	} else {
@@ -464,24 +550,9 @@ func (c *conn) execute(req *request) error {
 		return err
 	}
 	defer c.srv.executionDone()
-
-	ctx, cancel := context.WithCancel(c.ctx)
-	defer cancel()
-	e := &execution{id: req.ID, cancel: cancel, calls: map[string]chan toolAnswer{}}
-	c.mu.Lock()
-	if c.execs[req.ID] != nil {
-		c.mu.Unlock()
-		return fmt.Errorf("%w: request id %q is already running", errBadRequest, req.ID)
-	}
-	c.execs[req.ID] = e
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.execs, req.ID)
-		c.mu.Unlock()
-	}()
+	ctx := e.ctx
 	ctx = context.WithValue(ctx, execKey{}, e)
-	opts := securer.ExecOptions{Fresh: req.Fresh, Timeout: seconds(req.Timeout),
+	opts := securer.ExecOptions{Fresh: req.Fresh, Timeout: timeout,
 		Stdout: &textStream{c: c, id: req.ID, kind: "stdout"}, Stderr: &textStream{c: c, id: req.ID, kind: "stderr"}}
 	var res *securer.Result
 	if s != nil {
@@ -491,6 +562,16 @@ func (c *conn) execute(req *request) error {
 	}
 	opts.Stdout.(*textStream).flush()
 	opts.Stderr.(*textStream).flush()
+	if res == nil && p != nil {
+		switch {
+		case errors.Is(err, securer.ErrPoolClosed) && c.srv.isDraining():
+			return fmt.Errorf("%w: %w", errDraining, err)
+		case errors.Is(err, context.Canceled) && c.ctx.Err() == nil:
+			// Cancelled while waiting for a pool session: still a result.
+			res = &securer.Result{Verdict: securer.VerdictCanceled, Value: rvalue.Null(),
+				Detail: "canceled while waiting for a pool session; nothing ran"}
+		}
+	}
 	if res == nil {
 		return err
 	}

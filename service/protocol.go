@@ -127,7 +127,7 @@ var (
 	errBadRequest = errors.New("bad request")
 	errNotFound   = errors.New("not found")
 	errDraining   = errors.New("the server is shutting down")
-	errTooMany    = errors.New("too many sessions")
+	errTooMany    = errors.New("over a server limit")
 )
 
 // Events the server sends. Every event of a request carries its id.

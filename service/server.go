@@ -23,6 +23,8 @@ type Options struct {
 	// MaxSessions caps sessions across all clients, pool members included
 	// (default 64).
 	MaxSessions int
+	// MaxClients caps connected clients (default 256).
+	MaxClients int
 	// WriteTimeout is how long one event may wait for a client to read it
 	// before the client counts as gone (default 30 s).
 	WriteTimeout time.Duration
@@ -49,6 +51,9 @@ func New(opts Options) *Server {
 	if opts.MaxSessions <= 0 {
 		opts.MaxSessions = 64
 	}
+	if opts.MaxClients <= 0 {
+		opts.MaxClients = 256
+	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 30 * time.Second
 	}
@@ -67,13 +72,21 @@ func New(opts Options) *Server {
 // server shuts down; then it closes every session and pool the client
 // made. rw is closed on return.
 func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriteCloser) error {
-	c := newConn(s, rw)
+	c := newConn(ctx, s, rw)
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
 		c.sendError("", fmt.Errorf("%w", errDraining))
+		c.cancel()
 		rw.Close()
 		return errDraining
+	}
+	if len(s.conns) >= s.opts.MaxClients {
+		s.mu.Unlock()
+		c.sendError("", fmt.Errorf("%w: %d clients connected, the server's limit", errTooMany, s.opts.MaxClients))
+		c.cancel()
+		rw.Close()
+		return errTooMany
 	}
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
@@ -82,7 +95,7 @@ func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriteCloser) error {
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
-	return c.serve(ctx)
+	return c.serve()
 }
 
 // Serve accepts clients on ln until ctx ends, serving each on its own
@@ -131,6 +144,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		close(done)
 	}()
 	s.mu.Unlock()
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	// Pools hand out no more sessions: executions queued for one end
+	// with "draining" instead of starting new code.
+	for _, c := range conns {
+		go c.drain(ctx)
+	}
 	var cut error
 	select {
 	case <-done:
@@ -138,7 +162,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		cut = fmt.Errorf("shutdown: executions cut short: %w", ctx.Err())
 	}
 	s.mu.Lock()
-	conns := make([]*conn, 0, len(s.conns))
+	conns = conns[:0]
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
@@ -151,6 +175,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	return cut
+}
+
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
 }
 
 // admitExecution counts an execution in, unless the server is draining.
@@ -178,7 +208,7 @@ func (s *Server) reserve(n int) error {
 	if s.draining {
 		return errDraining
 	}
-	if s.sessions+n > s.opts.MaxSessions {
+	if n < 0 || n > s.opts.MaxSessions-s.sessions {
 		return fmt.Errorf("%w: %d live, %d asked, at most %d on this server", errTooMany, s.sessions, n, s.opts.MaxSessions)
 	}
 	s.sessions += n

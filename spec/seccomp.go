@@ -34,6 +34,9 @@ var deniedSyscalls = []string{
 	"unshare", "setns",
 	// File handles bypass path-based checks (the "shocker" escape).
 	"open_by_handle_at", "name_to_handle_at",
+	// The multiplexed socket call of some ABIs hides its arguments behind
+	// a pointer, out of the socket-family rules' reach.
+	"socketcall",
 	// Anonymous executable files would get around the noexec mounts.
 	"memfd_create", "memfd_secret",
 	// Kernel images, modules, logs, accounting, quotas.

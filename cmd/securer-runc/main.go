@@ -69,7 +69,7 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel()}))
 	if args[0] == "serve" {
 		// serve handles its own signals: SIGTERM drains.
-		return cmdServe(args[1:], stdin, stdout, stderr, logger)
+		return cmdServe(args[1:], stderr, logger)
 	}
 	if args[0] == "run" {
 		// run drains on SIGTERM (see cmdRun); Ctrl-C stops at once.

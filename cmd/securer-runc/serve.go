@@ -20,15 +20,30 @@ import (
 	"securer-runc/service"
 )
 
-// stdio is the parent process's end of a --stdio server.
+// stdio is the parent process's end of a --stdio server. Both ends are
+// made pollable, so that a parent that stops reading hits the write
+// deadline and Close ends a blocked read.
 type stdio struct {
-	io.Reader
-	io.Writer
+	in, out *os.File
 }
 
-func (stdio) Close() error { return os.Stdin.Close() }
+func openStdio() (stdio, error) {
+	for _, fd := range []int{0, 1} {
+		if err := syscall.SetNonblock(fd, true); err != nil {
+			return stdio{}, fmt.Errorf("--stdio: %w", err)
+		}
+	}
+	return stdio{in: os.NewFile(0, "stdin"), out: os.NewFile(1, "stdout")}, nil
+}
 
-func cmdServe(args []string, stdin io.Reader, stdout, stderr io.Writer, logger *slog.Logger) int {
+func (s stdio) Read(p []byte) (int, error)  { return s.in.Read(p) }
+func (s stdio) Write(p []byte) (int, error) { return s.out.Write(p) }
+func (s stdio) SetWriteDeadline(t time.Time) error {
+	return s.out.SetWriteDeadline(t)
+}
+func (s stdio) Close() error { return errors.Join(s.in.Close(), s.out.Close()) }
+
+func cmdServe(args []string, stderr io.Writer, logger *slog.Logger) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	useStdio := fs.Bool("stdio", false, "serve one client on stdin/stdout (for a parent process that spawns the server)")
@@ -101,10 +116,7 @@ func cmdServe(args []string, stdin io.Reader, stdout, stderr io.Writer, logger *
 	defer signal.Stop(sigs)
 	drained := make(chan error, 1)
 	go func() {
-		sig, ok := <-sigs
-		if !ok {
-			return
-		}
+		sig := <-sigs
 		grace := *termGrace
 		if sig == os.Interrupt {
 			grace = 0
@@ -112,12 +124,26 @@ func cmdServe(args []string, stdin io.Reader, stdout, stderr io.Writer, logger *
 		logger.Warn("shutting down: no new work; running executions may finish", "signal", sig.String(), "grace", grace)
 		sctx, cancel := context.WithTimeout(context.Background(), grace)
 		defer cancel()
+		// A second signal (Ctrl-C during a drain) ends the grace at once.
+		go func() {
+			select {
+			case <-sigs:
+				logger.Warn("second signal: stopping running executions now")
+				cancel()
+			case <-sctx.Done():
+			}
+		}()
 		drained <- srv.Shutdown(sctx)
 		stop()
 	}()
 
 	if *useStdio {
-		err = srv.ServeConn(ctx, stdio{Reader: stdin, Writer: stdout})
+		// The process's own stdin and stdout: this mode is for a parent.
+		rw, err := openStdio()
+		if err != nil {
+			return fail(stderr, exitSandbox, err)
+		}
+		err = srv.ServeConn(ctx, rw)
 		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, context.Canceled) {
 			logger.Warn("client ended", "err", err)
 		}
