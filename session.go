@@ -344,10 +344,17 @@ func (s *Session) watchIdle(inst *instance) {
 		return
 	default:
 	}
-	if !s.busy.CompareAndSwap(false, true) {
-		return
+	// An execution under way sees the death itself; one ending now may
+	// not have: wait for it, then clean up whatever nobody claimed. The
+	// session is not held meanwhile, so a caller never gets ErrBusy from
+	// this; a new execution finds the box dead and replaces it.
+	for s.busy.Load() {
+		select {
+		case <-inst.stop:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
-	defer s.busy.Store(false)
 	if inst.dead.Swap(true) {
 		return
 	}
