@@ -220,6 +220,7 @@ func hostCrashCycle() error {
 // hostHealth: what churn and soak watch for returning to baseline.
 type hostHealth struct {
 	rssKiB, fds, goroutines, mounts int
+	heapObjects                     uint64 // live Go heap objects
 }
 
 func readHealth() hostHealth {
@@ -234,6 +235,9 @@ func readHealth() hostHealth {
 		}
 	}
 	h.fds, h.goroutines = countFDs(), runtime.NumGoroutine()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	h.heapObjects = ms.HeapObjects
 	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		h.mounts = strings.Count(string(b), "\n")
 	}
@@ -258,12 +262,23 @@ func TestChurn(t *testing.T) {
 		}
 		return nil
 	}
-	// Warm up: one-time state (the runtime dir, libraries' globals, the
-	// Go heap's working size) is not a leak.
-	for range 20 {
-		if err := cycle(); err != nil {
-			t.Fatal(err)
-		}
+	// Warm up, at the run's own concurrency: one-time state (the runtime
+	// dir, libraries' globals) and the Go runtime's working size for this
+	// load (heap arena, its GC metadata, stack pools) are not leaks.
+	var warm sync.WaitGroup
+	for range *churnWorkers {
+		warm.Go(func() {
+			for range 50 {
+				if err := cycle(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	warm.Wait()
+	if t.Failed() {
+		return
 	}
 	base := readHealth()
 	var done, failed atomic.Int64
@@ -284,7 +299,7 @@ func TestChurn(t *testing.T) {
 				}
 				if n := done.Add(1); n%1000 == 0 {
 					h := readHealth()
-					t.Logf("%d cycles in %s: RSS %d KiB, fds %d, goroutines %d, mounts %d", n, time.Since(begin).Round(time.Second), h.rssKiB, h.fds, h.goroutines, h.mounts)
+					t.Logf("%d cycles in %s: RSS %d KiB, fds %d, goroutines %d, mounts %d, heap objects %d", n, time.Since(begin).Round(time.Second), h.rssKiB, h.fds, h.goroutines, h.mounts, h.heapObjects)
 				}
 			}
 		}()
@@ -302,10 +317,10 @@ func TestChurn(t *testing.T) {
 			break
 		}
 	}
-	t.Logf("churn: %d cycles (%d workers) in %s, %.1f/s; baseline RSS %d KiB fds %d goroutines %d mounts %d; after RSS %d KiB (%+.1f%%) fds %d goroutines %d mounts %d",
+	t.Logf("churn: %d cycles (%d workers) in %s, %.1f/s; baseline RSS %d KiB fds %d goroutines %d mounts %d heap objects %d; after RSS %d KiB (%+.1f%%) fds %d goroutines %d mounts %d heap objects %d",
 		*churnCycles, *churnWorkers, took.Round(time.Second), float64(*churnCycles)/took.Seconds(),
-		base.rssKiB, base.fds, base.goroutines, base.mounts,
-		end.rssKiB, 100*float64(end.rssKiB-base.rssKiB)/float64(base.rssKiB), end.fds, end.goroutines, end.mounts)
+		base.rssKiB, base.fds, base.goroutines, base.mounts, base.heapObjects,
+		end.rssKiB, 100*float64(end.rssKiB-base.rssKiB)/float64(base.rssKiB), end.fds, end.goroutines, end.mounts, end.heapObjects)
 	if failed.Load() > 0 {
 		t.Errorf("%d of %d cycles failed; first: %s", failed.Load(), *churnCycles, errMsg)
 	}
