@@ -65,7 +65,7 @@ crash-cycles: rootfs
 	$(LONG) '^TestCrashCycles$$' -args -crash-cycles 1000 $(LONGFILTER)
 
 churn: rootfs
-	$(LONG) '^TestChurn$$' -args -churn-cycles 10000 $(LONGFILTER)
+	$(LONG) '^TestChurn$$' -args -churn-cycles 10000 -churn-warmup 1000 $(LONGFILTER)
 
 soak: rootfs
 	$(LONG) '^TestSoak$$' -args -soak 30m -soak-sessions 64 $(LONGFILTER)

@@ -29,6 +29,7 @@ var (
 	crashCycles  = flag.Int("crash-cycles", 50, "TestCrashCycles: number of crash cycles")
 	churnCycles  = flag.Int("churn-cycles", 50, "TestChurn: create/execute/destroy cycles")
 	churnWorkers = flag.Int("churn-workers", 2, "TestChurn: cycles run concurrently")
+	churnWarmup  = flag.Int("churn-warmup", 100, "TestChurn: cycles run before the baseline is taken")
 	soakFor      = flag.Duration("soak", 20*time.Second, "TestSoak: how long to run")
 	soakSessions = flag.Int("soak-sessions", 8, "TestSoak: concurrent sessions")
 )
@@ -268,7 +269,7 @@ func TestChurn(t *testing.T) {
 	var warm sync.WaitGroup
 	for range *churnWorkers {
 		warm.Go(func() {
-			for range 50 {
+			for range *churnWarmup / *churnWorkers {
 				if err := cycle(); err != nil {
 					t.Error(err)
 					return
