@@ -3,6 +3,7 @@ package securer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -69,6 +70,14 @@ func TestConfigValidation(t *testing.T) {
 		{"bad arg type", func(c *Config) { t := okTool; t.Args = []Arg{{Name: "a", Type: "float"}}; c.Tools = []Tool{t} }, "unknown type"},
 		{"dup arg", func(c *Config) { t := okTool; t.Args = []Arg{{Name: "a"}, {Name: "a"}}; c.Tools = []Tool{t} }, "declared twice"},
 		{"dup tool", func(c *Config) { c.Tools = []Tool{okTool, okTool} }, "registered twice"},
+		{"too many args", func(c *Config) {
+			t := okTool
+			t.Args = nil
+			for i := range 65 {
+				t.Args = append(t.Args, Arg{Name: fmt.Sprintf("a%d", i)})
+			}
+			c.Tools = []Tool{t}
+		}, "more than 64"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
