@@ -233,6 +233,10 @@ func TestServiceProtocol(t *testing.T) {
 			t.Errorf("%s: %v, want code %s", tc.line, ev, tc.code)
 		}
 	}
+	// Code over the server's ceiling is refused before it is queued.
+	if ev := c.request(map[string]any{"op": "execute", "id": "big", "session": sess, "code": strings.Repeat("1;", 600<<10)}); errCodeOf(ev) != "rejected" {
+		t.Errorf("1.2 MB of code: %v", ev)
+	}
 	if ev := c.request(map[string]any{"op": "ping", "id": "12"}, "pong"); ev["type"] != "pong" {
 		t.Errorf("ping after bad input: %v", ev)
 	}

@@ -254,6 +254,13 @@ func (c *conn) handle(line []byte) {
 		return
 	}
 	if req.Op == "execute" {
+		// Code over the server's ceiling is refused before it is queued:
+		// waiting requests must not hold much memory.
+		if len(req.Code) > c.srv.opts.Base.MaxCodeBytes {
+			<-c.inflight
+			c.sendError(req.ID, fmt.Errorf("%w: code is %d bytes, over the server's %d", securer.ErrRejected, len(req.Code), c.srv.opts.Base.MaxCodeBytes))
+			return
+		}
 		// Registered before anything else is read, so that a cancel on
 		// the next line finds it.
 		e, err := c.register(req.ID)
@@ -341,6 +348,9 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 		}
 		if o.MaxExecutions > 0 {
 			cfg.MaxExecutions = o.MaxExecutions
+		}
+		if o.MaxCodeBytes < 0 || o.MaxCodeBytes > c.srv.opts.Base.MaxCodeBytes {
+			return cfg, fmt.Errorf("%w: max_code_bytes %d is over the server's %d", securer.ErrInvalidConfig, o.MaxCodeBytes, c.srv.opts.Base.MaxCodeBytes)
 		}
 		if o.MaxCodeBytes > 0 {
 			cfg.MaxCodeBytes = o.MaxCodeBytes

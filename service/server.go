@@ -23,7 +23,9 @@ type Options struct {
 	// MaxSessions caps sessions across all clients, pool members included
 	// (default 64).
 	MaxSessions int
-	// MaxClients caps connected clients (default 256).
+	// MaxClients caps connected clients (default 64). With the cap on
+	// requests in flight per client and on code size, it bounds what
+	// clients can make the server hold.
 	MaxClients int
 	// WriteTimeout is how long one event may wait for a client to read it
 	// before the client counts as gone (default 30 s).
@@ -52,7 +54,7 @@ func New(opts Options) *Server {
 		opts.MaxSessions = 64
 	}
 	if opts.MaxClients <= 0 {
-		opts.MaxClients = 256
+		opts.MaxClients = 64
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 30 * time.Second
@@ -63,6 +65,9 @@ func New(opts Options) *Server {
 	// The base limits are the ceilings of what clients ask for: make them
 	// concrete.
 	opts.Base.Limits = opts.Base.Limits.WithDefaults()
+	if opts.Base.MaxCodeBytes <= 0 {
+		opts.Base.MaxCodeBytes = securer.DefaultMaxCodeBytes
+	}
 	s := &Server{opts: opts, log: opts.Logger, conns: map[*conn]struct{}{}}
 	s.idle = sync.NewCond(&s.mu)
 	return s
