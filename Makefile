@@ -8,7 +8,7 @@ LDFLAGS  := -X main.version=$(VERSION) -extldflags -static
 BIN      := bin/securer-runc
 ROOTFS   ?= /var/lib/securer-runc
 
-.PHONY: all build deps rootfs demo test unit integration bench fuzz fuzz-short vet clean \
+.PHONY: all build deps rootfs demo test unit integration rpkg rtest bench fuzz fuzz-short vet clean \
 	crash-cycles churn soak long
 
 all: build
@@ -18,7 +18,7 @@ deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		debootstrap libseccomp-dev pkg-config gcc libc6-dev \
-		r-base-core r-cran-jsonlite r-cran-processx ca-certificates jq python3
+		r-base-core r-cran-jsonlite r-cran-processx r-cran-r6 r-cran-testthat ca-certificates jq python3
 
 build:
 	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/securer-runc
@@ -42,7 +42,23 @@ unit:
 integration: rootfs
 	$(GO) test -tags '$(TAGS)' -count=1 -timeout 30m -v ./integration/ 2>&1 | tee integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; test $${PIPESTATUS[0]} -eq 0
 
-test: rootfs vet unit fuzz-short integration
+test: rootfs vet unit fuzz-short integration rtest
+
+# The R package (r/securer), installed into the site library.
+rpkg:
+	R CMD INSTALL --no-test-load r/securer
+
+# The R package's testthat tests, against real containers (as root). Its
+# sessions live under their own state dir and cgroup, checked empty after.
+RTEST_STATE := /run/securer-rtest
+RTEST_CGROUP := /securer-rtest
+rtest: build rootfs rpkg
+	cd r/securer/tests && SECURER_RUNC=$(CURDIR)/$(BIN) \
+		SECURER_SERVE_ARGS="--state $(RTEST_STATE) --cgroup-parent $(RTEST_CGROUP)" \
+		Rscript -e 'testthat::test_dir("testthat", package = "securer", load_package = "installed", stop_on_failure = TRUE)'
+	@left=$$(ls -A $(RTEST_STATE)/sessions $(RTEST_STATE)/containers 2>/dev/null); \
+		if [ -n "$$left" ]; then echo "rtest left sessions behind: $$left"; exit 1; fi
+	$(BIN) reap --state $(RTEST_STATE) --cgroup-parent $(RTEST_CGROUP) >/dev/null
 
 bench: rootfs
 	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchtime 20x -timeout 30m ./integration/

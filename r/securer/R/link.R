@@ -1,0 +1,130 @@
+# The link to securer-runc's session service: newline-delimited JSON over a
+# Unix socket (a running daemon) or over the stdin and stdout of a
+# `securer-runc serve --stdio` this R process starts (as root). The
+# protocol is PROTOCOL.md in securer-runc's repository.
+
+.securer_socket <- function() {
+  getOption("securer.socket", Sys.getenv("SECURER_SOCKET", "/run/securer-runc.sock"))
+}
+
+.securer_binary <- function() {
+  getOption("securer.binary", Sys.getenv("SECURER_RUNC", "securer-runc"))
+}
+
+.securer_serve_args <- function() {
+  extra <- getOption("securer.serve_args", Sys.getenv("SECURER_SERVE_ARGS", ""))
+  extra <- unlist(strsplit(extra, "[[:space:]]+"))
+  extra[nzchar(extra)]
+}
+
+.securer_is_root <- function() {
+  identical(unname(Sys.info()[["effective_user"]]), "root")
+}
+
+# .securer_connect() -> a link: an environment with the connections, the
+# server process (when spawned) and a buffer of lines read ahead.
+.securer_connect <- function(verbose = FALSE) {
+  link <- new.env(parent = emptyenv())
+  link$pending <- character()
+  link$next_id <- 0L
+  sock <- .securer_socket()
+  if (nzchar(sock) && file.exists(sock)) {
+    con <- tryCatch(processx::conn_connect_unix_socket(sock), error = function(e) {
+      stop(sprintf("securer: cannot connect to the securer-runc daemon at %s: %s", sock, conditionMessage(e)), call. = FALSE)
+    })
+    link$read <- con
+    link$write <- con
+    link$how <- paste("daemon at", sock)
+  } else if (.securer_is_root()) {
+    bin <- .securer_binary()
+    if (!nzchar(Sys.which(bin)) && !file.exists(bin)) {
+      stop(sprintf("securer: '%s' was not found: install securer-runc, or set options(securer.binary = ...)", bin), call. = FALSE)
+    }
+    link$log <- tempfile("securer-serve-", fileext = ".log")
+    link$proc <- processx::process$new(bin, c("serve", "--stdio", .securer_serve_args()),
+                                       stdin = "|", stdout = "|", stderr = link$log, cleanup = TRUE)
+    link$read <- link$proc$get_output_connection()
+    link$write <- link$proc$get_input_connection()
+    link$how <- paste("securer-runc serve --stdio, pid", link$proc$get_pid())
+  } else {
+    stop(paste0(
+      "securer: no sandbox available. Either start the securer-runc daemon as root ",
+      "(securer-runc serve --listen unix:", sock, " --socket-group <a group you are in>) ",
+      "and point options(securer.socket) or SECURER_SOCKET at its socket if it is elsewhere, ",
+      "or run R as root so that securer can start one itself."), call. = FALSE)
+  }
+  hello <- .securer_read(link, 30000)
+  if (!identical(hello$type, "hello") || !identical(as.integer(hello$protocol), 1L)) {
+    .securer_disconnect(link)
+    stop("securer: the server did not greet with protocol 1", call. = FALSE)
+  }
+  if (isTRUE(verbose)) message("securer: connected to ", link$how, " (", hello$server, ")")
+  link
+}
+
+.securer_disconnect <- function(link) {
+  if (isTRUE(link$closed)) return(invisible())
+  link$closed <- TRUE
+  try(close(link$write), silent = TRUE)
+  if (!is.null(link$proc)) {
+    link$proc$wait(5000)
+    if (link$proc$is_alive()) link$proc$kill()
+  }
+  invisible()
+}
+
+# .securer_send(link, msg): msg is a list, or a JSON text already.
+.securer_send <- function(link, msg) {
+  if (isTRUE(link$closed)) stop("securer: the session is closed", call. = FALSE)
+  json <- if (is.character(msg)) msg else jsonlite::toJSON(msg, auto_unbox = TRUE, null = "null", digits = NA, json_verbatim = TRUE)
+  left <- charToRaw(paste0(json, "\n"))
+  repeat {
+    left <- processx::conn_write(link$write, left)
+    if (length(left) == 0) break
+    Sys.sleep(0.001)
+  }
+}
+
+# .securer_read(link, timeout_ms) -> the next event (a list), or NULL when
+# none arrives within timeout_ms (-1: wait).
+.securer_read <- function(link, timeout_ms = -1) {
+  repeat {
+    if (length(link$pending) > 0) {
+      line <- link$pending[1]
+      link$pending <- link$pending[-1]
+      return(jsonlite::fromJSON(line, simplifyVector = FALSE))
+    }
+    ready <- processx::poll(list(link$read), timeout_ms)[[1]]
+    if (identical(ready, "timeout")) return(NULL)
+    lines <- processx::conn_read_lines(link$read)
+    if (length(lines) == 0 && !processx::conn_is_incomplete(link$read)) {
+      link$closed <- TRUE
+      msg <- "securer: the securer-runc server closed the connection"
+      if (!is.null(link$log) && file.exists(link$log)) {
+        msg <- paste(c(msg, tail(readLines(link$log, warn = FALSE), 5)), collapse = "\n")
+      }
+      stop(msg, call. = FALSE)
+    }
+    link$pending <- c(link$pending, lines[nzchar(lines)])
+  }
+}
+
+.securer_new_id <- function(link) {
+  link$next_id <- link$next_id + 1L
+  as.character(link$next_id)
+}
+
+# .securer_request(link, msg, want) sends msg with a new id and returns the
+# first event of type want for it; an error event becomes an R error.
+.securer_request <- function(link, msg, want) {
+  msg$id <- .securer_new_id(link)
+  .securer_send(link, msg)
+  repeat {
+    ev <- .securer_read(link)
+    if (!identical(ev$id, msg$id)) next
+    if (identical(ev$type, "error")) {
+      stop(sprintf("securer: %s (%s)", ev$error$message, ev$error$code), call. = FALSE)
+    }
+    if (identical(ev$type, want)) return(ev)
+  }
+}

@@ -1,0 +1,1 @@
+../../../bridge/r/values.R
