@@ -46,7 +46,7 @@ test: rootfs vet unit fuzz-short integration rtest
 
 # The R package (r/securer), installed into the site library.
 rpkg:
-	R CMD INSTALL --no-test-load r/securer
+	R CMD INSTALL r/securer
 
 # The R package's testthat tests, against real containers (as root). Its
 # sessions live under their own state dir and cgroup, checked empty after.

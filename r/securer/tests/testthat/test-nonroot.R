@@ -29,7 +29,7 @@ test_that("a non-root user works through a root daemon's socket", {
   daemon <- processx::process$new(securer:::.securer_binary(),
                                   c("serve", "--listen", paste0("unix:", sock), "--socket-mode", "0666",
                                     securer:::.securer_serve_args()),
-                                  stdout = log, stderr = log, cleanup = TRUE)
+                                  stdout = log, stderr = "2>&1", cleanup = TRUE)
   on.exit(if (daemon$is_alive()) daemon$kill(), add = TRUE)
   for (i in 1:200) if (file.exists(sock)) break else Sys.sleep(0.05)
   expect_true(file.exists(sock), info = paste(readLines(log), collapse = "\n"))
