@@ -56,7 +56,7 @@ rtest: build rootfs rpkg
 	cd r/securer/tests && SECURER_RUNC=$(CURDIR)/$(BIN) \
 		SECURER_SERVE_ARGS="--state $(RTEST_STATE) --cgroup-parent $(RTEST_CGROUP)" \
 		Rscript -e 'testthat::test_dir("testthat", package = "securer", load_package = "installed", stop_on_failure = TRUE)'
-	@left=$$(ls -A $(RTEST_STATE)/sessions $(RTEST_STATE)/containers 2>/dev/null); \
+	@left=$$(find $(RTEST_STATE)/sessions $(RTEST_STATE)/containers -mindepth 1 -maxdepth 1 2>/dev/null); \
 		if [ -n "$$left" ]; then echo "rtest left sessions behind: $$left"; exit 1; fi
 	$(BIN) reap --state $(RTEST_STATE) --cgroup-parent $(RTEST_CGROUP) >/dev/null
 
