@@ -59,6 +59,7 @@ rtest: build rootfs rpkg
 	@left=$$(find $(RTEST_STATE)/sessions $(RTEST_STATE)/containers -mindepth 1 -maxdepth 1 2>/dev/null); \
 		if [ -n "$$left" ]; then echo "rtest left sessions behind: $$left"; exit 1; fi
 	$(BIN) reap --state $(RTEST_STATE) --cgroup-parent $(RTEST_CGROUP) >/dev/null
+	rm -rf $(RTEST_STATE)
 
 bench: rootfs
 	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchtime 20x -timeout 30m ./integration/
