@@ -966,23 +966,31 @@ func TestAdversarialProcess(t *testing.T) {
 // over the heap before f.
 func heapPeak(f func()) uint64 {
 	runtime.GC()
+	return peakGrowth(f, heapInuse, 5*time.Millisecond)
+}
+
+func heapInuse() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	base := ms.HeapInuse
+	return ms.HeapInuse
+}
+
+// peakGrowth runs f while sampling sample every interval; it returns the
+// peak growth over the value before f.
+func peakGrowth(f func(), sample func() uint64, every time.Duration) uint64 {
+	base := sample()
 	var peak atomic.Uint64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		var ms runtime.MemStats
 		for {
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > peak.Load() {
-				peak.Store(ms.HeapInuse)
+			if v := sample(); v > peak.Load() {
+				peak.Store(v)
 			}
 			select {
 			case <-stop:
 				return
-			case <-time.After(5 * time.Millisecond):
+			case <-time.After(every):
 			}
 		}
 	})
@@ -1008,31 +1016,7 @@ func vmRSS() uint64 {
 
 // rssPeak runs f while sampling the process's RSS; it returns the peak
 // growth over the RSS before f.
-func rssPeak(f func()) uint64 {
-	base := vmRSS()
-	var peak atomic.Uint64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			if r := vmRSS(); r > peak.Load() {
-				peak.Store(r)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-		}
-	})
-	f()
-	close(stop)
-	wg.Wait()
-	if peak.Load() < base {
-		return 0
-	}
-	return peak.Load() - base
-}
+func rssPeak(f func()) uint64 { return peakGrowth(f, vmRSS, 2*time.Millisecond) }
 
 func TestAdversarialResources(t *testing.T) {
 	h := newAdvHarness(t, false)

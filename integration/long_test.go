@@ -227,14 +227,7 @@ type hostHealth struct {
 func readHealth() hostHealth {
 	runtime.GC()
 	debug.FreeOSMemory()
-	var h hostHealth
-	if b, err := os.ReadFile("/proc/self/status"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-				fmt.Sscan(v, &h.rssKiB)
-			}
-		}
-	}
+	h := hostHealth{rssKiB: int(vmRSS() >> 10)}
 	h.fds, h.goroutines = countFDs(), runtime.NumGoroutine()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)

@@ -234,42 +234,19 @@ func (c *conn) handle(line []byte) {
 		c.send(okEvent{Type: "pong", ID: req.ID})
 		return
 	}
-	run := map[string]func(*request) error{
-		"create_session":  c.createSession,
-		"close_session":   c.closeSession,
-		"restart_session": c.restartSession,
-		"create_pool":     c.createPool,
-		"pool_status":     c.poolStatus,
-		"close_pool":      c.closePool,
-		"execute":         func(*request) error { return nil }, // replaced below
-	}[req.Op]
-	if run == nil {
-		c.sendError(req.ID, fmt.Errorf("%w: unknown op %q", errBadRequest, req.Op))
+	run, err := c.prepare(req)
+	if err != nil {
+		c.sendError(req.ID, err)
 		return
 	}
 	select {
 	case c.inflight <- struct{}{}:
 	default:
+		if e := c.unregister(req); e != nil {
+			e.cancel()
+		}
 		c.sendError(req.ID, fmt.Errorf("%w: %d requests of this connection are already being served", errTooMany, maxInFlight))
 		return
-	}
-	if req.Op == "execute" {
-		// Code over the server's ceiling is refused before it is queued:
-		// waiting requests must not hold much memory.
-		if len(req.Code) > c.srv.opts.Base.MaxCodeBytes {
-			<-c.inflight
-			c.sendError(req.ID, fmt.Errorf("%w: code is %d bytes, over the server's %d", securer.ErrRejected, len(req.Code), c.srv.opts.Base.MaxCodeBytes))
-			return
-		}
-		// Registered before anything else is read, so that a cancel on
-		// the next line finds it.
-		e, err := c.register(req.ID)
-		if err != nil {
-			<-c.inflight
-			c.sendError(req.ID, err)
-			return
-		}
-		run = func(req *request) error { return c.execute(req, e) }
 	}
 	// Each request runs on its own: an execution waiting on R must not
 	// hold up the tool answers it needs.
@@ -289,6 +266,48 @@ func (c *conn) handle(line []byte) {
 			c.sendError(req.ID, err)
 		}
 	}()
+}
+
+// prepare picks the handler of a request that runs on its own goroutine.
+// An execution is checked and registered here, before the next line is
+// read, so that a cancel on that line finds it.
+func (c *conn) prepare(req *request) (func(*request) error, error) {
+	if req.Op != "execute" {
+		run := map[string]func(*request) error{
+			"create_session":  c.createSession,
+			"close_session":   c.closeSession,
+			"restart_session": c.restartSession,
+			"create_pool":     c.createPool,
+			"pool_status":     c.poolStatus,
+			"close_pool":      c.closePool,
+		}[req.Op]
+		if run == nil {
+			return nil, fmt.Errorf("%w: unknown op %q", errBadRequest, req.Op)
+		}
+		return run, nil
+	}
+	// Code over the server's ceiling is refused before it is queued:
+	// waiting requests must not hold much memory.
+	if len(req.Code) > c.srv.opts.Base.MaxCodeBytes {
+		return nil, fmt.Errorf("%w: code is %d bytes, over the server's %d", securer.ErrRejected, len(req.Code), c.srv.opts.Base.MaxCodeBytes)
+	}
+	e, err := c.register(req.ID)
+	if err != nil {
+		return nil, err
+	}
+	return func(req *request) error { return c.execute(req, e) }, nil
+}
+
+// unregister drops a registered execution that will not run.
+func (c *conn) unregister(req *request) *execution {
+	if req.Op != "execute" {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.execs[req.ID]
+	delete(c.execs, req.ID)
+	return e
 }
 
 // register books a running execution under its request id.

@@ -22,21 +22,12 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	code := fs.String("e", "", "R code to run (else a FILE argument, or stdin when FILE is - or absent)")
-	timeout := fs.Duration("timeout", securer.DefaultTimeout, "wall-clock limit for the code")
-	memory := fs.String("memory", "512M", "memory limit (bytes, or with K/M/G suffix); no swap")
-	pids := fs.Int64("pids", 64, "maximum number of processes")
-	cpus := fs.Float64("cpus", 1, "CPU limit, in CPUs")
-	tmp := fs.String("tmp", "64M", "size of the writable /tmp")
+	sandbox := addSandboxFlags(fs, "wall-clock limit for the code", "")
 	asJSON := fs.Bool("json", false, "print the structured result (verdict, value, output, accounting) as JSON on stdout")
 	toolsPath := fs.String("tools", "", "JSON file of host tools implemented as commands")
-	rootfsDir := fs.String("rootfs", "", "rootfs directory (default "+"/var/lib/securer-runc"+")")
-	stateDir := fs.String("state", "", "state directory (default "+securer.DefaultStateDir+")")
-	cgroupParent := fs.String("cgroup-parent", "", "cgroup all sessions live under (default "+securer.DefaultCgroupParent+")")
-	noUserNS := fs.Bool("unsafe-no-userns", false, "UNSAFE: run without a user namespace (uid 1000 in the box is uid 1000 on the host)")
 	maxToolCalls := fs.Int("max-tool-calls", securer.DefaultMaxToolCalls, "most tool calls the code may make")
 	outputLimit := fs.String("output-limit", "", "end the run after this much stdout or stderr (e.g. 10M; default: no limit)")
 	preload := fs.String("preload", "", "R packages to attach before the code runs, comma separated")
-	auditPath := fs.String("audit", "", "append a JSON Lines audit log to this file (mode 0600)")
 	termGrace := fs.Duration("term-grace", 10*time.Second, "on SIGTERM, how long the running code may still take before it is stopped")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: securer-runc run [flags] [-e CODE | FILE | -]")
@@ -50,25 +41,11 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		fmt.Fprintf(stderr, "securer-runc run: %v\n", err)
 		return exitUsage
 	}
-	mem, err := parseBytes(*memory)
+	cfg, auditCloser, err := sandbox.config(stderr, logger)
 	if err != nil {
-		return fail(stderr, exitUsage, fmt.Errorf("--memory: %w", err))
+		return fail(stderr, exitUsage, err)
 	}
-	tmpBytes, err := parseBytes(*tmp)
-	if err != nil {
-		return fail(stderr, exitUsage, fmt.Errorf("--tmp: %w", err))
-	}
-	cfg := securer.Config{
-		RootFSDir:    *rootfsDir,
-		StateDir:     *stateDir,
-		CgroupParent: *cgroupParent,
-		Timeout:      *timeout,
-		Limits: securer.Limits{
-			MemoryBytes: mem, Pids: *pids, CPUs: *cpus, TmpBytes: min(tmpBytes, mem),
-		},
-		UnsafeNoUserNamespace: *noUserNS,
-		Logger:                logger,
-	}
+	defer auditCloser.Close()
 	cfg.MaxToolCalls = *maxToolCalls
 	if *outputLimit != "" {
 		n, err := parseBytes(*outputLimit)
@@ -79,17 +56,6 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	if *preload != "" {
 		cfg.Preload = strings.Split(*preload, ",")
-	}
-	if *auditPath != "" {
-		audit, closer, err := securer.OpenAuditLog(*auditPath)
-		if err != nil {
-			return fail(stderr, exitUsage, err)
-		}
-		defer closer.Close()
-		cfg.Audit = audit
-	}
-	if *noUserNS {
-		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-no-userns: running without a user namespace")
 	}
 	if *toolsPath != "" {
 		if cfg.Tools, err = loadTools(*toolsPath); err != nil {

@@ -50,17 +50,8 @@ func cmdServe(args []string, stderr io.Writer, logger *slog.Logger) int {
 	listen := fs.String("listen", "", "serve clients on a socket: unix:PATH")
 	sockMode := fs.String("socket-mode", "0660", "file mode of the Unix socket")
 	sockGroup := fs.String("socket-group", "", "group (name or id) owning the Unix socket; its members may connect")
-	memory := fs.String("memory", "512M", "memory limit per session: the default and the most a client may ask")
-	pids := fs.Int64("pids", 64, "process limit per session: the default and the most a client may ask")
-	cpus := fs.Float64("cpus", 1, "CPU limit per session: the default and the most a client may ask")
-	tmp := fs.String("tmp", "64M", "size of /tmp per session: the default and the most a client may ask")
-	timeout := fs.Duration("timeout", securer.DefaultTimeout, "default wall-clock limit per execution")
+	sandbox := addSandboxFlags(fs, "default wall-clock limit per execution", ", per session: the default and the most a client may ask")
 	maxSessions := fs.Int("max-sessions", 64, "most live sessions across all clients (pool members included)")
-	rootfsDir := fs.String("rootfs", "", "rootfs directory (default /var/lib/securer-runc)")
-	stateDir := fs.String("state", "", "state directory (default "+securer.DefaultStateDir+")")
-	cgroupParent := fs.String("cgroup-parent", "", "cgroup all sessions live under (default "+securer.DefaultCgroupParent+")")
-	noUserNS := fs.Bool("unsafe-no-userns", false, "UNSAFE: run sessions without a user namespace")
-	auditPath := fs.String("audit", "", "append a JSON Lines audit log to this file (mode 0600)")
 	termGrace := fs.Duration("term-grace", 30*time.Second, "on SIGTERM, how long running executions may still take")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: securer-runc serve --stdio | --listen unix:PATH [flags]")
@@ -73,30 +64,11 @@ func cmdServe(args []string, stderr io.Writer, logger *slog.Logger) int {
 		fmt.Fprintln(stderr, "securer-runc serve: give exactly one of --stdio and --listen unix:PATH")
 		return exitUsage
 	}
-	mem, err := parseBytes(*memory)
+	base, auditCloser, err := sandbox.config(stderr, logger)
 	if err != nil {
-		return fail(stderr, exitUsage, fmt.Errorf("--memory: %w", err))
+		return fail(stderr, exitUsage, err)
 	}
-	tmpBytes, err := parseBytes(*tmp)
-	if err != nil {
-		return fail(stderr, exitUsage, fmt.Errorf("--tmp: %w", err))
-	}
-	base := securer.Config{
-		RootFSDir: *rootfsDir, StateDir: *stateDir, CgroupParent: *cgroupParent, Timeout: *timeout,
-		Limits:                securer.Limits{MemoryBytes: mem, Pids: *pids, CPUs: *cpus, TmpBytes: min(tmpBytes, mem)},
-		UnsafeNoUserNamespace: *noUserNS, Logger: logger,
-	}
-	if *auditPath != "" {
-		audit, closer, err := securer.OpenAuditLog(*auditPath)
-		if err != nil {
-			return fail(stderr, exitUsage, err)
-		}
-		defer closer.Close()
-		base.Audit = audit
-	}
-	if *noUserNS {
-		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-no-userns: sessions run without a user namespace")
-	}
+	defer auditCloser.Close()
 	// Refuse to serve at all on a host that cannot sandbox: a client
 	// would only learn it at its first session.
 	for _, c := range securer.CheckHost(base) {

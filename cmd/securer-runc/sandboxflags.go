@@ -1,0 +1,72 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	securer "securer-runc"
+)
+
+// sandboxFlags are the flags run and serve share: where the sandbox lives,
+// its limits, its isolation switches and the audit log.
+type sandboxFlags struct {
+	timeout                      *time.Duration
+	memory, tmp                  *string
+	pids                         *int64
+	cpus                         *float64
+	rootfs, state, cgroup, audit *string
+	noUserNS                     *bool
+}
+
+// addSandboxFlags registers them on fs; limitNote ends each limit's help.
+func addSandboxFlags(fs *flag.FlagSet, timeoutHelp, limitNote string) *sandboxFlags {
+	return &sandboxFlags{
+		timeout:  fs.Duration("timeout", securer.DefaultTimeout, timeoutHelp),
+		memory:   fs.String("memory", "512M", "memory limit (bytes, or with K/M/G suffix; no swap)"+limitNote),
+		pids:     fs.Int64("pids", 64, "process limit"+limitNote),
+		cpus:     fs.Float64("cpus", 1, "CPU limit, in CPUs"+limitNote),
+		tmp:      fs.String("tmp", "64M", "size of the writable /tmp"+limitNote),
+		rootfs:   fs.String("rootfs", "", "rootfs directory (default /var/lib/securer-runc)"),
+		state:    fs.String("state", "", "state directory (default "+securer.DefaultStateDir+")"),
+		cgroup:   fs.String("cgroup-parent", "", "cgroup all sessions live under (default "+securer.DefaultCgroupParent+")"),
+		noUserNS: fs.Bool("unsafe-no-userns", false, "UNSAFE: run without a user namespace (uid 1000 in the box is uid 1000 on the host)"),
+		audit:    fs.String("audit", "", "append a JSON Lines audit log to this file (mode 0600)"),
+	}
+}
+
+// config builds the session config the flags describe. The returned
+// closer ends the audit log (a no-op without one).
+func (f *sandboxFlags) config(stderr io.Writer, logger *slog.Logger) (securer.Config, io.Closer, error) {
+	mem, err := parseBytes(*f.memory)
+	if err != nil {
+		return securer.Config{}, nil, fmt.Errorf("--memory: %w", err)
+	}
+	tmpBytes, err := parseBytes(*f.tmp)
+	if err != nil {
+		return securer.Config{}, nil, fmt.Errorf("--tmp: %w", err)
+	}
+	cfg := securer.Config{
+		RootFSDir: *f.rootfs, StateDir: *f.state, CgroupParent: *f.cgroup, Timeout: *f.timeout,
+		Limits:                securer.Limits{MemoryBytes: mem, Pids: *f.pids, CPUs: *f.cpus, TmpBytes: min(tmpBytes, mem)},
+		UnsafeNoUserNamespace: *f.noUserNS, Logger: logger,
+	}
+	var closer io.Closer = nopCloser{}
+	if *f.audit != "" {
+		audit, c, err := securer.OpenAuditLog(*f.audit)
+		if err != nil {
+			return securer.Config{}, nil, err
+		}
+		cfg.Audit, closer = audit, c
+	}
+	if *f.noUserNS {
+		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-no-userns: running without a user namespace")
+	}
+	return cfg, closer, nil
+}
+
+type nopCloser struct{}
+
+func (nopCloser) Close() error { return nil }
