@@ -26,6 +26,10 @@ var (
 	// ErrBusy: a Session runs one Execute at a time; a second concurrent
 	// caller gets ErrBusy at once rather than waiting.
 	ErrBusy = errors.New("session busy: another Execute is running")
+	// ErrNeedsSandbox: the operation is refused on an unsandboxed session
+	// (Config.UnsafeNoSandbox), for example a fresh execution, whose
+	// clean-up would run on the host.
+	ErrNeedsSandbox = errors.New("not available without the sandbox")
 	// ErrSandboxUnavailable: the host cannot give the isolation asked for.
 	ErrSandboxUnavailable = errors.New("sandbox unavailable")
 )

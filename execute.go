@@ -9,7 +9,6 @@ import (
 	"io"
 	"runtime/debug"
 	"strings"
-	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -17,7 +16,6 @@ import (
 
 	"securer-runc/bridge"
 	"securer-runc/cgroup"
-	"securer-runc/container"
 	"securer-runc/rvalue"
 )
 
@@ -62,6 +60,11 @@ func (s *Session) execute(ctx context.Context, code string, opts ExecOptions) (*
 		return nil, ErrBusy
 	}
 	defer s.busy.Store(false)
+	if opts.Fresh && s.cfg.UnsafeNoSandbox {
+		// The sweep after a fresh execution kills every process it can see
+		// and empties the temp dirs: on the host, that would be the host's.
+		return nil, fmt.Errorf("%w: fresh executions need the sandbox; use Restart for a clean R", ErrNeedsSandbox)
+	}
 	if err := s.admit(ctx, code); err != nil {
 		return nil, err
 	}
@@ -149,7 +152,7 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 	errCap := newCapture(s.cfg.MaxOutputBytes, e.opts.Stderr, s.cfg.OutputLimit)
 	inst.stdout.setSink(outCap)
 	inst.stderr.setSink(errCap)
-	e.before = inst.usage()
+	e.before = inst.run.Usage()
 	toolCtx, cancelTool := context.WithCancel(ctx)
 	defer cancelTool()
 	e.cancelTool = cancelTool
@@ -220,7 +223,7 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 			if res, err, end := e.onToolDone(out); end {
 				return res, err
 			}
-		case <-inst.box.Done():
+		case <-inst.run.Done():
 			return e.died(nil)
 		case <-deadline:
 			deadline = nil
@@ -249,9 +252,9 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 		case <-e.grace:
 			// R did not come back: kill it, report, restart on next use.
 			inst.dead.Store(true)
-			_ = inst.box.Signal(unix.SIGKILL)
-			<-inst.box.Done()
-			e.res.Exit = rExit(inst.box.ExitStatus()).String()
+			_ = inst.run.Signal(unix.SIGKILL)
+			<-inst.run.Done()
+			e.res.Exit = inst.run.ExitStatus().String()
 			e.res.Detail = "R did not respond to the interrupt within " + s.cfg.InterruptGrace.String() +
 				"; the container was killed and the session restarts on next use"
 			return e.finish(e.stopVerdict, e.stopErr)
@@ -288,7 +291,7 @@ func (e *execution) interrupt(v Verdict, err error) {
 		return
 	}
 	e.inst.interrupted = true
-	_ = e.inst.box.Signal(unix.SIGINT)
+	_ = e.inst.run.Signal(unix.SIGINT)
 }
 
 // onFrame handles one frame from R; end reports that the execution is over.
@@ -422,16 +425,16 @@ func (e *execution) died(cause error) (*Result, error) {
 	s, inst, res := e.s, e.inst, e.res
 	inst.dead.Store(true)
 	select {
-	case <-inst.box.Done():
+	case <-inst.run.Done():
 	case <-time.After(2 * time.Second):
-		_ = inst.box.Signal(unix.SIGKILL)
-		<-inst.box.Done()
+		_ = inst.run.Signal(unix.SIGKILL)
+		<-inst.run.Done()
 	}
 	inst.stdout.drain()
 	inst.stderr.drain()
-	exit := rExit(inst.box.ExitStatus())
+	exit := inst.run.ExitStatus()
 	res.Exit = exit.String()
-	if n := inst.usage().OOMKills; n > e.before.OOMKills {
+	if n := inst.run.Usage().OOMKills; n > e.before.OOMKills {
 		res.Accounting.OOMKills = n - e.before.OOMKills
 		res.Detail = fmt.Sprintf("the memory limit (%d bytes) was reached and the kernel killed R", s.cfg.Limits.MemoryBytes)
 		return e.finish(VerdictOutOfMemory, fmt.Errorf("%w: R was killed at the %d-byte memory limit", ErrOutOfMemory, s.cfg.Limits.MemoryBytes))
@@ -451,18 +454,9 @@ func (e *execution) died(cause error) (*Result, error) {
 	return e.finish(VerdictKilled, fmt.Errorf("%w: %s", ErrKilled, exit))
 }
 
-// rExit is how R ended, seen through tini, which exits with 128+N when
-// its child was killed by signal N.
-func rExit(e container.Exit) container.Exit {
-	if e.Signal == 0 && e.Code > 128 && e.Code <= 128+64 {
-		return container.Exit{Code: -1, Signal: syscall.Signal(e.Code - 128)}
-	}
-	return e
-}
-
 // account fills in the cgroup's figures; the container must still exist.
 func (s *Session) account(inst *instance, res *Result, before cgroup.Usage) {
-	u := inst.usage()
+	u := inst.run.Usage()
 	res.Accounting.CPUUser = time.Duration(u.CPUUserNanos - min(before.CPUUserNanos, u.CPUUserNanos))
 	res.Accounting.CPUSystem = time.Duration(u.CPUSystemNanos - min(before.CPUSystemNanos, u.CPUSystemNanos))
 	res.Accounting.PeakMemoryBytes = u.PeakMemoryBytes

@@ -74,6 +74,9 @@ func NewPool(ctx context.Context, cfg Config, size int, reset ResetPolicy) (*Poo
 	if size < 1 {
 		return nil, fmt.Errorf("%w: pool size must be at least 1, got %d", ErrInvalidConfig, size)
 	}
+	if cfg.UnsafeNoSandbox && reset == ResetFresh {
+		return nil, fmt.Errorf("%w: an unsandboxed pool cannot reset by fresh executions: use ResetRestart or ResetNone", ErrNeedsSandbox)
+	}
 	bgCtx, stop := context.WithCancel(context.Background())
 	p := &Pool{cfg: cfg, size: size, reset: reset, log: cfg.withDefaults().Logger,
 		idle: make(chan *Session, size), state: map[*Session]slotState{}, bgCtx: bgCtx, stop: stop,

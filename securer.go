@@ -220,6 +220,10 @@ func hostMemory() int64 {
 	return int64(si.Totalram) * int64(si.Unit)
 }
 
+// defaultPackages are the packages R attaches at start (Rscript's own
+// default list, with methods).
+const defaultPackages = "datasets,utils,grDevices,graphics,stats,methods"
+
 // packageName is R's rule for package names.
 var packageName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9]$`)
 
@@ -228,7 +232,9 @@ type Config struct {
 	// RootFSDir holds rootfs/ and manifest.json (default rootfs.DefaultDir).
 	RootFSDir string
 	// StateDir holds container state, sockets and the R runtime (default
-	// DefaultStateDir). It must be on a local filesystem, owned by root.
+	// DefaultStateDir; unsandboxed, $XDG_RUNTIME_DIR/securer-runc or a
+	// per-user dir in the temp dir). It must be on a local filesystem and
+	// owned by the user running sessions.
 	StateDir string
 	// CgroupParent is the cgroup all sessions live under.
 	CgroupParent string
@@ -248,6 +254,16 @@ type Config struct {
 	InterruptGrace time.Duration
 	// StartTimeout bounds starting the container and R (default 30 s).
 	StartTimeout time.Duration
+	// UnsafeNoSandbox runs R without any sandbox: a plain child process of
+	// this one, as this process's user, with this host's R (HostRscript),
+	// its packages and its filesystem and network. Only rlimits apply
+	// (memory as address space, open files, file size); there is no CPU
+	// or process cap, and ExecuteFresh and Mounts are refused. For
+	// trusted code and hosts without the sandbox, never for untrusted code.
+	UnsafeNoSandbox bool
+	// HostRscript is the Rscript an unsandboxed session runs (default:
+	// "Rscript" found in PATH).
+	HostRscript string
 	// UnsafeNoUserNamespace runs the box without a user namespace. R still
 	// runs as an unprivileged uid, but uid 1000 inside is uid 1000 on the
 	// host. Only for hosts that cannot create user namespaces.
@@ -296,6 +312,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir
+		if c.UnsafeNoSandbox {
+			c.StateDir = defaultHostStateDir()
+		}
+	}
+	if c.HostRscript == "" {
+		c.HostRscript = "Rscript"
 	}
 	if c.CgroupParent == "" {
 		c.CgroupParent = DefaultCgroupParent
@@ -338,6 +360,9 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	if err := c.Limits.validate(); err != nil {
 		return err
+	}
+	if c.UnsafeNoSandbox && len(c.Mounts) > 0 {
+		return fmt.Errorf("%w: Mounts need the sandbox (an unsandboxed R sees the whole host anyway)", ErrInvalidConfig)
 	}
 	if t := c.TotalLimits; t.MemoryBytes < 0 || t.Pids < 0 || t.CPUs < 0 {
 		return fmt.Errorf("%w: total limits must not be negative", ErrInvalidConfig)

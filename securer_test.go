@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 )
@@ -122,7 +123,7 @@ func TestRError(t *testing.T) {
 }
 
 func TestOwnerRecord(t *testing.T) {
-	rec, err := ownerRecord()
+	rec, err := processRecord(os.Getpid())
 	if err != nil || !ownerAlive(rec) {
 		t.Fatalf("own record %q not alive: %v", rec, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -54,20 +55,18 @@ type Session struct {
 
 // instance is one container and its R process.
 type instance struct {
-	id     string
-	dir    string
-	box    *container.Box
-	conn   net.Conn
-	frames chan frame
-	stop   chan struct{} // closed by destroy: ends the frame reader
-	stdout *pipeReader
-	stderr *pipeReader
-	dead   atomic.Bool // must be replaced before the next Execute
-	// cgroupPaths maps controllers to the container's cgroup directories.
-	cgroupPaths map[string]string
-	cleanup     sync.Once
-	cleanupErr  error
-	// rPid is R's host pid (the container's init is tini).
+	id         string
+	dir        string
+	run        runner
+	conn       net.Conn
+	frames     chan frame
+	stop       chan struct{} // closed by destroy: ends the frame reader
+	stdout     *pipeReader
+	stderr     *pipeReader
+	dead       atomic.Bool // must be replaced before the next Execute
+	cleanup    sync.Once
+	cleanupErr error
+	// rPid is R's host pid (a container's init is tini).
 	rPid int
 	// interrupted: R was sent a SIGINT that may still be pending.
 	interrupted bool
@@ -84,17 +83,19 @@ type frame struct {
 }
 
 // NewSession starts a sandboxed R. It fails, naming what is missing, when
-// the host cannot provide the isolation asked for.
+// the host cannot provide the isolation asked for. With
+// Config.UnsafeNoSandbox it starts R without a sandbox instead.
 func NewSession(ctx context.Context, cfg Config) (*Session, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if err := hostProblems(CheckHost(cfg)); err != nil {
+	if cfg.UnsafeNoSandbox {
+		if _, err := exec.LookPath(cfg.HostRscript); err != nil {
+			return nil, fmt.Errorf("%w: an unsandboxed session runs this host's R: %w (install R, or set HostRscript)", ErrInvalidConfig, err)
+		}
+	} else if err := prepareSandbox(cfg); err != nil {
 		return nil, err
-	}
-	if _, err := rootfs.Check(cfg.RootFSDir); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}
 	if err := prepareStateDir(cfg.StateDir); err != nil {
 		return nil, err
@@ -102,14 +103,13 @@ func NewSession(ctx context.Context, cfg Config) (*Session, error) {
 	if _, err := Reap(ctx, cfg.StateDir); err != nil {
 		cfg.Logger.Warn("reaping leftovers of crashed sessions", "err", err)
 	}
-	total := cgroup.Limits{MemoryBytes: cfg.TotalLimits.MemoryBytes, Pids: cfg.TotalLimits.Pids, CPUs: cfg.TotalLimits.CPUs}
-	if _, err := cgroup.EnsureParent(cfg.CgroupParent, total); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
-	}
-	for _, m := range cfg.Mounts {
-		if err := m.validate(rootfs.RootfsPath(cfg.RootFSDir)); err != nil {
-			return nil, err
+	if !cfg.UnsafeNoSandbox {
+		total := cgroup.Limits{MemoryBytes: cfg.TotalLimits.MemoryBytes, Pids: cfg.TotalLimits.Pids, CPUs: cfg.TotalLimits.CPUs}
+		if _, err := cgroup.EnsureParent(cfg.CgroupParent, total); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 		}
+	} else {
+		cfg.Logger.Warn("UNSANDBOXED session: R runs on this host without isolation", "user", os.Geteuid(), "rscript", cfg.HostRscript)
 	}
 	s := &Session{
 		cfg:    cfg,
@@ -139,6 +139,27 @@ func NewSession(ctx context.Context, cfg Config) (*Session, error) {
 	s.inst = inst
 	return s, nil
 }
+
+// prepareSandbox checks that the host and the rootfs can give the
+// sandbox cfg asks for.
+func prepareSandbox(cfg Config) error {
+	if err := hostProblems(CheckHost(cfg)); err != nil {
+		return err
+	}
+	if _, err := rootfs.Check(cfg.RootFSDir); err != nil {
+		return fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
+	}
+	for _, m := range cfg.Mounts {
+		if err := m.validate(rootfs.RootfsPath(cfg.RootFSDir)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Sandboxed reports whether the session's R runs in the sandbox (false
+// only with Config.UnsafeNoSandbox).
+func (s *Session) Sandboxed() bool { return !s.cfg.UnsafeNoSandbox }
 
 // Execute runs code in a one-shot session: start, execute, close.
 func Execute(ctx context.Context, cfg Config, code string) (*Result, error) {
@@ -170,17 +191,13 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	if err := os.Mkdir(inst.dir, 0o711); err != nil {
 		return nil, fmt.Errorf("session dir: %w", err)
 	}
-	rec, err := ownerRecord()
+	rec, err := processRecord(os.Getpid())
 	if err != nil {
 		return nil, err
 	}
 	// Written whole or not at all: a concurrent reaper must never see a
 	// half-written record and take the session for an orphan.
-	tmp := filepath.Join(inst.dir, ownerFile+".tmp")
-	if err := os.WriteFile(tmp, []byte(rec), 0o600); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp, filepath.Join(inst.dir, ownerFile)); err != nil {
+	if err := writeAtomic(filepath.Join(inst.dir, ownerFile), rec); err != nil {
 		return nil, err
 	}
 	sockDir := filepath.Join(inst.dir, "sock")
@@ -196,46 +213,6 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 		return nil, fmt.Errorf("listen on %s: %w", sockPath, err)
 	}
 	defer ln.Close() // one connection only; closing also unlinks the socket
-	hostUID, hostGID := boxUID, boxGID
-	var userNS *spec.IDMap
-	if !s.cfg.UnsafeNoUserNamespace {
-		userNS = &spec.IDMap{HostBase: userNSHostBase, Size: userNSSize}
-		hostUID, hostGID = userNSHostBase+boxUID, userNSHostBase+boxGID
-	}
-	if err := os.Chown(sockPath, hostUID, hostGID); err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(sockPath, 0o600); err != nil {
-		return nil, err
-	}
-
-	l := s.cfg.Limits
-	sp, err := spec.Build(spec.Options{
-		RootFS: s.rootfs,
-		// tini is the box's init: it forwards our signals to R and reaps
-		// the orphans background processes leave (R as pid 1 would not).
-		Args: []string{"/usr/bin/tini", "--", "/usr/bin/Rscript", "--vanilla",
-			"--default-packages=datasets,utils,grDevices,graphics,stats,methods",
-			spec.RuntimeDir + "/" + bridge.RuntimeEntry, spec.RuntimeDir, spec.SocketDir + "/" + socketName},
-		Env: []string{
-			"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp",
-			"LANG=C.UTF-8", "TZ=UTC", "R_LIBS_USER=/nonexistent", "R_ENABLE_JIT=0",
-		},
-		UID: boxUID, GID: boxGID, UserNS: userNS,
-		CgroupsPath:   s.cfg.CgroupParent + "/" + id,
-		MemoryBytes:   l.MemoryBytes,
-		Pids:          l.Pids,
-		CPUs:          l.CPUs,
-		TmpBytes:      l.TmpBytes,
-		TmpInodes:     16384,
-		ShmBytes:      min(l.TmpBytes, 64<<20),
-		NoFile:        l.NoFile,
-		FileSizeBytes: l.FileSizeBytes,
-		Binds:         s.binds(sockDir),
-	})
-	if err != nil {
-		return nil, err
-	}
 
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -248,24 +225,29 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 		return nil, err
 	}
 	if inst.stdout, err = newPipeReader(outR); err != nil {
+		outW.Close()
+		errW.Close()
 		return nil, err
 	}
 	if inst.stderr, err = newPipeReader(errR); err != nil {
+		outW.Close()
+		errW.Close()
 		return nil, err
 	}
-	boxBegin := time.Now()
-	box, err := container.Start(ctx, filepath.Join(s.cfg.StateDir, containersDir), id, sp,
-		container.Stdio{Stdout: outW, Stderr: errW})
+	runBegin := time.Now()
+	if s.cfg.UnsafeNoSandbox {
+		inst.run, err = s.startHost(inst, sockPath, outW, errW)
+	} else {
+		inst.run, err = s.startBox(ctx, inst, sockDir, sockPath, outW, errW)
+	}
 	outW.Close()
 	errW.Close()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
+		return nil, err
 	}
-	inst.box = box
-	inst.cgroupPaths = box.CgroupPaths()
-	boxStarted := time.Now()
+	runStarted := time.Now()
 
-	conn, rPid, err := acceptFrom(ctx, ln, box, inst.cgroupPaths)
+	conn, rPid, err := acceptFrom(ctx, ln, inst.run)
 	if err != nil {
 		return nil, err
 	}
@@ -285,8 +267,8 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 			return nil, fmt.Errorf("%w: expected hello with protocol %d first", ErrProtocol, bridge.ProtocolVersion)
 		}
 		hello = h
-	case <-box.Done():
-		return nil, fmt.Errorf("R exited during start-up (%s); its stderr went to the session's stderr", box.ExitStatus())
+	case <-inst.run.Done():
+		return nil, fmt.Errorf("R exited during start-up (%s); its stderr went to the session's stderr", inst.run.ExitStatus())
 	case <-ctx.Done():
 		return nil, fmt.Errorf("R did not start within %s: %w", s.cfg.StartTimeout, ctx.Err())
 	}
@@ -312,8 +294,8 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 		case ready.Error != "":
 			return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, ready.Error)
 		}
-	case <-box.Done():
-		return nil, fmt.Errorf("R exited during start-up (%s)", box.ExitStatus())
+	case <-inst.run.Done():
+		return nil, fmt.Errorf("R exited during start-up (%s)", inst.run.ExitStatus())
 	case <-ctx.Done():
 		return nil, fmt.Errorf("R did not get ready within %s: %w", s.cfg.StartTimeout, ctx.Err())
 	}
@@ -322,9 +304,82 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	}
 	s.audit("session_start", "session", id, "r_version", hello.RVersion, "took_ms", time.Since(began).Milliseconds())
 	s.log.Debug("session started", "id", id, "r_version", hello.RVersion,
-		"setup", boxBegin.Sub(began), "container_start", boxStarted.Sub(boxBegin), "r_ready", time.Since(boxStarted))
+		"sandboxed", !s.cfg.UnsafeNoSandbox, "setup", runBegin.Sub(began), "start", runStarted.Sub(runBegin), "r_ready", time.Since(runStarted))
 	go s.watchIdle(inst)
 	return inst, nil
+}
+
+// startBox starts R in a container (the sandbox).
+func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPath string, stdout, stderr *os.File) (runner, error) {
+	hostUID, hostGID := boxUID, boxGID
+	var userNS *spec.IDMap
+	if !s.cfg.UnsafeNoUserNamespace {
+		userNS = &spec.IDMap{HostBase: userNSHostBase, Size: userNSSize}
+		hostUID, hostGID = userNSHostBase+boxUID, userNSHostBase+boxGID
+	}
+	if err := os.Chown(sockPath, hostUID, hostGID); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(sockPath, 0o600); err != nil {
+		return nil, err
+	}
+	l := s.cfg.Limits
+	sp, err := spec.Build(spec.Options{
+		RootFS: s.rootfs,
+		// tini is the box's init: it forwards our signals to R and reaps
+		// the orphans background processes leave (R as pid 1 would not).
+		Args: []string{"/usr/bin/tini", "--", "/usr/bin/Rscript", "--vanilla",
+			"--default-packages=" + defaultPackages,
+			spec.RuntimeDir + "/" + bridge.RuntimeEntry, spec.RuntimeDir, spec.SocketDir + "/" + socketName},
+		Env: []string{
+			"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp",
+			"LANG=C.UTF-8", "TZ=UTC", "R_LIBS_USER=/nonexistent", "R_ENABLE_JIT=0",
+		},
+		UID: boxUID, GID: boxGID, UserNS: userNS,
+		CgroupsPath:   s.cfg.CgroupParent + "/" + inst.id,
+		MemoryBytes:   l.MemoryBytes,
+		Pids:          l.Pids,
+		CPUs:          l.CPUs,
+		TmpBytes:      l.TmpBytes,
+		TmpInodes:     16384,
+		ShmBytes:      min(l.TmpBytes, 64<<20),
+		NoFile:        l.NoFile,
+		FileSizeBytes: l.FileSizeBytes,
+		Binds:         s.binds(sockDir),
+	})
+	if err != nil {
+		return nil, err
+	}
+	box, err := container.Start(ctx, filepath.Join(s.cfg.StateDir, containersDir), inst.id, sp,
+		container.Stdio{Stdout: stdout, Stderr: stderr})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
+	}
+	return newBoxRunner(box), nil
+}
+
+// startHost starts R as a plain child process (Config.UnsafeNoSandbox),
+// in a temp dir of the session's own, and records its pid so that a
+// later Reap can end it if this process dies first.
+func (s *Session) startHost(inst *instance, sockPath string, stdout, stderr *os.File) (runner, error) {
+	tmp := filepath.Join(inst.dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return nil, err
+	}
+	r, err := startHostR(s.cfg.HostRscript, []string{"--vanilla", "--default-packages=" + defaultPackages,
+		filepath.Join(s.runtime, bridge.RuntimeEntry), s.runtime, sockPath, "host"}, tmp, s.cfg.Limits, stdout, stderr)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := processRecord(r.pid)
+	if err == nil {
+		err = writeAtomic(filepath.Join(inst.dir, hostRFile), rec)
+	}
+	if err != nil {
+		_ = r.Destroy(context.Background())
+		return nil, fmt.Errorf("record the host R: %w", err)
+	}
+	return r, nil
 }
 
 // watchIdle removes an instance whose container dies while no execution
@@ -335,7 +390,7 @@ func (s *Session) watchIdle(inst *instance) {
 	select {
 	case <-inst.stop:
 		return
-	case <-inst.box.Done():
+	case <-inst.run.Done():
 	}
 	// destroy closes stop before it kills the box: a death it caused is
 	// not news.
@@ -358,8 +413,8 @@ func (s *Session) watchIdle(inst *instance) {
 	if inst.dead.Swap(true) {
 		return
 	}
-	s.log.Warn("R died while idle", "id", inst.id, "exit", inst.box.ExitStatus())
-	s.audit("session_died", "session", inst.id, "exit", inst.box.ExitStatus())
+	s.log.Warn("R died while idle", "id", inst.id, "exit", inst.run.ExitStatus())
+	s.audit("session_died", "session", inst.id, "exit", inst.run.ExitStatus())
 	s.destroy(inst)
 }
 
@@ -379,7 +434,7 @@ func (s *Session) binds(sockDir string) []spec.BindMount {
 // acceptFrom accepts the box's one connection and checks, by the kernel's
 // peer credentials, that it comes from a process of this container (its
 // cgroup), not from anywhere else. It returns that process: R.
-func acceptFrom(ctx context.Context, ln *net.UnixListener, box *container.Box, cgroupPaths map[string]string) (net.Conn, int, error) {
+func acceptFrom(ctx context.Context, ln *net.UnixListener, run runner) (net.Conn, int, error) {
 	type accepted struct {
 		c   *net.UnixConn
 		err error
@@ -399,9 +454,9 @@ func acceptFrom(ctx context.Context, ln *net.UnixListener, box *container.Box, c
 	}
 	select {
 	case a = <-ch:
-	case <-box.Done():
+	case <-run.Done():
 		giveUp()
-		return nil, 0, fmt.Errorf("R exited before connecting (%s)", box.ExitStatus())
+		return nil, 0, fmt.Errorf("R exited before connecting (%s)", run.ExitStatus())
 	case <-ctx.Done():
 		giveUp()
 		return nil, 0, fmt.Errorf("R did not connect: %w", ctx.Err())
@@ -421,10 +476,10 @@ func acceptFrom(ctx context.Context, ln *net.UnixListener, box *container.Box, c
 	}); cerr != nil {
 		credErr = cerr
 	}
-	procs, err := cgroup.Procs(cgroupPaths)
+	procs, err := run.Procs()
 	if credErr != nil || err != nil || !slices.Contains(procs, int(cred.Pid)) {
 		a.c.Close()
-		return nil, 0, fmt.Errorf("%w: bridge connection is not from the session's container (peer %+v)", ErrProtocol, cred)
+		return nil, 0, fmt.Errorf("%w: bridge connection is not from the session's R (peer %+v)", ErrProtocol, cred)
 	}
 	return a.c, int(cred.Pid), nil
 }
@@ -478,19 +533,19 @@ func (s *Session) destroy(inst *instance) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		close(inst.stop)
-		if inst.box != nil {
+		if inst.run != nil {
 			s.audit("session_end", "session", inst.id)
 		}
 		if inst.conn != nil {
 			inst.conn.Close()
 		}
-		if inst.box != nil {
+		if inst.run != nil {
 			t0 := time.Now()
-			if err := inst.box.Destroy(ctx); err != nil {
-				s.log.Error("destroying container", "id", inst.id, "err", err)
+			if err := inst.run.Destroy(ctx); err != nil {
+				s.log.Error("destroying R", "id", inst.id, "err", err)
 				inst.cleanupErr = err
 			}
-			s.log.Debug("container destroyed", "id", inst.id, "took", time.Since(t0))
+			s.log.Debug("R destroyed", "id", inst.id, "took", time.Since(t0))
 		}
 		if inst.stdout != nil {
 			inst.stdout.close()
@@ -581,7 +636,7 @@ func (s *Session) Alive() bool {
 		return false
 	}
 	select {
-	case <-s.inst.box.Done():
+	case <-s.inst.run.Done():
 		return false
 	default:
 		return true
@@ -599,7 +654,7 @@ func (s *Session) current(ctx context.Context) (*instance, error) {
 	s.mu.Unlock()
 	if inst != nil && !inst.dead.Load() {
 		select {
-		case <-inst.box.Done():
+		case <-inst.run.Done():
 		default:
 			if err := inst.settle(ctx); err == nil {
 				return inst, nil
@@ -620,29 +675,21 @@ func (s *Session) current(ctx context.Context) (*instance, error) {
 	return s.inst, nil
 }
 
-// usage reads the container's accounting; zero if the cgroup is gone.
-func (inst *instance) usage() cgroup.Usage {
-	u, _ := cgroup.ReadUsage(inst.cgroupPaths)
-	return u
-}
-
 // killStrays ends every process of the container but init and R: what an
 // execution started in the background does not outlive it. Processes forking
 // meanwhile are caught by the next round.
 func (inst *instance) killStrays(log *slog.Logger) {
-	initPid, err := inst.box.Pid()
-	if err != nil {
-		return
-	}
+	spared := inst.run.Spared()
 	for round := 0; round < 20; round++ {
-		pids, err := cgroup.Procs(inst.cgroupPaths)
+		pids, err := inst.run.Procs()
 		if err != nil {
 			return
 		}
 		killed := 0
 		for _, pid := range pids {
-			if pid != initPid && pid != inst.rPid {
-				// Only pids of this container's own cgroup: never anyone else's.
+			if pid != spared && pid != inst.rPid {
+				// Only pids of this session's own cgroup or process
+				// group: never anyone else's.
 				if unix.Kill(pid, unix.SIGKILL) == nil {
 					killed++
 				}
@@ -673,7 +720,7 @@ func (inst *instance) settle(ctx context.Context) error {
 			if !ok || f.err != nil || !isSwept || sw.ID != inst.sweeping {
 				return fmt.Errorf("%w: expected the sweep of execution %d, got %T %v", ErrProtocol, inst.sweeping, f.msg, f.err)
 			}
-		case <-inst.box.Done():
+		case <-inst.run.Done():
 			return errors.New("R ended while sweeping")
 		case <-ctx.Done():
 			return fmt.Errorf("R did not finish sweeping: %w", ctx.Err())
@@ -705,9 +752,9 @@ func (s *Session) EnforcedLimits() (Limits, error) {
 	if inst == nil {
 		return Limits{}, ErrSessionClosed
 	}
-	l, err := cgroup.ReadLimits(inst.cgroupPaths)
+	l, err := inst.run.Limits()
 	if err != nil {
-		return Limits{}, fmt.Errorf("read the container's cgroup limits: %w", err)
+		return Limits{}, fmt.Errorf("read the limits R runs under: %w", err)
 	}
-	return Limits{MemoryBytes: l.MemoryBytes, Pids: l.Pids, CPUs: l.CPUs}, nil
+	return l, nil
 }

@@ -23,12 +23,15 @@ import (
 //	containers/<id>/    libcontainer's state
 //	sessions/<id>/owner the pid and start time of the host process
 //	sessions/<id>/sock/ the bridge socket (bind-mounted into the box)
+//	sessions/<id>/r     an unsandboxed R's pid and start time
+//	sessions/<id>/tmp/  an unsandboxed R's working and temp dir
 //	runtime/<digest>/   the R runtime files (bind-mounted read-only)
 const (
 	containersDir = "containers"
 	sessionsDir   = "sessions"
 	runtimeDir    = "runtime"
 	ownerFile     = "owner"
+	hostRFile     = "r"
 	socketName    = "bridge.sock"
 	idPrefix      = "securer-"
 )
@@ -69,8 +72,9 @@ func processStart(pid int) (string, error) {
 	return f[19], nil
 }
 
-func ownerRecord() (string, error) {
-	pid := os.Getpid()
+// processRecord names a process by pid and start time, which together
+// tell it from a later process with a recycled pid.
+func processRecord(pid int) (string, error) {
 	st, err := processStart(pid)
 	if err != nil {
 		return "", err
@@ -78,18 +82,34 @@ func ownerRecord() (string, error) {
 	return strconv.Itoa(pid) + " " + st + "\n", nil
 }
 
-// ownerAlive reports whether the process that wrote an owner record runs.
-func ownerAlive(record string) bool {
+// recordedAlive returns the pid of the process a record names, or 0 when
+// it no longer runs.
+func recordedAlive(record string) int {
 	f := strings.Fields(record)
 	if len(f) != 2 {
-		return false
+		return 0
 	}
 	pid, err := strconv.Atoi(f[0])
 	if err != nil || pid <= 0 {
-		return false
+		return 0
 	}
-	st, err := processStart(pid)
-	return err == nil && st == f[1]
+	if st, err := processStart(pid); err != nil || st != f[1] {
+		return 0
+	}
+	return pid
+}
+
+// ownerAlive reports whether the process that wrote an owner record runs.
+func ownerAlive(record string) bool { return recordedAlive(record) != 0 }
+
+// writeAtomic writes a file whole or not at all (a concurrent reaper must
+// never see half a record).
+func writeAtomic(path, content string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // prepareStateDir makes (or checks) the state dir and its subdirs: each a
@@ -218,5 +238,13 @@ func reapOne(ctx context.Context, stateDir, id string) error {
 		// A half-written state dir: nothing to kill through it.
 		_ = os.RemoveAll(filepath.Join(ctrRoot, id))
 	}
-	return os.RemoveAll(filepath.Join(stateDir, sessionsDir, id))
+	sessDir := filepath.Join(stateDir, sessionsDir, id)
+	// An unsandboxed R outlived its owner: end its process group (it leads
+	// it, and the record's start time proves it is the same process).
+	if rec, err := os.ReadFile(filepath.Join(sessDir, hostRFile)); err == nil {
+		if pid := recordedAlive(string(rec)); pid != 0 {
+			_ = unix.Kill(-pid, unix.SIGKILL)
+		}
+	}
+	return os.RemoveAll(sessDir)
 }

@@ -49,6 +49,10 @@ func TestMain(m *testing.M) {
 		crashBusyChild()
 		return
 	}
+	if busy := os.Getenv(hostCrashChildEnv); busy != "" {
+		hostCrashChild(busy == "true")
+		return
+	}
 	if kind := os.Getenv(faultChildEnv); kind != "" {
 		faultChild(kind)
 		return

@@ -160,12 +160,12 @@ var addTool = map[string]any{"name": "add", "description": "Add two numbers",
 
 func TestServiceProtocol(t *testing.T) {
 	c, _, _ := startService(t, baseConfig(), 8)
-	if c.hello["protocol"] != 1.0 || c.hello["arg_types"] == nil {
+	if c.hello["protocol"] != 1.0 || c.hello["arg_types"] == nil || c.hello["sandboxed"] != true {
 		t.Errorf("hello: %v", c.hello)
 	}
 	ev := c.request(map[string]any{"op": "create_session", "id": "1", "tools": []any{addTool}}, "session")
 	sess, _ := ev["session"].(string)
-	if sess == "" {
+	if sess == "" || ev["sandboxed"] != true {
 		t.Fatalf("create_session: %v", ev)
 	}
 

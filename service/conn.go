@@ -74,7 +74,8 @@ const maxInFlight = 32
 
 func (c *conn) serve() error {
 	defer c.cleanup()
-	c.send(helloEvent{Type: "hello", Protocol: ProtocolVersion, Server: "securer-runc " + c.srv.opts.Version, ArgTypes: bridge.ArgTypes()})
+	c.send(helloEvent{Type: "hello", Protocol: ProtocolVersion, Server: "securer-runc " + c.srv.opts.Version, ArgTypes: bridge.ArgTypes(),
+		Sandboxed: !c.srv.opts.Base.UnsafeNoSandbox})
 	r := bridge.NewReader(c.rw, MaxRequestBytes)
 	lines := make(chan []byte)
 	readErr := make(chan error, 1)
@@ -426,7 +427,7 @@ func (c *conn) createSession(req *request) error {
 	}
 	c.sessions[name] = s
 	c.mu.Unlock()
-	c.send(sessionEvent{Type: "session", ID: req.ID, Session: name})
+	c.send(sessionEvent{Type: "session", ID: req.ID, Session: name, Sandboxed: !cfg.UnsafeNoSandbox})
 	return nil
 }
 

@@ -93,6 +93,7 @@ const (
 	CodeClosed        = "closed"
 	CodeRejected      = "rejected"
 	CodeUnavailable   = "sandbox_unavailable"
+	CodeNeedsSandbox  = "needs_sandbox"
 	CodeDraining      = "draining"
 	CodeLimit         = "limit"
 	CodeInternal      = "internal"
@@ -119,6 +120,8 @@ func errCode(err error) string {
 		return CodeRejected
 	case errors.Is(err, securer.ErrSandboxUnavailable):
 		return CodeUnavailable
+	case errors.Is(err, securer.ErrNeedsSandbox):
+		return CodeNeedsSandbox
 	}
 	return CodeInternal
 }
@@ -137,6 +140,9 @@ type (
 		Protocol int      `json:"protocol"`
 		Server   string   `json:"server"`
 		ArgTypes []string `json:"arg_types"`
+		// Sandboxed is false on a server started with --unsafe-no-sandbox:
+		// its sessions run R on the host, without isolation.
+		Sandboxed bool `json:"sandboxed"`
 	}
 	errorEvent struct {
 		Type  string    `json:"type"` // error
@@ -148,9 +154,10 @@ type (
 		Message string `json:"message"`
 	}
 	sessionEvent struct {
-		Type    string `json:"type"` // session
-		ID      string `json:"id"`
-		Session string `json:"session"`
+		Type      string `json:"type"` // session
+		ID        string `json:"id"`
+		Session   string `json:"session"`
+		Sandboxed bool   `json:"sandboxed"`
 	}
 	poolEvent struct {
 		Type   string              `json:"type"` // pool

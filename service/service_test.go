@@ -111,7 +111,7 @@ func TestErrCodes(t *testing.T) {
 	for err, code := range map[error]string{
 		errBadRequest: CodeBadRequest, errNotFound: CodeNotFound, errDraining: CodeDraining, errTooMany: CodeLimit,
 		securer.ErrInvalidConfig: CodeInvalidConfig, securer.ErrBusy: CodeBusy, securer.ErrSessionClosed: CodeClosed,
-		securer.ErrPoolClosed: CodeClosed, securer.ErrRejected: CodeRejected, securer.ErrSandboxUnavailable: CodeUnavailable,
+		securer.ErrPoolClosed: CodeClosed, securer.ErrRejected: CodeRejected, securer.ErrSandboxUnavailable: CodeUnavailable, securer.ErrNeedsSandbox: CodeNeedsSandbox,
 		errors.New("other"): CodeInternal,
 	} {
 		if got := errCode(errors.Join(errors.New("context"), err)); got != code {

@@ -5,6 +5,9 @@ local({
   rt <- new.env(parent = baseenv())
   rt$dir <- commandArgs(trailingOnly = TRUE)[1]
   rt$sock <- commandArgs(trailingOnly = TRUE)[2]
+  # "host": no sandbox (the host's UnsafeNoSandbox). The box sweep must
+  # then never run: it would kill the host's processes and files.
+  rt$on_host <- identical(commandArgs(trailingOnly = TRUE)[3], "host")
   loadNamespace("jsonlite")
   loadNamespace("processx")
   sys.source(file.path(rt$dir, "values.R"), envir = rt)
@@ -265,6 +268,7 @@ local({
   # so (swept). If the copy dies before it reports (the host kills it at a
   # timeout), this process reports for it.
   rt$execute_fresh <- function(id, stale_interrupt) {
+    if (rt$on_host) stop("fresh executions need the sandbox")
     job <- parallel:::mcfork()
     if (inherits(job, "masterProcess")) {
       rt$main_pid <- Sys.getpid()
@@ -309,6 +313,7 @@ local({
     'ipcrm --all 2>/dev/null;',
     'exit 0')
   rt$reset_box <- function() {
+    if (rt$on_host) stop("the box sweep runs only in the sandbox")
     # $1: R's temp dir (kept, emptied); $2: this R (spared, with init and
     # the shells running the sweep).
     system2("/bin/sh", c("-c", shQuote(rt$sweep_script), "sweep", shQuote(tempdir()), Sys.getpid()),

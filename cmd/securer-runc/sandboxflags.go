@@ -18,7 +18,8 @@ type sandboxFlags struct {
 	pids                         *int64
 	cpus                         *float64
 	rootfs, state, cgroup, audit *string
-	noUserNS                     *bool
+	noUserNS, noSandbox          *bool
+	rscript                      *string
 }
 
 // addSandboxFlags registers them on fs; limitNote ends each limit's help.
@@ -34,6 +35,9 @@ func addSandboxFlags(fs *flag.FlagSet, timeoutHelp, limitNote string) *sandboxFl
 		cgroup:   fs.String("cgroup-parent", "", "cgroup all sessions live under (default "+securer.DefaultCgroupParent+")"),
 		noUserNS: fs.Bool("unsafe-no-userns", false, "UNSAFE: run without a user namespace (uid 1000 in the box is uid 1000 on the host)"),
 		audit:    fs.String("audit", "", "append a JSON Lines audit log to this file (mode 0600)"),
+		noSandbox: fs.Bool("unsafe-no-sandbox", false, "UNSAFE: run R as a plain child process on this host, as this user, with no isolation "+
+			"(only memory, file and file-size rlimits); for trusted code on hosts without the sandbox"),
+		rscript: fs.String("rscript", "", "with --unsafe-no-sandbox: the host's Rscript (default: Rscript in PATH)"),
 	}
 }
 
@@ -52,6 +56,10 @@ func (f *sandboxFlags) config(stderr io.Writer, logger *slog.Logger) (securer.Co
 		RootFSDir: *f.rootfs, StateDir: *f.state, CgroupParent: *f.cgroup, Timeout: *f.timeout,
 		Limits:                securer.Limits{MemoryBytes: mem, Pids: *f.pids, CPUs: *f.cpus, TmpBytes: min(tmpBytes, mem)},
 		UnsafeNoUserNamespace: *f.noUserNS, Logger: logger,
+		UnsafeNoSandbox: *f.noSandbox, HostRscript: *f.rscript,
+	}
+	if *f.rscript != "" && !*f.noSandbox {
+		return securer.Config{}, nil, fmt.Errorf("--rscript needs --unsafe-no-sandbox (the sandbox runs the rootfs's R)")
 	}
 	var closer io.Closer = nopCloser{}
 	if *f.audit != "" {
@@ -63,6 +71,9 @@ func (f *sandboxFlags) config(stderr io.Writer, logger *slog.Logger) (securer.Co
 	}
 	if *f.noUserNS {
 		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-no-userns: running without a user namespace")
+	}
+	if *f.noSandbox {
+		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-no-sandbox: R runs on this host WITHOUT ANY SANDBOX; never give it untrusted code")
 	}
 	return cfg, closer, nil
 }

@@ -69,10 +69,15 @@ func cmdServe(args []string, stderr io.Writer, logger *slog.Logger) int {
 		return fail(stderr, exitUsage, err)
 	}
 	defer auditCloser.Close()
+	if base.UnsafeNoSandbox && !*useStdio {
+		// Every client of a socket would get R on the host as this
+		// server's user; only a parent that spawns its own server may.
+		return fail(stderr, exitUsage, errors.New("--unsafe-no-sandbox is only allowed with --stdio"))
+	}
 	// Refuse to serve at all on a host that cannot sandbox: a client
 	// would only learn it at its first session.
 	for _, c := range securer.CheckHost(base) {
-		if !c.OK {
+		if !c.OK && !base.UnsafeNoSandbox {
 			return fail(stderr, exitSandbox, fmt.Errorf("this host cannot sandbox: %s: %s (fix: %s); securer-runc doctor tells more", c.Name, c.Detail, c.Fix))
 		}
 	}

@@ -23,43 +23,69 @@
 
 # .securer_connect() -> a link: an environment with the connections, the
 # server process (when spawned) and a buffer of lines read ahead.
-.securer_connect <- function(verbose = FALSE) {
+# sandbox = FALSE always spawns a server of its own with --unsafe-no-sandbox
+# (R on this host, as this user); sandbox = TRUE never accepts a server
+# that says it runs without the sandbox.
+.securer_connect <- function(verbose = FALSE, sandbox = TRUE) {
   link <- new.env(parent = emptyenv())
   link$pending <- character()
   link$next_id <- 0L
   sock <- .securer_socket()
-  if (nzchar(sock) && file.exists(sock)) {
+  if (isTRUE(sandbox) && nzchar(sock) && file.exists(sock)) {
     con <- tryCatch(processx::conn_connect_unix_socket(sock), error = function(e) {
       stop(sprintf("securer: cannot connect to the securer-runc daemon at %s: %s", sock, conditionMessage(e)), call. = FALSE)
     })
     link$read <- con
     link$write <- con
     link$how <- paste("daemon at", sock)
-  } else if (.securer_is_root()) {
-    bin <- .securer_binary()
-    if (!nzchar(Sys.which(bin)) && !file.exists(bin)) {
-      stop(sprintf("securer: '%s' was not found: install securer-runc, or set options(securer.binary = ...)", bin), call. = FALSE)
-    }
-    link$log <- tempfile("securer-serve-", fileext = ".log")
-    link$proc <- processx::process$new(bin, c("serve", "--stdio", .securer_serve_args()),
-                                       stdin = "|", stdout = "|", stderr = link$log, cleanup = TRUE)
-    link$read <- link$proc$get_output_connection()
-    link$write <- link$proc$get_input_connection()
-    link$how <- paste("securer-runc serve --stdio, pid", link$proc$get_pid())
+  } else if (!isTRUE(sandbox) || .securer_is_root()) {
+    .securer_spawn(link, if (isTRUE(sandbox)) character() else "--unsafe-no-sandbox")
   } else {
     stop(paste0(
       "securer: no sandbox available. Either start the securer-runc daemon as root ",
       "(securer-runc serve --listen unix:", sock, " --socket-group <a group you are in>) ",
       "and point options(securer.socket) or SECURER_SOCKET at its socket if it is elsewhere, ",
-      "or run R as root so that securer can start one itself."), call. = FALSE)
+      "or run R as root so that securer can start one itself. ",
+      "sandbox = FALSE runs code without a sandbox, for trusted code only."), call. = FALSE)
   }
   hello <- .securer_read(link, 30000)
   if (!identical(hello$type, "hello") || !identical(as.integer(hello$protocol), 1L)) {
     .securer_disconnect(link)
     stop("securer: the server did not greet with protocol 1", call. = FALSE)
   }
+  link$sandboxed <- !identical(hello$sandboxed, FALSE)
+  if (isTRUE(sandbox) && !link$sandboxed) {
+    .securer_disconnect(link)
+    stop(sprintf("securer: the server (%s) runs R without a sandbox (--unsafe-no-sandbox); refusing, since sandbox = TRUE was asked",
+                 link$how), call. = FALSE)
+  }
+  if (!isTRUE(sandbox)) .securer_say_unsandboxed()
   if (isTRUE(verbose)) message("securer: connected to ", link$how, " (", hello$server, ")")
   link
+}
+
+# .securer_spawn starts `securer-runc serve --stdio` with extra flags and
+# links to it over its stdin and stdout.
+.securer_spawn <- function(link, flags) {
+  bin <- .securer_binary()
+  if (!nzchar(Sys.which(bin)) && !file.exists(bin)) {
+    stop(sprintf("securer: '%s' was not found: install securer-runc, or set options(securer.binary = ...)", bin), call. = FALSE)
+  }
+  link$log <- tempfile("securer-serve-", fileext = ".log")
+  link$proc <- processx::process$new(bin, c("serve", "--stdio", flags, .securer_serve_args()),
+                                     stdin = "|", stdout = "|", stderr = link$log, cleanup = TRUE)
+  link$read <- link$proc$get_output_connection()
+  link$write <- link$proc$get_input_connection()
+  link$how <- paste("securer-runc serve --stdio", paste(flags, collapse = " "), "pid", link$proc$get_pid())
+}
+
+# Said once per R process: sandbox = FALSE is not a sandbox.
+.securer_said <- new.env(parent = emptyenv())
+.securer_say_unsandboxed <- function() {
+  if (isTRUE(.securer_said$unsandboxed)) return(invisible())
+  .securer_said$unsandboxed <- TRUE
+  message("securer: sandbox = FALSE: code runs in a plain R process on this host, as this user, ",
+          "with no isolation (only memory and file-size limits). Use it for trusted code only.")
 }
 
 .securer_disconnect <- function(link) {

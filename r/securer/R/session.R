@@ -1,11 +1,11 @@
 # SecureSession and SecureSessionPool: sessions of securer-runc's
 # container engine, driven over its session service.
 
-.securer_require_sandbox <- function(sandbox) {
-  if (!isTRUE(sandbox)) {
-    stop(paste0("securer: sandbox = FALSE (R without a container) is not available in this ",
-                "version of the securer-runc package; use sandbox = TRUE"), call. = FALSE)
+.securer_check_sandbox <- function(sandbox) {
+  if (!is.logical(sandbox) || length(sandbox) != 1 || is.na(sandbox)) {
+    stop("sandbox must be TRUE or FALSE", call. = FALSE)
   }
+  sandbox
 }
 
 .securer_audit <- function(path, event, ...) {
@@ -122,14 +122,14 @@ SecureSession <- R6::R6Class("SecureSession",
     initialize = function(tools = list(), sandbox = FALSE, limits = NULL, verbose = FALSE,
                           sandbox_strict = FALSE, audit_log = NULL, max_executions = NULL,
                           pre_execute_hook = NULL, sanitize_errors = FALSE) {
-      .securer_require_sandbox(sandbox)
+      private$sandbox <- .securer_check_sandbox(sandbox)
       private$tool_list <- .securer_check_tools(tools)
       private$verbose <- verbose
       private$audit_log <- audit_log
       private$hook <- pre_execute_hook
       private$sanitize <- sanitize_errors
       private$opts <- .securer_options(limits, max_executions)
-      private$link <- .securer_connect(verbose)
+      private$link <- .securer_connect(verbose, sandbox)
       private$start()
     },
     execute = function(code, timeout = 30, validate = TRUE, output_handler = NULL, max_tool_calls = NULL,
@@ -178,13 +178,14 @@ SecureSession <- R6::R6Class("SecureSession",
     },
     print = function(...) {
       cat("<SecureSession>", if (self$is_alive()) "alive" else "closed",
-          "| sandbox: container (securer-runc) | tools:",
+          if (private$sandbox) "| sandbox: container (securer-runc) | tools:"
+          else "| sandbox: NONE (R on this host) | tools:",
           if (length(private$tool_list)) paste(names(private$tool_list), collapse = ", ") else "none", "\n")
       invisible(self)
     }
   ),
   private = list(
-    link = NULL, name = NULL, tool_list = NULL, verbose = FALSE, audit_log = NULL,
+    link = NULL, name = NULL, tool_list = NULL, verbose = FALSE, audit_log = NULL, sandbox = TRUE,
     hook = NULL, sanitize = FALSE, opts = NULL,
     start = function() {
       msg <- list(op = "create_session", tools = .securer_tool_decls(private$tool_list))
@@ -193,6 +194,10 @@ SecureSession <- R6::R6Class("SecureSession",
         .securer_disconnect(private$link)
         stop(e)
       })
+      if (private$sandbox && identical(ev$sandboxed, FALSE)) {
+        .securer_disconnect(private$link)
+        stop("securer: the server made a session without a sandbox although sandbox = TRUE was asked", call. = FALSE)
+      }
       private$name <- ev$session
       .securer_audit(private$audit_log, "session_start", session = ev$session)
     },
@@ -205,12 +210,16 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
   public = list(
     initialize = function(size = 4, tools = list(), sandbox = TRUE, limits = NULL, verbose = FALSE,
                           reset_between_uses = FALSE) {
-      .securer_require_sandbox(sandbox)
+      sandbox <- .securer_check_sandbox(sandbox)
       if (!is.numeric(size) || length(size) != 1 || size < 1) stop("size must be a positive number", call. = FALSE)
       private$tool_list <- .securer_check_tools(tools)
       private$n <- as.integer(size)
-      private$link <- .securer_connect(verbose)
-      msg <- list(op = "create_pool", size = private$n, reset = if (isTRUE(reset_between_uses)) "fresh" else "none",
+      private$sandbox <- sandbox
+      private$link <- .securer_connect(verbose, sandbox)
+      # Without the sandbox there are no fresh executions (their clean-up
+      # would run on the host): a reset is a new R.
+      reset <- if (!isTRUE(reset_between_uses)) "none" else if (sandbox) "fresh" else "restart"
+      msg <- list(op = "create_pool", size = private$n, reset = reset,
                   tools = .securer_tool_decls(private$tool_list))
       opts <- .securer_options(limits)
       if (!is.null(opts)) msg$options <- opts
@@ -244,11 +253,12 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
       invisible(self)
     },
     print = function(...) {
-      cat("<SecureSessionPool> size", private$n, if (is.null(private$name)) "(closed)" else "", "\n")
+      cat("<SecureSessionPool> size", private$n, if (private$sandbox) "| sandbox: container" else "| sandbox: NONE",
+          if (is.null(private$name)) "(closed)" else "", "\n")
       invisible(self)
     }
   ),
-  private = list(link = NULL, name = NULL, n = 0L, tool_list = NULL,
+  private = list(link = NULL, name = NULL, n = 0L, tool_list = NULL, sandbox = TRUE,
                  finalize = function() self$close())
 )
 

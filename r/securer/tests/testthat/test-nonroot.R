@@ -1,12 +1,13 @@
 # A user who is not root: without a daemon, a clear error; with a root
 # daemon's socket, the same code works through it.
 
-run_as_nobody <- function(code, socket) {
+run_as_nobody <- function(code, socket, serve_args = Sys.getenv("SECURER_SERVE_ARGS")) {
   script <- file.path("/tmp", paste0("securer-nobody-", Sys.getpid(), ".R"))
   writeLines(code, script)
   Sys.chmod(script, "0644")
   on.exit(unlink(script))
   out <- suppressWarnings(system2("runuser", c("-u", "nobody", "--", "env", paste0("SECURER_SOCKET=", socket),
+                                               shQuote(paste0("SECURER_SERVE_ARGS=", serve_args)), "XDG_RUNTIME_DIR=",
                                                "Rscript", "--vanilla", script), stdout = TRUE, stderr = TRUE))
   paste(out, collapse = "\n")
 }
@@ -17,6 +18,23 @@ test_that("a non-root user without a daemon gets a clear message", {
                        "/nonexistent/securer.sock")
   expect_match(out, "no sandbox available")
   expect_match(out, "securer-runc serve --listen")
+})
+
+test_that("a non-root user without a daemon can run sandbox = FALSE", {
+  out <- run_as_nobody(paste(
+    'library(securer)',
+    'add <- securer_tool("add", "Add", fn = function(a, b) a + b, args = list(a = "numeric", b = "numeric"))',
+    's <- SecureSession$new(tools = list(add))',
+    'cat("RESULT", s$execute("Sys.info()[[\'effective_user\']]"), s$execute("add(2, 3)"),',
+    '    execute_r("1 + 1", sandbox = FALSE), "\\n")',
+    's$close()', sep = "\n"), "/nonexistent/securer.sock", serve_args = "")
+  expect_match(out, "sandbox = FALSE: code runs in a plain R process", info = out)
+  expect_match(out, "RESULT nobody 5 2", info = out)
+  # Its state went to nobody's own dir in the temp dir, and was removed.
+  state <- file.path(Sys.getenv("TMPDIR", "/tmp"), paste0("securer-runc-", system2("id", c("-u", "nobody"), stdout = TRUE)))
+  expect_true(dir.exists(file.path(state, "sessions")))
+  expect_length(list.files(file.path(state, "sessions")), 0)
+  unlink(state, recursive = TRUE)
 })
 
 test_that("a non-root user works through a root daemon's socket", {

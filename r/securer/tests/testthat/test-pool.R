@@ -23,3 +23,12 @@ test_that("reset_between_uses gives each use a fresh R", {
   q$execute("kept <- 1")
   expect_true(q$execute('exists("kept")'))
 })
+
+test_that("a pool without the sandbox resets by restarting R", {
+  pool <- suppressMessages(SecureSessionPool$new(size = 1, tools = seed_tools(), sandbox = FALSE, reset_between_uses = TRUE))
+  on.exit(pool$close())
+  expect_output(print(pool), "sandbox: NONE")
+  expect_equal(pool$execute("stopifnot(!exists('leak')); leak <- 1; add(1, 2)"), 3)
+  expect_equal(pool$execute("stopifnot(!exists('leak')); leak <- 1; add(1, 2)"), 3)
+  expect_equal(pool$status()$total, 1L)
+})

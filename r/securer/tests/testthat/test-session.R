@@ -55,7 +55,31 @@ test_that("limits reach the container", {
   expect_error(SecureSession$new(sandbox = TRUE, limits = list(disk = 1)), "Unknown limits: disk")
 })
 
-test_that("sandbox = FALSE says it is not available", {
-  expect_error(SecureSession$new(), "sandbox = FALSE")
-  expect_error(execute_r("1", sandbox = FALSE), "sandbox = FALSE")
+test_that("sandbox = FALSE runs R on this host, and says so", {
+  assign("unsandboxed", FALSE, envir = securer:::.securer_said)
+  expect_message(s <- SecureSession$new(tools = seed_tools()), "no isolation")
+  on.exit(s$close())
+  # Said once per R process, not at every session.
+  expect_silent(execute_r("1", sandbox = FALSE))
+  expect_output(print(s), "sandbox: NONE")
+  expect_equal(s$execute("add(2, 3)"), 5)
+  expect_equal(s$execute("Sys.info()[['nodename']]"), Sys.info()[["nodename"]])
+  expect_false(identical(s$execute("Sys.info()[['nodename']]"), "sandbox"))
+  s$execute("kept <- 1:3")
+  expect_identical(s$execute("kept"), 1:3)
+  expect_identical(s$execute("list(a = NA_integer_, f = factor('x'))"), list(a = NA_integer_, f = factor("x")))
+  expect_error(s$execute("Sys.sleep(10)", timeout = 1), "Execution timed out after 1 second")
+  expect_identical(s$execute("kept"), 1:3)
+  expect_error(s$execute("stop('inner problem')"), "inner problem")
+  expect_error(s$execute("x <- numeric(1e9)"), "cannot allocate")
+  s$restart()
+  expect_false(s$execute("exists('kept')"))
+  expect_equal(execute_r("1 + 1", sandbox = FALSE), 2)
+  expect_error(SecureSession$new(sandbox = NA), "TRUE or FALSE")
+})
+
+test_that("sandbox = TRUE refuses a server that runs without the sandbox", {
+  old <- options(securer.serve_args = paste(Sys.getenv("SECURER_SERVE_ARGS"), "--unsafe-no-sandbox"))
+  on.exit(options(old))
+  expect_error(SecureSession$new(sandbox = TRUE), "refusing, since sandbox = TRUE was asked")
 })

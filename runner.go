@@ -1,0 +1,79 @@
+package securer
+
+import (
+	"context"
+	"os"
+	"syscall"
+
+	"securer-runc/cgroup"
+	"securer-runc/container"
+)
+
+// runner is one running R as the session sees it: a container (boxRunner)
+// or, with Config.UnsafeNoSandbox, a plain child process (hostRunner).
+type runner interface {
+	// Done is closed once R (or the box's init) has exited.
+	Done() <-chan struct{}
+	// ExitStatus is how R ended; valid once Done is closed.
+	ExitStatus() container.Exit
+	// Signal sends sig to R.
+	Signal(sig os.Signal) error
+	// Destroy kills every process of the runner and removes what it made.
+	Destroy(ctx context.Context) error
+	// Procs lists every process of the runner, R included.
+	Procs() ([]int, error)
+	// Spared is a pid that killStrays must leave alone besides R (the
+	// box's init), or 0.
+	Spared() int
+	// Usage is the runner's accounting so far.
+	Usage() cgroup.Usage
+	// Limits are the limits the kernel enforces on it now.
+	Limits() (Limits, error)
+}
+
+// boxRunner is R in a libcontainer box, under tini.
+type boxRunner struct {
+	box *container.Box
+	// cgroupPaths maps controllers to the container's cgroup directories.
+	cgroupPaths map[string]string
+}
+
+func newBoxRunner(b *container.Box) *boxRunner {
+	return &boxRunner{box: b, cgroupPaths: b.CgroupPaths()}
+}
+
+func (r *boxRunner) Done() <-chan struct{}             { return r.box.Done() }
+func (r *boxRunner) Signal(sig os.Signal) error        { return r.box.Signal(sig) }
+func (r *boxRunner) Destroy(ctx context.Context) error { return r.box.Destroy(ctx) }
+func (r *boxRunner) Procs() ([]int, error)             { return cgroup.Procs(r.cgroupPaths) }
+
+func (r *boxRunner) Spared() int {
+	pid, err := r.box.Pid()
+	if err != nil {
+		return 0
+	}
+	return pid
+}
+
+func (r *boxRunner) Usage() cgroup.Usage {
+	u, _ := cgroup.ReadUsage(r.cgroupPaths)
+	return u
+}
+
+func (r *boxRunner) Limits() (Limits, error) {
+	l, err := cgroup.ReadLimits(r.cgroupPaths)
+	if err != nil {
+		return Limits{}, err
+	}
+	return Limits{MemoryBytes: l.MemoryBytes, Pids: l.Pids, CPUs: l.CPUs}, nil
+}
+
+// ExitStatus is how R ended, seen through tini, which exits with 128+N
+// when its child was killed by signal N.
+func (r *boxRunner) ExitStatus() container.Exit {
+	e := r.box.ExitStatus()
+	if e.Signal == 0 && e.Code > 128 && e.Code <= 128+64 {
+		return container.Exit{Code: -1, Signal: syscall.Signal(e.Code - 128)}
+	}
+	return e
+}
