@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -519,5 +520,85 @@ func TestServiceClientStopsReading(t *testing.T) {
 	// Well before the 20 s execution timeout: the write deadline did it.
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("dropped after %s", took)
+	}
+}
+
+// TestServiceTCP: a daemon on loopback TCP with a bearer token serves the
+// Python example; a wrong token is refused; bad token setups do not start.
+func TestServiceTCP(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	token := "4f1c2b9e0d8a7c6b5a4f3e2d1c0b9a8f"
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loose := filepath.Join(dir, "loose")
+	short := filepath.Join(dir, "short")
+	if err := errors.Join(os.WriteFile(loose, []byte(token), 0o644), os.WriteFile(short, []byte("abc"), 0o600)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, want string
+		args       []string
+	}{
+		{"no token", "needs --token-file", nil},
+		{"readable by others", "lets others read it", []string{"--token-file", loose}},
+		{"short", "at least 32 characters", []string{"--token-file", short}},
+	} {
+		r := runCLI(t, "", append([]string{"serve", "--listen", "tcp:127.0.0.1:0"}, tc.args...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%s: exit %d, stderr %q, want %q", tc.name, r.code, r.stderr, tc.want)
+		}
+	}
+
+	cmd := exec.Command(cli(t), "serve", "--listen", "tcp:127.0.0.1:0", "--token-file", tokenFile,
+		"--state", stateDir, "--cgroup-parent", cgroupParent)
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var addr string
+	for deadline := time.Now().Add(10 * time.Second); addr == ""; time.Sleep(20 * time.Millisecond) {
+		if _, rest, ok := strings.Cut(stderr.String(), "serving on tcp:"); ok {
+			addr, _, _ = strings.Cut(rest, "\n")
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no address: %s", stderr.String())
+		}
+	}
+
+	// A wrong token: refused, connection closed.
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newSvcClient(t, conn)
+	c.wait("", "hello")
+	if c.hello["auth_required"] != true {
+		t.Errorf("hello: %v", c.hello)
+	}
+	ev := c.request(map[string]any{"op": "auth", "id": "1", "token": strings.ToUpper(token)}, "error")
+	if errCodeOf(ev) != service.CodeUnauthorized {
+		t.Errorf("wrong token: %v", ev)
+	}
+
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatalf("python3: %v", err)
+	}
+	run := exec.Command(py, "../clients/python/example.py")
+	run.Env = append(os.Environ(), "SECURER_ADDR=tcp:"+addr, "SECURER_TOKEN="+token)
+	out, err := run.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "add: ok 5\n") || !strings.Contains(string(out), "hostname: sandbox\n") {
+		t.Errorf("example.py over TCP: %v\n%s", err, out)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("serve after SIGTERM: %v; stderr %s", err, stderr.String())
+	}
+	if left := leftovers(); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
 	}
 }

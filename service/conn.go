@@ -2,6 +2,8 @@ package service
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,7 +77,7 @@ const maxInFlight = 32
 func (c *conn) serve() error {
 	defer c.cleanup()
 	c.send(helloEvent{Type: "hello", Protocol: ProtocolVersion, Server: "securer-runc " + c.srv.opts.Version, ArgTypes: bridge.ArgTypes(),
-		Sandboxed: !c.srv.opts.Base.UnsafeNoSandbox})
+		Sandboxed: !c.srv.opts.Base.UnsafeNoSandbox, AuthRequired: c.srv.opts.Token != ""})
 	r := bridge.NewReader(c.rw, MaxRequestBytes)
 	lines := make(chan []byte)
 	readErr := make(chan error, 1)
@@ -95,6 +97,11 @@ func (c *conn) serve() error {
 			}
 		}
 	}()
+	if c.srv.opts.Token != "" {
+		if err := c.authenticate(lines, readErr); err != nil {
+			return err
+		}
+	}
 	for {
 		select {
 		case line := <-lines:
@@ -108,6 +115,52 @@ func (c *conn) serve() error {
 			return c.ctx.Err()
 		}
 	}
+}
+
+// authFailDelay slows down guessing: a failed attempt costs a connection
+// and this long.
+const authFailDelay = time.Second
+
+// authenticate takes the client's first request, which must be auth with
+// the server's token; anything else ends the connection.
+func (c *conn) authenticate(lines <-chan []byte, readErr <-chan error) error {
+	timer := time.NewTimer(c.srv.opts.AuthTimeout)
+	defer timer.Stop()
+	var fail error
+	id := ""
+	select {
+	case line := <-lines:
+		req, err := decodeRequest(line)
+		switch {
+		case err != nil || req.Op != "auth":
+			fail = fmt.Errorf("%w: the first request must be auth with the server's token", errUnauthorized)
+		case !tokenMatches(req.Token, c.srv.opts.Token):
+			id, fail = req.ID, fmt.Errorf("%w: wrong token", errUnauthorized)
+		default:
+			c.send(okEvent{Type: "ok", ID: req.ID})
+			return nil
+		}
+	case err := <-readErr:
+		return err
+	case <-timer.C:
+		fail = fmt.Errorf("%w: no auth within %s", errUnauthorized, c.srv.opts.AuthTimeout)
+	case <-c.ctx.Done():
+		return c.ctx.Err()
+	}
+	c.srv.log.Warn("client refused", "err", fail)
+	select {
+	case <-time.After(authFailDelay):
+	case <-c.ctx.Done():
+	}
+	c.sendError(id, fail)
+	return fail
+}
+
+// tokenMatches compares in constant time, lengths included (through
+// hashes), so that timing tells nothing about the token.
+func tokenMatches(got, want string) bool {
+	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
 }
 
 // cleanup runs when the client is gone: cancel what runs, close what it
@@ -233,6 +286,10 @@ func (c *conn) handle(line []byte) {
 		return
 	case "ping":
 		c.send(okEvent{Type: "pong", ID: req.ID})
+		return
+	case "auth":
+		// Only reached once authenticated, or on a server without a token.
+		c.send(okEvent{Type: "ok", ID: req.ID})
 		return
 	}
 	run, err := c.prepare(req)

@@ -46,6 +46,9 @@ type request struct {
 
 	// cancel
 	Target string `json:"target,omitempty"`
+
+	// auth: the first request on a server with a token
+	Token string `json:"token,omitempty"`
 }
 
 // toolDecl is a tool the client answers itself.
@@ -94,6 +97,7 @@ const (
 	CodeRejected      = "rejected"
 	CodeUnavailable   = "sandbox_unavailable"
 	CodeNeedsSandbox  = "needs_sandbox"
+	CodeUnauthorized  = "unauthorized"
 	CodeDraining      = "draining"
 	CodeLimit         = "limit"
 	CodeInternal      = "internal"
@@ -110,6 +114,8 @@ func errCode(err error) string {
 		return CodeDraining
 	case errors.Is(err, errTooMany):
 		return CodeLimit
+	case errors.Is(err, errUnauthorized):
+		return CodeUnauthorized
 	case errors.Is(err, securer.ErrInvalidConfig):
 		return CodeInvalidConfig
 	case errors.Is(err, securer.ErrBusy):
@@ -127,10 +133,11 @@ func errCode(err error) string {
 }
 
 var (
-	errBadRequest = errors.New("bad request")
-	errNotFound   = errors.New("not found")
-	errDraining   = errors.New("the server is shutting down")
-	errTooMany    = errors.New("over a server limit")
+	errBadRequest   = errors.New("bad request")
+	errNotFound     = errors.New("not found")
+	errDraining     = errors.New("the server is shutting down")
+	errTooMany      = errors.New("over a server limit")
+	errUnauthorized = errors.New("unauthorized")
 )
 
 // Events the server sends. Every event of a request carries its id.
@@ -143,6 +150,8 @@ type (
 		// Sandboxed is false on a server started with --unsafe-no-sandbox:
 		// its sessions run R on the host, without isolation.
 		Sandboxed bool `json:"sandboxed"`
+		// AuthRequired: the first request must be auth with the token.
+		AuthRequired bool `json:"auth_required"`
 	}
 	errorEvent struct {
 		Type  string    `json:"type"` // error

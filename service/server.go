@@ -30,6 +30,12 @@ type Options struct {
 	// WriteTimeout is how long one event may wait for a client to read it
 	// before the client counts as gone (default 30 s).
 	WriteTimeout time.Duration
+	// Token, when set, must be presented by every client in an auth
+	// request before any other (a bearer token, compared in constant
+	// time). Required on TCP, where the peer's identity is unknown.
+	Token string
+	// AuthTimeout is how long a client has to authenticate (default 10 s).
+	AuthTimeout time.Duration
 	// Version is reported in the hello.
 	Version string
 	Logger  *slog.Logger
@@ -61,6 +67,9 @@ func New(opts Options) *Server {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.AuthTimeout <= 0 {
+		opts.AuthTimeout = 10 * time.Second
 	}
 	// The base limits are the ceilings of what clients ask for: make them
 	// concrete.

@@ -1,7 +1,9 @@
 """R code in a sandbox calls a tool answered in Python.
 
 Run as root: python3 example.py   (SECURER_RUNC names the binary, default
-securer-runc on PATH; SECURER_SERVE_ARGS adds flags to `serve --stdio`)."""
+securer-runc on PATH; SECURER_SERVE_ARGS adds flags to `serve --stdio`).
+With SECURER_ADDR=tcp:HOST:PORT and SECURER_TOKEN it connects to a daemon
+on TCP instead."""
 
 import os
 import sys
@@ -27,7 +29,14 @@ tools = [
     Tool("fail", fail, args={"x": ""}),
 ]
 
-with Client.spawn([binary, "serve", "--stdio", *extra]) as client:
+addr = os.environ.get("SECURER_ADDR", "")
+if addr.startswith("tcp:"):
+    host, _, port = addr[len("tcp:"):].rpartition(":")
+    client = Client.connect_tcp(host, port)
+else:
+    client = Client.spawn([binary, "serve", "--stdio", *extra])
+
+with client:
     session = client.create_session(tools=tools, timeout=10)
     r = session.execute("add(2, 3)")
     print("add:", r["verdict"], r["value_plain"])

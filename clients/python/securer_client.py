@@ -5,7 +5,8 @@ answers with Python functions. See PROTOCOL.md in the repository.
 
     from securer_client import Client, Tool
 
-    with Client.spawn() as client:              # or Client.connect("/run/securer-runc.sock")
+    with Client.spawn() as client:   # or Client.connect("/run/securer-runc.sock"),
+                                     # or Client.connect_tcp("127.0.0.1", 7070, token)
         add = Tool("add", lambda a, b: a + b, args={"a": "numeric", "b": "numeric"})
         session = client.create_session(tools=[add])
         result = session.execute("add(2, 3)")
@@ -42,13 +43,18 @@ class Tool:
 class Client:
     """One connection to the server. Not for use from several threads at once."""
 
-    def __init__(self, rfile, wfile, closer):
+    def __init__(self, rfile, wfile, closer, token=None):
         self._r, self._w, self._closer = rfile, wfile, closer
         self._ids = itertools.count(1)
         self._tools = {}  # session or pool name -> {tool name: Tool}
         self.hello = self._read()
         if self.hello.get("type") != "hello":
             raise ServerError("bad_request", f"expected hello, got {self.hello}")
+        if self.hello.get("auth_required"):
+            if not token:
+                closer()
+                raise ServerError("unauthorized", "the server wants a token (SECURER_TOKEN)")
+            self._request({"op": "auth", "token": token}, "ok")
 
     @classmethod
     def spawn(cls, command=None):
@@ -63,12 +69,18 @@ class Client:
         return cls(proc.stdout, proc.stdin, close)
 
     @classmethod
-    def connect(cls, path=None):
+    def connect(cls, path=None, token=None):
         """Connect to a running daemon's Unix socket."""
         path = path or os.environ.get("SECURER_SOCKET", "/run/securer-runc.sock")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(path)
-        return cls(sock.makefile("rb"), sock.makefile("wb"), sock.close)
+        return cls(sock.makefile("rb"), sock.makefile("wb"), sock.close, token or os.environ.get("SECURER_TOKEN"))
+
+    @classmethod
+    def connect_tcp(cls, host, port, token=None):
+        """Connect to a daemon serving on TCP (serve --listen tcp:HOST:PORT --token-file F)."""
+        sock = socket.create_connection((host, int(port)))
+        return cls(sock.makefile("rb"), sock.makefile("wb"), sock.close, token or os.environ.get("SECURER_TOKEN"))
 
     def __enter__(self):
         return self

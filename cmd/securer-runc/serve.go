@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"os/user"
@@ -47,22 +48,34 @@ func cmdServe(args []string, stderr io.Writer, logger *slog.Logger) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	useStdio := fs.Bool("stdio", false, "serve one client on stdin/stdout (for a parent process that spawns the server)")
-	listen := fs.String("listen", "", "serve clients on a socket: unix:PATH")
+	listen := fs.String("listen", "", "serve clients on a socket: unix:PATH, or tcp:HOST:PORT (needs --token-file)")
+	tokenFile := fs.String("token-file", "", "clients must first send this file's token (auth); required with tcp:, optional with unix:")
 	sockMode := fs.String("socket-mode", "0660", "file mode of the Unix socket")
 	sockGroup := fs.String("socket-group", "", "group (name or id) owning the Unix socket; its members may connect")
 	sandbox := addSandboxFlags(fs, "default wall-clock limit per execution", ", per session: the default and the most a client may ask")
 	maxSessions := fs.Int("max-sessions", 64, "most live sessions across all clients (pool members included)")
 	termGrace := fs.Duration("term-grace", 30*time.Second, "on SIGTERM, how long running executions may still take")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: securer-runc serve --stdio | --listen unix:PATH [flags]")
+		fmt.Fprintln(stderr, "usage: securer-runc serve --stdio | --listen unix:PATH | --listen tcp:HOST:PORT --token-file FILE [flags]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
 	if *useStdio == (*listen != "") {
-		fmt.Fprintln(stderr, "securer-runc serve: give exactly one of --stdio and --listen unix:PATH")
+		fmt.Fprintln(stderr, "securer-runc serve: give exactly one of --stdio and --listen unix:PATH or tcp:HOST:PORT")
 		return exitUsage
+	}
+	token := ""
+	if *tokenFile != "" {
+		var err error
+		if token, err = readToken(*tokenFile); err != nil {
+			return fail(stderr, exitUsage, err)
+		}
+	}
+	tcpAddr, isTCP := strings.CutPrefix(*listen, "tcp:")
+	if isTCP && token == "" {
+		return fail(stderr, exitUsage, errors.New("--listen tcp: needs --token-file: anyone who can reach the port could run code otherwise"))
 	}
 	base, auditCloser, err := sandbox.config(stderr, logger)
 	if err != nil {
@@ -84,7 +97,7 @@ func cmdServe(args []string, stderr io.Writer, logger *slog.Logger) int {
 	if err := securer.ProtectFromOOM(); err != nil {
 		logger.Debug("could not lower the server's OOM score", "err", err)
 	}
-	srv := service.New(service.Options{Base: base, MaxSessions: *maxSessions, Version: version, Logger: logger})
+	srv := service.New(service.Options{Base: base, MaxSessions: *maxSessions, Version: version, Logger: logger, Token: token})
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -124,10 +137,23 @@ func cmdServe(args []string, stderr io.Writer, logger *slog.Logger) int {
 		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, context.Canceled) {
 			logger.Warn("client ended", "err", err)
 		}
+	} else if isTCP {
+		ln, err := net.Listen("tcp", tcpAddr)
+		if err != nil {
+			return fail(stderr, exitSandbox, fmt.Errorf("--listen: %w", err))
+		}
+		if ap, err := netip.ParseAddrPort(ln.Addr().String()); err != nil || !ap.Addr().IsLoopback() {
+			fmt.Fprintf(stderr, "securer-runc: WARNING: %s is not a loopback address: the protocol is plain text (token, code, results); keep it on a private network or put TLS in front\n", ln.Addr())
+		}
+		logger.Info("serving", "tcp", ln.Addr().String())
+		fmt.Fprintf(stderr, "securer-runc: serving on tcp:%s\n", ln.Addr())
+		if err := srv.Serve(ctx, ln); err != nil {
+			return fail(stderr, exitSandbox, err)
+		}
 	} else {
 		path, ok := strings.CutPrefix(*listen, "unix:")
 		if !ok || path == "" {
-			return fail(stderr, exitUsage, fmt.Errorf("--listen %q: want unix:PATH", *listen))
+			return fail(stderr, exitUsage, fmt.Errorf("--listen %q: want unix:PATH or tcp:HOST:PORT", *listen))
 		}
 		mode, err := strconv.ParseUint(*sockMode, 8, 32)
 		if err != nil {
@@ -162,6 +188,30 @@ func cmdServe(args []string, stderr io.Writer, logger *slog.Logger) int {
 		cancel()
 	}
 	return exitOK
+}
+
+// minTokenBytes is the shortest token accepted (128 bits as hex).
+const minTokenBytes = 32
+
+// readToken reads a bearer token from a file only its owner can read,
+// as ssh does with keys: a token others can read is no secret.
+func readToken(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("--token-file %s: mode %s lets others read it; chmod 600 it", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if len(token) < minTokenBytes || strings.ContainsAny(token, " \t\r\n") {
+		return "", fmt.Errorf("--token-file %s: want one token of at least %d characters on one line (for example: openssl rand -hex 32)", path, minTokenBytes)
+	}
+	return token, nil
 }
 
 func lookupGroup(g string) (int, error) {

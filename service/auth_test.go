@@ -1,0 +1,101 @@
+package service
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net"
+	"testing"
+	"time"
+)
+
+// TestAuth serves on loopback TCP with a token: only a first request of
+// auth with the right token lets a client in; everything else ends the
+// connection with "unauthorized".
+func TestAuth(t *testing.T) {
+	const token = "0123456789abcdef-secret"
+	srv := New(Options{Token: token, AuthTimeout: 300 * time.Millisecond, Version: "test"})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, ln); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	for _, tc := range []struct {
+		name  string
+		lines []string
+		want  []string // event types after the hello, then EOF
+	}{
+		{"right token", []string{`{"op":"auth","id":"a","token":"` + token + `"}`, `{"op":"ping","id":"p"}`}, []string{"ok", "pong"}},
+		{"wrong token", []string{`{"op":"auth","id":"a","token":"0123456789abcdef-secreT"}`, `{"op":"ping","id":"p"}`}, []string{"error"}},
+		{"token prefix", []string{`{"op":"auth","id":"a","token":"0123456789abcdef"}`}, []string{"error"}},
+		{"no auth first", []string{`{"op":"ping","id":"p"}`}, []string{"error"}},
+		{"not JSON", []string{`hello`}, []string{"error"}},
+		{"silence", nil, []string{"error"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+			r := bufio.NewScanner(nc)
+			var hello map[string]any
+			if !r.Scan() || json.Unmarshal(r.Bytes(), &hello) != nil || hello["auth_required"] != true {
+				t.Fatalf("hello: %q", r.Text())
+			}
+			for _, l := range tc.lines {
+				nc.Write([]byte(l + "\n"))
+			}
+			var got []string
+			for r.Scan() {
+				var ev map[string]any
+				if err := json.Unmarshal(r.Bytes(), &ev); err != nil {
+					t.Fatalf("not JSON: %q", r.Text())
+				}
+				got = append(got, ev["type"].(string))
+				if ev["type"] == "error" && errCodeIn(ev) != CodeUnauthorized {
+					t.Errorf("error event %v, want code %s", ev, CodeUnauthorized)
+				}
+				if ev["type"] == "pong" {
+					break // authenticated: the connection stays open
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("events %v, want %v", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Fatalf("events %v, want %v", got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func errCodeIn(ev map[string]any) string {
+	e, _ := ev["error"].(map[string]any)
+	code, _ := e["code"].(string)
+	return code
+}
+
+func TestTokenMatches(t *testing.T) {
+	for _, tc := range []struct {
+		got, want string
+		ok        bool
+	}{
+		{"abc", "abc", true},
+		{"abd", "abc", false},
+		{"ab", "abc", false},
+		{"abcd", "abc", false},
+		{"", "abc", false},
+	} {
+		if tokenMatches(tc.got, tc.want) != tc.ok {
+			t.Errorf("tokenMatches(%q, %q) = %v", tc.got, tc.want, !tc.ok)
+		}
+	}
+}
