@@ -1,16 +1,19 @@
 package securer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -23,23 +26,38 @@ import (
 // UnsafeNoSandbox): no namespaces, no seccomp, no cgroup; only rlimits.
 // R leads its own process group, which is what Procs, killStrays and
 // Destroy act on: processes that leave the group (setsid) escape them.
+//
+// R is not reaped until Destroy: while it is an unreaped zombie its pid,
+// and so its process group's id, cannot be given to anyone else, which
+// makes signalling the group after R's death safe.
 type hostRunner struct {
-	cmd  *exec.Cmd
-	pid  int
-	done chan struct{}
+	cmd    *exec.Cmd
+	pid    int
+	done   chan struct{}
+	exit   container.Exit // set before done is closed
+	reaped atomic.Bool    // the pid may name another process now
+
+	mu       sync.Mutex
+	lastPeak uint64 // peak RSS last read, kept once R is gone
 
 	destroyOnce sync.Once
 	destroyErr  error
 }
+
+// sessionMarker is the environment variable marking every process of an
+// unsandboxed session, so that Reap can tell them from a stranger that
+// got a recycled pid or process group id.
+const sessionMarker = "SECURER_SESSION"
 
 // hostEnvKeep are the variables of this process's environment a host R
 // inherits (secrets such as API keys in the environment do not cross).
 var hostEnvKeep = []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "R_LIBS", "R_LIBS_USER", "R_LIBS_SITE"}
 
 // hostEnv is R's environment: the kept variables, TMPDIR in the
-// session's own directory, and the JIT off (see the runtime).
-func hostEnv(tmpDir string) []string {
-	env := []string{"TMPDIR=" + tmpDir, "R_ENABLE_JIT=0"}
+// session's own directory, the session marker and the JIT off (see the
+// runtime).
+func hostEnv(tmpDir, id string) []string {
+	env := []string{"TMPDIR=" + tmpDir, "R_ENABLE_JIT=0", sessionMarker + "=" + id}
 	hasLang := false
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
@@ -65,20 +83,50 @@ func hostRlimits(l Limits) map[int]uint64 {
 	}
 }
 
-// startHostR starts rscript with args in dir. The rlimits are in force
-// before this returns, so before R can have read any code.
-func startHostR(rscript string, args []string, dir string, limits Limits, stdout, stderr *os.File) (*hostRunner, error) {
+// spawner starts host processes from one OS thread that never exits. A
+// child's parent-death signal fires when the thread that forked it ends,
+// and Go ends a thread whose goroutine exits while locked to it (as
+// libcontainer's do): forked from any other thread, R could be killed at
+// random.
+type spawner struct{ reqs chan spawnReq }
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+var hostSpawner = sync.OnceValue(func() *spawner {
+	sp := &spawner{reqs: make(chan spawnReq)}
+	go func() {
+		runtime.LockOSThread() // for good: this thread must outlive every child
+		for req := range sp.reqs {
+			req.done <- req.cmd.Start()
+		}
+	}()
+	return sp
+})
+
+func (sp *spawner) start(cmd *exec.Cmd) error {
+	done := make(chan error, 1)
+	sp.reqs <- spawnReq{cmd: cmd, done: done}
+	return <-done
+}
+
+// startHostR starts rscript with args in dir. R dies with this process
+// (parent-death signal), and its rlimits are in force before this
+// returns, so before R can have read any code.
+func startHostR(rscript string, args []string, dir, id string, limits Limits, stdout, stderr *os.File) (*hostRunner, error) {
 	cmd := exec.Command(rscript, args...)
 	cmd.Dir = dir
-	cmd.Env = hostEnv(dir)
+	cmd.Env = hostEnv(dir, id)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := hostSpawner().start(cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", rscript, err)
 	}
 	r := &hostRunner{cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{})}
 	go func() {
-		_ = cmd.Wait()
+		r.exit = waitExit(r.pid)
 		close(r.done)
 	}()
 	// R goes first when memory runs out, as a box does; it would
@@ -88,6 +136,12 @@ func startHostR(rscript string, args []string, dir string, limits Limits, stdout
 		return nil, fmt.Errorf("raise R's OOM score: %w", err)
 	}
 	for res, v := range hostRlimits(limits) {
+		// Never above this process's own hard limit, which only a
+		// privileged process may raise.
+		var own unix.Rlimit
+		if err := unix.Getrlimit(res, &own); err == nil && own.Max < v {
+			v = own.Max
+		}
 		lim := unix.Rlimit{Cur: v, Max: v}
 		if err := unix.Prlimit(r.pid, res, &lim, nil); err != nil {
 			_ = r.Destroy(context.Background())
@@ -97,20 +151,38 @@ func startHostR(rscript string, args []string, dir string, limits Limits, stdout
 	return r, nil
 }
 
+// waitExit waits for pid to end without reaping it and returns how it
+// ended, read from the zombie's /proc/PID/stat (field 52, exit_code, in
+// waitpid's format).
+func waitExit(pid int) container.Exit {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	f, err := statFields(pid, 50)
+	if err != nil {
+		return container.Exit{Code: -1}
+	}
+	code, err := strconv.Atoi(f[49])
+	if err != nil {
+		return container.Exit{Code: -1}
+	}
+	ws := syscall.WaitStatus(code)
+	if ws.Signaled() {
+		return container.Exit{Code: -1, Signal: ws.Signal()}
+	}
+	return container.Exit{Code: ws.ExitStatus()}
+}
+
 func (r *hostRunner) Done() <-chan struct{} { return r.done }
 func (r *hostRunner) Spared() int           { return 0 }
 
 func (r *hostRunner) ExitStatus() container.Exit {
 	<-r.done
-	st := r.cmd.ProcessState
-	if st == nil {
-		return container.Exit{Code: -1}
-	}
-	e := container.Exit{Code: st.ExitCode()}
-	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		e.Signal = ws.Signal()
-	}
-	return e
+	return r.exit
 }
 
 func (r *hostRunner) Signal(sig os.Signal) error {
@@ -119,47 +191,52 @@ func (r *hostRunner) Signal(sig os.Signal) error {
 		return nil
 	default:
 	}
+	// os.Process signals through a pidfd: never a recycled pid.
 	if err := r.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("signal %s: %w", sig, err)
 	}
 	return nil
 }
 
-// Destroy kills R's process group and waits for R.
+// Destroy kills R and its process group, waits for R and reaps it.
 func (r *hostRunner) Destroy(ctx context.Context) error {
 	r.destroyOnce.Do(func() {
-		// R leads the group: while R is unreaped, its pid cannot name
-		// anyone else's group.
-		select {
-		case <-r.done:
-			r.killGroupMembers()
-		default:
-			_ = unix.Kill(-r.pid, unix.SIGKILL)
-		}
+		// R is unreaped: the group's id is still R's alone.
+		_ = unix.Kill(-r.pid, unix.SIGKILL)
+		_ = r.cmd.Process.Kill() // R itself, should it have left its group
 		select {
 		case <-r.done:
 		case <-ctx.Done():
 			r.destroyErr = fmt.Errorf("destroy host R %d: it did not exit: %w", r.pid, ctx.Err())
+			return
 		}
+		// Members forked while the first signal went out; the zombie
+		// still holds the group's id.
+		_ = unix.Kill(-r.pid, unix.SIGKILL)
+		r.reaped.Store(true)
+		_ = r.cmd.Wait()
 	})
 	return r.destroyErr
 }
 
-// killGroupMembers ends what is left of R's group after R: only pids
-// found in the group, one by one.
-func (r *hostRunner) killGroupMembers() {
-	pids, _ := processGroup(r.pid)
-	for _, p := range pids {
-		_ = unix.Kill(p, unix.SIGKILL)
+func (r *hostRunner) Procs() ([]int, error) {
+	if r.reaped.Load() {
+		return nil, nil
 	}
+	return processGroup(r.pid)
 }
-
-func (r *hostRunner) Procs() ([]int, error) { return processGroup(r.pid) }
 
 // Usage reads R's CPU time (its own and its waited-for children's) and
 // its peak resident memory from /proc; there is no OOM or pids account.
+// Once R is gone the peak is the last one read.
 func (r *hostRunner) Usage() cgroup.Usage {
 	var u cgroup.Usage
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	u.PeakMemoryBytes = r.lastPeak
+	if r.reaped.Load() {
+		return u
+	}
 	f, err := statFields(r.pid, 15)
 	if err != nil {
 		return u
@@ -174,7 +251,8 @@ func (r *hostRunner) Usage() cgroup.Usage {
 		for _, line := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
 				kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-				u.PeakMemoryBytes = kb << 10
+				u.PeakMemoryBytes = max(u.PeakMemoryBytes, kb<<10)
+				r.lastPeak = u.PeakMemoryBytes
 			}
 		}
 	}
@@ -184,6 +262,9 @@ func (r *hostRunner) Usage() cgroup.Usage {
 // Limits reads back the rlimits R runs under.
 func (r *hostRunner) Limits() (Limits, error) {
 	var l Limits
+	if r.reaped.Load() {
+		return l, errors.New("R has ended")
+	}
 	for res, dst := range map[int]func(uint64){
 		unix.RLIMIT_AS:     func(v uint64) { l.MemoryBytes = int64(min(v, 1<<62)) },
 		unix.RLIMIT_NOFILE: func(v uint64) { l.NoFile = v },
@@ -196,6 +277,29 @@ func (r *hostRunner) Limits() (Limits, error) {
 		dst(cur.Cur)
 	}
 	return l, nil
+}
+
+// killMarked ends the processes of group pgid that carry session id's
+// marker in their environment: what is left of an unsandboxed session
+// whose owner died. The marker tells them from strangers that got a
+// recycled pid or group id.
+func killMarked(pgid int, id string) {
+	marker := []byte(sessionMarker + "=" + id + "\x00")
+	for round := 0; round < 5; round++ {
+		pids, _ := processGroup(pgid)
+		killed := 0
+		for _, pid := range pids {
+			env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+			if err == nil && bytes.Contains(append([]byte{0}, env...), append([]byte{0}, marker...)) {
+				if unix.Kill(pid, unix.SIGKILL) == nil {
+					killed++
+				}
+			}
+		}
+		if killed == 0 {
+			return
+		}
+	}
 }
 
 // processGroup lists the processes in group pgid.

@@ -213,6 +213,10 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 		return nil, fmt.Errorf("listen on %s: %w", sockPath, err)
 	}
 	defer ln.Close() // one connection only; closing also unlinks the socket
+	// Only the session's R may connect (acceptFrom checks who did).
+	if err := os.Chmod(sockPath, 0o600); err != nil {
+		return nil, err
+	}
 
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -320,9 +324,6 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 	if err := os.Chown(sockPath, hostUID, hostGID); err != nil {
 		return nil, err
 	}
-	if err := os.Chmod(sockPath, 0o600); err != nil {
-		return nil, err
-	}
 	l := s.cfg.Limits
 	sp, err := spec.Build(spec.Options{
 		RootFS: s.rootfs,
@@ -367,7 +368,7 @@ func (s *Session) startHost(inst *instance, sockPath string, stdout, stderr *os.
 		return nil, err
 	}
 	r, err := startHostR(s.cfg.HostRscript, []string{"--vanilla", "--default-packages=" + defaultPackages,
-		filepath.Join(s.runtime, bridge.RuntimeEntry), s.runtime, sockPath, "host"}, tmp, s.cfg.Limits, stdout, stderr)
+		filepath.Join(s.runtime, bridge.RuntimeEntry), s.runtime, sockPath, "host"}, tmp, inst.id, s.cfg.Limits, stdout, stderr)
 	if err != nil {
 		return nil, err
 	}

@@ -239,11 +239,13 @@ func reapOne(ctx context.Context, stateDir, id string) error {
 		_ = os.RemoveAll(filepath.Join(ctrRoot, id))
 	}
 	sessDir := filepath.Join(stateDir, sessionsDir, id)
-	// An unsandboxed R outlived its owner: end its process group (it leads
-	// it, and the record's start time proves it is the same process).
+	// An unsandboxed R, or what it started, outlived its owner: end its
+	// process group's members that carry the session's marker.
 	if rec, err := os.ReadFile(filepath.Join(sessDir, hostRFile)); err == nil {
-		if pid := recordedAlive(string(rec)); pid != 0 {
-			_ = unix.Kill(-pid, unix.SIGKILL)
+		if f := strings.Fields(string(rec)); len(f) == 2 {
+			if pid, err := strconv.Atoi(f[0]); err == nil && pid > 0 {
+				killMarked(pid, id)
+			}
 		}
 	}
 	return os.RemoveAll(sessDir)

@@ -191,12 +191,13 @@ func TestUnsandboxedConfig(t *testing.T) {
 	}
 }
 
-// TestUnsandboxedHostCrash: an unsandboxed R busy in user code when its
-// host process dies is ended by the next Reap, by its recorded pid and
-// start time; an idle one ends by itself at the socket's EOF.
+// TestUnsandboxedHostCrash: when the host process dies, its unsandboxed R
+// dies with it (parent-death signal); what R started in the background
+// and was still running is ended by the next Reap, which knows it by its
+// process group and the session's marker in its environment.
 func TestUnsandboxedHostCrash(t *testing.T) {
 	for _, busy := range []bool{true, false} {
-		t.Run(map[bool]string{true: "busy", false: "idle"}[busy], func(t *testing.T) {
+		t.Run(map[bool]string{true: "busy with a background child", false: "idle"}[busy], func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
 			cmd.Env = append(os.Environ(), hostCrashChildEnv+"="+strconv.FormatBool(busy), runIDEnv+"="+runID)
 			out, err := cmd.StdoutPipe()
@@ -217,29 +218,53 @@ func TestUnsandboxedHostCrash(t *testing.T) {
 			}
 			_ = cmd.Process.Signal(syscall.SIGKILL)
 			_ = cmd.Wait()
-			if busy {
-				if !alive(pid) {
-					t.Fatalf("the busy orphaned R (pid %d) should run until reaped", pid)
-				}
-			} else if alive(pid) {
-				t.Errorf("the idle orphaned R (pid %d) did not end at the socket's EOF", pid)
+			if alive(pid) {
+				t.Errorf("R (pid %d) outlived its host process", pid)
+			}
+			strays := groupMembers(pid)
+			if busy && len(strays) == 0 {
+				t.Fatal("the background child should outlive R until reaped")
 			}
 			reaped, err := securer.Reap(context.Background(), stateDir)
 			if err != nil || !contains(reaped, id) {
 				t.Fatalf("Reap: %v %v", reaped, err)
 			}
-			if alive(pid) {
-				t.Errorf("orphaned R (pid %d) alive after reaping", pid)
+			for _, p := range strays {
+				if alive(p) {
+					t.Errorf("background child (pid %d) alive after reaping", p)
+				}
 			}
 			assertGone(t, id)
 		})
 	}
 }
 
+// groupMembers lists the live processes of process group pgid.
+func groupMembers(pgid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) > 2 && f[0] != "Z" && f[2] == strconv.Itoa(pgid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 const hostCrashChildEnv = "SECURER_IT_HOST_CRASH_CHILD"
 
 // hostCrashChild starts an unsandboxed session, reports it, optionally
-// sets R spinning, and waits to be killed.
+// sets R spinning after starting a background child, and waits to be
+// killed.
 func hostCrashChild(busy bool) {
 	s, err := securer.NewSession(context.Background(), hostConfig())
 	if err != nil {
@@ -252,8 +277,8 @@ func hostCrashChild(busy bool) {
 		os.Exit(1)
 	}
 	if busy {
-		go s.Execute(context.Background(), "repeat {}")
-		time.Sleep(200 * time.Millisecond)
+		go s.Execute(context.Background(), `system("sleep 300 >/dev/null 2>&1 &"); repeat {}`)
+		time.Sleep(500 * time.Millisecond)
 	}
 	fmt.Printf("%s %v\n", s.ID(), res.Value.Go())
 	select {}
