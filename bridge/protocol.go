@@ -172,6 +172,9 @@ func NewReader(r io.Reader, maxFrame int) *Reader {
 	return rd
 }
 
+// SetMaxFrame changes the frame limit for the frames read from now on.
+func (r *Reader) SetMaxFrame(n int) { r.maxFrame = n }
+
 // SetFrameTimeout bounds how long a frame may take from its first byte to
 // its newline, so that a peer trickling bytes cannot hold the reader
 // forever. The wait for a frame to begin stays unbounded: R may compute

@@ -360,3 +360,33 @@ func TestUnsandboxedCLI(t *testing.T) {
 		t.Errorf("nobody's state dir: %v, %d sessions left", err, len(ents))
 	}
 }
+
+// TestPythonClientUnsandboxed: the Python client refuses a server without
+// the sandbox unless told to accept it.
+func TestPythonClientUnsandboxed(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatalf("python3: %v", err)
+	}
+	script := `
+import sys
+sys.path.insert(0, "../clients/python")
+from securer_client import Client, ServerError, Tool
+cmd = [sys.argv[1], "serve", "--stdio", "--unsafe-no-sandbox", "--state", sys.argv[2]]
+try:
+    Client.spawn(cmd)
+    print("accepted")
+except ServerError as e:
+    print("refused", e.code)
+with Client.spawn(cmd, require_sandbox=False) as c:
+    s = c.create_session(tools=[Tool("add", lambda a, b: a + b, args={"a": "numeric", "b": "numeric"})])
+    print("unsandboxed", s.execute("add(2, 3)")["value_plain"])
+`
+	out, err := exec.Command(py, "-c", script, cli(t), stateDir).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "refused needs_sandbox\n") || !strings.Contains(string(out), "unsandboxed 5\n") {
+		t.Errorf("python client: %v\n%s", err, out)
+	}
+	if left := leftovers(); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -34,6 +35,7 @@ func TestAuth(t *testing.T) {
 		{"token prefix", []string{`{"op":"auth","id":"a","token":"0123456789abcdef"}`}, []string{"error"}},
 		{"no auth first", []string{`{"op":"ping","id":"p"}`}, []string{"error"}},
 		{"not JSON", []string{`hello`}, []string{"error"}},
+		{"huge first line", []string{`{"op":"auth","id":"a","token":"` + strings.Repeat("x", 5000) + `"}`}, []string{"error"}},
 		{"silence", nil, []string{"error"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -74,6 +76,76 @@ func TestAuth(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAuthCaps: strangers that have not authenticated are capped apart
+// from clients, so they cannot lock clients out; clients are capped after
+// they authenticate.
+func TestAuthCaps(t *testing.T) {
+	const token = "0123456789abcdef-0123456789abcdef"
+	srv := New(Options{Token: token, MaxUnauthenticated: 2, MaxClients: 1, AuthTimeout: 5 * time.Second})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, ln); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	type client struct {
+		nc net.Conn
+		r  *bufio.Scanner
+	}
+	dial := func() client {
+		nc, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+		return client{nc, bufio.NewScanner(nc)}
+	}
+	next := func(c client) map[string]any {
+		t.Helper()
+		if !c.r.Scan() {
+			t.Fatalf("connection closed: %v", c.r.Err())
+		}
+		var ev map[string]any
+		if err := json.Unmarshal(c.r.Bytes(), &ev); err != nil {
+			t.Fatalf("not JSON: %q", c.r.Text())
+		}
+		return ev
+	}
+	auth := func(c client) map[string]any {
+		c.nc.Write([]byte(`{"op":"auth","id":"a","token":"` + token + `"}` + "\n"))
+		return next(c)
+	}
+
+	// A client authenticates while two strangers sit silent.
+	first := dial()
+	if ev := next(first); ev["type"] != "hello" {
+		t.Fatalf("hello: %v", ev)
+	}
+	if ev := auth(first); ev["type"] != "ok" {
+		t.Fatalf("auth: %v", ev)
+	}
+	s1, s2 := dial(), dial()
+	next(s1)
+	next(s2)
+	// A third stranger is over the cap of connections authenticating.
+	if ev := next(dial()); errCodeIn(ev) != CodeLimit {
+		t.Errorf("third stranger: %v, want %s", ev, CodeLimit)
+	}
+	// A second client authenticates, and is over MaxClients.
+	if ev := auth(s1); errCodeIn(ev) != CodeLimit {
+		t.Errorf("client over MaxClients: %v, want %s", ev, CodeLimit)
+	}
+	// The first client is still served.
+	first.nc.Write([]byte(`{"op":"ping","id":"p"}` + "\n"))
+	if ev := next(first); ev["type"] != "pong" {
+		t.Errorf("ping: %v", ev)
 	}
 }
 

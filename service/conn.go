@@ -81,8 +81,15 @@ func (c *conn) serve() error {
 	r := bridge.NewReader(c.rw, MaxRequestBytes)
 	lines := make(chan []byte)
 	readErr := make(chan error, 1)
+	authed := make(chan struct{})
+	needAuth := c.srv.opts.Token != ""
+	if needAuth {
+		// A stranger's first line is small, and nothing more is read
+		// from it until it has authenticated.
+		r.SetMaxFrame(authFrameBytes)
+	}
 	go func() {
-		for {
+		for first := needAuth; ; first = false {
 			b, err := r.ReadFrame()
 			if err != nil {
 				readErr <- err
@@ -95,12 +102,29 @@ func (c *conn) serve() error {
 				readErr <- c.ctx.Err()
 				return
 			}
+			if first {
+				select {
+				case <-authed:
+					r.SetMaxFrame(MaxRequestBytes)
+				case <-c.ctx.Done():
+					readErr <- c.ctx.Err()
+					return
+				}
+			}
 		}
 	}()
-	if c.srv.opts.Token != "" {
-		if err := c.authenticate(lines, readErr); err != nil {
+	if needAuth {
+		id, err := c.authenticate(lines, readErr)
+		if err != nil {
+			c.srv.authDone()
 			return err
 		}
+		if err := c.srv.authenticated(c); err != nil {
+			c.sendError(id, err)
+			return err
+		}
+		c.send(okEvent{Type: "ok", ID: id})
+		close(authed)
 	}
 	for {
 		select {
@@ -121,9 +145,13 @@ func (c *conn) serve() error {
 // and this long.
 const authFailDelay = time.Second
 
+// authFrameBytes caps a connection's first line where a token is needed.
+const authFrameBytes = 4 << 10
+
 // authenticate takes the client's first request, which must be auth with
-// the server's token; anything else ends the connection.
-func (c *conn) authenticate(lines <-chan []byte, readErr <-chan error) error {
+// the server's token, and returns its id; anything else ends the
+// connection.
+func (c *conn) authenticate(lines <-chan []byte, readErr <-chan error) (string, error) {
 	timer := time.NewTimer(c.srv.opts.AuthTimeout)
 	defer timer.Stop()
 	var fail error
@@ -137,23 +165,25 @@ func (c *conn) authenticate(lines <-chan []byte, readErr <-chan error) error {
 		case !tokenMatches(req.Token, c.srv.opts.Token):
 			id, fail = req.ID, fmt.Errorf("%w: wrong token", errUnauthorized)
 		default:
-			c.send(okEvent{Type: "ok", ID: req.ID})
-			return nil
+			return req.ID, nil
 		}
 	case err := <-readErr:
-		return err
+		if !errors.Is(err, bridge.ErrFrameTooLarge) && !errors.Is(err, bridge.ErrProtocol) {
+			return "", err // gone
+		}
+		fail = fmt.Errorf("%w: the first request must be auth with the server's token (%v)", errUnauthorized, err)
 	case <-timer.C:
 		fail = fmt.Errorf("%w: no auth within %s", errUnauthorized, c.srv.opts.AuthTimeout)
 	case <-c.ctx.Done():
-		return c.ctx.Err()
+		return "", c.ctx.Err()
 	}
-	c.srv.log.Warn("client refused", "err", fail)
+	c.srv.logRefusal(fail)
 	select {
 	case <-time.After(authFailDelay):
 	case <-c.ctx.Done():
 	}
 	c.sendError(id, fail)
-	return fail
+	return "", fail
 }
 
 // tokenMatches compares in constant time, lengths included (through

@@ -36,6 +36,10 @@ type Options struct {
 	Token string
 	// AuthTimeout is how long a client has to authenticate (default 10 s).
 	AuthTimeout time.Duration
+	// MaxUnauthenticated caps connections that have yet to authenticate
+	// (default 16). They do not count toward MaxClients, so that strangers
+	// holding connections open cannot lock clients out.
+	MaxUnauthenticated int
 	// Version is reported in the hello.
 	Version string
 	Logger  *slog.Logger
@@ -48,7 +52,10 @@ type Server struct {
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
-	sessions int // live sessions, pool members included
+	unauthed int       // connections still to authenticate
+	refusals int       // failed authentications not yet logged
+	lastLog  time.Time // of a failed authentication
+	sessions int       // live sessions, pool members included
 	draining bool
 	idle     *sync.Cond // signalled when executions end
 	running  int        // executions in flight, all clients
@@ -71,6 +78,9 @@ func New(opts Options) *Server {
 	if opts.AuthTimeout <= 0 {
 		opts.AuthTimeout = 10 * time.Second
 	}
+	if opts.MaxUnauthenticated <= 0 {
+		opts.MaxUnauthenticated = 16
+	}
 	// The base limits are the ceilings of what clients ask for: make them
 	// concrete.
 	opts.Base.Limits = opts.Base.Limits.WithDefaults()
@@ -87,29 +97,72 @@ func New(opts Options) *Server {
 // made. rw is closed on return.
 func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriteCloser) error {
 	c := newConn(ctx, s, rw)
-	s.mu.Lock()
-	if s.draining {
+	if s.opts.Token != "" {
+		// Admitted after it authenticates (conn.serve).
+		s.mu.Lock()
+		if s.unauthed >= s.opts.MaxUnauthenticated {
+			s.mu.Unlock()
+			c.sendError("", fmt.Errorf("%w: %d connections are authenticating, the server's limit", errTooMany, s.opts.MaxUnauthenticated))
+			c.cancel()
+			rw.Close()
+			return errTooMany
+		}
+		s.unauthed++
 		s.mu.Unlock()
-		c.sendError("", fmt.Errorf("%w", errDraining))
+	} else if err := s.admit(c); err != nil {
+		c.sendError("", err)
 		c.cancel()
 		rw.Close()
-		return errDraining
+		return err
 	}
-	if len(s.conns) >= s.opts.MaxClients {
-		s.mu.Unlock()
-		c.sendError("", fmt.Errorf("%w: %d clients connected, the server's limit", errTooMany, s.opts.MaxClients))
-		c.cancel()
-		rw.Close()
-		return errTooMany
-	}
-	s.conns[c] = struct{}{}
-	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
 	return c.serve()
+}
+
+// admit counts a client in, unless the server is draining or full.
+func (s *Server) admit(c *conn) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return errDraining
+	}
+	if len(s.conns) >= s.opts.MaxClients {
+		return fmt.Errorf("%w: %d clients connected, the server's limit", errTooMany, s.opts.MaxClients)
+	}
+	s.conns[c] = struct{}{}
+	return nil
+}
+
+// authenticated moves a connection from authenticating to admitted (or
+// out, when the server is full or draining).
+func (s *Server) authenticated(c *conn) error {
+	s.authDone()
+	return s.admit(c)
+}
+
+func (s *Server) authDone() {
+	s.mu.Lock()
+	s.unauthed--
+	s.mu.Unlock()
+}
+
+// logRefusal logs failed authentications at most once a second, with
+// how many there were, so that a flood of them cannot flood the log.
+func (s *Server) logRefusal(err error) {
+	s.mu.Lock()
+	s.refusals++
+	if time.Since(s.lastLog) < time.Second {
+		s.mu.Unlock()
+		return
+	}
+	n := s.refusals
+	s.refusals, s.lastLog = 0, time.Now()
+	s.mu.Unlock()
+	s.log.Warn("client refused", "err", err, "refusals_since_last_log", n)
 }
 
 // Serve accepts clients on ln until ctx ends, serving each on its own

@@ -43,21 +43,27 @@ class Tool:
 class Client:
     """One connection to the server. Not for use from several threads at once."""
 
-    def __init__(self, rfile, wfile, closer, token=None):
+    def __init__(self, rfile, wfile, closer, token=None, require_sandbox=True):
         self._r, self._w, self._closer = rfile, wfile, closer
         self._ids = itertools.count(1)
         self._tools = {}  # session or pool name -> {tool name: Tool}
-        self.hello = self._read()
-        if self.hello.get("type") != "hello":
-            raise ServerError("bad_request", f"expected hello, got {self.hello}")
-        if self.hello.get("auth_required"):
-            if not token:
-                closer()
-                raise ServerError("unauthorized", "the server wants a token (SECURER_TOKEN)")
-            self._request({"op": "auth", "token": token}, "ok")
+        try:
+            self.hello = self._read()
+            if self.hello.get("type") != "hello":
+                raise ServerError("bad_request", f"expected hello, got {self.hello}")
+            if require_sandbox and self.hello.get("sandboxed") is False:
+                raise ServerError("needs_sandbox", "the server runs R without a sandbox (--unsafe-no-sandbox); "
+                                  "pass require_sandbox=False to accept that")
+            if self.hello.get("auth_required"):
+                if not token:
+                    raise ServerError("unauthorized", "the server wants a token (SECURER_TOKEN)")
+                self._request({"op": "auth", "token": token}, "ok")
+        except BaseException:
+            closer()
+            raise
 
     @classmethod
-    def spawn(cls, command=None):
+    def spawn(cls, command=None, require_sandbox=True):
         """Start `securer-runc serve --stdio` (needs root) and talk to it."""
         command = command or ["securer-runc", "serve", "--stdio"]
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -66,7 +72,7 @@ class Client:
             proc.stdin.close()
             proc.wait(timeout=30)
 
-        return cls(proc.stdout, proc.stdin, close)
+        return cls(proc.stdout, proc.stdin, close, require_sandbox=require_sandbox)
 
     @classmethod
     def connect(cls, path=None, token=None):

@@ -85,7 +85,7 @@
   if (isTRUE(.securer_said$unsandboxed)) return(invisible())
   .securer_said$unsandboxed <- TRUE
   message("securer: sandbox = FALSE: code runs in a plain R process on this host, as this user, ",
-          "with no isolation (only memory and file-size limits). Use it for trusted code only.")
+          "with no isolation (only memory, open-file and file-size limits). Use it for trusted code only.")
 }
 
 .securer_disconnect <- function(link) {
