@@ -14,8 +14,8 @@ import (
 //go:embed r/*.R
 var runtimeFS embed.FS
 
-// RuntimeEntry is the R file the container runs.
-const RuntimeEntry = "main.R"
+// RuntimeEntry is the R file Rscript runs: boot.R, which runs main.R.
+const RuntimeEntry = "boot.R"
 
 // RuntimeDigest identifies this build's R runtime files.
 func RuntimeDigest() string {

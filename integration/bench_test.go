@@ -62,6 +62,46 @@ func BenchmarkStartup(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
+// BenchmarkUnsandboxed: what the sandbox costs, by the same measures
+// without it (Config.UnsafeNoSandbox), against bare R in the same run.
+func BenchmarkUnsandboxed(b *testing.B) {
+	ctx := context.Background()
+	var bare, boxed, host, firstBoxed, firstHost []time.Duration
+	first := func(s *securer.Session) time.Duration {
+		start := time.Now()
+		if res, err := s.Execute(ctx, "1+1"); err != nil || res.Stdout != "[1] 2\n" {
+			b.Fatalf("first execution: %v %+v", err, res)
+		}
+		return time.Since(start)
+	}
+	for i := 0; i < b.N; i++ {
+		bare = append(bare, bareR(b))
+		for _, cfg := range []securer.Config{baseConfig(), hostConfig()} {
+			start := time.Now()
+			s, err := securer.NewSession(ctx, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			took := time.Since(start)
+			f := first(s)
+			s.Close()
+			if cfg.UnsafeNoSandbox {
+				host, firstHost = append(host, took), append(firstHost, f)
+			} else {
+				boxed, firstBoxed = append(boxed, took), append(firstBoxed, f)
+			}
+		}
+	}
+	b.ReportMetric(ms(median(bare)), "bare_R_ms")
+	b.ReportMetric(ms(median(boxed)), "cold_boxed_ms")
+	b.ReportMetric(ms(median(host)), "cold_unsandboxed_ms")
+	b.ReportMetric(float64(median(boxed))/float64(median(bare)), "boxed/bare")
+	b.ReportMetric(float64(median(host))/float64(median(bare)), "unsandboxed/bare")
+	b.ReportMetric(ms(median(firstBoxed)), "first_exec_boxed_ms")
+	b.ReportMetric(ms(median(firstHost)), "first_exec_unsandboxed_ms")
+	b.ReportMetric(0, "ns/op")
+}
+
 // BenchmarkWarmExecute: Execute("1+1") in a live session.
 func BenchmarkWarmExecute(b *testing.B) {
 	s, err := securer.NewSession(context.Background(), baseConfig())
