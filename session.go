@@ -104,6 +104,9 @@ func NewSession(ctx context.Context, cfg Config) (*Session, error) {
 		cfg.Logger.Warn("reaping leftovers of crashed sessions", "err", err)
 	}
 	if !cfg.UnsafeNoSandbox {
+		if _, err := ReapCgroups(cfg.StateDir, cfg.CgroupParent); err != nil {
+			cfg.Logger.Warn("reaping cgroups of crashed sessions", "err", err)
+		}
 		total := cgroup.Limits{MemoryBytes: cfg.TotalLimits.MemoryBytes, Pids: cfg.TotalLimits.Pids, CPUs: cfg.TotalLimits.CPUs}
 		if _, err := cgroup.EnsureParent(cfg.CgroupParent, total); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)

@@ -12,10 +12,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/opencontainers/runc/libcontainer"
 	"syscall"
 
+	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
+
+	"securer-runc/cgroup"
 )
 
 // State directory layout, under Config.StateDir:
@@ -206,6 +208,52 @@ func Reap(ctx context.Context, stateDir string) ([]string, error) {
 		reaped = append(reaped, id)
 	}
 	return reaped, errors.Join(errs...)
+}
+
+// abandonedLeafAge is how long an empty session leaf must have been left
+// alone before ReapCgroups removes it: a starting container fills its
+// leaf within milliseconds.
+const abandonedLeafAge = time.Minute
+
+// ReapCgroups removes the session leaves under the cgroup parent that a
+// crash left behind: no session dir of this state dir, no process, and
+// untouched for a minute (a crash between creating a container's cgroup
+// and recording its state leaves one that Reap cannot find through
+// libcontainer). It kills nothing, so that it is safe even when executors
+// with other state dirs share the parent. Run it after Reap. It returns
+// the leaves removed.
+func ReapCgroups(stateDir, cgroupParent string) ([]string, error) {
+	if err := checkPrivateDir(filepath.Join(stateDir, sessionsDir)); err != nil {
+		return nil, fmt.Errorf("refusing to reap cgroups: %w", err)
+	}
+	p, err := cgroup.OpenParent(cgroupParent)
+	if err != nil {
+		return nil, err
+	}
+	leaves, err := p.Leaves()
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, name := range leaves {
+		if !strings.HasPrefix(name, idPrefix) {
+			continue // not a session's: not ours to touch
+		}
+		// The session dir is made before the container's cgroup and
+		// removed after it: a leaf without one is nobody's.
+		if _, err := os.Lstat(filepath.Join(stateDir, sessionsDir, name)); !errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err := p.RemoveEmptyLeaf(name, abandonedLeafAge); err != nil {
+			if !errors.Is(err, cgroup.ErrLeafInUse) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		removed = append(removed, name)
+	}
+	return removed, errors.Join(errs...)
 }
 
 func dirTime(dir string) time.Time {

@@ -1,6 +1,7 @@
 // Package cgroup owns the parent cgroup that caps all sessions together and
 // reads the counters libcontainer's stats do not carry (OOM kills). Each
-// session's leaf belongs to libcontainer alone; this package only reads it.
+// session's leaf belongs to libcontainer alone; this package only reads it,
+// and removes one only when it is empty and abandoned (RemoveEmptyLeaf).
 package cgroup
 
 import (
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	cgroups "github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -194,25 +196,92 @@ func limitHierarchy() ([]cgroup1.Subsystem, error) {
 	return subs, nil
 }
 
-// Leaves lists the names of the session cgroups under the parent.
-func (p *Parent) Leaves() ([]string, error) {
-	dir := filepath.Join(Root, p.Path)
-	if p.mode != Unified {
-		dir = filepath.Join(Root, "memory", p.Path)
+// OpenParent names an existing parent cgroup without creating or
+// changing it (for cleaning up under it).
+func OpenParent(path string) (*Parent, error) {
+	if !strings.HasPrefix(path, "/") || strings.Contains(path, "..") {
+		return nil, fmt.Errorf("cgroup parent %q: must be an absolute path without ..", path)
 	}
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	} else if err != nil {
-		return nil, err
+	return &Parent{Path: path, mode: DetectMode()}, nil
+}
+
+// dirs lists the parent's directory in every hierarchy that has one
+// (v1: libcontainer creates it in each, not only the limited ones).
+func (p *Parent) dirs() []string {
+	if p.mode == Unified {
+		return []string{filepath.Join(Root, p.Path)}
 	}
+	hierarchies, _ := os.ReadDir(Root)
 	var out []string
-	for _, e := range ents {
-		if e.IsDir() {
-			out = append(out, e.Name())
+	for _, h := range hierarchies {
+		dir := filepath.Join(Root, h.Name(), p.Path)
+		if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+			out = append(out, dir)
+		}
+	}
+	return out
+}
+
+// Leaves lists the names of the session cgroups under the parent, in any
+// hierarchy (a crash can leave a leaf in some hierarchies only).
+func (p *Parent) Leaves() ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	for _, dir := range p.dirs() {
+		ents, err := os.ReadDir(dir)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			if e.IsDir() && !seen[e.Name()] {
+				seen[e.Name()] = true
+				out = append(out, e.Name())
+			}
 		}
 	}
 	return out, nil
+}
+
+// ErrLeafInUse: the leaf has processes, or is too new to be abandoned.
+var ErrLeafInUse = errors.New("cgroup leaf in use")
+
+// RemoveEmptyLeaf removes the leaf called name from every hierarchy when
+// it has no process and none of its directories changed for minAge: a
+// leaf a crash left behind (between creating a container's cgroup and
+// recording its state), never one another executor is about to use. It
+// kills nothing: a live container always has its init inside.
+func (p *Parent) RemoveEmptyLeaf(name string, minAge time.Duration) error {
+	if name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
+		return fmt.Errorf("cgroup leaf %q: not a leaf name", name)
+	}
+	var dirs []string
+	for _, d := range p.dirs() {
+		dir := filepath.Join(d, name)
+		fi, err := os.Stat(dir)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		if time.Since(fi.ModTime()) < minAge {
+			return fmt.Errorf("%w: %s changed %s ago", ErrLeafInUse, dir, time.Since(fi.ModTime()).Round(time.Second))
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs")); err != nil || len(strings.TrimSpace(string(b))) > 0 {
+			return fmt.Errorf("%w: %s has processes (or cannot be read: %v)", ErrLeafInUse, dir, err)
+		}
+		dirs = append(dirs, dir)
+	}
+	var errs []error
+	for _, d := range dirs {
+		// rmdir succeeds only on an empty cgroup: a process that entered
+		// meanwhile keeps it.
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func readKey(file, key string) (uint64, error) {

@@ -118,6 +118,13 @@ func cmdReap(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, exitSandbox, err)
 	}
 	fmt.Fprintf(stdout, "%d leftover session(s) removed\n", len(ids))
+	leaves, err := securer.ReapCgroups(*stateDir, *cgroupParent)
+	for _, l := range leaves {
+		fmt.Fprintf(stdout, "removed the orphaned cgroup %s/%s\n", *cgroupParent, l)
+	}
+	if err != nil {
+		return fail(stderr, exitSandbox, err)
+	}
 	if p, err := cgroup.EnsureParent(*cgroupParent, cgroup.Limits{}); err == nil {
 		if leaves, _ := p.Leaves(); len(leaves) == 0 {
 			if err := p.Remove(); err == nil {
