@@ -239,14 +239,16 @@ func destroyStopped(ctx context.Context, c *libcontainer.Container) error {
 }
 
 var rlimitTypes = map[string]int{
-	"RLIMIT_CORE":    unix.RLIMIT_CORE,
-	"RLIMIT_NOFILE":  unix.RLIMIT_NOFILE,
-	"RLIMIT_FSIZE":   unix.RLIMIT_FSIZE,
-	"RLIMIT_NPROC":   unix.RLIMIT_NPROC,
-	"RLIMIT_AS":      unix.RLIMIT_AS,
-	"RLIMIT_CPU":     unix.RLIMIT_CPU,
-	"RLIMIT_STACK":   unix.RLIMIT_STACK,
-	"RLIMIT_MEMLOCK": unix.RLIMIT_MEMLOCK,
+	"RLIMIT_CORE":       unix.RLIMIT_CORE,
+	"RLIMIT_NOFILE":     unix.RLIMIT_NOFILE,
+	"RLIMIT_FSIZE":      unix.RLIMIT_FSIZE,
+	"RLIMIT_NPROC":      unix.RLIMIT_NPROC,
+	"RLIMIT_AS":         unix.RLIMIT_AS,
+	"RLIMIT_CPU":        unix.RLIMIT_CPU,
+	"RLIMIT_STACK":      unix.RLIMIT_STACK,
+	"RLIMIT_MEMLOCK":    unix.RLIMIT_MEMLOCK,
+	"RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
+	"RLIMIT_MSGQUEUE":   unix.RLIMIT_MSGQUEUE,
 }
 
 func convertRlimits(rs []specs.POSIXRlimit) ([]configs.Rlimit, error) {

@@ -176,6 +176,18 @@ func TestAdversarialKernel(t *testing.T) {
 				{"connect_internet", []string{"ENETUNREACH"}},
 			})
 		}},
+		{"K16 per-user kernel counters", func(t *testing.T) {
+			// Charged above the box to the executor's user: inotify is
+			// refused, the rest capped by rlimits.
+			h.runProbes(t, s, eperm("inotify_init1"))
+			res := h.ok(t, s, `l <- readLines("/proc/self/limits"); l[grepl("pending signals|msgqueue|locked memory", l)]`)
+			got := strings.Join(strs(res.Value), "\n")
+			for _, want := range []string{"Max locked memory         65536                65536", "Max pending signals       1024                 1024", "Max msgqueue size         65536                65536"} {
+				if !strings.Contains(got, want) {
+					t.Errorf("limits lack %q:\n%s", want, got)
+				}
+			}
+		}},
 		{"K15 unknown syscalls fall back", func(t *testing.T) {
 			h.runProbes(t, s, []probeCase{
 				{"clone3", []string{"ENOSYS"}}, {"unknown_1000", []string{"ENOSYS"}},

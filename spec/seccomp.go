@@ -39,6 +39,10 @@ var deniedSyscalls = []string{
 	"socketcall",
 	// Anonymous executable files would get around the noexec mounts.
 	"memfd_create", "memfd_secret",
+	// inotify instances are counted per user up the user-namespace chain,
+	// against the executor's user above the box: 128 from one box (the
+	// default limit) would leave the host's root without any.
+	"inotify_init", "inotify_init1",
 	// Kernel images, modules, logs, accounting, quotas.
 	"kexec_load", "kexec_file_load", "init_module", "finit_module",
 	"delete_module", "syslog", "acct", "quotactl", "lookup_dcookie",

@@ -20,6 +20,13 @@ const (
 	SocketDir  = "/run/securer/sock"
 )
 
+// Per-user kernel counters' caps in a box (see Build's rlimits).
+const (
+	boxSigPending    = 1024
+	boxMsgQueueBytes = 64 << 10
+	boxMemlockBytes  = 64 << 10
+)
+
 // IDMap maps container IDs [0, Size) to host IDs [HostBase, HostBase+Size).
 type IDMap struct {
 	HostBase uint32
@@ -146,6 +153,13 @@ func Build(o Options) (*specs.Spec, error) {
 				{Type: "RLIMIT_CORE", Hard: 0, Soft: 0},
 				{Type: "RLIMIT_NOFILE", Hard: o.NoFile, Soft: o.NoFile},
 				{Type: "RLIMIT_FSIZE", Hard: o.FileSizeBytes, Soft: o.FileSizeBytes},
+				// Queued signals, POSIX message queue bytes and locked
+				// memory are counted per user up the user-namespace chain:
+				// above the box, against the executor's own user. Small caps
+				// keep one box from using up the host's share.
+				{Type: "RLIMIT_SIGPENDING", Hard: boxSigPending, Soft: boxSigPending},
+				{Type: "RLIMIT_MSGQUEUE", Hard: boxMsgQueueBytes, Soft: boxMsgQueueBytes},
+				{Type: "RLIMIT_MEMLOCK", Hard: boxMemlockBytes, Soft: boxMemlockBytes},
 			},
 			// The box is the first thing the kernel should kill under
 			// memory pressure, never the host.

@@ -110,9 +110,10 @@ var ops = map[string]func(arg string) error{
 		var a [128]byte
 		return rawErr(unix.SYS_BPF, 0, uintptr(unsafe.Pointer(&a[0])), 128)
 	},
-	"personality":  func(string) error { return rawErr(unix.SYS_PERSONALITY, 0x0400000, 0, 0) }, // READ_IMPLIES_EXEC
-	"vmsplice":     func(string) error { return rawErr(unix.SYS_VMSPLICE, 0, 0, 0) },
-	"memfd_create": func(string) error { _, err := unix.MemfdCreate("probe", 0); return err },
+	"personality":   func(string) error { return rawErr(unix.SYS_PERSONALITY, 0x0400000, 0, 0) }, // READ_IMPLIES_EXEC
+	"vmsplice":      func(string) error { return rawErr(unix.SYS_VMSPLICE, 0, 0, 0) },
+	"memfd_create":  func(string) error { _, err := unix.MemfdCreate("probe", 0); return err },
+	"inotify_init1": func(string) error { _, err := unix.InotifyInit1(0); return err },
 	"open_by_handle_at": func(string) error {
 		var h [16]byte
 		cwd := unix.AT_FDCWD
