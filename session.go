@@ -75,6 +75,8 @@ type instance struct {
 	sweeping uint64
 	// fingerprint is the warm R as it started (procFingerprint).
 	fingerprint string
+	// uidSlot is the host uid range the box holds (-1: none).
+	uidSlot int
 }
 
 type frame struct {
@@ -182,7 +184,7 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	// frames is unbuffered: the reader holds at most one decoded frame, and
 	// R cannot queue work while no Execute is reading.
 	inst := &instance{id: id, dir: filepath.Join(s.cfg.StateDir, sessionsDir, id),
-		frames: make(chan frame), stop: make(chan struct{})}
+		frames: make(chan frame), stop: make(chan struct{}), uidSlot: -1}
 	defer func() {
 		if retErr != nil {
 			s.destroy(inst)
@@ -321,8 +323,14 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 	hostUID, hostGID := boxUID, boxGID
 	var userNS *spec.IDMap
 	if !s.cfg.UnsafeNoUserNamespace {
-		userNS = &spec.IDMap{HostBase: userNSHostBase, Size: userNSSize}
-		hostUID, hostGID = userNSHostBase+boxUID, userNSHostBase+boxGID
+		slot, err := claimUIDRange(s.cfg.StateDir, inst.id)
+		if err != nil {
+			return nil, err
+		}
+		inst.uidSlot = slot
+		base := uidRangeBase(slot)
+		userNS = &spec.IDMap{HostBase: base, Size: userNSSize}
+		hostUID, hostGID = int(base)+boxUID, int(base)+boxGID
 	}
 	if err := os.Chown(sockPath, hostUID, hostGID); err != nil {
 		return nil, err
@@ -550,6 +558,12 @@ func (s *Session) destroy(inst *instance) error {
 				inst.cleanupErr = err
 			}
 			s.log.Debug("R destroyed", "id", inst.id, "took", time.Since(t0))
+		}
+		// The uid range is free once no process of the box can hold it.
+		if inst.uidSlot >= 0 && inst.cleanupErr == nil {
+			if err := releaseUIDRange(s.cfg.StateDir, inst.uidSlot, inst.id); err != nil {
+				s.log.Error("freeing the host uid range", "slot", inst.uidSlot, "err", err)
+			}
 		}
 		if inst.stdout != nil {
 			inst.stdout.close()

@@ -28,10 +28,12 @@ import (
 //	sessions/<id>/r     an unsandboxed R's pid and start time
 //	sessions/<id>/tmp/  an unsandboxed R's working and temp dir
 //	runtime/<digest>/   the R runtime files (bind-mounted read-only)
+//	uids/<k> -> <id>    the host uid range slot k a session's box holds
 const (
 	containersDir = "containers"
 	sessionsDir   = "sessions"
 	runtimeDir    = "runtime"
+	uidsDir       = "uids"
 	ownerFile     = "owner"
 	hostRFile     = "r"
 	socketName    = "bridge.sock"
@@ -121,7 +123,7 @@ func prepareStateDir(stateDir string) error {
 	if err := mkdirPrivate(stateDir, 0o711); err != nil {
 		return err
 	}
-	for _, sub := range []string{sessionsDir, containersDir, runtimeDir} {
+	for _, sub := range []string{sessionsDir, containersDir, runtimeDir, uidsDir} {
 		if err := mkdirPrivate(filepath.Join(stateDir, sub), 0o711); err != nil {
 			return err
 		}
@@ -171,7 +173,7 @@ func checkPrivateDir(dir string) error {
 func Reap(ctx context.Context, stateDir string) ([]string, error) {
 	// Never walk, signal or delete through a planted link or a directory
 	// someone else could have written: its state could name any process.
-	for _, d := range []string{stateDir, filepath.Join(stateDir, sessionsDir), filepath.Join(stateDir, containersDir)} {
+	for _, d := range []string{stateDir, filepath.Join(stateDir, sessionsDir), filepath.Join(stateDir, containersDir), filepath.Join(stateDir, uidsDir)} {
 		if err := checkPrivateDir(d); err != nil {
 			return nil, fmt.Errorf("refusing to reap: %w", err)
 		}
@@ -207,6 +209,7 @@ func Reap(ctx context.Context, stateDir string) ([]string, error) {
 		}
 		reaped = append(reaped, id)
 	}
+	errs = append(errs, reapUIDRanges(stateDir))
 	return reaped, errors.Join(errs...)
 }
 

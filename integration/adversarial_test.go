@@ -1565,8 +1565,9 @@ func TestAdversarialEscape(t *testing.T) {
 		}},
 		{"E07", func(t *testing.T) {
 			// A host process with the same host uid as the box's R.
+			boxUID := hostUIDOf(t, hostPidOf(s))
 			canary := exec.Command("sleep", "60")
-			canary.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 101000, Gid: 101000}}
+			canary.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: boxUID, Gid: boxUID}}
 			if err := canary.Start(); err != nil {
 				t.Fatal(err)
 			}
@@ -1589,7 +1590,7 @@ func TestAdversarialEscape(t *testing.T) {
 				t.Errorf("kill(-1) inside: verdict %s, want killed", res.Verdict)
 			}
 			if !running(canary.Process.Pid) {
-				t.Errorf("the host canary process (uid 101000) died")
+				t.Errorf("the host canary process (uid %d) died", boxUID)
 			}
 			if hostPidOf(h.neighbour) != nbPid || !running(nbPid) {
 				t.Errorf("the neighbour's R was killed")

@@ -576,6 +576,12 @@ func assertGone(t *testing.T, id string) {
 	if m := mountsMatching(id); len(m) > 0 {
 		t.Errorf("mounts remain: %v", m)
 	}
+	ents, _ := os.ReadDir(filepath.Join(stateDir, "uids"))
+	for _, e := range ents {
+		if target, _ := os.Readlink(filepath.Join(stateDir, "uids", e.Name())); target == id {
+			t.Errorf("host uid range %s still claimed by %s", e.Name(), id)
+		}
+	}
 }
 
 // TestTotalLimits: the parent cgroup caps all sessions together.
@@ -765,5 +771,55 @@ func TestExecuteWith(t *testing.T) {
 	}
 	if res := execute(t, s, `exists("x")`); res.Value.Go() != false {
 		t.Errorf("a fresh execution left x behind")
+	}
+}
+
+// hostUIDOf is the real uid of a host process.
+func hostUIDOf(t *testing.T, pid int) uint32 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			f := strings.Fields(v)
+			uid, err := strconv.ParseUint(f[0], 10, 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return uint32(uid)
+		}
+	}
+	t.Fatalf("no Uid line for pid %d", pid)
+	return 0
+}
+
+// TestUIDRanges: every live box has a host uid range of its own, freed
+// when it closes.
+func TestUIDRanges(t *testing.T) {
+	const base, size = 100000, 65536
+	seen := map[uint32]bool{}
+	var sessions []*securer.Session
+	for range 4 {
+		s := newSession(t, baseConfig())
+		sessions = append(sessions, s)
+		var inside, host, n uint32
+		m := mustOK(t, s, `readLines("/proc/self/uid_map")`).Value.Go().(string)
+		if _, err := fmt.Sscan(m, &inside, &host, &n); err != nil || inside != 0 || n != size || host < base || (host-base)%size != 0 {
+			t.Fatalf("uid_map %q", m)
+		}
+		if seen[host] {
+			t.Errorf("two live boxes share the host uid range from %d", host)
+		}
+		seen[host] = true
+		if got := hostUIDOf(t, hostPidOf(s)); got != host+1000 {
+			t.Errorf("R runs as host uid %d, want %d (uid 1000 of its range)", got, host+1000)
+		}
+	}
+	for _, s := range sessions {
+		id := s.ID()
+		s.Close()
+		assertGone(t, id)
 	}
 }

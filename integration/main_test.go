@@ -133,7 +133,7 @@ func mustOK(t *testing.T, s *securer.Session, code string) *securer.Result {
 // and container state, cgroup leaves, mounts naming a session.
 func leftovers() []string {
 	var out []string
-	for _, sub := range []string{"sessions", "containers"} {
+	for _, sub := range []string{"sessions", "containers", "uids"} {
 		ents, _ := os.ReadDir(filepath.Join(stateDir, sub))
 		for _, e := range ents {
 			out = append(out, filepath.Join(stateDir, sub, e.Name()))
