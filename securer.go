@@ -316,6 +316,11 @@ func (c Config) withDefaults() Config {
 			c.StateDir = defaultHostStateDir()
 		}
 	}
+	// Absolute: session dirs are named by path in the host-wide uid
+	// range registry.
+	if abs, err := filepath.Abs(c.StateDir); err == nil {
+		c.StateDir = abs
+	}
 	if c.HostRscript == "" {
 		c.HostRscript = "Rscript"
 	}

@@ -323,7 +323,7 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 	hostUID, hostGID := boxUID, boxGID
 	var userNS *spec.IDMap
 	if !s.cfg.UnsafeNoUserNamespace {
-		slot, err := claimUIDRange(s.cfg.StateDir, inst.id)
+		slot, err := claimUIDRange(inst.dir)
 		if err != nil {
 			return nil, err
 		}
@@ -559,9 +559,13 @@ func (s *Session) destroy(inst *instance) error {
 			}
 			s.log.Debug("R destroyed", "id", inst.id, "took", time.Since(t0))
 		}
-		// The uid range is free once no process of the box can hold it.
-		if inst.uidSlot >= 0 && inst.cleanupErr == nil {
-			if err := releaseUIDRange(s.cfg.StateDir, inst.uidSlot, inst.id); err != nil {
+		// The uid range is free once no process of the box can hold it:
+		// libcontainer removes the container's state only after its
+		// cgroup, so while the state is there the claim stays (Reap frees
+		// it once both are gone).
+		ctrState := filepath.Join(s.cfg.StateDir, containersDir, inst.id)
+		if _, err := os.Lstat(ctrState); inst.uidSlot >= 0 && errors.Is(err, os.ErrNotExist) {
+			if err := releaseUIDRange(inst.uidSlot, inst.dir); err != nil {
 				s.log.Error("freeing the host uid range", "slot", inst.uidSlot, "err", err)
 			}
 		}

@@ -28,12 +28,10 @@ import (
 //	sessions/<id>/r     an unsandboxed R's pid and start time
 //	sessions/<id>/tmp/  an unsandboxed R's working and temp dir
 //	runtime/<digest>/   the R runtime files (bind-mounted read-only)
-//	uids/<k> -> <id>    the host uid range slot k a session's box holds
 const (
 	containersDir = "containers"
 	sessionsDir   = "sessions"
 	runtimeDir    = "runtime"
-	uidsDir       = "uids"
 	ownerFile     = "owner"
 	hostRFile     = "r"
 	socketName    = "bridge.sock"
@@ -123,7 +121,7 @@ func prepareStateDir(stateDir string) error {
 	if err := mkdirPrivate(stateDir, 0o711); err != nil {
 		return err
 	}
-	for _, sub := range []string{sessionsDir, containersDir, runtimeDir, uidsDir} {
+	for _, sub := range []string{sessionsDir, containersDir, runtimeDir} {
 		if err := mkdirPrivate(filepath.Join(stateDir, sub), 0o711); err != nil {
 			return err
 		}
@@ -173,7 +171,7 @@ func checkPrivateDir(dir string) error {
 func Reap(ctx context.Context, stateDir string) ([]string, error) {
 	// Never walk, signal or delete through a planted link or a directory
 	// someone else could have written: its state could name any process.
-	for _, d := range []string{stateDir, filepath.Join(stateDir, sessionsDir), filepath.Join(stateDir, containersDir), filepath.Join(stateDir, uidsDir)} {
+	for _, d := range []string{stateDir, filepath.Join(stateDir, sessionsDir), filepath.Join(stateDir, containersDir), uidRegistry} {
 		if err := checkPrivateDir(d); err != nil {
 			return nil, fmt.Errorf("refusing to reap: %w", err)
 		}
@@ -209,7 +207,7 @@ func Reap(ctx context.Context, stateDir string) ([]string, error) {
 		}
 		reaped = append(reaped, id)
 	}
-	errs = append(errs, reapUIDRanges(stateDir))
+	errs = append(errs, reapUIDRanges())
 	return reaped, errors.Join(errs...)
 }
 
@@ -237,11 +235,12 @@ func ReapCgroups(stateDir, cgroupParent string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	claimed := claimedIDs()
 	var removed []string
 	var errs []error
 	for _, name := range leaves {
-		if !strings.HasPrefix(name, idPrefix) {
-			continue // not a session's: not ours to touch
+		if !strings.HasPrefix(name, idPrefix) || claimed[name] {
+			continue // not a session's, or one holding a uid range (in any state dir)
 		}
 		// The session dir is made before the container's cgroup and
 		// removed after it: a leaf without one is nobody's.

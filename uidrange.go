@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // uidSlots is how many boxes can hold a host uid range at once. Slot k
@@ -16,18 +18,51 @@ import (
 // limits and permissions keep them apart even outside their namespaces.
 const uidSlots = 1024
 
+// uidRegistry is where every executor on the host claims its boxes' uid
+// ranges, whatever its state dir: the ranges are a host-wide resource.
+// Entry k is a symlink to the claiming session's dir, never followed.
+const uidRegistry = "/run/securer-runc-uids"
+
+// HostIDRange is the span of host uids and gids boxes may be given:
+// [first, first+count).
+func HostIDRange() (first, count uint64) {
+	return userNSHostBase, uint64(uidSlots) * userNSSize
+}
+
 // uidRangeBase is the first host ID of slot k.
 func uidRangeBase(k int) uint32 { return uint32(userNSHostBase + k*userNSSize) }
 
-// claimUIDRange takes a free slot for session id. The claim is a symlink
-// uids/<k> -> id, which the kernel creates atomically or not at all; it
-// is never followed, only read.
-func claimUIDRange(stateDir, id string) (int, error) {
-	dir := filepath.Join(stateDir, uidsDir)
+// lockRegistry opens the registry, private to this user, and locks it:
+// shared to claim or free a slot of one's own, exclusive to reap. The
+// lock ends with the returned closer.
+func lockRegistry(how int) (func(), error) {
+	if err := mkdirPrivate(uidRegistry, 0o700); err != nil {
+		return nil, fmt.Errorf("uid range registry: %w", err)
+	}
+	fd, err := unix.Open(uidRegistry, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("uid range registry: %w", err)
+	}
+	if err := unix.Flock(fd, how); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("lock the uid range registry: %w", err)
+	}
+	return func() { unix.Close(fd) }, nil
+}
+
+// claimUIDRange takes a free slot for the session whose dir is
+// sessionDir. The claim is a symlink, which the kernel creates atomically
+// or not at all.
+func claimUIDRange(sessionDir string) (int, error) {
+	unlock, err := lockRegistry(unix.LOCK_SH)
+	if err != nil {
+		return -1, err
+	}
+	defer unlock()
 	start := rand.IntN(uidSlots) // spread claims: fewer collisions between executors
 	for i := range uidSlots {
 		k := (start + i) % uidSlots
-		err := os.Symlink(id, filepath.Join(dir, strconv.Itoa(k)))
+		err := os.Symlink(sessionDir, filepath.Join(uidRegistry, strconv.Itoa(k)))
 		if err == nil {
 			return k, nil
 		}
@@ -38,38 +73,78 @@ func claimUIDRange(stateDir, id string) (int, error) {
 	return -1, fmt.Errorf("%w: all %d host uid ranges are in use", ErrSandboxUnavailable, uidSlots)
 }
 
-// releaseUIDRange frees slot k if session id holds it.
-func releaseUIDRange(stateDir string, k int, id string) error {
-	p := filepath.Join(stateDir, uidsDir, strconv.Itoa(k))
-	if target, err := os.Readlink(p); err != nil || target != id {
+// releaseUIDRange frees slot k if the session at sessionDir holds it.
+func releaseUIDRange(k int, sessionDir string) error {
+	unlock, err := lockRegistry(unix.LOCK_SH)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	p := filepath.Join(uidRegistry, strconv.Itoa(k))
+	if target, err := os.Readlink(p); err != nil || target != sessionDir {
 		return err
 	}
 	return os.Remove(p)
 }
 
-// reapUIDRanges frees the slots of sessions whose dir is gone: a session
-// claims its slot after making its dir and frees it before removing the
-// dir, so a claim without a dir is a crashed session's.
-func reapUIDRanges(stateDir string) error {
-	dir := filepath.Join(stateDir, uidsDir)
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
+// boxGone reports whether nothing of the session at sessionDir is left
+// that could still hold its uids: its dir and its container state (which
+// libcontainer removes only once the container's cgroup is gone).
+func boxGone(sessionDir string) bool {
+	id := filepath.Base(sessionDir)
+	ctr := filepath.Join(filepath.Dir(filepath.Dir(sessionDir)), containersDir, id)
+	_, errSess := os.Lstat(sessionDir)
+	_, errCtr := os.Lstat(ctr)
+	return errors.Is(errSess, os.ErrNotExist) && errors.Is(errCtr, os.ErrNotExist)
+}
+
+// claimTarget checks that a registry entry's target is a session dir
+// path as claimUIDRange writes them.
+func claimTarget(target string) bool {
+	return filepath.IsAbs(target) && filepath.Clean(target) == target &&
+		strings.HasPrefix(filepath.Base(target), idPrefix) && filepath.Base(filepath.Dir(target)) == sessionsDir
+}
+
+// reapUIDRanges frees the slots of sessions of which nothing is left (a
+// crashed executor's, once Reap has removed its box), whichever state dir
+// they were in.
+func reapUIDRanges() error {
+	if _, err := os.Lstat(uidRegistry); errors.Is(err, os.ErrNotExist) {
 		return nil
-	} else if err != nil {
+	}
+	unlock, err := lockRegistry(unix.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	ents, err := os.ReadDir(uidRegistry)
+	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, e := range ents {
-		p := filepath.Join(dir, e.Name())
+		p := filepath.Join(uidRegistry, e.Name())
 		target, err := os.Readlink(p)
-		if err != nil || !strings.HasPrefix(target, idPrefix) || strings.ContainsRune(target, '/') {
+		if err != nil || !claimTarget(target) {
 			continue // not a claim of ours: leave it
 		}
-		if _, err := os.Lstat(filepath.Join(stateDir, sessionsDir, target)); errors.Is(err, os.ErrNotExist) {
+		if boxGone(target) {
 			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// claimedIDs lists the session ids holding a uid range, in any state dir.
+func claimedIDs() map[string]bool {
+	ids := map[string]bool{}
+	ents, _ := os.ReadDir(uidRegistry)
+	for _, e := range ents {
+		if target, err := os.Readlink(filepath.Join(uidRegistry, e.Name())); err == nil && claimTarget(target) {
+			ids[filepath.Base(target)] = true
+		}
+	}
+	return ids
 }

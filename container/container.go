@@ -251,6 +251,10 @@ var rlimitTypes = map[string]int{
 	"RLIMIT_MSGQUEUE":   unix.RLIMIT_MSGQUEUE,
 }
 
+// convertRlimits turns the spec's rlimits into libcontainer's, capped at
+// this process's own hard limits: the box cannot raise them (root in a
+// user namespace has no CAP_SYS_RESOURCE over the host), and asking would
+// fail the start.
 func convertRlimits(rs []specs.POSIXRlimit) ([]configs.Rlimit, error) {
 	out := make([]configs.Rlimit, 0, len(rs))
 	for _, r := range rs {
@@ -258,7 +262,12 @@ func convertRlimits(rs []specs.POSIXRlimit) ([]configs.Rlimit, error) {
 		if !ok {
 			return nil, fmt.Errorf("unsupported rlimit %q", r.Type)
 		}
-		out = append(out, configs.Rlimit{Type: t, Hard: r.Hard, Soft: r.Soft})
+		hard, soft := r.Hard, r.Soft
+		var own unix.Rlimit
+		if err := unix.Getrlimit(t, &own); err == nil {
+			hard, soft = min(hard, own.Max), min(soft, own.Max)
+		}
+		out = append(out, configs.Rlimit{Type: t, Hard: hard, Soft: soft})
 	}
 	return out, nil
 }

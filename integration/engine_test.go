@@ -90,6 +90,11 @@ func TestSeedExamples(t *testing.T) {
 	cfg.Tools = seedTools(nil)
 	s := newSession(t, cfg)
 
+	// The runtime leaves nothing of its own in the user's workspace.
+	if res := mustOK(t, s, `ls(globalenv(), all.names = TRUE)`); fmt.Sprint(res.Value.Go()) != "[]" {
+		t.Errorf("a new session's global environment holds %v", res.Value.Go())
+	}
+
 	res := mustOK(t, s, "1 + 1")
 	if res.Stdout != "[1] 2\n" || res.Printed != "[1] 2" {
 		t.Errorf("1 + 1: stdout %q printed %q, want [1] 2", res.Stdout, res.Printed)
@@ -576,9 +581,9 @@ func assertGone(t *testing.T, id string) {
 	if m := mountsMatching(id); len(m) > 0 {
 		t.Errorf("mounts remain: %v", m)
 	}
-	ents, _ := os.ReadDir(filepath.Join(stateDir, "uids"))
+	ents, _ := os.ReadDir(uidRegistry)
 	for _, e := range ents {
-		if target, _ := os.Readlink(filepath.Join(stateDir, "uids", e.Name())); target == id {
+		if target, _ := os.Readlink(filepath.Join(uidRegistry, e.Name())); filepath.Base(target) == id {
 			t.Errorf("host uid range %s still claimed by %s", e.Name(), id)
 		}
 	}
@@ -817,9 +822,40 @@ func TestUIDRanges(t *testing.T) {
 			t.Errorf("R runs as host uid %d, want %d (uid 1000 of its range)", got, host+1000)
 		}
 	}
+	// Another state dir (another executor) draws from the same registry.
+	other := baseConfig()
+	other.StateDir = stateDir + "-other"
+	t.Cleanup(func() { os.RemoveAll(other.StateDir) })
+	s := newSession(t, other)
+	var host uint32
+	m := mustOK(t, s, `readLines("/proc/self/uid_map")`).Value.Go().(string)
+	if _, err := fmt.Sscan(m, new(uint32), &host); err != nil || seen[host] {
+		t.Errorf("a box of another state dir got uid_map %q, shared with a live box", m)
+	}
+	s.Close()
 	for _, s := range sessions {
 		id := s.ID()
 		s.Close()
 		assertGone(t, id)
+	}
+
+	// A claim left by a crashed session whose box is gone is freed by the
+	// next Reap; a claim that is not a session's is left alone.
+	stale := filepath.Join(uidRegistry, "1023")
+	foreign := filepath.Join(uidRegistry, "not-a-slot")
+	if err := errors.Join(os.Symlink(filepath.Join(stateDir, "sessions", "securer-00000000deadbeef"), stale),
+		os.Symlink("/elsewhere", foreign)); err != nil {
+		t.Fatalf("plant claims (slot 1023 in use?): %v", err)
+	}
+	defer os.Remove(foreign)
+	if _, err := securer.Reap(context.Background(), stateDir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(stale); !os.IsNotExist(err) {
+		t.Errorf("the stale claim survived Reap: %v", err)
+		os.Remove(stale)
+	}
+	if _, err := os.Lstat(foreign); err != nil {
+		t.Errorf("Reap removed an entry that is not a claim: %v", err)
 	}
 }

@@ -29,6 +29,9 @@ var (
 	rootfsDir    = envOr("SECURER_ROOTFS", rootfs.DefaultDir)
 )
 
+// uidRegistry is where executors claim host uid ranges (securer's own).
+const uidRegistry = "/run/securer-runc-uids"
+
 // runIDEnv passes the run's id to child processes of the tests.
 const runIDEnv = "SECURER_IT_RUN"
 
@@ -133,7 +136,7 @@ func mustOK(t *testing.T, s *securer.Session, code string) *securer.Result {
 // and container state, cgroup leaves, mounts naming a session.
 func leftovers() []string {
 	var out []string
-	for _, sub := range []string{"sessions", "containers", "uids"} {
+	for _, sub := range []string{"sessions", "containers"} {
 		ents, _ := os.ReadDir(filepath.Join(stateDir, sub))
 		for _, e := range ents {
 			out = append(out, filepath.Join(stateDir, sub, e.Name()))
@@ -143,6 +146,13 @@ func leftovers() []string {
 		leaves, _ := p.Leaves()
 		for _, l := range leaves {
 			out = append(out, "cgroup "+cgroupParent+"/"+l)
+		}
+	}
+	// Host uid ranges claimed by this run's sessions.
+	ents, _ := os.ReadDir(uidRegistry)
+	for _, e := range ents {
+		if target, _ := os.Readlink(filepath.Join(uidRegistry, e.Name())); strings.HasPrefix(target, stateDir+"/") {
+			out = append(out, "uid range "+e.Name()+" -> "+target)
 		}
 	}
 	// This run's paths only: other runs may be going on beside it.

@@ -20,10 +20,13 @@ const (
 	SocketDir  = "/run/securer/sock"
 )
 
-// Per-user kernel counters' caps in a box (see Build's rlimits).
+// Per-user kernel counters' caps in a box (see Build's rlimits), small
+// enough that the sum over many boxes leaves the executor's user its own:
+// 64 boxes queue at most 8,192 signals; no box may create a POSIX message
+// queue (R has no use for one).
 const (
-	boxSigPending    = 1024
-	boxMsgQueueBytes = 64 << 10
+	boxSigPending    = 128
+	boxMsgQueueBytes = 0
 	boxMemlockBytes  = 64 << 10
 )
 

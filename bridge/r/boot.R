@@ -1,4 +1,5 @@
 # Rscript's entry: runs main.R parsed whole. Read by Rscript itself,
 # main.R's one 350-line expression would cost ~70 ms at every start (R's
 # file reader parses a multi-line expression again at each line).
-for (e in parse(file.path(commandArgs(trailingOnly = TRUE)[1], "main.R"), keep.source = FALSE)) eval(e, globalenv())
+# local(): the loop variable stays out of the global environment.
+local(for (e in parse(file.path(commandArgs(trailingOnly = TRUE)[1], "main.R"), keep.source = FALSE)) eval(e, globalenv()))

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -177,6 +178,7 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
 	checks = append(checks, kernelChecks(unix.ByteSliceToString(uts.Release[:]), *allowOld)...)
+	checks = append(checks, subIDChecks()...)
 	if m, err := rootfs.Verify(ctx, *dir); err != nil {
 		checks = append(checks, check{name: "rootfs", detail: err.Error(), fix: "securer-runc rootfs build --dir " + *dir})
 	} else {
@@ -215,4 +217,44 @@ func failed(checks []check) bool {
 		}
 	}
 	return false
+}
+
+// subIDChecks notes host users whose subordinate id ranges (rootless
+// containers' uids) overlap the ranges boxes are given: a box and such a
+// container could then share a host uid.
+func subIDChecks() []check {
+	first, count := securer.HostIDRange()
+	var out []check
+	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		if users := subIDOverlaps(string(b), first, first+count); len(users) > 0 {
+			out = append(out, check{name: "box id range", ok: true, note: true,
+				detail: fmt.Sprintf("%s gives %s ids in %d-%d, which boxes use too", f, strings.Join(users, ", "), first, first+count-1)})
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, check{name: "box id range", ok: true, detail: fmt.Sprintf("%d-%d, in no /etc/subuid or /etc/subgid range", first, first+count-1)})
+	}
+	return out
+}
+
+// subIDOverlaps lists the users of a subuid/subgid file (name:start:count
+// lines) whose range meets [lo, hi).
+func subIDOverlaps(content string, lo, hi uint64) []string {
+	var users []string
+	for _, line := range strings.Split(content, "\n") {
+		f := strings.Split(strings.TrimSpace(line), ":")
+		if len(f) != 3 {
+			continue
+		}
+		start, err1 := strconv.ParseUint(f[1], 10, 64)
+		n, err2 := strconv.ParseUint(f[2], 10, 64)
+		if err1 == nil && err2 == nil && n > 0 && start < hi && start+n > lo {
+			users = append(users, f[0])
+		}
+	}
+	return users
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -61,6 +62,29 @@ func TestKernelChecks(t *testing.T) {
 			}
 			if failed(cs) == tt.ok {
 				t.Errorf("failed() = %v with kernel ok = %v", failed(cs), tt.ok)
+			}
+		})
+	}
+}
+
+func TestSubIDOverlaps(t *testing.T) {
+	const lo, hi = 100000, 100000 + 1024*65536
+	for _, tc := range []struct {
+		name, content string
+		want          []string
+	}{
+		{"none", "", nil},
+		{"below", "a:10000:65536\n", nil},
+		{"touching below", "a:34464:65536\n", nil},
+		{"inside", "alice:100000:65536\nbob:165536:65536\n", []string{"alice", "bob"}},
+		{"straddling the end", "c:67100000:100000\n", []string{"c"}},
+		{"above", "d:67208864:65536\n", nil},
+		{"malformed lines", "junk\ne:x:1\nf:100000:0\n", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := subIDOverlaps(tc.content, lo, hi)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("subIDOverlaps = %v, want %v", got, tc.want)
 			}
 		})
 	}
