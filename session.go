@@ -707,15 +707,30 @@ func (inst *instance) killStrays(log *slog.Logger) {
 		if err != nil {
 			return
 		}
-		killed := 0
+		// A pid read from the list may have been reused by the time it is
+		// signalled. Pin each one with a pidfd first, then keep only those
+		// still listed: a pidfd opened before the second read names a
+		// process that was (and a pidfd never stops naming it) the
+		// session's own.
+		pinned := map[int]int{}
 		for _, pid := range pids {
-			if pid != spared && pid != inst.rPid {
-				// Only pids of this session's own cgroup or process
-				// group: never anyone else's.
-				if unix.Kill(pid, unix.SIGKILL) == nil {
-					killed++
-				}
+			if pid == spared || pid == inst.rPid {
+				continue
 			}
+			if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+				pinned[pid] = fd
+			}
+		}
+		if len(pinned) == 0 {
+			return
+		}
+		still, err := inst.run.Procs()
+		killed := 0
+		for pid, fd := range pinned {
+			if err == nil && slices.Contains(still, pid) && unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) == nil {
+				killed++
+			}
+			unix.Close(fd)
 		}
 		if killed == 0 {
 			return
