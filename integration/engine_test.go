@@ -467,24 +467,7 @@ func TestCleanup(t *testing.T) {
 		mustOK(t, s, "1")
 	})
 	t.Run("host crash", func(t *testing.T) {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), crashChildEnv+"=1", runIDEnv+"="+runID)
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err != nil {
-			t.Fatalf("crash child: %v", err)
-		}
-		fields := strings.Fields(line)
-		id, rpid := fields[0], fields[1]
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
-		pid, _ := strconv.Atoi(rpid)
+		id, pid := crashAChild(t, crashChildEnv+"=1")
 		if err := syscall.Kill(pid, 0); err != nil {
 			t.Fatalf("the orphaned R (pid %d) should outlive its host process until reaped: %v", pid, err)
 		}
@@ -504,9 +487,35 @@ func TestCleanup(t *testing.T) {
 
 const crashChildEnv = "SECURER_IT_CRASH_CHILD"
 
-// crashChild starts a session, reports it, and waits to be killed.
-func crashChild() {
-	s, err := securer.NewSession(context.Background(), baseConfig())
+// crashAChild runs this test binary as a child with env set, reads the
+// session id and R pid it reports, and kills it with SIGKILL.
+func crashAChild(t *testing.T, env string) (id string, pid int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), env, runIDEnv+"="+runID)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("crash child: %v", err)
+	}
+	if _, err := fmt.Sscan(line, &id, &pid); err != nil {
+		t.Fatalf("crash child said %q", line)
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	return id, pid
+}
+
+// childSession starts a session in a crash child and runs R once (which
+// is R's pid as R sees it), exiting the child on any error.
+func childSession(cfg securer.Config) (*securer.Session, any) {
+	s, err := securer.NewSession(context.Background(), cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -516,9 +525,13 @@ func crashChild() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	_ = res
-	pid := hostPidOf(s)
-	fmt.Printf("%s %d\n", s.ID(), pid)
+	return s, res.Value.Go()
+}
+
+// crashChild starts a session, reports it, and waits to be killed.
+func crashChild() {
+	s, _ := childSession(baseConfig())
+	fmt.Printf("%s %d\n", s.ID(), hostPidOf(s))
 	select {}
 }
 

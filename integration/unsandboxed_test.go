@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -198,26 +197,7 @@ func TestUnsandboxedConfig(t *testing.T) {
 func TestUnsandboxedHostCrash(t *testing.T) {
 	for _, busy := range []bool{true, false} {
 		t.Run(map[bool]string{true: "busy with a background child", false: "idle"}[busy], func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), hostCrashChildEnv+"="+strconv.FormatBool(busy), runIDEnv+"="+runID)
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			line, err := bufio.NewReader(out).ReadString('\n')
-			if err != nil {
-				t.Fatalf("crash child: %v", err)
-			}
-			var id string
-			var pid int
-			if _, err := fmt.Sscan(line, &id, &pid); err != nil {
-				t.Fatalf("crash child said %q", line)
-			}
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			_ = cmd.Wait()
+			id, pid := crashAChild(t, hostCrashChildEnv+"="+strconv.FormatBool(busy))
 			if alive(pid) {
 				t.Errorf("R (pid %d) outlived its host process", pid)
 			}
@@ -266,21 +246,12 @@ const hostCrashChildEnv = "SECURER_IT_HOST_CRASH_CHILD"
 // sets R spinning after starting a background child, and waits to be
 // killed.
 func hostCrashChild(busy bool) {
-	s, err := securer.NewSession(context.Background(), hostConfig())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	res, err := s.Execute(context.Background(), "Sys.getpid()")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	s, pid := childSession(hostConfig())
 	if busy {
 		go s.Execute(context.Background(), `system("sleep 300 >/dev/null 2>&1 &"); repeat {}`)
 		time.Sleep(500 * time.Millisecond)
 	}
-	fmt.Printf("%s %v\n", s.ID(), res.Value.Go())
+	fmt.Printf("%s %v\n", s.ID(), pid)
 	select {}
 }
 

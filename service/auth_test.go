@@ -15,15 +15,7 @@ import (
 // connection with "unauthorized".
 func TestAuth(t *testing.T) {
 	const token = "0123456789abcdef-secret"
-	srv := New(Options{Token: token, AuthTimeout: 300 * time.Millisecond, Version: "test"})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, ln); close(done) }()
-	defer func() { cancel(); <-done }()
+	addr := serveTCP(t, Options{Token: token, AuthTimeout: 300 * time.Millisecond, Version: "test"})
 
 	for _, tc := range []struct {
 		name  string
@@ -39,7 +31,7 @@ func TestAuth(t *testing.T) {
 		{"silence", nil, []string{"error"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			nc, err := net.Dial("tcp", ln.Addr().String())
+			nc, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -84,22 +76,14 @@ func TestAuth(t *testing.T) {
 // they authenticate.
 func TestAuthCaps(t *testing.T) {
 	const token = "0123456789abcdef-0123456789abcdef"
-	srv := New(Options{Token: token, MaxUnauthenticated: 2, MaxClients: 1, AuthTimeout: 5 * time.Second})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, ln); close(done) }()
-	defer func() { cancel(); <-done }()
+	addr := serveTCP(t, Options{Token: token, MaxUnauthenticated: 2, MaxClients: 1, AuthTimeout: 5 * time.Second})
 
 	type client struct {
 		nc net.Conn
 		r  *bufio.Scanner
 	}
 	dial := func() client {
-		nc, err := net.Dial("tcp", ln.Addr().String())
+		nc, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -147,6 +131,21 @@ func TestAuthCaps(t *testing.T) {
 	if ev := next(first); ev["type"] != "pong" {
 		t.Errorf("ping: %v", ev)
 	}
+}
+
+// serveTCP serves a server with opts on a loopback port until the test
+// ends, and returns the address.
+func serveTCP(t *testing.T, opts Options) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { New(opts).Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ln.Addr().String()
 }
 
 func errCodeIn(ev map[string]any) string {
