@@ -261,22 +261,21 @@ func (r *hostRunner) Usage() cgroup.Usage {
 
 // Limits reads back the rlimits R runs under.
 func (r *hostRunner) Limits() (Limits, error) {
-	var l Limits
 	if r.reaped.Load() {
-		return l, errors.New("R has ended")
+		return Limits{}, errors.New("R has ended")
 	}
-	for res, dst := range map[int]func(uint64){
-		unix.RLIMIT_AS:     func(v uint64) { l.MemoryBytes = int64(min(v, 1<<62)) },
-		unix.RLIMIT_NOFILE: func(v uint64) { l.NoFile = v },
-		unix.RLIMIT_FSIZE:  func(v uint64) { l.FileSizeBytes = v },
-	} {
+	get := func(res int) (uint64, error) {
 		var cur unix.Rlimit
-		if err := unix.Prlimit(r.pid, res, nil, &cur); err != nil {
-			return Limits{}, fmt.Errorf("read R's resource limits: %w", err)
-		}
-		dst(cur.Cur)
+		err := unix.Prlimit(r.pid, res, nil, &cur)
+		return cur.Cur, err
 	}
-	return l, nil
+	as, errAS := get(unix.RLIMIT_AS)
+	nofile, errNoFile := get(unix.RLIMIT_NOFILE)
+	fsize, errFSize := get(unix.RLIMIT_FSIZE)
+	if err := errors.Join(errAS, errNoFile, errFSize); err != nil {
+		return Limits{}, fmt.Errorf("read R's resource limits: %w", err)
+	}
+	return Limits{MemoryBytes: int64(min(as, 1<<62)), NoFile: nofile, FileSizeBytes: fsize}, nil
 }
 
 // killMarked ends the processes of group pgid that carry session id's

@@ -84,25 +84,28 @@ func processRecord(pid int) (string, error) {
 	return strconv.Itoa(pid) + " " + st + "\n", nil
 }
 
-// recordedAlive returns the pid of the process a record names, or 0 when
-// it no longer runs.
-func recordedAlive(record string) int {
+// parseRecord reads a processRecord back (pid 0: malformed).
+func parseRecord(record string) (pid int, start string) {
 	f := strings.Fields(record)
 	if len(f) != 2 {
-		return 0
+		return 0, ""
 	}
 	pid, err := strconv.Atoi(f[0])
 	if err != nil || pid <= 0 {
-		return 0
+		return 0, ""
 	}
-	if st, err := processStart(pid); err != nil || st != f[1] {
-		return 0
-	}
-	return pid
+	return pid, f[1]
 }
 
 // ownerAlive reports whether the process that wrote an owner record runs.
-func ownerAlive(record string) bool { return recordedAlive(record) != 0 }
+func ownerAlive(record string) bool {
+	pid, start := parseRecord(record)
+	if pid == 0 {
+		return false
+	}
+	st, err := processStart(pid)
+	return err == nil && st == start
+}
 
 // writeAtomic writes a file whole or not at all (a concurrent reaper must
 // never see half a record).
@@ -291,11 +294,11 @@ func reapOne(ctx context.Context, stateDir, id string) error {
 	sessDir := filepath.Join(stateDir, sessionsDir, id)
 	// An unsandboxed R, or what it started, outlived its owner: end its
 	// process group's members that carry the session's marker.
+	// The group id is R's pid whether or not R still runs: the marker
+	// tells the session's processes from strangers.
 	if rec, err := os.ReadFile(filepath.Join(sessDir, hostRFile)); err == nil {
-		if f := strings.Fields(string(rec)); len(f) == 2 {
-			if pid, err := strconv.Atoi(f[0]); err == nil && pid > 0 {
-				killMarked(pid, id)
-			}
+		if pid, _ := parseRecord(string(rec)); pid != 0 {
+			killMarked(pid, id)
 		}
 	}
 	return os.RemoveAll(sessDir)
