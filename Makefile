@@ -8,7 +8,7 @@ LDFLAGS  := -X main.version=$(VERSION) -extldflags -static
 BIN      := bin/securer-runc
 ROOTFS   ?= /var/lib/securer-runc
 
-.PHONY: all build deps rootfs demo test unit integration rpkg rtest bench fuzz fuzz-short vet clean \
+.PHONY: all build deps rootfs demo test unit integration integration-loaded rpkg rtest bench fuzz fuzz-short vet clean \
 	crash-cycles churn soak long
 
 all: build
@@ -43,6 +43,17 @@ integration: rootfs
 	$(GO) test -tags '$(TAGS)' -count=1 -timeout 30m -v ./integration/ 2>&1 | tee integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; test $${PIPESTATUS[0]} -eq 0
 
 test: rootfs vet unit fuzz-short integration rtest
+
+# The integration suite with every core kept busy by other processes,
+# LOADED_RUNS times in a row (each run must pass).
+LOADED_RUNS ?= 3
+integration-loaded: rootfs
+	@for i in $$(seq $(LOADED_RUNS)); do \
+		echo "== loaded run $$i of $(LOADED_RUNS)"; \
+		scripts/with-load.sh $(GO) test -tags '$(TAGS)' -count=1 -timeout 45m -v ./integration/ > integration-loaded-$$i.log 2>&1; \
+		rc=$$?; grep -E '^(--- FAIL|FAIL|ok|panic)' integration-loaded-$$i.log; \
+		[ $$rc -eq 0 ] || { echo "loaded run $$i failed (integration-loaded-$$i.log)"; exit 1; }; \
+	done
 
 # The R package (r/securer), installed into the site library.
 rpkg:
@@ -90,4 +101,4 @@ soak: rootfs
 long: crash-cycles churn soak fuzz
 
 clean:
-	rm -rf bin integration.log crash-cycles.log churn.log soak.log
+	rm -rf bin integration.log integration-loaded-*.log crash-cycles.log churn.log soak.log

@@ -291,7 +291,7 @@ func (e *execution) interrupt(v Verdict, err error) {
 		return
 	}
 	e.inst.interrupted = true
-	_ = e.inst.run.Signal(unix.SIGINT)
+	e.inst.interruptR()
 }
 
 // onFrame handles one frame from R; end reports that the execution is over.

@@ -68,6 +68,11 @@ type instance struct {
 	cleanupErr error
 	// rPid is R's host pid (a container's init is tini).
 	rPid int
+	// rPidfd pins R's process (-1: none). Interrupts go to R through it
+	// directly: a signal forwarded by tini arrives whenever tini next
+	// runs, which under load can be after the next execution began.
+	rPidfd   int
+	rPidfdMu sync.Mutex // destroy may close it while an execution signals
 	// interrupted: R was sent a SIGINT that may still be pending.
 	interrupted bool
 	// sweeping is the id of the fresh execution whose sweep the warm R
@@ -184,7 +189,7 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	// frames is unbuffered: the reader holds at most one decoded frame, and
 	// R cannot queue work while no Execute is reading.
 	inst := &instance{id: id, dir: filepath.Join(s.cfg.StateDir, sessionsDir, id),
-		frames: make(chan frame), stop: make(chan struct{}), uidSlot: -1}
+		frames: make(chan frame), stop: make(chan struct{}), uidSlot: -1, rPidfd: -1}
 	defer func() {
 		if retErr != nil {
 			s.destroy(inst)
@@ -310,6 +315,9 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	}
 	if inst.fingerprint, err = procFingerprint(inst.rPid); err != nil {
 		return nil, fmt.Errorf("read R's process state: %w", err)
+	}
+	if inst.rPidfd, err = unix.PidfdOpen(inst.rPid, 0); err != nil {
+		return nil, fmt.Errorf("pin R's process (pidfd_open): %w", err)
 	}
 	s.audit("session_start", "session", id, "r_version", hello.RVersion, "took_ms", time.Since(began).Milliseconds())
 	s.log.Debug("session started", "id", id, "r_version", hello.RVersion,
@@ -540,6 +548,18 @@ func (s *Session) sendFrame(inst *instance, b []byte) error {
 
 // destroy tears an instance down completely: processes, cgroup, container
 // state, socket, session dir.
+// interruptR sends SIGINT to R itself, so that the signal is pending in
+// R before this returns and the next execution's stale-interrupt drop
+// sees it. Through the container's init it would be forwarded later.
+func (inst *instance) interruptR() {
+	inst.rPidfdMu.Lock()
+	defer inst.rPidfdMu.Unlock()
+	if inst.rPidfd >= 0 && unix.PidfdSendSignal(inst.rPidfd, unix.SIGINT, nil, 0) == nil {
+		return
+	}
+	_ = inst.run.Signal(unix.SIGINT)
+}
+
 func (s *Session) destroy(inst *instance) error {
 	inst.cleanup.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -551,6 +571,12 @@ func (s *Session) destroy(inst *instance) error {
 		if inst.conn != nil {
 			inst.conn.Close()
 		}
+		inst.rPidfdMu.Lock()
+		if inst.rPidfd >= 0 {
+			unix.Close(inst.rPidfd)
+			inst.rPidfd = -1
+		}
+		inst.rPidfdMu.Unlock()
 		if inst.run != nil {
 			t0 := time.Now()
 			if err := inst.run.Destroy(ctx); err != nil {

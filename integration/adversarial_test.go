@@ -332,6 +332,13 @@ func (h *advHarness) responsive(t *testing.T, when string) {
 // once code has ended.
 func (h *advHarness) during(t *testing.T, s *securer.Session, code string, probeAfter time.Duration) (*securer.Result, error, time.Duration) {
 	t.Helper()
+	return h.duringWith(t, s, code, probeAfter, securer.ExecOptions{})
+}
+
+// duringWith is during with options for the execution (a timeout that
+// does not depend on the machine's speed, for one).
+func (h *advHarness) duringWith(t *testing.T, s *securer.Session, code string, probeAfter time.Duration, opts securer.ExecOptions) (*securer.Result, error, time.Duration) {
+	t.Helper()
 	type out struct {
 		res  *securer.Result
 		err  error
@@ -340,7 +347,7 @@ func (h *advHarness) during(t *testing.T, s *securer.Session, code string, probe
 	done := make(chan out, 1)
 	go func() {
 		start := time.Now()
-		res, err := s.Execute(context.Background(), code)
+		res, err := s.ExecuteWith(context.Background(), code, opts)
 		done <- out{res, err, time.Since(start)}
 	}()
 	time.Sleep(probeAfter)
@@ -1318,7 +1325,9 @@ func TestAdversarialToolChannel(t *testing.T) {
 			}
 			var ru0, ru1 syscall.Rusage
 			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
-			res, _, took = h.during(t, s, `repeat add(1, 1)`, 1500*time.Millisecond)
+			// The limit must end it, not the clock: a loaded machine makes
+			// fewer than 10,000 calls in the session's 4 s.
+			res, _, took = h.duringWith(t, s, `repeat add(1, 1)`, 1500*time.Millisecond, securer.ExecOptions{Timeout: 80 * time.Second})
 			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 			// Stopped at MaxToolCalls (default 10,000) before the timeout.
 			if res.Verdict != securer.VerdictToolCallLimit || res.Accounting.ToolCalls != securer.DefaultMaxToolCalls {

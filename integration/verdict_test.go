@@ -2,7 +2,12 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -93,4 +98,61 @@ func TestVerdictAccounting(t *testing.T) {
 			c.check(t, res.Accounting, res)
 		})
 	}
+}
+
+// TestInterruptReachesR: a timeout interrupts R itself, not through the
+// box's init. With tini stopped, a forwarded SIGINT would never arrive and
+// the session would lose its state at the grace kill; under load, a late
+// forwarded SIGINT used to hit the next execution (verdict error
+// "interrupted" in place of the next one's own).
+func TestInterruptReachesR(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Timeout = time.Second
+	s := newSession(t, cfg)
+	mustOK(t, s, "x <- 42")
+	id := s.ID()
+	initPid := initPidOf(s)
+	if initPid <= 0 {
+		t.Fatal("no init pid for the session")
+	}
+	if err := syscall.Kill(initPid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = syscall.Kill(initPid, syscall.SIGCONT)
+		}
+	}
+	defer resume()
+	res, _ := s.Execute(context.Background(), "Sys.sleep(30)")
+	if res == nil || res.Verdict != securer.VerdictTimeout {
+		t.Fatalf("verdict %v, want timeout", res)
+	}
+	if !strings.Contains(res.Detail, "keeps its state") {
+		t.Errorf("detail %q: R was not interrupted, the box was killed", res.Detail)
+	}
+	resume()
+	for i := range 20 {
+		res := mustOK(t, s, "Sys.sleep(0.01); x")
+		if s.ID() != id || res.Value.Go() != 42.0 {
+			t.Fatalf("execution %d after the interrupt: session %s (was %s), x = %v", i, s.ID(), id, res.Value.Go())
+		}
+	}
+}
+
+// initPidOf is the host pid of the session's container init (tini).
+func initPidOf(s *securer.Session) int {
+	b, err := os.ReadFile(filepath.Join(stateDir, "containers", s.ID(), "state.json"))
+	if err != nil {
+		return 0
+	}
+	var st struct {
+		InitProcessPid int `json:"init_process_pid"`
+	}
+	if json.Unmarshal(b, &st) != nil {
+		return 0
+	}
+	return st.InitProcessPid
 }
