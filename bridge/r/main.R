@@ -48,8 +48,21 @@ local({
 
   # processx writes what the socket takes at once and hands back the rest
   # (it keeps no buffer), and cannot poll for writability: retry the rest.
+  # A big frame goes out in slices: write_raw hands back a copy of what
+  # the socket did not take, so retrying the whole rest would copy the
+  # frame once per socket buffer's worth (quadratic: a 16 MB frame took
+  # seconds, and under load longer than the execution's timeout).
+  rt$send_slice <- 1048576L
   rt$send <- function(json) {
-    left <- rt$write_raw(charToRaw(paste0(json, "\n")))
+    data <- charToRaw(paste0(json, "\n"))
+    n <- length(data)
+    if (n <= rt$send_slice) return(rt$send_raw(data))
+    for (from in seq.int(1L, n, by = rt$send_slice)) {
+      rt$send_raw(data[from:min(n, from + rt$send_slice - 1L)])
+    }
+  }
+  rt$send_raw <- function(data) {
+    left <- rt$write_raw(data)
     while (length(left) > 0) {
       rt$pause() # not Sys.sleep: it takes interrupts even when suspended
       left <- rt$write_raw(left)
