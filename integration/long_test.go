@@ -61,6 +61,12 @@ func killAfter(pid int, wait func()) {
 func crashKinds() []crashKind {
 	ctx := context.Background()
 	after := func(d time.Duration) func() { return func() { time.Sleep(d) } }
+	// Kinds that are not about the clock run with a timeout a loaded
+	// machine cannot reach, so that only their own fault ends them.
+	untimed := securer.ExecOptions{Timeout: 2 * time.Minute}
+	exec := func(s *securer.Session, code string) (*securer.Result, error) {
+		return s.ExecuteWith(ctx, code, untimed)
+	}
 	return []crashKind{
 		{"kill R idle", func(s *securer.Session, _ <-chan struct{}) error {
 			id := s.ID()
@@ -76,16 +82,16 @@ func crashKinds() []crashKind {
 		}},
 		{"kill R mid-execute", func(s *securer.Session, _ <-chan struct{}) error {
 			killAfter(hostPidOf(s), after(100*time.Millisecond))
-			res, err := s.Execute(ctx, "Sys.sleep(10)")
+			res, err := exec(s, "Sys.sleep(10)")
 			return wantVerdict(res, err, securer.VerdictKilled)
 		}},
 		{"kill R mid-tool-call", func(s *securer.Session, started <-chan struct{}) error {
 			killAfter(hostPidOf(s), func() { <-started })
-			res, err := s.Execute(ctx, "block(1)")
+			res, err := exec(s, "block(1)")
 			return wantVerdict(res, err, securer.VerdictKilled)
 		}},
 		{"out of memory", func(s *securer.Session, _ <-chan struct{}) error {
-			res, err := s.Execute(ctx, "x <- rep(1, 2^25); y <- rep(2, 2^25)")
+			res, err := exec(s, "x <- rep(1, 2^25); y <- rep(2, 2^25)")
 			return wantVerdict(res, err, securer.VerdictOutOfMemory, securer.VerdictError)
 		}},
 		{"timeout", func(s *securer.Session, _ <-chan struct{}) error {
@@ -93,18 +99,18 @@ func crashKinds() []crashKind {
 			return wantVerdict(res, err, securer.VerdictTimeout)
 		}},
 		{"quit", func(s *securer.Session, _ <-chan struct{}) error {
-			res, err := s.Execute(ctx, `quit(save = "no", status = 3)`)
+			res, err := exec(s, `quit(save = "no", status = 3)`)
 			return wantVerdict(res, err, securer.VerdictKilled)
 		}},
 		{"segfault", func(s *securer.Session, _ <-chan struct{}) error {
-			res, err := s.Execute(ctx, "tools::pskill(Sys.getpid(), 11L); Sys.sleep(5)")
+			res, err := exec(s, "tools::pskill(Sys.getpid(), 11L); Sys.sleep(5)")
 			return wantVerdict(res, err, securer.VerdictKilled)
 		}},
 		{"protocol violation", func(s *securer.Session, _ <-chan struct{}) error {
-			if res, err := s.Execute(ctx, strings.ReplaceAll(rtPrelude, "body(add)", "body(block)")); err != nil {
+			if res, err := exec(s, strings.ReplaceAll(rtPrelude, "body(add)", "body(block)")); err != nil {
 				return fmt.Errorf("prelude: %v %+v", err, res)
 			}
-			res, err := s.Execute(ctx, `.rt$send("{not json"); Sys.sleep(5)`)
+			res, err := exec(s, `.rt$send("{not json"); Sys.sleep(5)`)
 			return wantVerdict(res, err, securer.VerdictProtocolError)
 		}},
 		{"close mid-execute", func(s *securer.Session, _ <-chan struct{}) error {
@@ -116,7 +122,7 @@ func crashKinds() []crashKind {
 			return nil
 		}},
 		{"fresh copy killed", func(s *securer.Session, _ <-chan struct{}) error {
-			res, err := s.ExecuteFresh(ctx, "tools::pskill(Sys.getpid(), tools::SIGKILL); Sys.sleep(5)")
+			res, err := s.ExecuteWith(ctx, "tools::pskill(Sys.getpid(), tools::SIGKILL); Sys.sleep(5)", securer.ExecOptions{Fresh: true, Timeout: untimed.Timeout})
 			return wantVerdict(res, err, securer.VerdictError, securer.VerdictKilled)
 		}},
 		{"fork bomb", func(s *securer.Session, _ <-chan struct{}) error {
