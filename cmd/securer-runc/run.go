@@ -26,7 +26,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	asJSON := fs.Bool("json", false, "print the structured result (verdict, value, output, accounting) as JSON on stdout")
 	toolsPath := fs.String("tools", "", "JSON file of host tools implemented as commands")
 	maxToolCalls := fs.Int("max-tool-calls", securer.DefaultMaxToolCalls, "most tool calls the code may make")
-	outputLimit := fs.String("output-limit", "", "end the run after this much stdout or stderr (e.g. 10M; default: no limit)")
+	outputLimit := fs.String("output-limit", defaultOutputLimit, "end the run after this much stdout or stderr (e.g. 100M; 0 or none: no limit)")
 	preload := fs.String("preload", "", "R packages to attach before the code runs, comma separated")
 	termGrace := fs.Duration("term-grace", 10*time.Second, "on SIGTERM, how long the running code may still take before it is stopped")
 	fs.Usage = func() {
@@ -47,12 +47,8 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	defer auditCloser.Close()
 	cfg.MaxToolCalls = *maxToolCalls
-	if *outputLimit != "" {
-		n, err := parseBytes(*outputLimit)
-		if err != nil {
-			return fail(stderr, exitUsage, fmt.Errorf("--output-limit: %w", err))
-		}
-		cfg.OutputLimit = n
+	if cfg.OutputLimit, err = parseLimit(*outputLimit); err != nil {
+		return fail(stderr, exitUsage, fmt.Errorf("--output-limit: %w", err))
 	}
 	if *preload != "" {
 		cfg.Preload = strings.Split(*preload, ",")
@@ -91,6 +87,9 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		fmt.Fprintf(stderr, "securer-runc: %s: %v\n", res.Verdict, err)
 		if res.Detail != "" {
 			fmt.Fprintf(stderr, "securer-runc: %s\n", res.Detail)
+		}
+		if res.Verdict == securer.VerdictOutputLimit {
+			fmt.Fprintf(stderr, "securer-runc: the output limit is %d bytes per stream; raise it with --output-limit (0 lifts it)\n", cfg.OutputLimit)
 		}
 	}
 	return exitCode(res.Verdict)
@@ -160,6 +159,19 @@ func readCode(code string, rest []string, stdin io.Reader) (string, error) {
 	}
 	b, err := io.ReadAll(io.LimitReader(stdin, 64<<20))
 	return string(b), err
+}
+
+// defaultOutputLimit bounds what one run streams to stdout and to stderr:
+// a runaway loop of cat() would otherwise fill the disk or the terminal.
+const defaultOutputLimit = "10M"
+
+// parseLimit reads an --output-limit: a size, or 0/none for no limit.
+func parseLimit(s string) (int64, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "0", "none", "unlimited":
+		return 0, nil
+	}
+	return parseBytes(s)
 }
 
 // parseBytes reads "512M", "1G", "65536" (binary multiples).
