@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 	"testing"
 	"time"
 )
@@ -88,5 +90,50 @@ func TestCLIToolNonFiniteArgs(t *testing.T) {
 	want := `{"x":[1,"Inf","-Inf","NaN",null],"y":"NaN"}`
 	if r.code != 0 || !strings.Contains(r.stdout, want) {
 		t.Errorf("exit %d, stdout %q (want it to hold %s), stderr %q", r.code, r.stdout, want, r.stderr)
+	}
+}
+
+// Issue 10 item 9: SIGTERM while the box was starting made run exit 3 (a
+// sandbox failure). It is a cancellation: exit 130, and the half-made box
+// is gone. The signal is sent once the session's state dir exists, that
+// is, in the middle of the start.
+func TestCLISIGTERMDuringStart(t *testing.T) {
+	sessions := filepath.Join(stateDir, "sessions")
+	for _, grace := range []string{"0s", "300ms"} {
+		t.Run("grace "+grace, func(t *testing.T) {
+			before, _ := os.ReadDir(sessions)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, cli(t), "run", "--rootfs", rootfsDir, "--state", stateDir,
+				"--cgroup-parent", cgroupParent, "--term-grace", grace, "-e", "Sys.sleep(30)")
+			var errb lockedBuffer
+			cmd.Stderr = &errb
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				if ents, _ := os.ReadDir(sessions); len(ents) > len(before) {
+					break
+				}
+				if ctx.Err() != nil {
+					t.Fatal("no session dir appeared")
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			if err := cmd.Process.Signal(unix.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			err := cmd.Wait()
+			code := -1
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			if code != 130 || !strings.Contains(errb.String(), "cancel") {
+				t.Errorf("exit %d (%v), stderr %q; want 130 and a word on the cancellation", code, err, errb.String())
+			}
+			if left := leftovers(); len(left) > 0 {
+				t.Errorf("left behind:\n  %s", strings.Join(left, "\n  "))
+			}
+		})
 	}
 }

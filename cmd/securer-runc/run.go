@@ -19,6 +19,12 @@ import (
 )
 
 func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, logger *slog.Logger) int {
+	// SIGTERM is caught from the start: one that arrives while the flags
+	// are read or the box starts still drains, and never kills the process
+	// with a box half made.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	code := fs.String("e", "", "R code to run (else a FILE argument, or stdin when FILE is - or absent)")
@@ -66,9 +72,15 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err := securer.ProtectFromOOM(); err != nil {
 		logger.Debug("could not lower the executor's OOM score", "err", err)
 	}
-	ctx, stopDrain := drainOnSIGTERM(ctx, *termGrace, logger)
+	ctx, stopDrain := drainOnSIGTERM(ctx, sigs, *termGrace, logger)
 	defer stopDrain()
 	res, err := securer.Execute(ctx, cfg, src)
+	if res == nil && ctx.Err() != nil {
+		// Cancelled (SIGINT, or SIGTERM and its grace) before the code ran:
+		// the box was torn down as it started; that is a cancellation, not
+		// a sandbox failure.
+		return fail(stderr, exitCancelled, fmt.Errorf("canceled while the sandbox was starting: %v", context.Cause(ctx)))
+	}
 	if res == nil {
 		code := exitSandbox
 		if errors.Is(err, securer.ErrInvalidConfig) || errors.Is(err, securer.ErrRejected) {
@@ -98,10 +110,8 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 // drainOnSIGTERM returns a context that SIGTERM ends only after grace: an
 // orchestrator's stop lets the running code finish (and the box be torn
 // down) instead of killing it mid-way.
-func drainOnSIGTERM(ctx context.Context, grace time.Duration, logger *slog.Logger) (context.Context, func()) {
+func drainOnSIGTERM(ctx context.Context, sigs <-chan os.Signal, grace time.Duration, logger *slog.Logger) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() {
 		select {
@@ -119,7 +129,6 @@ func drainOnSIGTERM(ctx context.Context, grace time.Duration, logger *slog.Logge
 		}
 	}()
 	return ctx, func() {
-		signal.Stop(sigs)
 		close(done)
 		cancel(nil)
 	}
