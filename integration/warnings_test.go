@@ -41,6 +41,11 @@ func TestWarningsFlood(t *testing.T) {
 	if len(res.Warnings) != 100 || res.WarningsDropped != 1+3+12+150-100 {
 		t.Errorf("%d warnings kept, %d dropped; want 100 and %d", len(res.Warnings), res.WarningsDropped, 1+3+12+150-100)
 	}
+	// warnings() then lists what R kept of the last expression's, as the
+	// summary line says.
+	if res := mustOK(t, s, `cat(length(warnings()), names(warnings())[1])`); res.Stdout != "50 in f" {
+		t.Errorf("warnings() after 150 warnings: %q, want \"50 in f\"", res.Stdout)
+	}
 	// Under the limit nothing is dropped; options(nwarnings) is honoured.
 	res = mustOK(t, s, "options(nwarnings = 5)\nfor (i in 1:8) warning(\"y\", i)")
 	if want := "Warning messages:\n1: y1 \n2: y2 \n3: y3 \n4: y4 \n5: y5 \n"; res.Stderr != want || len(res.Warnings) != 8 || res.WarningsDropped != 0 {

@@ -204,6 +204,23 @@ local({
     if (n < kept) return(sprintf("There were %d warnings (use warnings() to see them)\n", n))
     sprintf("There were %d or more warnings (use warnings() to see the first %d)\n", kept, kept)
   }
+  # warnings() in later code lists what the last expression kept, as in
+  # R. base's last.warning binding can only be made by R itself (the base
+  # environment is locked), so it is made once at start by printing a
+  # deferred warning into the null device, then emptied.
+  rt$make_last_warning <- function() {
+    zz <- file(nullfile(), "w")
+    sink(zz, type = "message")
+    on.exit({ sink(type = "message"); close(zz) })
+    warning("securer: init")
+    .Internal(printDeferredWarnings())
+    rt$set_last_warning(list())
+  }
+  rt$set_last_warning <- function(ws) {
+    lw <- lapply(ws, conditionCall)
+    names(lw) <- vapply(ws, rt$cmsg, character(1))
+    try(assign("last.warning", lw, envir = baseenv()), silent = TRUE)
+  }
   rt$nwarnings <- function() {
     n <- suppressWarnings(as.integer(getOption("nwarnings", 50L))[1])
     if (is.na(n) || n < 1L) 50L else min(n, 10000L)
@@ -255,7 +272,10 @@ local({
           messages_total <<- messages_total + 1
           if (messages_total <= 100) messages_kept[[messages_total]] <<- rt$cmsg(m)
         })
-        if (wn > 0) cat(rt$warning_text(ws, kept), file = stderr())
+        if (wn > 0) {
+          cat(rt$warning_text(ws, kept), file = stderr())
+          rt$set_last_warning(ws)
+        }
       }
     }, error = function(e) {
       err <<- e
@@ -375,6 +395,7 @@ local({
     x
   }
 
+  try(rt$make_last_warning(), silent = TRUE)
   rt$send(paste0('{"type":"hello","protocol":1,"pid":', Sys.getpid(),
                  ',"r_version":', rt$q(paste(R.version$major, R.version$minor, sep = ".")), "}"))
   suspendInterrupts(repeat {
