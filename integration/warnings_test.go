@@ -51,6 +51,11 @@ func TestWarningsFlood(t *testing.T) {
 	if want := "Warning messages:\n1: y1 \n2: y2 \n3: y3 \n4: y4 \n5: y5 \n"; res.Stderr != want || len(res.Warnings) != 8 || res.WarningsDropped != 0 {
 		t.Errorf("nwarnings = 5: stderr %q, %d kept, %d dropped", res.Stderr, len(res.Warnings), res.WarningsDropped)
 	}
+	// An expression that fails still shows its warnings, after the error.
+	res = execute(t, s, `{for (i in 1:3) warning("w", i); stop("boom")}`)
+	if want := "Error: boom\nIn addition: Warning messages:\n1: w1 \n2: w2 \n3: w3 \n"; res.Verdict != securer.VerdictError || res.Stderr != want {
+		t.Errorf("warnings then an error: verdict %s, stderr %q, want %q", res.Verdict, res.Stderr, want)
+	}
 	// Messages are collected in linear time too (first 100 kept).
 	res = mustOK(t, s, `for (i in 1:1e5) message(i)`)
 	if len(res.Messages) != 100 || res.Messages[0] != "1\n" {

@@ -239,6 +239,9 @@ local({
     printed <- ""
     err <- NULL
     interrupted <- FALSE
+    ws <- list()
+    wn <- 0L
+    kept <- 50L
     tryCatch({
       exprs <- tryCatch(parse(text = code, keep.source = FALSE), error = function(e) {
         e$call <- NULL
@@ -280,6 +283,11 @@ local({
     }, error = function(e) {
       err <<- e
       cat(rt$format_condition("Error", e), "\n", sep = "", file = stderr())
+      # The failed expression's warnings, as Rscript shows them.
+      if (wn > 0) {
+        cat("In addition: ", rt$warning_text(ws, kept), sep = "", file = stderr())
+        rt$set_last_warning(ws)
+      }
     }, interrupt = function(i) {
       interrupted <<- TRUE
     })
