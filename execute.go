@@ -367,6 +367,7 @@ func (e *execution) onResult(m *bridge.Result) (*Result, error) {
 	res := e.res
 	res.Value, res.Visible, res.Printed = m.Value, m.Visible, m.Printed
 	res.Warnings, res.Messages = nonNil(m.Warnings), nonNil(m.Messages)
+	res.WarningsDropped = m.WarningsDropped
 	switch {
 	case e.stopVerdict != "" && e.fresh:
 		res.Detail = "the execution's R copy was killed (" + e.stopErr.Error() + "); the session stays warm"

@@ -54,4 +54,8 @@ type Result struct {
 	Exit       string     `json:"exit,omitempty"`
 	Detail     string     `json:"detail,omitempty"`
 	Accounting Accounting `json:"accounting"`
+
+	// WarningsDropped counts the warnings beyond the first 100, which
+	// Warnings holds.
+	WarningsDropped int64 `json:"warnings_dropped,omitempty"`
 }

@@ -93,6 +93,10 @@ type Result struct {
 	Messages    []string     `json:"messages"`
 	Error       *RError      `json:"error"`
 	Interrupted bool         `json:"interrupted"`
+
+	// WarningsDropped counts warnings past those in Warnings (R sends the
+	// first 100); absent means none.
+	WarningsDropped int64 `json:"warnings_dropped"`
 }
 
 // ToolDecl tells R which tool functions to define.
@@ -308,16 +312,22 @@ func Decode(frame []byte) (any, error) {
 			Messages    []string       `json:"messages"`
 			Error       *RError        `json:"error"`
 			Interrupted bool           `json:"interrupted"`
+
+			WarningsDropped int64 `json:"warnings_dropped"`
 		}
 		if err := json.Unmarshal(frame, &w, strict); err != nil {
 			return nil, violation("bad result frame: %v", err)
+		}
+		if w.WarningsDropped < 0 {
+			return nil, violation("bad result frame: warnings_dropped is %d", w.WarningsDropped)
 		}
 		v, err := budget.decode(w.Value, "result value")
 		if err != nil {
 			return nil, err
 		}
 		return &Result{Type: w.Type, ID: w.ID, Value: v, Visible: w.Visible, Printed: w.Printed,
-			Warnings: w.Warnings, Messages: w.Messages, Error: w.Error, Interrupted: w.Interrupted}, nil
+			Warnings: w.Warnings, Messages: w.Messages, Error: w.Error, Interrupted: w.Interrupted,
+			WarningsDropped: w.WarningsDropped}, nil
 	case "":
 		return nil, violation("frame has no type")
 	}

@@ -70,6 +70,17 @@ func TestDecodeAccepts(t *testing.T) {
 	if res := msg.(*Result); res.Error == nil || res.Error.Message != "boom" || res.Error.Call != nil {
 		t.Errorf("decoded %+v", res)
 	}
+	// Issue 10 item 13: R counts the warnings it did not send.
+	msg, err = Decode([]byte(`{"type":"result","id":2,"value":{"type":"NULL"},"visible":false,"printed":"","warnings":["w1"],"warnings_dropped":99999,"messages":[],"error":null,"interrupted":false}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := msg.(*Result); len(res.Warnings) != 1 || res.WarningsDropped != 99999 {
+		t.Errorf("decoded %+v", res)
+	}
+	if _, err := Decode([]byte(`{"type":"result","id":2,"value":{"type":"NULL"},"visible":false,"printed":"","warnings":[],"warnings_dropped":-1,"messages":[],"error":null,"interrupted":false}`)); !errors.Is(err, ErrProtocol) {
+		t.Errorf("negative warnings_dropped: err = %v, want ErrProtocol", err)
+	}
 	if _, err := Decode([]byte(`{"type":"hello","protocol":1,"pid":1,"r_version":"4.2.2"}`)); err != nil {
 		t.Fatal(err)
 	}

@@ -55,7 +55,7 @@ func runCLI(t *testing.T, stdin string, args ...string) cliResult {
 	t.Helper()
 	bin := cli(t)
 	if len(args) > 0 && args[0] == "run" {
-		args = append([]string{"run", "--state", stateDir, "--cgroup-parent", cgroupParent}, args[1:]...)
+		args = append([]string{"run", "--rootfs", rootfsDir, "--state", stateDir, "--cgroup-parent", cgroupParent}, args[1:]...)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdin = strings.NewReader(stdin)

@@ -133,9 +133,10 @@ func lstatInRoot(root, rel string, seen map[string]bool) (*unix.Stat_t, error) {
 	return &st, nil
 }
 
-// Verify runs Check, then recomputes the tree's digest and compares it with
-// the manifest's. Errors match ErrNotBuilt, ErrInvalid, ErrNotSealed or
-// ErrDigestMismatch (a *DigestMismatchError carrying both digests). It
+// Verify runs Check, refuses a tree with any setuid or setgid entry
+// (ErrSetID), then recomputes the tree's digest and compares it with the
+// manifest's. Errors match ErrNotBuilt, ErrInvalid, ErrSetID, ErrNotSealed
+// or ErrDigestMismatch (a *DigestMismatchError carrying both digests). It
 // reads the whole tree: a couple of seconds, not for every session.
 func Verify(ctx context.Context, dir string) (*Manifest, error) {
 	return verify(ctx, dir, 0)
@@ -149,6 +150,9 @@ func verify(ctx context.Context, dir string, owner uint32) (*Manifest, error) {
 	if m.Digest == "" {
 		return nil, fmt.Errorf("%w: %s has an empty digest", ErrNotSealed, ManifestPath(dir))
 	}
+	if err := refuseSetID(ctx, RootfsPath(dir)); err != nil {
+		return nil, err
+	}
 	got, err := Digest(ctx, RootfsPath(dir))
 	if err != nil {
 		return nil, err
@@ -161,7 +165,8 @@ func verify(ctx context.Context, dir string, owner uint32) (*Manifest, error) {
 
 // Seal computes the tree's digest and writes it into the manifest,
 // atomically (temp file, fsync, rename, mode 0644), keeping every other
-// field. It runs Check first so a broken tree is never sealed.
+// field. It runs Check first so a broken tree is never sealed, and clears
+// every setuid and setgid bit of a tree not yet sealed before hashing it.
 //
 // Sealing is fail-closed: if the manifest already carries a different
 // digest the tree changed after sealing, and Seal returns a
@@ -179,6 +184,16 @@ func seal(ctx context.Context, dir string, owner uint32) (*Manifest, error) {
 	}
 	m, raw, err := readManifest(dir)
 	if err != nil {
+		return nil, err
+	}
+	// A tree not yet sealed loses its setuid/setgid bits before it is
+	// hashed; a sealed one that has any was built so and must be rebuilt.
+	if m.Digest == "" {
+		if _, err := stripSetID(ctx, RootfsPath(dir)); err != nil {
+			return nil, fmt.Errorf("seal: %w", err)
+		}
+	}
+	if err := refuseSetID(ctx, RootfsPath(dir)); err != nil {
 		return nil, err
 	}
 	got, err := Digest(ctx, RootfsPath(dir))

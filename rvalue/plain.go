@@ -25,10 +25,23 @@ import (
 // one base64 string and complex numbers are strings like "1+2i". A json
 // value is passed through. Unsupported values are an error.
 func (v Value) PlainJSON() ([]byte, error) {
-	return appendPlain(nil, v, 1)
+	return plain{}.append(nil, v, 1)
 }
 
-func appendPlain(b []byte, v Value, depth int) ([]byte, error) {
+// PlainJSONNonFinite is PlainJSON, except that NaN, Inf and -Inf in double
+// vectors become the strings "NaN", "Inf" and "-Inf" (as jsonlite's
+// na = "string" writes them) rather than null, so that a consumer can tell
+// them from NA, which stays null.
+func (v Value) PlainJSONNonFinite() ([]byte, error) {
+	return plain{nonFinite: true}.append(nil, v, 1)
+}
+
+// plain holds PlainJSON's rendering choices.
+type plain struct {
+	nonFinite bool // NaN and ±Inf as strings, not null
+}
+
+func (p plain) append(b []byte, v Value, depth int) ([]byte, error) {
 	if depth > DefaultMaxDepth {
 		return nil, fmt.Errorf("rvalue: PlainJSON: nested deeper than %d levels", DefaultMaxDepth)
 	}
@@ -50,7 +63,7 @@ func appendPlain(b []byte, v Value, depth int) ([]byte, error) {
 		return append(b, '"'), nil
 	case TypeList:
 		if v.IsDataFrame() {
-			return v.appendRows(b, depth)
+			return p.appendRows(b, v, depth)
 		}
 		names := v.Names()
 		if names == nil {
@@ -59,7 +72,7 @@ func appendPlain(b []byte, v Value, depth int) ([]byte, error) {
 				if i > 0 {
 					b = append(b, ',')
 				}
-				if b, err = appendPlain(b, e, depth+1); err != nil {
+				if b, err = p.append(b, e, depth+1); err != nil {
 					return nil, err
 				}
 			}
@@ -74,25 +87,25 @@ func appendPlain(b []byte, v Value, depth int) ([]byte, error) {
 				return nil, err
 			}
 			b = append(b, ':')
-			if b, err = appendPlain(b, e, depth+1); err != nil {
+			if b, err = p.append(b, e, depth+1); err != nil {
 				return nil, err
 			}
 		}
 		return append(b, '}'), nil
 	}
 	if dim := v.Dim(); len(dim) > 0 {
-		return v.appendArray(b, dim)
+		return p.appendArray(b, v, dim)
 	}
 	n := v.Len()
 	if n == 1 {
-		return v.appendPlainElem(b, 0)
+		return p.appendElem(b, v, 0)
 	}
 	b = append(b, '[')
 	for i := 0; i < n; i++ {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		if b, err = v.appendPlainElem(b, i); err != nil {
+		if b, err = p.appendElem(b, v, i); err != nil {
 			return nil, err
 		}
 	}
@@ -101,7 +114,7 @@ func appendPlain(b []byte, v Value, depth int) ([]byte, error) {
 
 // appendArray writes an R array (column-major) as jsonlite does: nested
 // arrays with the first index outermost.
-func (v Value) appendArray(b []byte, dim []int) ([]byte, error) {
+func (p plain) appendArray(b []byte, v Value, dim []int) ([]byte, error) {
 	prod := 1
 	d32 := make([]int32, len(dim))
 	for i, d := range dim {
@@ -121,7 +134,7 @@ func (v Value) appendArray(b []byte, dim []int) ([]byte, error) {
 	// k is the dimension being expanded; offset/stride locate elements.
 	rec = func(b []byte, k, offset, stride int) ([]byte, error) {
 		if k == len(dim) {
-			return v.appendPlainElem(b, offset)
+			return p.appendElem(b, v, offset)
 		}
 		b = append(b, '[')
 		var err error
@@ -138,7 +151,7 @@ func (v Value) appendArray(b []byte, dim []int) ([]byte, error) {
 	return rec(b, 0, 0, 1)
 }
 
-func (v Value) appendRows(b []byte, depth int) ([]byte, error) {
+func (p plain) appendRows(b []byte, v Value, depth int) ([]byte, error) {
 	n := v.NRow()
 	names := v.Names()
 	var err error
@@ -162,9 +175,9 @@ func (v Value) appendRows(b []byte, depth int) ([]byte, error) {
 			}
 			b = append(b, ':')
 			if col.typeOf() == TypeList && !col.IsDataFrame() {
-				b, err = appendPlain(b, col.list[r], depth+1)
+				b, err = p.append(b, col.list[r], depth+1)
 			} else {
-				b, err = col.appendPlainElem(b, r)
+				b, err = p.appendElem(b, col, r)
 			}
 			if err != nil {
 				return nil, err
@@ -187,8 +200,8 @@ func (v Value) appendRows(b []byte, depth int) ([]byte, error) {
 	return append(b, ']'), nil
 }
 
-// appendPlainElem writes element i of an atomic vector as a scalar.
-func (v Value) appendPlainElem(b []byte, i int) ([]byte, error) {
+// appendElem writes element i of an atomic vector as a scalar.
+func (p plain) appendElem(b []byte, v Value, i int) ([]byte, error) {
 	if v.IsFactor() || (v.isNumeric() && (v.Inherits("Date") || v.Inherits("POSIXct"))) {
 		switch e := v.elemGo(i).(type) {
 		case string:
@@ -212,8 +225,16 @@ func (v Value) appendPlainElem(b []byte, i int) ([]byte, error) {
 			return strconv.AppendInt(b, int64(v.ints[i]), 10), nil
 		}
 	case TypeDouble:
-		if f := v.dbls[i]; !math.IsNaN(f) && !math.IsInf(f, 0) {
+		switch f := v.dbls[i]; {
+		case !math.IsNaN(f) && !math.IsInf(f, 0):
 			return jsontext.AppendFloat(b, f, 64), nil
+		case !p.nonFinite || IsNAReal(f):
+		case math.IsNaN(f):
+			return append(b, `"NaN"`...), nil
+		case f > 0:
+			return append(b, `"Inf"`...), nil
+		default:
+			return append(b, `"-Inf"`...), nil
 		}
 	case TypeCharacter:
 		if v.strs[i] != NAString {
@@ -226,7 +247,7 @@ func (v Value) appendPlainElem(b []byte, i int) ([]byte, error) {
 	case TypeRaw:
 		return strconv.AppendInt(b, int64(v.raw[i]), 10), nil
 	case TypeList:
-		return appendPlain(b, v.list[i], 2)
+		return p.append(b, v.list[i], 2)
 	}
 	return append(b, "null"...), nil
 }

@@ -309,6 +309,36 @@ func TestPlainJSON(t *testing.T) {
 	}
 }
 
+// Tool commands must tell NaN and ±Inf from NA (issue 10, item 16):
+// PlainJSONNonFinite writes them as strings wherever doubles appear.
+func TestPlainJSONNonFinite(t *testing.T) {
+	specials := Doubles(NAReal(), math.NaN(), math.Inf(1), math.Inf(-1), 0.5)
+	tests := []struct {
+		name string
+		v    Value
+		want string
+	}{
+		{"vector", specials, `[null,"NaN","Inf","-Inf",0.5]`},
+		{"scalar inf", Doubles(math.Inf(1)), `"Inf"`},
+		{"scalar NA stays null", Doubles(NAReal()), `null`},
+		{"integer NA stays null", Integers(NAInteger), `null`},
+		{"in a list", must(NamedList([]string{"a"}, []Value{Doubles(math.NaN())})), `{"a":"NaN"}`},
+		{"in a data frame", must(DataFrame([]string{"d"}, []Value{Doubles(math.Inf(-1), 1)})), `[{"d":"-Inf"},{"d":1}]`},
+		{"in a matrix", Doubles(math.Inf(1), 2).SetAttr("dim", Integers(1, 2)), `[["Inf",2]]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.v.PlainJSONNonFinite()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tt.want {
+				t.Fatalf("got %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestCheckAndDescribe(t *testing.T) {
 	df := must(DataFrame([]string{"a", "b"}, []Value{Integers(1, 2, 3), Strings("x", "y", "z")}))
 	date := Date(time.Unix(0, 0))

@@ -101,6 +101,12 @@ echo 'securer:x:1000:' >>"$new/etc/group"
 # from exposure.
 find "$new/dev" -mindepth 1 ! -type d -delete
 
+# No setuid or setgid bit anywhere (su, mount, passwd, unix_chkpwd... and
+# setgid directories): inert in a box (no_new_privileges, no
+# capabilities), but an image must not carry privilege one configuration
+# mistake away from use. Sealing strips them again and verify refuses any.
+find "$new" -xdev -perm /6000 ! -type l -exec chmod ug-s {} +
+
 # R's binary execute-only: the kernel then marks every R process
 # non-dumpable, so no other process of the box (same uid) can read or
 # write its memory through /proc/PID/mem, or ptrace it. A fresh

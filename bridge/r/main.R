@@ -194,24 +194,67 @@ local({
     for (t in tools) assign(t$name, rt$make_tool(t$name, unlist(t$args)), envir = e)
   }
 
-  rt$warning_text <- function(ws) {
-    if (length(ws) == 0) return(NULL)
-    fmt <- vapply(ws, function(w) {
-      cl <- rt$condition_call(w)
-      if (is.null(cl)) conditionMessage(w) else paste0("In ", cl, " : ", conditionMessage(w))
-    }, character(1))
-    if (length(fmt) == 1) paste0("Warning message:\n", fmt, "\n")
-    else paste0("Warning messages:\n", paste0(seq_along(fmt), ": ", fmt, collapse = "\n"), "\n")
+  # Warnings after a top-level expression, as Rscript prints them: R keeps
+  # the first getOption("nwarnings") (50) and stops counting there, lists
+  # up to 10, and past that prints only how many there were.
+  rt$cmsg <- function(cond) paste(as.character(conditionMessage(cond)), collapse = "\n")
+  rt$warning_line <- function(w, numbered) {
+    cl <- rt$condition_call(w)
+    msg <- rt$cmsg(w)
+    if (is.null(cl)) return(paste0(msg, " "))
+    # R breaks the line when the call and the message's first line are long.
+    first <- strsplit(msg, "\n", fixed = TRUE)[[1]][1]
+    long <- (if (numbered) 10 else 6) + nchar(cl, type = "w") + nchar(if (is.na(first)) "" else first, type = "w") > 75
+    paste0("In ", cl, if (long) " :\n  " else " : ", msg)
+  }
+  rt$warning_text <- function(ws, kept) {
+    n <- length(ws)
+    if (n == 1) return(paste0("Warning message:\n", rt$warning_line(ws[[1]], FALSE), "\n"))
+    if (n <= 10) {
+      lines <- vapply(ws, rt$warning_line, character(1), numbered = TRUE)
+      return(paste0("Warning messages:\n", paste0(seq_len(n), ": ", lines, collapse = "\n"), "\n"))
+    }
+    if (n < kept) return(sprintf("There were %d warnings (use warnings() to see them)\n", n))
+    sprintf("There were %d or more warnings (use warnings() to see the first %d)\n", kept, kept)
+  }
+  # warnings() in later code lists what the last expression kept, as in
+  # R. base's last.warning binding can only be made by R itself (the base
+  # environment is locked), so it is made once at start by printing a
+  # deferred warning into the null device, then emptied.
+  rt$make_last_warning <- function() {
+    zz <- file(nullfile(), "w")
+    sink(zz, type = "message")
+    on.exit({ sink(type = "message"); close(zz) })
+    warning("securer: init")
+    .Internal(printDeferredWarnings())
+    rt$set_last_warning(list())
+  }
+  rt$set_last_warning <- function(ws) {
+    lw <- lapply(ws, conditionCall)
+    names(lw) <- vapply(ws, rt$cmsg, character(1))
+    try(assign("last.warning", lw, envir = baseenv()), silent = TRUE)
+  }
+  rt$nwarnings <- function() {
+    n <- suppressWarnings(as.integer(getOption("nwarnings", 50L))[1])
+    if (is.na(n) || n < 1L) 50L else min(n, 10000L)
   }
 
   rt$execute <- function(id, code, stale_interrupt) {
     if (isTRUE(stale_interrupt)) rt$drop_stale_interrupt()
-    warnings_all <- character()
-    messages_all <- character()
+    # The result carries the first 100 warnings and messages and counts
+    # the rest: kept in place, never grown past 100, so that a flood of
+    # conditions costs linear time.
+    warnings_kept <- character()
+    warnings_total <- 0
+    messages_kept <- character()
+    messages_total <- 0
     last <- list(value = NULL, visible = FALSE)
     printed <- ""
     err <- NULL
     interrupted <- FALSE
+    ws <- list()
+    wn <- 0L
+    kept <- 50L
     tryCatch({
       exprs <- tryCatch(parse(text = code, keep.source = FALSE), error = function(e) {
         e$call <- NULL
@@ -220,6 +263,8 @@ local({
       })
       for (expr in exprs) {
         ws <- list()
+        wn <- 0L
+        kept <- rt$nwarnings()
         withCallingHandlers(allowInterrupts({
           compiler::enableJIT(rt$user_jit)
           last <- tryCatch(withVisible(eval(expr, globalenv())),
@@ -232,17 +277,30 @@ local({
             printed <- ""
           }
         }), warning = function(w) {
-          ws[[length(ws) + 1]] <<- w
-          warnings_all <<- c(warnings_all, conditionMessage(w))
+          if (wn < kept) {
+            wn <<- wn + 1L
+            ws[[wn]] <<- w
+          }
+          warnings_total <<- warnings_total + 1
+          if (warnings_total <= 100) warnings_kept[[warnings_total]] <<- rt$cmsg(w)
           invokeRestart("muffleWarning")
         }, message = function(m) {
-          messages_all <<- c(messages_all, conditionMessage(m))
+          messages_total <<- messages_total + 1
+          if (messages_total <= 100) messages_kept[[messages_total]] <<- rt$cmsg(m)
         })
-        if (length(ws) > 0) cat(rt$warning_text(ws), file = stderr())
+        if (wn > 0) {
+          cat(rt$warning_text(ws, kept), file = stderr())
+          rt$set_last_warning(ws)
+        }
       }
     }, error = function(e) {
       err <<- e
       cat(rt$format_condition("Error", e), "\n", sep = "", file = stderr())
+      # The failed expression's warnings, as Rscript shows them.
+      if (wn > 0) {
+        cat("In addition: ", rt$warning_text(ws, kept), sep = "", file = stderr())
+        rt$set_last_warning(ws)
+      }
     }, interrupt = function(i) {
       interrupted <<- TRUE
     })
@@ -263,8 +321,9 @@ local({
         ',"value":', value,
         ',"visible":', if (isTRUE(last$visible) && !failed) "true" else "false",
         ',"printed":', rt$q(if (failed) "" else rt$clip(printed, 65536L)),
-        ',"warnings":', rt$qstrs(rt$clip(utils::head(warnings_all, 100L))),
-        ',"messages":', rt$qstrs(rt$clip(utils::head(messages_all, 100L))),
+        ',"warnings":', rt$qstrs(rt$clip(warnings_kept)),
+        ',"warnings_dropped":', format(warnings_total - length(warnings_kept), scientific = FALSE),
+        ',"messages":', rt$qstrs(rt$clip(messages_kept)),
         ',"error":', errjson,
         ',"interrupted":', if (interrupted) "true" else "false", "}"))
     })
@@ -357,6 +416,7 @@ local({
     x
   }
 
+  try(rt$make_last_warning(), silent = TRUE)
   rt$send(paste0('{"type":"hello","protocol":1,"pid":', Sys.getpid(),
                  ',"r_version":', rt$q(paste(R.version$major, R.version$minor, sep = ".")), "}"))
   suspendInterrupts(repeat {

@@ -19,6 +19,12 @@ import (
 )
 
 func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, logger *slog.Logger) int {
+	// SIGTERM is caught from the start: one that arrives while the flags
+	// are read or the box starts still drains, and never kills the process
+	// with a box half made.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	code := fs.String("e", "", "R code to run (else a FILE argument, or stdin when FILE is - or absent)")
@@ -26,7 +32,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	asJSON := fs.Bool("json", false, "print the structured result (verdict, value, output, accounting) as JSON on stdout")
 	toolsPath := fs.String("tools", "", "JSON file of host tools implemented as commands")
 	maxToolCalls := fs.Int("max-tool-calls", securer.DefaultMaxToolCalls, "most tool calls the code may make")
-	outputLimit := fs.String("output-limit", "", "end the run after this much stdout or stderr (e.g. 10M; default: no limit)")
+	outputLimit := fs.String("output-limit", defaultOutputLimit, "end the run after this much stdout or stderr (e.g. 100M; 0 or none: no limit)")
 	preload := fs.String("preload", "", "R packages to attach before the code runs, comma separated")
 	termGrace := fs.Duration("term-grace", 10*time.Second, "on SIGTERM, how long the running code may still take before it is stopped")
 	fs.Usage = func() {
@@ -47,12 +53,8 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	defer auditCloser.Close()
 	cfg.MaxToolCalls = *maxToolCalls
-	if *outputLimit != "" {
-		n, err := parseBytes(*outputLimit)
-		if err != nil {
-			return fail(stderr, exitUsage, fmt.Errorf("--output-limit: %w", err))
-		}
-		cfg.OutputLimit = n
+	if cfg.OutputLimit, err = parseLimit(*outputLimit); err != nil {
+		return fail(stderr, exitUsage, fmt.Errorf("--output-limit: %w", err))
 	}
 	if *preload != "" {
 		cfg.Preload = strings.Split(*preload, ",")
@@ -70,9 +72,15 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err := securer.ProtectFromOOM(); err != nil {
 		logger.Debug("could not lower the executor's OOM score", "err", err)
 	}
-	ctx, stopDrain := drainOnSIGTERM(ctx, *termGrace, logger)
+	ctx, stopDrain := drainOnSIGTERM(ctx, sigs, *termGrace, logger)
 	defer stopDrain()
 	res, err := securer.Execute(ctx, cfg, src)
+	if res == nil && ctx.Err() != nil {
+		// Cancelled (SIGINT, or SIGTERM and its grace) before the code ran:
+		// the box was torn down as it started; that is a cancellation, not
+		// a sandbox failure.
+		return fail(stderr, exitCancelled, fmt.Errorf("canceled while the sandbox was starting: %v", context.Cause(ctx)))
+	}
 	if res == nil {
 		code := exitSandbox
 		if errors.Is(err, securer.ErrInvalidConfig) || errors.Is(err, securer.ErrRejected) {
@@ -92,6 +100,9 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		if res.Detail != "" {
 			fmt.Fprintf(stderr, "securer-runc: %s\n", res.Detail)
 		}
+		if res.Verdict == securer.VerdictOutputLimit {
+			fmt.Fprintf(stderr, "securer-runc: the output limit is %d bytes per stream; raise it with --output-limit (0 lifts it)\n", cfg.OutputLimit)
+		}
 	}
 	return exitCode(res.Verdict)
 }
@@ -99,10 +110,8 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 // drainOnSIGTERM returns a context that SIGTERM ends only after grace: an
 // orchestrator's stop lets the running code finish (and the box be torn
 // down) instead of killing it mid-way.
-func drainOnSIGTERM(ctx context.Context, grace time.Duration, logger *slog.Logger) (context.Context, func()) {
+func drainOnSIGTERM(ctx context.Context, sigs <-chan os.Signal, grace time.Duration, logger *slog.Logger) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() {
 		select {
@@ -120,7 +129,6 @@ func drainOnSIGTERM(ctx context.Context, grace time.Duration, logger *slog.Logge
 		}
 	}()
 	return ctx, func() {
-		signal.Stop(sigs)
 		close(done)
 		cancel(nil)
 	}
@@ -160,6 +168,19 @@ func readCode(code string, rest []string, stdin io.Reader) (string, error) {
 	}
 	b, err := io.ReadAll(io.LimitReader(stdin, 64<<20))
 	return string(b), err
+}
+
+// defaultOutputLimit bounds what one run streams to stdout and to stderr:
+// a runaway loop of cat() would otherwise fill the disk or the terminal.
+const defaultOutputLimit = "10M"
+
+// parseLimit reads an --output-limit: a size, or 0/none for no limit.
+func parseLimit(s string) (int64, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "0", "none", "unlimited":
+		return 0, nil
+	}
+	return parseBytes(s)
 }
 
 // parseBytes reads "512M", "1G", "65536" (binary multiples).

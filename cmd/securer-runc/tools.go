@@ -115,7 +115,9 @@ func commandHandler(argv, argNames []string) securer.ToolFunc {
 		in.WriteByte('{')
 		first := true
 		for _, k := range argNames {
-			plain, err := args[k].PlainJSON()
+			// NaN and ±Inf as strings: JSON has no such numbers, and null
+			// would make them indistinguishable from NA.
+			plain, err := args[k].PlainJSONNonFinite()
 			if err != nil {
 				return nil, fmt.Errorf("argument %q: %w", k, err)
 			}

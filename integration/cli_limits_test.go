@@ -1,0 +1,139 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+	"testing"
+	"time"
+)
+
+// countingWriter counts bytes and keeps none: a run that floods stdout
+// must not fill the test's memory while it proves the flood was bounded.
+type countingWriter struct{ n atomic.Int64 }
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.n.Add(int64(len(p)))
+	return len(p), nil
+}
+
+// runCLICounting runs `securer-runc run` with this run's state and
+// cgroup parent, counting stdout rather than keeping it.
+func runCLICounting(t *testing.T, hangGuard time.Duration, args ...string) (stdoutBytes int64, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	argv := append([]string{"run", "--rootfs", rootfsDir, "--state", stateDir, "--cgroup-parent", cgroupParent}, args...)
+	cmd := exec.CommandContext(ctx, cli(t), argv...)
+	var out countingWriter
+	var errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("%v still running after %s (hang guard); %d bytes of stdout so far", args, hangGuard, out.n.Load())
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return out.n.Load(), errb.String(), code
+}
+
+// Issue 10 item 10: with default settings a runaway cat() loop wrote
+// 6.1 GB in 30 s. run now stops at a default output limit, exits with the
+// budget status and says which limit it hit and how to change it.
+func TestCLIDefaultOutputLimit(t *testing.T) {
+	const defaultLimit = 10 << 20
+	n, stderr, code := runCLICounting(t, 90*time.Second, "-e", `repeat cat(strrep("x", 1e6))`)
+	if code != 5 || n > defaultLimit {
+		t.Errorf("default settings: exit %d after %d bytes of stdout; want exit 5 and at most %d bytes", code, n, defaultLimit)
+	}
+	if !strings.Contains(stderr, "output_limit") || !strings.Contains(stderr, "--output-limit") {
+		t.Errorf("stderr does not say the output limit was hit and how to raise it: %q", stderr)
+	}
+	// The limit can be lifted (0 or none) or raised: 12 MB, over the default.
+	for _, lift := range []string{"0", "none", "20M"} {
+		n, stderr, code := runCLICounting(t, 90*time.Second, "--output-limit", lift, "-e", `for (i in 1:12) cat(strrep("x", 1e6))`)
+		if code != 0 || n != 12e6 {
+			t.Errorf("--output-limit %s: exit %d, %d bytes of stdout (want 0, 12000000): %q", lift, code, n, stderr)
+		}
+	}
+	// --json says it too.
+	r := runCLI(t, "", "run", "--json", "--output-limit", "1M", "-e", `repeat cat(strrep("x", 1e5))`)
+	if r.code != 5 || !strings.Contains(r.stdout, `"verdict": "output_limit"`) || !strings.Contains(r.stdout, "bytes of stdout") {
+		t.Errorf("--json: exit %d, stdout %.400q", r.code, r.stdout)
+	}
+	if _, _, code := runCLICounting(t, 30*time.Second, "--output-limit", "-3", "-e", "1"); code != 2 {
+		t.Errorf("--output-limit -3: exit %d, want 2", code)
+	}
+}
+
+// Issue 10 item 16: a tool command got JSON null for Inf and NaN, the same
+// as NA. They now arrive as the strings "Inf", "-Inf" and "NaN"; NA stays
+// null. The command here fails with its stdin as the error message, which
+// R then prints.
+func TestCLIToolNonFiniteArgs(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "tools.json")
+	body := `{"tools": [{"name": "show", "args": {"x": "numeric", "y": "numeric"}, "command": ["sh", "-c", "cat >&2; exit 1"]}]}`
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, "", "run", "--tools", p, "-e",
+		`tryCatch(show(c(1, Inf, -Inf, NaN, NA), NaN), error = function(e) cat(conditionMessage(e)))`)
+	want := `{"x":[1,"Inf","-Inf","NaN",null],"y":"NaN"}`
+	if r.code != 0 || !strings.Contains(r.stdout, want) {
+		t.Errorf("exit %d, stdout %q (want it to hold %s), stderr %q", r.code, r.stdout, want, r.stderr)
+	}
+}
+
+// Issue 10 item 9: SIGTERM while the box was starting made run exit 3 (a
+// sandbox failure). It is a cancellation: exit 130, and the half-made box
+// is gone. The signal is sent once the session's state dir exists, that
+// is, in the middle of the start.
+func TestCLISIGTERMDuringStart(t *testing.T) {
+	sessions := filepath.Join(stateDir, "sessions")
+	for _, grace := range []string{"0s", "300ms"} {
+		t.Run("grace "+grace, func(t *testing.T) {
+			before, _ := os.ReadDir(sessions)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, cli(t), "run", "--rootfs", rootfsDir, "--state", stateDir,
+				"--cgroup-parent", cgroupParent, "--term-grace", grace, "-e", "Sys.sleep(30)")
+			var errb lockedBuffer
+			cmd.Stderr = &errb
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				if ents, _ := os.ReadDir(sessions); len(ents) > len(before) {
+					break
+				}
+				if ctx.Err() != nil {
+					t.Fatal("no session dir appeared")
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			if err := cmd.Process.Signal(unix.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			err := cmd.Wait()
+			code := -1
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			if code != 130 || !strings.Contains(errb.String(), "cancel") {
+				t.Errorf("exit %d (%v), stderr %q; want 130 and a word on the cancellation", code, err, errb.String())
+			}
+			if left := leftovers(); len(left) > 0 {
+				t.Errorf("left behind:\n  %s", strings.Join(left, "\n  "))
+			}
+		})
+	}
+}
