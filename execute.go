@@ -292,6 +292,10 @@ func (e *execution) interrupt(v Verdict, err error) {
 	}
 	e.inst.interrupted = true
 	e.inst.interruptR()
+	// Background processes end with the execution anyway; ending them now
+	// leaves R the CPU to answer the interrupt (a fork bomb's spinning
+	// children starved it past the grace period on a loaded host).
+	e.inst.killStrays(e.s.log)
 }
 
 // onFrame handles one frame from R; end reports that the execution is over.
