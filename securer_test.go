@@ -109,6 +109,22 @@ func TestDefaults(t *testing.T) {
 	if l.MemoryBytes != 1<<30 || l.Pids != 64 {
 		t.Errorf("partial limits %+v", l)
 	}
+	// The file-size limit follows /tmp unless set.
+	for _, tc := range []struct {
+		in   Limits
+		want uint64
+	}{
+		{Limits{}, 64 << 20},
+		{Limits{TmpBytes: 512 << 20}, 512 << 20},
+		{Limits{TmpBytes: 512 << 20, FileSizeBytes: 8 << 20}, 8 << 20},
+	} {
+		if got := tc.in.WithDefaults().FileSizeBytes; got != tc.want {
+			t.Errorf("%+v: file size limit %d, want %d", tc.in, got, tc.want)
+		}
+	}
+	if err := (Limits{FileSizeBytes: 1000}).WithDefaults().validate(); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("a 1000-byte file size limit: %v, want ErrInvalidConfig", err)
+	}
 }
 
 func TestRError(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"os/signal"
 	"runtime"
 	"sync"
 	"syscall"
@@ -39,6 +40,10 @@ const InitArg = "init"
 // keeping that container's mounts alive and making /proc/self describe it.
 func MaybeInit() {
 	if len(os.Args) > 1 && os.Args[1] == InitArg {
+		// A write past RLIMIT_FSIZE must fail with EFBIG, not kill R with
+		// SIGXFSZ (losing the session): an ignored signal stays ignored
+		// across exec, through tini and Rscript, into R.
+		signal.Ignore(unix.SIGXFSZ)
 		libcontainer.Init()
 	}
 	runtime.LockOSThread()

@@ -14,7 +14,7 @@ import (
 // its limits, its isolation switches and the audit log.
 type sandboxFlags struct {
 	timeout                      *time.Duration
-	memory, tmp                  *string
+	memory, tmp, fsize           *string
 	pids                         *int64
 	cpus                         *float64
 	rootfs, state, cgroup, audit *string
@@ -30,6 +30,7 @@ func addSandboxFlags(fs *flag.FlagSet, timeoutHelp, limitNote string) *sandboxFl
 		pids:     fs.Int64("pids", 64, "process limit"+limitNote),
 		cpus:     fs.Float64("cpus", 1, "CPU limit, in CPUs"+limitNote),
 		tmp:      fs.String("tmp", "64M", "size of the writable /tmp"+limitNote),
+		fsize:    fs.String("fsize", "", "largest file R may write (bytes, or with K/M/G suffix; default: the size of /tmp); a larger write is an R error"+limitNote),
 		rootfs:   fs.String("rootfs", "", "rootfs directory (default /var/lib/securer-runc)"),
 		state:    fs.String("state", "", "state directory (default "+securer.DefaultStateDir+")"),
 		cgroup:   fs.String("cgroup-parent", "", "cgroup all sessions live under (default "+securer.DefaultCgroupParent+")"),
@@ -52,9 +53,17 @@ func (f *sandboxFlags) config(stderr io.Writer, logger *slog.Logger) (securer.Co
 	if err != nil {
 		return securer.Config{}, nil, fmt.Errorf("--tmp: %w", err)
 	}
+	var fsize uint64
+	if *f.fsize != "" {
+		n, err := parseBytes(*f.fsize)
+		if err != nil {
+			return securer.Config{}, nil, fmt.Errorf("--fsize: %w", err)
+		}
+		fsize = uint64(n)
+	}
 	cfg := securer.Config{
 		RootFSDir: *f.rootfs, StateDir: *f.state, CgroupParent: *f.cgroup, Timeout: *f.timeout,
-		Limits:                securer.Limits{MemoryBytes: mem, Pids: *f.pids, CPUs: *f.cpus, TmpBytes: min(tmpBytes, mem)},
+		Limits:                securer.Limits{MemoryBytes: mem, Pids: *f.pids, CPUs: *f.cpus, TmpBytes: min(tmpBytes, mem), FileSizeBytes: fsize},
 		UnsafeNoUserNamespace: *f.noUserNS, Logger: logger,
 		UnsafeNoSandbox: *f.noSandbox, HostRscript: *f.rscript,
 	}
