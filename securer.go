@@ -277,6 +277,12 @@ type Config struct {
 	// runs as an unprivileged uid, but uid 1000 inside is uid 1000 on the
 	// host. Only for hosts that cannot create user namespaces.
 	UnsafeNoUserNamespace bool
+	// UnsafeAllowOldKernel starts sandboxes on a kernel older than
+	// MinKernel. Only for distribution kernels known to carry the
+	// backported security fixes.
+	UnsafeAllowOldKernel bool
+	// kernelRelease, when set, stands for uname -r (tests).
+	kernelRelease string
 	// Stdout and Stderr, when set, receive R's output as it is written.
 	Stdout, Stderr io.Writer
 	// MaxOutputBytes caps each stream kept in a Result (head and tail are

@@ -149,3 +149,58 @@ func TestOwnerRecord(t *testing.T) {
 		}
 	}
 }
+
+func TestKernelVersion(t *testing.T) {
+	for _, tc := range []struct {
+		a, b KernelVersion
+		less bool
+	}{
+		{KernelVersion{5, 9, 99}, KernelVersion{5, 10, 0}, true},
+		{KernelVersion{5, 10, 0}, KernelVersion{5, 10, 0}, false},
+		{KernelVersion{4, 19, 300}, KernelVersion{5, 10, 0}, true},
+		{KernelVersion{6, 1, 0}, KernelVersion{5, 10, 0}, false},
+		{KernelVersion{5, 10, 1}, KernelVersion{5, 10, 0}, false},
+	} {
+		if got := tc.a.Less(tc.b); got != tc.less {
+			t.Errorf("%s < %s = %v, want %v", tc.a, tc.b, got, tc.less)
+		}
+	}
+}
+
+// Sessions refuse a kernel below MinKernel unless the operator allows it;
+// the release stands in for uname.
+func TestKernelCheck(t *testing.T) {
+	for _, tc := range []struct {
+		release  string
+		allowOld bool
+		ok       bool
+	}{
+		{"6.1.0-18-amd64", false, true},
+		{"5.10.0", false, true},
+		{"4.19.0-26-amd64", false, false},
+		{"4.19.0-26-amd64", true, true},
+		{"5.4.0-150-generic", false, false},
+		{"garbage", false, false},
+		{"garbage", true, false}, // unreadable: fail closed even when allowed
+	} {
+		c := kernelCheck(tc.release, tc.allowOld)
+		if c.OK != tc.ok || c.Name != "kernel" || !strings.Contains(c.Detail, strings.Fields(tc.release)[0]) && c.OK {
+			t.Errorf("kernelCheck(%q, %v) = %+v, want ok %v", tc.release, tc.allowOld, c, tc.ok)
+		}
+	}
+	// The refusal path: the session's host check names the kernel.
+	cfg := Config{kernelRelease: "4.19.0-26-amd64"}.withDefaults()
+	err := hostProblems(CheckHost(cfg))
+	if !errors.Is(err, ErrSandboxUnavailable) || !strings.Contains(err.Error(), "kernel (4.19.0-26-amd64 (minimum 5.10.0)") {
+		t.Errorf("old kernel: %v", err)
+	}
+	cfg.UnsafeAllowOldKernel = true
+	for _, c := range CheckHost(cfg) {
+		if c.Name == "kernel" && !c.OK {
+			t.Errorf("allowed old kernel refused: %+v", c)
+		}
+	}
+	if _, err := NewSession(context.Background(), Config{kernelRelease: "4.19.0", StateDir: t.TempDir()}); !errors.Is(err, ErrSandboxUnavailable) || !strings.Contains(err.Error(), "kernel") {
+		t.Errorf("NewSession on an old kernel: %v", err)
+	}
+}
