@@ -1,0 +1,125 @@
+package integration
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	securer "securer-runc"
+)
+
+// A write past the file-size limit is an R error (EFBIG); R lives on with
+// its state (it used to die of SIGXFSZ).
+func TestFileSizeLimitIsAnRError(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Limits.TmpBytes = 32 << 20
+	cfg.Limits.FileSizeBytes = 4 << 20
+	s := newSession(t, cfg)
+	id := s.ID()
+	mustOK(t, s, "kept <- 42")
+	res := execute(t, s, `writeLines(strrep("x", 5e6), "/tmp/big.txt")`)
+	if res.Verdict != securer.VerdictError || res.Error == nil || !strings.Contains(res.Error.Message, "File too large") {
+		t.Fatalf("verdict %s, error %v, exit %q, detail %q: want an R error naming the file size limit (EFBIG)", res.Verdict, res.Error, res.Exit, res.Detail)
+	}
+	if got := number(mustOK(t, s, "kept").Value); got != 42 || s.ID() != id {
+		t.Fatalf("after the failed write: kept = %v, session %s -> %s: the state was lost", got, id, s.ID())
+	}
+	if size := number(mustOK(t, s, `file.size("/tmp/big.txt")`).Value); size != 4<<20 {
+		t.Errorf("the file is %v bytes, want it cut at the %d-byte limit", size, 4<<20)
+	}
+}
+
+// The same holds for an unsandboxed R (a plain child process).
+func TestFileSizeLimitUnsandboxed(t *testing.T) {
+	cfg := hostConfig()
+	cfg.Limits.FileSizeBytes = 2 << 20
+	s := newSession(t, cfg)
+	mustOK(t, s, "kept <- 42")
+	res := execute(t, s, `writeLines(strrep("x", 3e6), file.path(tempdir(), "big.txt"))`)
+	if res.Verdict != securer.VerdictError || res.Error == nil || !strings.Contains(res.Error.Message, "File too large") {
+		t.Fatalf("verdict %s, error %v, exit %q: want an R error (EFBIG)", res.Verdict, res.Error, res.Exit)
+	}
+	if got := number(mustOK(t, s, "kept").Value); got != 42 {
+		t.Fatalf("kept = %v after the failed write", got)
+	}
+}
+
+// By default the file-size limit follows /tmp: a file larger than the old
+// fixed 64 MiB fits in a larger /tmp.
+func TestFileSizeLimitFollowsTmp(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Limits.TmpBytes = 128 << 20
+	s := newSession(t, cfg)
+	res := mustOK(t, s, `
+		con <- file("/tmp/big.bin", "wb")
+		chunk <- as.raw(rep(7L, 1024^2))
+		for (i in 1:80) writeBin(chunk, con)
+		close(con)
+		file.size("/tmp/big.bin")`)
+	if got := number(res.Value); got != 80<<20 {
+		t.Fatalf("wrote %v bytes, want %d", got, 80<<20)
+	}
+}
+
+// After R dies (an OOM kill, a kill from outside), the next execution runs
+// in a new R and its result says so, once; an explicit Restart and fresh
+// executions do not consume the news.
+func TestStateLostIsReported(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Limits.MemoryBytes = 256 << 20
+	cfg.Limits.TmpBytes = 32 << 20
+	s := newSession(t, cfg)
+	if res := mustOK(t, s, "kept <- 42"); res.StateLost {
+		t.Fatalf("first execution reports lost state: %q", res.StateLostReason)
+	}
+	if res := execute(t, s, "x <- numeric(1e9); x[] <- 1"); res.Verdict != securer.VerdictOutOfMemory {
+		t.Fatalf("verdict %s, want oom", res.Verdict)
+	}
+	ctx, cancel := hangGuard()
+	defer cancel()
+	fresh, err := s.ExecuteFresh(ctx, "1")
+	if err != nil || fresh.StateLost {
+		t.Fatalf("fresh execution after the OOM kill: %v, state_lost %v (a fresh execution never sees the warm state)", err, fresh.StateLost)
+	}
+	res := mustOK(t, s, `exists("kept")`)
+	if !res.StateLost || !strings.Contains(res.StateLostReason, "memory limit") {
+		t.Fatalf("after an OOM kill: state_lost %v, reason %q; want it reported with the memory limit as the reason", res.StateLost, res.StateLostReason)
+	}
+	if v, _ := res.Value.Go().(bool); v {
+		t.Fatalf("kept survived the OOM kill: the test is wrong")
+	}
+	if res := mustOK(t, s, "kept <- 1"); res.StateLost {
+		t.Fatalf("lost state reported twice: %q", res.StateLostReason)
+	}
+
+	// R killed from outside between executions.
+	pid := hostPidOf(s)
+	if pid == 0 {
+		t.Fatal("no R pid")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); s.Alive() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	res = mustOK(t, s, `exists("kept")`)
+	if !res.StateLost || !strings.Contains(res.StateLostReason, "between executions") {
+		t.Fatalf("after R was killed while idle: state_lost %v, reason %q", res.StateLost, res.StateLostReason)
+	}
+
+	// The caller's own Restart is not news.
+	if err := s.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if res := mustOK(t, s, "1"); res.StateLost {
+		t.Fatalf("an explicit Restart reported as lost state: %q", res.StateLostReason)
+	}
+}
+
+// hangGuard is a generous deadline for one execution.
+func hangGuard() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 120*time.Second)
+}
