@@ -51,6 +51,10 @@ type Session struct {
 	nextID uint64
 	// executions counts admitted executions (MaxExecutions).
 	executions atomic.Int64
+	// lostState, when set, says why the R now running replaced one whose
+	// state is gone; the next non-fresh execution reports it (guarded by
+	// mu).
+	lostState string
 }
 
 // instance is one container and its R process.
@@ -77,6 +81,30 @@ type instance struct {
 	fingerprint string
 	// uidSlot is the host uid range the box holds (-1: none).
 	uidSlot int
+	// ended says why the instance is dead (the first reason given).
+	ended atomic.Pointer[string]
+}
+
+// markDead records that the instance must be replaced, and why (the
+// first reason wins: it is the cause, later ones are consequences).
+func (inst *instance) markDead(reason string) {
+	inst.ended.CompareAndSwap(nil, &reason)
+	inst.dead.Store(true)
+}
+
+// deathReason says why a replaced instance ended.
+func (inst *instance) deathReason() string {
+	if r := inst.ended.Load(); r != nil {
+		return *r
+	}
+	// Executions mark the deaths they see: an unmarked one came between
+	// them.
+	select {
+	case <-inst.run.Done():
+		return "R died between executions (" + inst.run.ExitStatus().String() + ")"
+	default:
+		return "R was ended"
+	}
 }
 
 type frame struct {
@@ -422,9 +450,10 @@ func (s *Session) watchIdle(inst *instance) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	if inst.dead.Swap(true) {
+	if inst.dead.Load() {
 		return
 	}
+	inst.markDead("R died between executions (" + inst.run.ExitStatus().String() + ")")
 	s.log.Warn("R died while idle", "id", inst.id, "exit", inst.run.ExitStatus())
 	s.audit("session_died", "session", inst.id, "exit", inst.run.ExitStatus())
 	s.destroy(inst)
@@ -616,6 +645,7 @@ func (s *Session) Restart(ctx context.Context) error {
 	}
 	old := s.inst
 	s.inst = nil
+	s.lostState = "" // the caller asked for a new R: not news
 	s.mu.Unlock()
 	if old != nil {
 		s.destroy(old)
@@ -683,11 +713,18 @@ func (s *Session) current(ctx context.Context) (*instance, error) {
 			} else {
 				s.log.Warn("replacing R", "id", inst.id, "reason", err)
 				s.audit("session_replaced", "session", inst.id, "reason", err.Error())
+				inst.markDead("R was replaced: " + err.Error())
 			}
 		}
 	}
 	if inst != nil {
+		reason := inst.deathReason()
 		s.destroy(inst)
+		s.mu.Lock()
+		if s.lostState == "" {
+			s.lostState = reason
+		}
+		s.mu.Unlock()
 	}
 	if err := s.replace(ctx); err != nil {
 		return nil, err
@@ -695,6 +732,16 @@ func (s *Session) current(ctx context.Context) (*instance, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.inst, nil
+}
+
+// takeLostState returns, once, why the session's R was replaced since the
+// last execution that reported it ("" when it was not).
+func (s *Session) takeLostState() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.lostState
+	s.lostState = ""
+	return r
 }
 
 // killStrays ends every process of the container but init and R: what an
