@@ -187,6 +187,10 @@ func waitExit(pid int) container.Exit {
 func (r *hostRunner) Done() <-chan struct{} { return r.done }
 func (r *hostRunner) Spared() int           { return 0 }
 
+// Freeze and Thaw: a host R has no cgroup of its own to freeze.
+func (r *hostRunner) Freeze() error { return errors.ErrUnsupported }
+func (r *hostRunner) Thaw() error   { return errors.ErrUnsupported }
+
 func (r *hostRunner) ExitStatus() container.Exit {
 	<-r.done
 	return r.exit

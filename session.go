@@ -746,45 +746,73 @@ func (s *Session) takeLostState() string {
 
 // killStrays ends every process of the container but init and R: what an
 // execution started in the background does not outlive it. Processes forking
-// meanwhile are caught by the next round.
+// meanwhile are caught by the next round; if they keep outrunning the
+// rounds (a fork bomb), the box is frozen, so that nothing can fork, while
+// the rest are killed.
 func (inst *instance) killStrays(log *slog.Logger) {
-	spared := inst.run.Spared()
-	for round := 0; round < 20; round++ {
-		pids, err := inst.run.Procs()
-		if err != nil {
-			return
-		}
-		// A pid read from the list may have been reused by the time it is
-		// signalled. Pin each one with a pidfd first, then keep only those
-		// still listed: a pidfd opened before the second read names a
-		// process that was (and a pidfd never stops naming it) the
-		// session's own.
-		pinned := map[int]int{}
-		for _, pid := range pids {
-			if pid == spared || pid == inst.rPid {
-				continue
-			}
-			if fd, err := unix.PidfdOpen(pid, 0); err == nil {
-				pinned[pid] = fd
-			}
-		}
-		if len(pinned) == 0 {
-			return
-		}
-		still, err := inst.run.Procs()
-		killed := 0
-		for pid, fd := range pinned {
-			if err == nil && slices.Contains(still, pid) && unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) == nil {
-				killed++
-			}
-			unix.Close(fd)
-		}
-		if killed == 0 {
+	const plainRounds = 5
+	for round := 0; round < plainRounds; round++ {
+		if inst.killRound() == 0 {
 			return
 		}
 		time.Sleep(time.Millisecond)
 	}
-	log.Warn("background processes survived 20 kill rounds", "id", inst.id)
+	if err := inst.run.Freeze(); err != nil {
+		log.Debug("cannot freeze the box for the sweep", "id", inst.id, "err", err)
+	} else {
+		killed := inst.killRound()
+		if err := inst.run.Thaw(); err != nil {
+			// A frozen R would never answer: this instance is done.
+			log.Error("thawing the box after the sweep", "id", inst.id, "err", err)
+			inst.markDead("the box could not be thawed after killing background processes: " + err.Error())
+			return
+		}
+		log.Debug("background processes kept forking: froze the box and killed them", "id", inst.id, "killed", killed)
+	}
+	// The killed may take a moment to go; none can fork any more.
+	for round := 0; round < 50; round++ {
+		if inst.killRound() == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	log.Warn("background processes survived the sweep", "id", inst.id)
+}
+
+// killRound sends SIGKILL to every process of the box but init and R, and
+// says how many it signalled.
+func (inst *instance) killRound() int {
+	spared := inst.run.Spared()
+	pids, err := inst.run.Procs()
+	if err != nil {
+		return 0
+	}
+	// A pid read from the list may have been reused by the time it is
+	// signalled. Pin each one with a pidfd first, then keep only those
+	// still listed: a pidfd opened before the second read names a
+	// process that was (and a pidfd never stops naming it) the session's
+	// own.
+	pinned := map[int]int{}
+	for _, pid := range pids {
+		if pid == spared || pid == inst.rPid {
+			continue
+		}
+		if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+			pinned[pid] = fd
+		}
+	}
+	if len(pinned) == 0 {
+		return 0
+	}
+	still, err := inst.run.Procs()
+	killed := 0
+	for pid, fd := range pinned {
+		if err == nil && slices.Contains(still, pid) && unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) == nil {
+			killed++
+		}
+		unix.Close(fd)
+	}
+	return killed
 }
 
 // settle waits for the sweep after a fresh execution and checks that the

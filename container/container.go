@@ -197,6 +197,24 @@ func (b *Box) Signal(sig os.Signal) error {
 	return nil
 }
 
+// Freeze stops every process of the container (the cgroup freezer, v1 or
+// v2, through libcontainer's manager): none can run, so none can fork,
+// until Thaw. A SIGKILL sent meanwhile takes effect at the latest on Thaw.
+func (b *Box) Freeze() error {
+	if err := b.c.Pause(); err != nil {
+		return fmt.Errorf("freeze %s: %w", b.ID(), err)
+	}
+	return nil
+}
+
+// Thaw lets a frozen container run again.
+func (b *Box) Thaw() error {
+	if err := b.c.Resume(); err != nil {
+		return fmt.Errorf("thaw %s: %w", b.ID(), err)
+	}
+	return nil
+}
+
 // CgroupPaths maps each controller to the container's cgroup directory
 // (a copy: libcontainer changes its own map on Destroy).
 func (b *Box) CgroupPaths() map[string]string {

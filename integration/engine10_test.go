@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"syscall"
 	"testing"
@@ -122,4 +123,29 @@ func TestStateLostIsReported(t *testing.T) {
 // hangGuard is a generous deadline for one execution.
 func hangGuard() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 120*time.Second)
+}
+
+// Issue 10 #9: a fork bomb under a small pids limit is swept after the
+// execution without a "survived" warning, and nothing of it is left.
+func TestForkBombSweptQuietly(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Limits.Pids = 16
+	var log lockedBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s := newSession(t, cfg)
+	for i := 0; i < 3; i++ {
+		mustOK(t, s, `f <- function() repeat try(parallel::mcparallel(f()), silent = TRUE)
+			parallel::mcparallel(f()); Sys.sleep(1); 1`)
+		// R sees no live process of the box but init and itself (R's own
+		// dead children wait, as zombies, for R to collect them).
+		res := mustOK(t, s, `left <- setdiff(list.files("/proc", pattern = "^[0-9]+$"), c("1", Sys.getpid()))
+			st <- vapply(left, function(p) tryCatch(paste(readLines(file.path("/proc", p, "stat")), collapse = ""), error = function(e) "gone"), "")
+			st[!grepl("^[0-9]+ \\(.*\\) Z ", st) & st != "gone"]`)
+		if n := res.Value.Len(); n != 0 {
+			t.Fatalf("round %d: %d processes left after the sweep: %v\n%s", i, n, res.Value.Go(), log.String())
+		}
+	}
+	if strings.Contains(log.String(), "survived") {
+		t.Fatalf("the sweep logged survivors:\n%s", log.String())
+	}
 }
