@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -238,14 +239,19 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 		return nil, err
 	}
 	sockPath := filepath.Join(sockDir, socketName)
-	if len(sockPath) >= 108 {
+	if s.cfg.UnsafeNoSandbox && len(sockPath) >= 108 {
+		// A host R connects by this name (a box's R by its own, short one).
 		return nil, fmt.Errorf("%w: socket path %q is %d bytes, over the kernel's 107: use a shorter StateDir", ErrInvalidConfig, sockPath, len(sockPath))
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sockPath, Net: "unix"})
+	ln, err := listenQuiet(sockDir, socketName)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", sockPath, err)
+		return nil, err
 	}
-	defer ln.Close() // one connection only; closing also unlinks the socket
+	// One connection only.
+	defer func() {
+		ln.Close()
+		_ = os.Remove(sockPath)
+	}()
 	// Only the session's R may connect (acceptFrom checks who did).
 	if err := os.Chmod(sockPath, 0o600); err != nil {
 		return nil, err
@@ -364,6 +370,10 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 		return nil, err
 	}
 	l := s.cfg.Limits
+	procDir := filepath.Join(inst.dir, "proc")
+	if err := writeSyntheticProc(procDir, l.MemoryBytes); err != nil {
+		return nil, err
+	}
 	sp, err := spec.Build(spec.Options{
 		RootFS: s.rootfs,
 		// tini is the box's init: it forwards our signals to R and reaps
@@ -386,6 +396,7 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 		NoFile:        l.NoFile,
 		FileSizeBytes: l.FileSizeBytes,
 		Binds:         s.binds(sockDir),
+		ProcDir:       procDir,
 	})
 	if err != nil {
 		return nil, err
@@ -396,6 +407,20 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}
 	return newBoxRunner(box), nil
+}
+
+// writeSyntheticProc writes the /proc files the box sees in place of the
+// host's (spec.SyntheticProc), readable by the box's user.
+func writeSyntheticProc(dir string, memoryBytes int64) error {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fmt.Errorf("synthetic /proc: %w", err)
+	}
+	for name, text := range spec.SyntheticProc(memoryBytes, runtime.NumCPU()) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o444); err != nil {
+			return fmt.Errorf("synthetic /proc: %w", err)
+		}
+	}
+	return nil
 }
 
 // startHost starts R as a plain child process (Config.UnsafeNoSandbox),
@@ -523,6 +548,27 @@ func acceptFrom(ctx context.Context, ln *net.UnixListener, run runner) (net.Conn
 		return nil, 0, fmt.Errorf("%w: bridge connection is not from the session's R (peer %+v)", ErrProtocol, cred)
 	}
 	return a.c, int(cred.Pid), nil
+}
+
+// listenQuiet listens on dir/name, bound by a name that says nothing of
+// the host: /proc/net/unix shows a socket's bound name to every reader in
+// the network namespace of its connections, the box included. The name
+// goes through a descriptor of dir (/proc/self/fd/N/name), which reaches
+// the same file.
+func listenQuiet(dir, name string) (*net.UnixListener, error) {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open the socket dir: %w", err)
+	}
+	defer unix.Close(fd)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: fmt.Sprintf("/proc/self/fd/%d/%s", fd, name), Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", filepath.Join(dir, name), err)
+	}
+	// The bound name stops working once fd is closed: the caller unlinks
+	// the socket by its real path.
+	ln.SetUnlinkOnClose(false)
+	return ln, nil
 }
 
 func readFrames(r *bridge.Reader, out chan<- frame, stop <-chan struct{}) {

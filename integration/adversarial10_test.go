@@ -4,6 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -78,5 +82,73 @@ func TestToolAnswerWithNUL(t *testing.T) {
 	}
 	if v := number(mustOK(t, s, "1 + 1").Value); v != 2 {
 		t.Fatalf("session after the refused answers: 1 + 1 = %v", v)
+	}
+}
+
+// Issue 10 #15: what the box can read of the host. The socket's bound name,
+// the host's boot options, boot id, memory, load, uptime and CPU times are
+// hidden or synthesised; flock, a lock channel between boxes through the
+// files they share, is refused; R still works (cores, processx, forks).
+func TestAdversarialHostDetails(t *testing.T) {
+	h := newAdvHarness(t, false)
+	cfg := h.config()
+	a := newSession(t, cfg)
+	b := newSession(t, cfg)
+	res := h.ok(t, a, `c(
+		unix = paste(readLines("/proc/net/unix"), collapse = "\n"),
+		cmdline = paste(suppressWarnings(readLines("/proc/cmdline")), collapse = ""),
+		boot_id = paste(suppressWarnings(readLines("/proc/sys/kernel/random/boot_id")), collapse = ""),
+		loadavg = readLines("/proc/loadavg"),
+		uptime = readLines("/proc/uptime"),
+		memtotal = grep("^MemTotal:", readLines("/proc/meminfo"), value = TRUE),
+		btime = grep("^btime", readLines("/proc/stat"), value = TRUE),
+		cores = as.character(parallel::detectCores()),
+		processx = processx::run("echo", "hi")$stdout,
+		forks = paste(unlist(parallel::mclapply(1:4, function(i) i^2, mc.cores = 2)), collapse = ","),
+		flock = paste(system("flock -n /usr/lib/R/lib/libR.so true 2>&1; echo rc=$?", intern = TRUE), collapse = " "))`)
+	got := map[string]string{}
+	names := res.Value.Names()
+	for i, v := range strs(res.Value) {
+		got[names[i]] = v
+	}
+	if strings.Contains(got["unix"], stateDir) || strings.Contains(got["unix"], "/run/") {
+		t.Errorf("/proc/net/unix shows host paths:\n%s", got["unix"])
+	}
+	hostCmdline, _ := os.ReadFile("/proc/cmdline")
+	if got["cmdline"] != "" || got["boot_id"] != "" {
+		t.Errorf("host boot details visible: cmdline %q (host %q), boot_id %q", got["cmdline"], hostCmdline, got["boot_id"])
+	}
+	wantMem := fmt.Sprintf("%d kB", cfg.Limits.MemoryBytes>>10)
+	for k, want := range map[string]string{"loadavg": "0.00 0.00 0.00 1/1 1", "uptime": "0.00 0.00", "btime": "btime 0",
+		"processx": "hi\n", "forks": "1,4,9,16", "cores": strconv.Itoa(runtime.NumCPU())} {
+		if got[k] != want {
+			t.Errorf("%s = %q, want %q", k, got[k], want)
+		}
+	}
+	if !strings.HasSuffix(got["memtotal"], " "+wantMem) {
+		t.Errorf("meminfo %q: want the box's own limit, %s", got["memtotal"], wantMem)
+	}
+	if !strings.Contains(got["flock"], "No locks available") || strings.Contains(got["flock"], "rc=0") {
+		t.Errorf("flock on a shared read-only file: %q, want ENOLCK", got["flock"])
+	}
+
+	// No channel: box b starts 15 processes and holds (tries to hold) a
+	// lock; box a's view of the load and the lock does not change.
+	const look = `c(readLines("/proc/loadavg"), system("flock -n /usr/lib/R/lib/libR.so true 2>&1; echo rc=$?", intern = TRUE))`
+	before := strs(h.ok(t, a, look).Value)
+	done := make(chan *securer.Result, 1)
+	go func() {
+		res, _ := b.Execute(context.Background(), `for (i in 1:15) system("sleep 20", wait = FALSE)
+			system("flock /usr/lib/R/lib/libR.so sleep 20 >/dev/null 2>&1", wait = FALSE)
+			Sys.sleep(0.5); wait(1)`)
+		done <- res
+	}()
+	<-h.waitStarted // b's processes are running
+	after := strs(h.ok(t, a, look).Value)
+	if res := <-done; res == nil || res.Verdict != securer.VerdictOK {
+		t.Fatalf("box b: %+v", res)
+	}
+	if strings.Join(before, "|") != strings.Join(after, "|") {
+		t.Errorf("box a sees box b: before %q, after %q", before, after)
 	}
 }
