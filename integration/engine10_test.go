@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"fmt"
+	osexec "os/exec"
 	"log/slog"
 	"strings"
 	"syscall"
@@ -147,5 +149,71 @@ func TestForkBombSweptQuietly(t *testing.T) {
 	}
 	if strings.Contains(log.String(), "survived") {
 		t.Fatalf("the sweep logged survivors:\n%s", log.String())
+	}
+}
+
+// Issue 10 #11, #12 through the service: fsize_bytes is a session option
+// under the operator's ceiling; the result event carries state_lost.
+func TestServiceFsizeAndStateLost(t *testing.T) {
+	base := baseConfig()
+	base.Limits.MemoryBytes = 256 << 20
+	base.Limits.TmpBytes = 32 << 20
+	c, _, _ := startService(t, base, 4)
+	if ev := c.request(map[string]any{"op": "create_session", "id": "1", "options": map[string]any{"fsize_bytes": 64 << 20}}); errCodeOf(ev) != "invalid_config" {
+		t.Errorf("fsize_bytes over the operator's (its /tmp, 32 MiB): %v", ev)
+	}
+	sess := c.request(map[string]any{"op": "create_session", "id": "2", "options": map[string]any{"fsize_bytes": 2 << 20}}, "session")["session"].(string)
+	exec := func(id, code string) map[string]any {
+		ev := c.request(map[string]any{"op": "execute", "id": id, "session": sess, "code": code}, "result")
+		r, _ := ev["result"].(map[string]any)
+		if r == nil {
+			t.Fatalf("%s: %v", code, ev)
+		}
+		return r
+	}
+	exec("3", "kept <- 42")
+	r := exec("4", `writeLines(strrep("x", 3e6), "/tmp/big.txt")`)
+	if msg, _ := r["error"].(map[string]any)["message"].(string); r["verdict"] != "error" || !strings.Contains(msg, "File too large") {
+		t.Errorf("write past fsize_bytes: %v", r)
+	}
+	if r := exec("5", "kept"); r["state_lost"] != false {
+		t.Errorf("state_lost after a refused write: %v", r)
+	}
+	if r := exec("6", "x <- numeric(1e9); x[] <- 1"); r["verdict"] != "oom" {
+		t.Fatalf("verdict %v, want oom", r["verdict"])
+	}
+	r = exec("7", `exists("kept")`)
+	if r["state_lost"] != true || !strings.Contains(fmt.Sprint(r["state_lost_reason"]), "memory limit") {
+		t.Errorf("after the OOM kill: state_lost %v, reason %v", r["state_lost"], r["state_lost_reason"])
+	}
+}
+
+// The Python client exposes state_lost and warns.
+func TestPythonClientStateLost(t *testing.T) {
+	py, err := osexec.LookPath("python3")
+	if err != nil {
+		t.Fatalf("python3: %v", err)
+	}
+	script := `
+import sys, warnings
+sys.path.insert(0, "../clients/python")
+from securer_client import Client, StateLostWarning
+cmd = [sys.argv[1], "serve", "--stdio", "--state", sys.argv[2], "--cgroup-parent", sys.argv[3], "--memory", "256M", "--tmp", "16M"]
+with Client.spawn(cmd) as c:
+    s = c.create_session()
+    print("first", s.execute("kept <- 1")["state_lost"])
+    print("oom", s.execute("x <- numeric(1e9); x[] <- 1")["verdict"])
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        r = s.execute('exists("kept")')
+    print("lost", r["state_lost"], r["value_plain"], [type(x.message).__name__ for x in w])
+`
+	out, err := osexec.Command(py, "-c", script, cli(t), stateDir, cgroupParent).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "first False\n") || !strings.Contains(string(out), "oom oom\n") ||
+		!strings.Contains(string(out), "lost True False ['StateLostWarning']\n") {
+		t.Errorf("python client: %v\n%s", err, out)
+	}
+	if left := leftovers(); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
 	}
 }
