@@ -3,8 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
-	osexec "os/exec"
 	"log/slog"
+	osexec "os/exec"
 	"strings"
 	"syscall"
 	"testing"
