@@ -87,10 +87,11 @@ type instance struct {
 }
 
 // markDead records that the instance must be replaced, and why (the
-// first reason wins: it is the cause, later ones are consequences).
-func (inst *instance) markDead(reason string) {
+// first reason wins: it is the cause, later ones are consequences). It
+// reports whether the instance was already dead.
+func (inst *instance) markDead(reason string) (already bool) {
 	inst.ended.CompareAndSwap(nil, &reason)
-	inst.dead.Store(true)
+	return inst.dead.Swap(true)
 }
 
 // deathReason says why a replaced instance ended.
@@ -475,10 +476,9 @@ func (s *Session) watchIdle(inst *instance) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	if inst.dead.Load() {
+	if inst.markDead("R died between executions (" + inst.run.ExitStatus().String() + ")") {
 		return
 	}
-	inst.markDead("R died between executions (" + inst.run.ExitStatus().String() + ")")
 	s.log.Warn("R died while idle", "id", inst.id, "exit", inst.run.ExitStatus())
 	s.audit("session_died", "session", inst.id, "exit", inst.run.ExitStatus())
 	s.destroy(inst)
