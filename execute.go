@@ -396,6 +396,10 @@ func (e *execution) onResult(m *bridge.Result) (*Result, error) {
 		return e.finish(VerdictError, res.Error)
 	case m.Error != nil:
 		res.Error = &RError{Message: m.Error.Message, Class: m.Error.Class}
+		if strings.Contains(m.Error.Message, "File too large") {
+			// EFBIG from RLIMIT_FSIZE: name the limit, which R cannot know.
+			res.Error.Message += fmt.Sprintf(" (the file size limit is %d bytes)", e.s.cfg.Limits.FileSizeBytes)
+		}
 		if m.Error.Call != nil {
 			res.Error.Call = *m.Error.Call
 		}

@@ -23,7 +23,7 @@ func TestFileSizeLimitIsAnRError(t *testing.T) {
 	id := s.ID()
 	mustOK(t, s, "kept <- 42")
 	res := execute(t, s, `writeLines(strrep("x", 5e6), "/tmp/big.txt")`)
-	if res.Verdict != securer.VerdictError || res.Error == nil || !strings.Contains(res.Error.Message, "File too large") {
+	if res.Verdict != securer.VerdictError || res.Error == nil || !strings.Contains(res.Error.Message, "File too large (the file size limit is 4194304 bytes)") {
 		t.Fatalf("verdict %s, error %v, exit %q, detail %q: want an R error naming the file size limit (EFBIG)", res.Verdict, res.Error, res.Exit, res.Detail)
 	}
 	if got := number(mustOK(t, s, "kept").Value); got != 42 || s.ID() != id {
