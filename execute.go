@@ -83,6 +83,13 @@ func (s *Session) execute(ctx context.Context, code string, opts ExecOptions) (*
 		opts.Stderr = s.cfg.Stderr
 	}
 	e := &execution{s: s, inst: inst, id: s.nextID, fresh: opts.Fresh, opts: opts, res: &Result{Value: rvalue.Null()}}
+	if !opts.Fresh {
+		// A fresh execution never sees the warm state: the news waits for
+		// one that would have.
+		if why := s.takeLostState(); why != "" {
+			e.res.StateLost, e.res.StateLostReason = true, why
+		}
+	}
 	return e.run(ctx, code)
 }
 
@@ -131,6 +138,10 @@ type execution struct {
 	toolDone    chan toolOutcome
 	toolRunning bool
 	callID      uint64
+	// lastCall is the highest tool call id R has used in this execution:
+	// each call must bring a new, higher one (the runtime counts up), so
+	// an id already answered or out of turn is a protocol error.
+	lastCall uint64
 
 	// Set once R has been interrupted: the verdict to report and the end
 	// of the grace period.
@@ -251,7 +262,7 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 			e.interrupt(VerdictOutputLimit, fmt.Errorf("%w: more than %d bytes of stderr", ErrLimit, s.cfg.OutputLimit))
 		case <-e.grace:
 			// R did not come back: kill it, report, restart on next use.
-			inst.dead.Store(true)
+			inst.markDead("R did not respond to an interrupt (" + e.stopErr.Error() + ") and was killed")
 			_ = inst.run.Signal(unix.SIGKILL)
 			<-inst.run.Done()
 			e.res.Exit = inst.run.ExitStatus().String()
@@ -269,7 +280,7 @@ func (e *execution) finish(v Verdict, err error) (*Result, error) {
 
 // violation ends the execution for something R did wrong; R is replaced.
 func (e *execution) violation(err error) (*Result, error) {
-	e.inst.dead.Store(true)
+	e.inst.markDead("R was replaced after a protocol error: " + err.Error())
 	e.res.Detail = err.Error()
 	return e.finish(VerdictProtocolError, err)
 }
@@ -311,6 +322,11 @@ func (e *execution) onFrame(toolCtx context.Context, f frame, ok bool) (res *Res
 	}
 	switch m := f.msg.(type) {
 	case *bridge.ToolCall:
+		if m.ID <= e.lastCall {
+			res, err = e.violation(fmt.Errorf("%w: tool call id %d after id %d: each call must bring a new, higher id", ErrProtocol, m.ID, e.lastCall))
+			return res, err, true
+		}
+		e.lastCall = m.ID
 		switch {
 		case e.grace != nil:
 			// Sent before R saw the interrupt: refuse, keep going.
@@ -385,6 +401,10 @@ func (e *execution) onResult(m *bridge.Result) (*Result, error) {
 		return e.finish(VerdictError, res.Error)
 	case m.Error != nil:
 		res.Error = &RError{Message: m.Error.Message, Class: m.Error.Class}
+		if strings.Contains(m.Error.Message, "File too large") {
+			// EFBIG from RLIMIT_FSIZE: name the limit, which R cannot know.
+			res.Error.Message += fmt.Sprintf(" (the file size limit is %d bytes)", e.s.cfg.Limits.FileSizeBytes)
+		}
 		if m.Error.Call != nil {
 			res.Error.Call = *m.Error.Call
 		}
@@ -442,6 +462,7 @@ func (e *execution) died(cause error) (*Result, error) {
 	if n := inst.run.Usage().OOMKills; n > e.before.OOMKills {
 		res.Accounting.OOMKills = n - e.before.OOMKills
 		res.Detail = fmt.Sprintf("the memory limit (%d bytes) was reached and the kernel killed R", s.cfg.Limits.MemoryBytes)
+		inst.markDead(fmt.Sprintf("R was killed at the memory limit (%d bytes)", s.cfg.Limits.MemoryBytes))
 		return e.finish(VerdictOutOfMemory, fmt.Errorf("%w: R was killed at the %d-byte memory limit", ErrOutOfMemory, s.cfg.Limits.MemoryBytes))
 	}
 	if s.isClosed() {
@@ -453,6 +474,7 @@ func (e *execution) died(cause error) (*Result, error) {
 		during = "during a tool call (its result was dropped)"
 	}
 	res.Detail = "R crashed " + during + " (" + exit.String() + "); the session restarts on next use"
+	inst.markDead("R died " + during + " (" + exit.String() + ")")
 	if cause != nil && !errors.Is(cause, io.EOF) {
 		res.Detail += ": " + cause.Error()
 	}

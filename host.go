@@ -57,6 +57,15 @@ func CheckHost(cfg Config) []HostCheck {
 	add(HostCheck{Name: "root", OK: os.Geteuid() == 0, Detail: "euid " + strconv.Itoa(os.Geteuid()),
 		Fix: "run as root (or through a root daemon)"})
 
+	release := cfg.kernelRelease
+	if release == "" {
+		var err error
+		if release, err = KernelRelease(); err != nil {
+			release = err.Error()
+		}
+	}
+	add(kernelCheck(release, cfg.UnsafeAllowOldKernel))
+
 	nsKinds := []string{"mnt", "pid", "net", "ipc", "uts", "cgroup"}
 	if !cfg.UnsafeNoUserNamespace {
 		nsKinds = append(nsKinds, "user")

@@ -116,7 +116,14 @@ func (sp *spawner) start(cmd *exec.Cmd) error {
 // (parent-death signal), and its rlimits are in force before this
 // returns, so before R can have read any code.
 func startHostR(rscript string, args []string, dir, id string, limits Limits, stdout, stderr *os.File) (*hostRunner, error) {
-	cmd := exec.Command(rscript, args...)
+	path, err := exec.LookPath(rscript)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", rscript, err)
+	}
+	// A shell ignores SIGXFSZ and execs R in its place (same pid): an
+	// ignored signal stays ignored across exec, so a write past
+	// RLIMIT_FSIZE fails in R with EFBIG instead of killing it.
+	cmd := exec.Command("/bin/sh", append([]string{"-c", `trap '' XFSZ; exec "$0" "$@"`, path}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = hostEnv(dir, id)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
@@ -179,6 +186,10 @@ func waitExit(pid int) container.Exit {
 
 func (r *hostRunner) Done() <-chan struct{} { return r.done }
 func (r *hostRunner) Spared() int           { return 0 }
+
+// Freeze and Thaw: a host R has no cgroup of its own to freeze.
+func (r *hostRunner) Freeze() error { return errors.ErrUnsupported }
+func (r *hostRunner) Thaw() error   { return errors.ErrUnsupported }
 
 func (r *hostRunner) ExitStatus() container.Exit {
 	<-r.done

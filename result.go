@@ -51,9 +51,16 @@ type Result struct {
 	Messages     []string `json:"messages"`
 	Error        *RError  `json:"error,omitempty"`
 	// Exit describes R's death when the container ended (oom, killed).
-	Exit       string     `json:"exit,omitempty"`
-	Detail     string     `json:"detail,omitempty"`
-	Accounting Accounting `json:"accounting"`
+	Exit   string `json:"exit,omitempty"`
+	Detail string `json:"detail,omitempty"`
+	// StateLost says that this execution ran in a new R: the one earlier
+	// executions left their state in died or was replaced (OOM kill,
+	// crash, kill after an unanswered interrupt, protocol error), and
+	// StateLostReason says why. An explicit Restart is not reported.
+	// Fresh executions never report it; the next plain one does.
+	StateLost       bool       `json:"state_lost"`
+	StateLostReason string     `json:"state_lost_reason,omitempty"`
+	Accounting      Accounting `json:"accounting"`
 
 	// WarningsDropped counts the warnings beyond the first 100, which
 	// Warnings holds.

@@ -29,6 +29,10 @@ type runner interface {
 	Usage() cgroup.Usage
 	// Limits are the limits the kernel enforces on it now.
 	Limits() (Limits, error)
+	// Freeze stops every process of the runner until Thaw, so that none
+	// can fork (errors.ErrUnsupported where there is no freezer).
+	Freeze() error
+	Thaw() error
 }
 
 // boxRunner is R in a libcontainer box, under tini.
@@ -46,6 +50,8 @@ func (r *boxRunner) Done() <-chan struct{}             { return r.box.Done() }
 func (r *boxRunner) Signal(sig os.Signal) error        { return r.box.Signal(sig) }
 func (r *boxRunner) Destroy(ctx context.Context) error { return r.box.Destroy(ctx) }
 func (r *boxRunner) Procs() ([]int, error)             { return cgroup.Procs(r.cgroupPaths) }
+func (r *boxRunner) Freeze() error                     { return r.box.Freeze() }
+func (r *boxRunner) Thaw() error                       { return r.box.Thaw() }
 
 func (r *boxRunner) Spared() int {
 	pid, err := r.box.Pid()

@@ -81,16 +81,22 @@ func (m Mount) validate(rootfsDir string) error {
 
 // Limits are a session's resource caps. Zero fields take DefaultLimits'.
 type Limits struct {
-	MemoryBytes   int64   // cgroup memory, no swap
-	Pids          int64   // cgroup pids.max
-	CPUs          float64 // CPU bandwidth, in CPUs
-	TmpBytes      int64   // size of the /tmp tmpfs (charged to MemoryBytes)
-	NoFile        uint64  // RLIMIT_NOFILE
-	FileSizeBytes uint64  // RLIMIT_FSIZE
+	MemoryBytes int64   // cgroup memory, no swap
+	Pids        int64   // cgroup pids.max
+	CPUs        float64 // CPU bandwidth, in CPUs
+	TmpBytes    int64   // size of the /tmp tmpfs (charged to MemoryBytes)
+	NoFile      uint64  // RLIMIT_NOFILE
+	// FileSizeBytes is RLIMIT_FSIZE, the largest file R may write
+	// (default: TmpBytes). A write past it fails in R with "File too
+	// large" (EFBIG); R is not killed.
+	FileSizeBytes uint64
 }
 
+// MinFileSizeBytes is the smallest file-size limit R works with.
+const MinFileSizeBytes = 1 << 20
+
 // DefaultLimits are 512 MiB, 64 pids, 1 CPU, 64 MiB /tmp, 256 files, 64 MiB
-// per file.
+// per file (the size of /tmp).
 func DefaultLimits() Limits {
 	return Limits{MemoryBytes: 512 << 20, Pids: 64, CPUs: 1, TmpBytes: 64 << 20, NoFile: 256, FileSizeBytes: 64 << 20}
 }
@@ -114,7 +120,8 @@ func (l Limits) WithDefaults() Limits {
 		l.NoFile = d.NoFile
 	}
 	if l.FileSizeBytes == 0 {
-		l.FileSizeBytes = d.FileSizeBytes
+		// Follows /tmp: a file as large as the writable space fits.
+		l.FileSizeBytes = uint64(max(l.TmpBytes, 0))
 	}
 	return l
 }
@@ -131,6 +138,8 @@ func (l Limits) validate() error {
 		return fmt.Errorf("%w: /tmp size must be positive and at most the memory limit", ErrInvalidConfig)
 	case l.NoFile < 32:
 		return fmt.Errorf("%w: nofile limit must be at least 32", ErrInvalidConfig)
+	case l.FileSizeBytes < MinFileSizeBytes:
+		return fmt.Errorf("%w: file size limit %d bytes is below the %d R needs", ErrInvalidConfig, l.FileSizeBytes, MinFileSizeBytes)
 	}
 	return nil
 }
@@ -268,6 +277,12 @@ type Config struct {
 	// runs as an unprivileged uid, but uid 1000 inside is uid 1000 on the
 	// host. Only for hosts that cannot create user namespaces.
 	UnsafeNoUserNamespace bool
+	// UnsafeAllowOldKernel starts sandboxes on a kernel older than
+	// MinKernel. Only for distribution kernels known to carry the
+	// backported security fixes.
+	UnsafeAllowOldKernel bool
+	// kernelRelease, when set, stands for uname -r (tests).
+	kernelRelease string
 	// Stdout and Stderr, when set, receive R's output as it is written.
 	Stdout, Stderr io.Writer
 	// MaxOutputBytes caps each stream kept in a Result (head and tail are

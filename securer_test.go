@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -109,6 +111,22 @@ func TestDefaults(t *testing.T) {
 	if l.MemoryBytes != 1<<30 || l.Pids != 64 {
 		t.Errorf("partial limits %+v", l)
 	}
+	// The file-size limit follows /tmp unless set.
+	for _, tc := range []struct {
+		in   Limits
+		want uint64
+	}{
+		{Limits{}, 64 << 20},
+		{Limits{TmpBytes: 512 << 20}, 512 << 20},
+		{Limits{TmpBytes: 512 << 20, FileSizeBytes: 8 << 20}, 8 << 20},
+	} {
+		if got := tc.in.WithDefaults().FileSizeBytes; got != tc.want {
+			t.Errorf("%+v: file size limit %d, want %d", tc.in, got, tc.want)
+		}
+	}
+	if err := (Limits{FileSizeBytes: 1000}).WithDefaults().validate(); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("a 1000-byte file size limit: %v, want ErrInvalidConfig", err)
+	}
 }
 
 func TestRError(t *testing.T) {
@@ -132,4 +150,78 @@ func TestOwnerRecord(t *testing.T) {
 			t.Errorf("ownerAlive(%q)", bad)
 		}
 	}
+}
+
+func TestKernelVersion(t *testing.T) {
+	for _, tc := range []struct {
+		a, b KernelVersion
+		less bool
+	}{
+		{KernelVersion{5, 9, 99}, KernelVersion{5, 10, 0}, true},
+		{KernelVersion{5, 10, 0}, KernelVersion{5, 10, 0}, false},
+		{KernelVersion{4, 19, 300}, KernelVersion{5, 10, 0}, true},
+		{KernelVersion{6, 1, 0}, KernelVersion{5, 10, 0}, false},
+		{KernelVersion{5, 10, 1}, KernelVersion{5, 10, 0}, false},
+	} {
+		if got := tc.a.Less(tc.b); got != tc.less {
+			t.Errorf("%s < %s = %v, want %v", tc.a, tc.b, got, tc.less)
+		}
+	}
+}
+
+// Sessions refuse a kernel below MinKernel unless the operator allows it;
+// the release stands in for uname.
+func TestKernelCheck(t *testing.T) {
+	for _, tc := range []struct {
+		release  string
+		allowOld bool
+		ok       bool
+	}{
+		{"6.1.0-18-amd64", false, true},
+		{"5.10.0", false, true},
+		{"4.19.0-26-amd64", false, false},
+		{"4.19.0-26-amd64", true, true},
+		{"5.4.0-150-generic", false, false},
+		{"garbage", false, false},
+		{"garbage", true, false}, // unreadable: fail closed even when allowed
+	} {
+		c := kernelCheck(tc.release, tc.allowOld)
+		if c.OK != tc.ok || c.Name != "kernel" || !strings.Contains(c.Detail, strings.Fields(tc.release)[0]) && c.OK {
+			t.Errorf("kernelCheck(%q, %v) = %+v, want ok %v", tc.release, tc.allowOld, c, tc.ok)
+		}
+	}
+	// The refusal path: the session's host check names the kernel.
+	cfg := Config{kernelRelease: "4.19.0-26-amd64"}.withDefaults()
+	err := hostProblems(CheckHost(cfg))
+	if !errors.Is(err, ErrSandboxUnavailable) || !strings.Contains(err.Error(), "kernel (4.19.0-26-amd64 (minimum 5.10.0)") {
+		t.Errorf("old kernel: %v", err)
+	}
+	cfg.UnsafeAllowOldKernel = true
+	for _, c := range CheckHost(cfg) {
+		if c.Name == "kernel" && !c.OK {
+			t.Errorf("allowed old kernel refused: %+v", c)
+		}
+	}
+	if _, err := NewSession(context.Background(), Config{kernelRelease: "4.19.0", StateDir: t.TempDir()}); !errors.Is(err, ErrSandboxUnavailable) || !strings.Contains(err.Error(), "kernel") {
+		t.Errorf("NewSession on an old kernel: %v", err)
+	}
+}
+
+// The bridge socket is bound by a name that says nothing of the host
+// (/proc/net/unix shows it to the box), and is reached by its real path.
+func TestListenQuiet(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := listenQuiet(dir, "b.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if name := ln.Addr().String(); strings.Contains(name, dir) || !strings.HasPrefix(name, "/proc/self/fd/") {
+		t.Errorf("bound as %q", name)
+	}
+	c, err := net.Dial("unix", filepath.Join(dir, "b.sock"))
+	if err != nil {
+		t.Fatalf("dial by the real path: %v", err)
+	}
+	c.Close()
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -51,6 +52,10 @@ type Session struct {
 	nextID uint64
 	// executions counts admitted executions (MaxExecutions).
 	executions atomic.Int64
+	// lostState, when set, says why the R now running replaced one whose
+	// state is gone; the next non-fresh execution reports it (guarded by
+	// mu).
+	lostState string
 }
 
 // instance is one container and its R process.
@@ -82,6 +87,31 @@ type instance struct {
 	fingerprint string
 	// uidSlot is the host uid range the box holds (-1: none).
 	uidSlot int
+	// ended says why the instance is dead (the first reason given).
+	ended atomic.Pointer[string]
+}
+
+// markDead records that the instance must be replaced, and why (the
+// first reason wins: it is the cause, later ones are consequences). It
+// reports whether the instance was already dead.
+func (inst *instance) markDead(reason string) (already bool) {
+	inst.ended.CompareAndSwap(nil, &reason)
+	return inst.dead.Swap(true)
+}
+
+// deathReason says why a replaced instance ended.
+func (inst *instance) deathReason() string {
+	if r := inst.ended.Load(); r != nil {
+		return *r
+	}
+	// Executions mark the deaths they see: an unmarked one came between
+	// them.
+	select {
+	case <-inst.run.Done():
+		return "R died between executions (" + inst.run.ExitStatus().String() + ")"
+	default:
+		return "R was ended"
+	}
 }
 
 type frame struct {
@@ -215,14 +245,19 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 		return nil, err
 	}
 	sockPath := filepath.Join(sockDir, socketName)
-	if len(sockPath) >= 108 {
+	if s.cfg.UnsafeNoSandbox && len(sockPath) >= 108 {
+		// A host R connects by this name (a box's R by its own, short one).
 		return nil, fmt.Errorf("%w: socket path %q is %d bytes, over the kernel's 107: use a shorter StateDir", ErrInvalidConfig, sockPath, len(sockPath))
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sockPath, Net: "unix"})
+	ln, err := listenQuiet(sockDir, socketName)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", sockPath, err)
+		return nil, err
 	}
-	defer ln.Close() // one connection only; closing also unlinks the socket
+	// One connection only.
+	defer func() {
+		ln.Close()
+		_ = os.Remove(sockPath)
+	}()
 	// Only the session's R may connect (acceptFrom checks who did).
 	if err := os.Chmod(sockPath, 0o600); err != nil {
 		return nil, err
@@ -344,6 +379,10 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 		return nil, err
 	}
 	l := s.cfg.Limits
+	procDir := filepath.Join(inst.dir, "proc")
+	if err := writeSyntheticProc(procDir, l.MemoryBytes); err != nil {
+		return nil, err
+	}
 	sp, err := spec.Build(spec.Options{
 		RootFS: s.rootfs,
 		// tini is the box's init: it forwards our signals to R and reaps
@@ -366,6 +405,7 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 		NoFile:        l.NoFile,
 		FileSizeBytes: l.FileSizeBytes,
 		Binds:         s.binds(sockDir),
+		ProcDir:       procDir,
 	})
 	if err != nil {
 		return nil, err
@@ -376,6 +416,20 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}
 	return newBoxRunner(box), nil
+}
+
+// writeSyntheticProc writes the /proc files the box sees in place of the
+// host's (spec.SyntheticProc), readable by the box's user.
+func writeSyntheticProc(dir string, memoryBytes int64) error {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fmt.Errorf("synthetic /proc: %w", err)
+	}
+	for name, text := range spec.SyntheticProc(memoryBytes, runtime.NumCPU()) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o444); err != nil {
+			return fmt.Errorf("synthetic /proc: %w", err)
+		}
+	}
+	return nil
 }
 
 // startHost starts R as a plain child process (Config.UnsafeNoSandbox),
@@ -430,7 +484,7 @@ func (s *Session) watchIdle(inst *instance) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	if inst.dead.Swap(true) {
+	if inst.markDead("R died between executions (" + inst.run.ExitStatus().String() + ")") {
 		return
 	}
 	s.log.Warn("R died while idle", "id", inst.id, "exit", inst.run.ExitStatus())
@@ -502,6 +556,27 @@ func acceptFrom(ctx context.Context, ln *net.UnixListener, run runner) (net.Conn
 		return nil, 0, fmt.Errorf("%w: bridge connection is not from the session's R (peer %+v)", ErrProtocol, cred)
 	}
 	return a.c, int(cred.Pid), nil
+}
+
+// listenQuiet listens on dir/name, bound by a name that says nothing of
+// the host: /proc/net/unix shows a socket's bound name to every reader in
+// the network namespace of its connections, the box included. The name
+// goes through a descriptor of dir (/proc/self/fd/N/name), which reaches
+// the same file.
+func listenQuiet(dir, name string) (*net.UnixListener, error) {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open the socket dir: %w", err)
+	}
+	defer unix.Close(fd)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: fmt.Sprintf("/proc/self/fd/%d/%s", fd, name), Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", filepath.Join(dir, name), err)
+	}
+	// The bound name stops working once fd is closed: the caller unlinks
+	// the socket by its real path.
+	ln.SetUnlinkOnClose(false)
+	return ln, nil
 }
 
 func readFrames(r *bridge.Reader, out chan<- frame, stop <-chan struct{}) {
@@ -642,6 +717,7 @@ func (s *Session) Restart(ctx context.Context) error {
 	}
 	old := s.inst
 	s.inst = nil
+	s.lostState = "" // the caller asked for a new R: not news
 	s.mu.Unlock()
 	if old != nil {
 		s.destroy(old)
@@ -709,11 +785,18 @@ func (s *Session) current(ctx context.Context) (*instance, error) {
 			} else {
 				s.log.Warn("replacing R", "id", inst.id, "reason", err)
 				s.audit("session_replaced", "session", inst.id, "reason", err.Error())
+				inst.markDead("R was replaced: " + err.Error())
 			}
 		}
 	}
 	if inst != nil {
+		reason := inst.deathReason()
 		s.destroy(inst)
+		s.mu.Lock()
+		if s.lostState == "" {
+			s.lostState = reason
+		}
+		s.mu.Unlock()
 	}
 	if err := s.replace(ctx); err != nil {
 		return nil, err
@@ -723,47 +806,85 @@ func (s *Session) current(ctx context.Context) (*instance, error) {
 	return s.inst, nil
 }
 
+// takeLostState returns, once, why the session's R was replaced since the
+// last execution that reported it ("" when it was not).
+func (s *Session) takeLostState() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.lostState
+	s.lostState = ""
+	return r
+}
+
 // killStrays ends every process of the container but init and R: what an
 // execution started in the background does not outlive it. Processes forking
-// meanwhile are caught by the next round.
+// meanwhile are caught by the next round; if they keep outrunning the
+// rounds (a fork bomb), the box is frozen, so that nothing can fork, while
+// the rest are killed.
 func (inst *instance) killStrays(log *slog.Logger) {
-	spared := inst.run.Spared()
-	for round := 0; round < 20; round++ {
-		pids, err := inst.run.Procs()
-		if err != nil {
-			return
-		}
-		// A pid read from the list may have been reused by the time it is
-		// signalled. Pin each one with a pidfd first, then keep only those
-		// still listed: a pidfd opened before the second read names a
-		// process that was (and a pidfd never stops naming it) the
-		// session's own.
-		pinned := map[int]int{}
-		for _, pid := range pids {
-			if pid == spared || pid == inst.rPid {
-				continue
-			}
-			if fd, err := unix.PidfdOpen(pid, 0); err == nil {
-				pinned[pid] = fd
-			}
-		}
-		if len(pinned) == 0 {
-			return
-		}
-		still, err := inst.run.Procs()
-		killed := 0
-		for pid, fd := range pinned {
-			if err == nil && slices.Contains(still, pid) && unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) == nil {
-				killed++
-			}
-			unix.Close(fd)
-		}
-		if killed == 0 {
+	const plainRounds = 5
+	for round := 0; round < plainRounds; round++ {
+		if inst.killRound() == 0 {
 			return
 		}
 		time.Sleep(time.Millisecond)
 	}
-	log.Warn("background processes survived 20 kill rounds", "id", inst.id)
+	if err := inst.run.Freeze(); err != nil {
+		log.Debug("cannot freeze the box for the sweep", "id", inst.id, "err", err)
+	} else {
+		killed := inst.killRound()
+		if err := inst.run.Thaw(); err != nil {
+			// A frozen R would never answer: this instance is done.
+			log.Error("thawing the box after the sweep", "id", inst.id, "err", err)
+			inst.markDead("the box could not be thawed after killing background processes: " + err.Error())
+			return
+		}
+		log.Debug("background processes kept forking: froze the box and killed them", "id", inst.id, "killed", killed)
+	}
+	// The killed may take a moment to go; none can fork any more.
+	for round := 0; round < 50; round++ {
+		if inst.killRound() == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	log.Warn("background processes survived the sweep", "id", inst.id)
+}
+
+// killRound sends SIGKILL to every process of the box but init and R, and
+// says how many it signalled.
+func (inst *instance) killRound() int {
+	spared := inst.run.Spared()
+	pids, err := inst.run.Procs()
+	if err != nil {
+		return 0
+	}
+	// A pid read from the list may have been reused by the time it is
+	// signalled. Pin each one with a pidfd first, then keep only those
+	// still listed: a pidfd opened before the second read names a
+	// process that was (and a pidfd never stops naming it) the session's
+	// own.
+	pinned := map[int]int{}
+	for _, pid := range pids {
+		if pid == spared || pid == inst.rPid {
+			continue
+		}
+		if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+			pinned[pid] = fd
+		}
+	}
+	if len(pinned) == 0 {
+		return 0
+	}
+	still, err := inst.run.Procs()
+	killed := 0
+	for pid, fd := range pinned {
+		if err == nil && slices.Contains(still, pid) && unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) == nil {
+			killed++
+		}
+		unix.Close(fd)
+	}
+	return killed
 }
 
 // settle waits for the sweep after a fresh execution and checks that the

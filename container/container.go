@@ -10,6 +10,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"os/signal"
 	"runtime"
 	"sync"
 	"syscall"
@@ -39,6 +40,10 @@ const InitArg = "init"
 // keeping that container's mounts alive and making /proc/self describe it.
 func MaybeInit() {
 	if len(os.Args) > 1 && os.Args[1] == InitArg {
+		// A write past RLIMIT_FSIZE must fail with EFBIG, not kill R with
+		// SIGXFSZ (losing the session): an ignored signal stays ignored
+		// across exec, through tini and Rscript, into R.
+		signal.Ignore(unix.SIGXFSZ)
 		libcontainer.Init()
 	}
 	runtime.LockOSThread()
@@ -188,6 +193,24 @@ func (b *Box) Signal(sig os.Signal) error {
 	}
 	if err := b.c.Signal(sig); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
 		return fmt.Errorf("signal %s: %w", sig, err)
+	}
+	return nil
+}
+
+// Freeze stops every process of the container (the cgroup freezer, v1 or
+// v2, through libcontainer's manager): none can run, so none can fork,
+// until Thaw. A SIGKILL sent meanwhile takes effect at the latest on Thaw.
+func (b *Box) Freeze() error {
+	if err := b.c.Pause(); err != nil {
+		return fmt.Errorf("freeze %s: %w", b.ID(), err)
+	}
+	return nil
+}
+
+// Thaw lets a frozen container run again.
+func (b *Box) Thaw() error {
+	if err := b.c.Resume(); err != nil {
+		return fmt.Errorf("thaw %s: %w", b.ID(), err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -172,7 +173,30 @@ func compactJSON(raw []byte) (json.RawMessage, error) {
 	if err := v.Compact(); err != nil {
 		return nil, err
 	}
+	if err := noNUL(v); err != nil {
+		return nil, err
+	}
 	return json.RawMessage(v), nil
+}
+
+// noNUL refuses a payload with a NUL in any string, name or value: R's
+// strings cannot hold one, and jsonlite would silently cut the string
+// there ("a\u0000b" becomes "a").
+func noNUL(v jsontext.Value) error {
+	if !bytes.Contains(v, []byte(`\u0000`)) {
+		return nil // a literal NUL byte is not valid JSON
+	}
+	d := jsontext.NewDecoder(bytes.NewReader(v))
+	for {
+		t, err := d.ReadToken()
+		if err != nil {
+			return nil // the payload was validated: this is its end
+		}
+		if t.Kind() == '"' && strings.IndexByte(t.String(), 0) >= 0 {
+			at := strings.ReplaceAll(string(d.StackPointer()), "\x00", `\u0000`) // the message goes to R too
+			return fmt.Errorf("a string contains NUL (at %s), which R strings cannot hold: send bytes as raw instead", at)
+		}
+	}
 }
 
 // Factor returns an R factor: 1-based codes into levels, NAInteger for NA.

@@ -23,10 +23,17 @@ func TestConstructorErrors(t *testing.T) {
 		{"df column type", "not a vector", second(DataFrame([]string{"a"}, []Value{Null()}))},
 		{"raw json", "FromRawJSON", second(FromRawJSON(json.RawMessage(`{`)))},
 		{"raw json dup", "duplicate", second(FromRawJSON(json.RawMessage(`{"a":1,"a":2}`)))},
+		{"raw json NUL", "NUL (at /0)", second(FromRawJSON(json.RawMessage(`["a\u0000b"]`)))},
+		{"raw json NUL name", `NUL (at /k\u0000z)`, second(FromRawJSON(json.RawMessage(`{"k\u0000z":1}`)))},
+		{"raw json NUL deep", "NUL", second(FromRawJSON(json.RawMessage(`{"a":[1,{"b":"\u0000"}]}`)))},
+	}
+	// An escaped backslash before "u0000" is no NUL.
+	if _, err := FromRawJSON(json.RawMessage(`["a\\u0000b"]`)); err != nil {
+		t.Errorf("escaped backslash refused: %v", err)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.err == nil || !strings.Contains(tt.err.Error(), tt.wantErr) {
+			if tt.err == nil || !strings.Contains(tt.err.Error(), tt.wantErr) || strings.ContainsRune(tt.err.Error(), 0) {
 				t.Fatalf("err = %v, want containing %q", tt.err, tt.wantErr)
 			}
 		})

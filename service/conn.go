@@ -434,6 +434,13 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 			pick("tmp_bytes", o.TmpBytes, max.TmpBytes, &cfg.Limits.TmpBytes)); err != nil {
 			return cfg, err
 		}
+		// The operator's file-size limit is the ceiling (it defaults to
+		// the operator's /tmp size).
+		fsize := int64(cfg.Limits.FileSizeBytes)
+		if err := pick("fsize_bytes", o.FsizeBytes, int64(max.FileSizeBytes), &fsize); err != nil {
+			return cfg, err
+		}
+		cfg.Limits.FileSizeBytes = uint64(fsize)
 		if o.CPUs < 0 || (max.CPUs > 0 && o.CPUs > max.CPUs) {
 			return cfg, fmt.Errorf("%w: cpus %g is over the server's %g", securer.ErrInvalidConfig, o.CPUs, max.CPUs)
 		}

@@ -71,6 +71,7 @@ type sessionOptions struct {
 	Pids          int64    `json:"pids,omitempty"`
 	CPUs          float64  `json:"cpus,omitempty"`
 	TmpBytes      int64    `json:"tmp_bytes,omitempty"`
+	FsizeBytes    int64    `json:"fsize_bytes,omitempty"`
 	Timeout       float64  `json:"timeout,omitempty"` // seconds, per execution
 	MaxToolCalls  int      `json:"max_tool_calls,omitempty"`
 	OutputLimit   int64    `json:"output_limit,omitempty"`

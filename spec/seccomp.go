@@ -97,7 +97,7 @@ func Profile(s *specs.Spec) (*specs.LinuxSeccomp, error) {
 	for _, rule := range p.Syscalls {
 		if rule.Action == specs.ActAllow {
 			rule.Names = slices.DeleteFunc(rule.Names, func(n string) bool {
-				return n == "socket" || slices.Contains(deniedSyscalls, n)
+				return n == "socket" || n == "flock" || slices.Contains(deniedSyscalls, n)
 			})
 			if len(rule.Names) == 0 {
 				continue
@@ -121,6 +121,16 @@ func Profile(s *specs.Spec) (*specs.LinuxSeccomp, error) {
 		Names:    slices.Clone(deniedSyscalls),
 		Action:   specs.ActErrno,
 		ErrnoRet: &eperm,
+	})
+	// flock(2) takes exclusive locks through read-only descriptors, so a
+	// box holding one on a file every box shares (libR.so) signals to
+	// another box, which gets EWOULDBLOCK. R has no use for it; ENOLCK is
+	// what a program sees on a filesystem without locks.
+	enolck := uint(unix.ENOLCK)
+	kept = append(kept, specs.LinuxSyscall{
+		Names:    []string{"flock"},
+		Action:   specs.ActErrno,
+		ErrnoRet: &enolck,
 	})
 	// moby lets clone through only without namespace flags; the rest would
 	// fall to the default (ENOSYS). Name the refusal: EPERM per flag, since

@@ -9,6 +9,7 @@ import (
 	"path"
 	"slices"
 	"strconv"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -69,6 +70,9 @@ type Options struct {
 	FileSizeBytes uint64
 
 	Binds []BindMount
+	// ProcDir, when set, is a host directory holding SyntheticProc's
+	// files, shown in place of the host's /proc/<name>.
+	ProcDir string
 	// Seccomp replaces the default filter (Profile); there is no way to
 	// run without one.
 	Seccomp *specs.LinuxSeccomp
@@ -122,6 +126,8 @@ var maskedPaths = []string{
 	"/proc/keys", "/proc/latency_stats", "/proc/timer_list",
 	"/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
 	"/proc/sysrq-trigger",
+	// The host's boot options and boot id: R needs neither.
+	"/proc/cmdline", "/proc/sys/kernel/random/boot_id",
 }
 
 // Paths kept visible but read-only (runc's defaults).
@@ -217,6 +223,12 @@ func mounts(o Options) []specs.Mount {
 			"nr_inodes=" + strconv.FormatInt(o.TmpInodes, 10),
 		}},
 	}
+	if o.ProcDir != "" {
+		for _, name := range syntheticProcNames {
+			ms = append(ms, specs.Mount{Destination: "/proc/" + name, Type: "bind", Source: path.Join(o.ProcDir, name),
+				Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}})
+		}
+	}
 	for _, b := range o.Binds {
 		opts := []string{"rbind", "nosuid", "nodev"}
 		if !b.Exec {
@@ -228,6 +240,43 @@ func mounts(o Options) []specs.Mount {
 		ms = append(ms, specs.Mount{Destination: b.Destination, Type: "bind", Source: b.Source, Options: opts})
 	}
 	return ms
+}
+
+// syntheticProcNames are the /proc files the box sees synthesised: the
+// host's would tell its memory, load, uptime and CPU times, and change
+// visibly with what other boxes do (a channel between sessions). runc lets
+// exactly these be covered (the lxcfs set).
+var syntheticProcNames = []string{"meminfo", "loadavg", "stat", "uptime"}
+
+// SyntheticProc returns the files for Options.ProcDir, by name: memory as
+// the box's own limit (nothing used), no load, no uptime, ncpu idle CPUs
+// (as /proc/cpuinfo shows them) and a boot time of 0. They are fixed, so
+// nothing another box does shows through them.
+func SyntheticProc(memoryBytes int64, ncpu int) map[string]string {
+	kb := memoryBytes >> 10
+	var mem strings.Builder
+	for _, l := range []struct {
+		k string
+		v int64
+	}{
+		{"MemTotal", kb}, {"MemFree", kb}, {"MemAvailable", kb}, {"Buffers", 0}, {"Cached", 0},
+		{"SwapCached", 0}, {"Active", 0}, {"Inactive", 0}, {"SwapTotal", 0}, {"SwapFree", 0},
+		{"Dirty", 0}, {"Writeback", 0}, {"AnonPages", 0}, {"Mapped", 0}, {"Shmem", 0},
+	} {
+		fmt.Fprintf(&mem, "%-16s%8d kB\n", l.k+":", l.v)
+	}
+	var st strings.Builder
+	st.WriteString("cpu  0 0 0 0 0 0 0 0 0 0\n")
+	for i := range max(ncpu, 1) {
+		fmt.Fprintf(&st, "cpu%d 0 0 0 0 0 0 0 0 0 0\n", i)
+	}
+	st.WriteString("intr 0\nctxt 0\nbtime 0\nprocesses 0\nprocs_running 1\nprocs_blocked 0\nsoftirq 0 0 0 0 0 0 0 0 0 0 0\n")
+	return map[string]string{
+		"meminfo": mem.String(),
+		"loadavg": "0.00 0.00 0.00 1/1 1\n",
+		"stat":    st.String(),
+		"uptime":  "0.00 0.00\n",
+	}
 }
 
 func resources(o Options) *specs.LinuxResources {

@@ -237,3 +237,57 @@ func TestProfileShape(t *testing.T) {
 		t.Error("clone without namespace flags is not allowed: R could not fork")
 	}
 }
+
+// Issue 10 #15: flock is refused with ENOLCK, host boot details are masked
+// and the synthetic /proc files cover the host's.
+func TestHostDetailsHidden(t *testing.T) {
+	o := validOptions()
+	o.ProcDir = "/state/sessions/x/proc"
+	s, err := Build(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flock := false
+	for _, r := range s.Linux.Seccomp.Syscalls {
+		if slices.Contains(r.Names, "flock") {
+			if r.Action == specs.ActAllow {
+				t.Errorf("flock allowed by %+v", r)
+			}
+			flock = r.Action == specs.ActErrno && r.ErrnoRet != nil && *r.ErrnoRet == uint(unix.ENOLCK)
+		}
+	}
+	if !flock {
+		t.Error("no ENOLCK rule for flock")
+	}
+	for _, p := range []string{"/proc/cmdline", "/proc/sys/kernel/random/boot_id"} {
+		if !slices.Contains(s.Linux.MaskedPaths, p) {
+			t.Errorf("%s not masked", p)
+		}
+	}
+	covered := map[string]string{}
+	for _, m := range s.Mounts {
+		covered[m.Destination] = m.Source
+		if strings.HasPrefix(m.Destination, "/proc/") && !slices.Contains(m.Options, "ro") {
+			t.Errorf("%s is writable", m.Destination)
+		}
+	}
+	files := SyntheticProc(256<<20, 2)
+	for _, name := range []string{"meminfo", "loadavg", "stat", "uptime"} {
+		if covered["/proc/"+name] != o.ProcDir+"/"+name {
+			t.Errorf("/proc/%s from %q", name, covered["/proc/"+name])
+		}
+		if files[name] == "" {
+			t.Errorf("no synthetic %s", name)
+		}
+	}
+	if !strings.Contains(files["meminfo"], "MemTotal:         262144 kB\n") || !strings.Contains(files["stat"], "cpu1 ") || strings.Contains(files["stat"], "cpu2 ") {
+		t.Errorf("synthetic files:\n%s\n%s", files["meminfo"], files["stat"])
+	}
+	// Without ProcDir nothing covers /proc files.
+	s, _ = Build(validOptions())
+	for _, m := range s.Mounts {
+		if strings.HasPrefix(m.Destination, "/proc/") {
+			t.Errorf("%s covered without ProcDir", m.Destination)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import subprocess
+import warnings
 
 
 class ServerError(Exception):
@@ -26,6 +27,12 @@ class ServerError(Exception):
     def __init__(self, code, message):
         super().__init__(f"{code}: {message}")
         self.code = code
+
+
+class StateLostWarning(UserWarning):
+    """The session's R was replaced (it died: out of memory, a crash, a kill
+    after a timeout): the execution ran in a new R, without the variables
+    earlier executions made. The result's "state_lost_reason" says why."""
 
 
 class Tool:
@@ -151,7 +158,13 @@ class Client:
             elif kind_ == "tool_call":
                 self._answer(tools[ev["tool"]], ev)
             elif kind_ == "result":
-                return {**ev["result"], "value_plain": ev["value_plain"]}
+                result = {**ev["result"], "value_plain": ev["value_plain"]}
+                result.setdefault("state_lost", False)
+                if result["state_lost"]:
+                    warnings.warn(StateLostWarning(
+                        "the session's R was restarted and its state lost: "
+                        + result.get("state_lost_reason", "")), stacklevel=3)
+                return result
             elif kind_ == "error":
                 raise ServerError(ev["error"]["code"], ev["error"]["message"])
 
@@ -171,7 +184,11 @@ class Session:
         self._client, self.name, self._kind = client, name, kind
 
     def execute(self, code, timeout=None, fresh=False, on_stdout=None, on_stderr=None):
-        """Run code; returns the result (verdict, value, value_plain, stdout, ...)."""
+        """Run code; returns the result (verdict, value, value_plain, stdout, ...).
+
+        result["state_lost"] is True (and a StateLostWarning is issued) when
+        the code ran in a new R because the session's R had died: variables
+        of earlier executions are gone."""
         return self._client._execute(self.name, self._kind, code, timeout, fresh, on_stdout, on_stderr)
 
     def close(self):

@@ -24,9 +24,9 @@ type check struct {
 	ok, note          bool
 }
 
-// minKernel is the oldest kernel series doctor accepts: the oldest one
-// still maintained upstream, so still receiving escape fixes.
-var minKernel = kernelVersion{5, 10, 0}
+// minKernel is the oldest kernel series doctor accepts: the one sessions
+// and serve refuse to start below.
+var minKernel = kernelVersion(securer.MinKernel)
 
 // escapeFixes are container-escape and privilege-escalation classes fixed in
 // the mainline kernel, with the first mainline release carrying the fix.
@@ -45,38 +45,11 @@ var escapeFixes = []struct {
 	{kernelVersion{6, 8, 0}, "CVE-2024-1086 nf_tables use-after-free, root from a user namespace"},
 }
 
-type kernelVersion [3]int
+type kernelVersion = securer.KernelVersion
 
-func (v kernelVersion) less(w kernelVersion) bool {
-	for i := range v {
-		if v[i] != w[i] {
-			return v[i] < w[i]
-		}
-	}
-	return false
-}
-
-func (v kernelVersion) String() string { return fmt.Sprintf("%d.%d.%d", v[0], v[1], v[2]) }
-
-// parseKernel reads "6.1.0-18-amd64" or "5.15.153.1-microsoft" as 6.1.0.
-func parseKernel(release string) (kernelVersion, error) {
-	var v kernelVersion
-	fields := strings.FieldsFunc(release, func(r rune) bool { return r == '.' || r == '-' || r == '+' || r == '_' })
-	if len(fields) < 2 {
-		return v, fmt.Errorf("unrecognised kernel release %q", release)
-	}
-	for i := 0; i < 3 && i < len(fields); i++ {
-		n, err := strconv.Atoi(fields[i])
-		if err != nil {
-			if i < 2 {
-				return v, fmt.Errorf("unrecognised kernel release %q", release)
-			}
-			break
-		}
-		v[i] = n
-	}
-	return v, nil
-}
+// parseKernel is the engine's own parser, so that doctor and sessions
+// agree on what a release means.
+func parseKernel(release string) (kernelVersion, error) { return securer.ParseKernelRelease(release) }
 
 // kernelChecks: the minimum series (required) and one note per escape
 // class whose mainline fix is newer than this kernel.
@@ -85,11 +58,11 @@ func kernelChecks(release string, allowOld bool) []check {
 	if err != nil {
 		return []check{{name: "kernel", detail: err.Error(), fix: "run on Linux"}}
 	}
-	out := []check{{name: "kernel", ok: !v.less(minKernel) || allowOld,
+	out := []check{{name: "kernel", ok: !v.Less(minKernel) || allowOld,
 		detail: fmt.Sprintf("%s (minimum %s)", release, minKernel),
 		fix:    "upgrade the kernel, or pass --allow-old-kernel if your distribution backports security fixes"}}
 	for _, f := range escapeFixes {
-		if v.less(f.fixed) {
+		if v.Less(f.fixed) {
 			out = append(out, check{name: "kernel fix", note: true,
 				detail: fmt.Sprintf("mainline fixed %s in %s; check that your kernel has the backport", f.what, f.fixed)})
 		}
@@ -169,10 +142,14 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	cfg := securer.Config{RootFSDir: *dir, StateDir: *stateDir, CgroupParent: *cgroupParent, UnsafeNoUserNamespace: *noUserNS}
+	cfg := securer.Config{RootFSDir: *dir, StateDir: *stateDir, CgroupParent: *cgroupParent, UnsafeNoUserNamespace: *noUserNS,
+		UnsafeAllowOldKernel: *allowOld}
 
 	var checks []check
 	for _, h := range securer.CheckHost(cfg) {
+		if h.Name == "kernel" {
+			continue // kernelChecks says more
+		}
 		checks = append(checks, check{name: h.Name, ok: h.OK, detail: h.Detail, fix: h.Fix})
 	}
 	var uts unix.Utsname

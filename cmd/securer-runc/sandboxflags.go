@@ -13,13 +13,13 @@ import (
 // sandboxFlags are the flags run and serve share: where the sandbox lives,
 // its limits, its isolation switches and the audit log.
 type sandboxFlags struct {
-	timeout                      *time.Duration
-	memory, tmp                  *string
-	pids                         *int64
-	cpus                         *float64
-	rootfs, state, cgroup, audit *string
-	noUserNS, noSandbox          *bool
-	rscript                      *string
+	timeout                        *time.Duration
+	memory, tmp, fsize             *string
+	pids                           *int64
+	cpus                           *float64
+	rootfs, state, cgroup, audit   *string
+	noUserNS, noSandbox, oldKernel *bool
+	rscript                        *string
 }
 
 // addSandboxFlags registers them on fs; limitNote ends each limit's help.
@@ -30,6 +30,7 @@ func addSandboxFlags(fs *flag.FlagSet, timeoutHelp, limitNote string) *sandboxFl
 		pids:     fs.Int64("pids", 64, "process limit"+limitNote),
 		cpus:     fs.Float64("cpus", 1, "CPU limit, in CPUs"+limitNote),
 		tmp:      fs.String("tmp", "64M", "size of the writable /tmp"+limitNote),
+		fsize:    fs.String("fsize", "", "largest file R may write (bytes, or with K/M/G suffix; default: the size of /tmp); a larger write is an R error"+limitNote),
 		rootfs:   fs.String("rootfs", "", "rootfs directory (default /var/lib/securer-runc)"),
 		state:    fs.String("state", "", "state directory (default "+securer.DefaultStateDir+")"),
 		cgroup:   fs.String("cgroup-parent", "", "cgroup all sessions live under (default "+securer.DefaultCgroupParent+")"),
@@ -38,6 +39,8 @@ func addSandboxFlags(fs *flag.FlagSet, timeoutHelp, limitNote string) *sandboxFl
 		noSandbox: fs.Bool("unsafe-no-sandbox", false, "UNSAFE: run R as a plain child process on this host, as this user, with no isolation "+
 			"(only memory, file and file-size rlimits); for trusted code on hosts without the sandbox"),
 		rscript: fs.String("rscript", "", "with --unsafe-no-sandbox: the host's Rscript (default: Rscript in PATH)"),
+		oldKernel: fs.Bool("unsafe-allow-old-kernel", false, "UNSAFE: start sandboxes on a kernel older than "+securer.MinKernel.String()+
+			" (only if your distribution backports the security fixes; securer-runc doctor lists them)"),
 	}
 }
 
@@ -52,11 +55,19 @@ func (f *sandboxFlags) config(stderr io.Writer, logger *slog.Logger) (securer.Co
 	if err != nil {
 		return securer.Config{}, nil, fmt.Errorf("--tmp: %w", err)
 	}
+	var fsize uint64
+	if *f.fsize != "" {
+		n, err := parseBytes(*f.fsize)
+		if err != nil {
+			return securer.Config{}, nil, fmt.Errorf("--fsize: %w", err)
+		}
+		fsize = uint64(n)
+	}
 	cfg := securer.Config{
 		RootFSDir: *f.rootfs, StateDir: *f.state, CgroupParent: *f.cgroup, Timeout: *f.timeout,
-		Limits:                securer.Limits{MemoryBytes: mem, Pids: *f.pids, CPUs: *f.cpus, TmpBytes: min(tmpBytes, mem)},
+		Limits:                securer.Limits{MemoryBytes: mem, Pids: *f.pids, CPUs: *f.cpus, TmpBytes: min(tmpBytes, mem), FileSizeBytes: fsize},
 		UnsafeNoUserNamespace: *f.noUserNS, Logger: logger,
-		UnsafeNoSandbox: *f.noSandbox, HostRscript: *f.rscript,
+		UnsafeNoSandbox: *f.noSandbox, HostRscript: *f.rscript, UnsafeAllowOldKernel: *f.oldKernel,
 	}
 	if *f.rscript != "" && !*f.noSandbox {
 		return securer.Config{}, nil, fmt.Errorf("--rscript needs --unsafe-no-sandbox (the sandbox runs the rootfs's R)")
@@ -71,6 +82,9 @@ func (f *sandboxFlags) config(stderr io.Writer, logger *slog.Logger) (securer.Co
 	}
 	if *f.noUserNS {
 		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-no-userns: running without a user namespace")
+	}
+	if *f.oldKernel {
+		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-allow-old-kernel: sandboxes may start on a kernel older than "+securer.MinKernel.String())
 	}
 	if *f.noSandbox {
 		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-no-sandbox: R runs on this host WITHOUT ANY SANDBOX; never give it untrusted code")

@@ -95,6 +95,14 @@
 .securer_value <- function(res, timeout, max_output_lines, sanitize_errors) {
   r <- res$result
   clean <- function(m) if (isTRUE(sanitize_errors)) gsub("(/[A-Za-z0-9._-]+)+", "<path>", m) else m
+  # The code ran in a new R: the session's earlier variables are gone.
+  if (isTRUE(r$state_lost)) {
+    warning(structure(class = c("securer_state_lost", "warning", "condition"), list(
+      message = paste0("securer: the session's R was restarted and its state lost",
+                       if (nzchar(r$state_lost_reason %||% "")) paste0(" (", clean(r$state_lost_reason), ")") else "",
+                       "; earlier variables are gone"),
+      call = NULL)))
+  }
   switch(r$verdict,
     ok = NULL,
     error = stop(clean(r$error$message), call. = FALSE),

@@ -73,8 +73,9 @@ default_limits <- function() {
 
 # .securer_options(limits, ...) -> the session options of the protocol.
 # memory and nproc map to the container's cgroup; cpu (seconds of CPU) to
-# the default wall-clock timeout; fsize and nofile are the operator's
-# (securer-runc's own defaults: 64 MiB and 256).
+# the default wall-clock timeout; fsize to the largest file R may write
+# (fsize_bytes, at most the operator's; by default the size of /tmp);
+# nofile is the operator's (securer-runc's default: 256).
 .securer_options <- function(limits = NULL, max_executions = NULL) {
   o <- list()
   if (!is.null(limits)) {
@@ -83,6 +84,7 @@ default_limits <- function() {
     if (!is.null(limits$memory)) o$memory_bytes <- as.numeric(limits$memory)
     if (!is.null(limits$nproc)) o$pids <- as.numeric(limits$nproc)
     if (!is.null(limits$cpu)) o$timeout <- as.numeric(limits$cpu)
+    if (!is.null(limits$fsize)) o$fsize_bytes <- as.numeric(limits$fsize)
   }
   if (!is.null(max_executions)) o$max_executions <- as.integer(max_executions)
   if (length(o) == 0) NULL else o
