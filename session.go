@@ -824,15 +824,14 @@ func (s *Session) takeLostState() string {
 func (inst *instance) killStrays(log *slog.Logger) {
 	const plainRounds = 5
 	for round := 0; round < plainRounds; round++ {
-		if inst.killRound() == 0 {
+		if inst.killRound(true) == 0 {
 			return
 		}
-		time.Sleep(time.Millisecond)
 	}
 	if err := inst.run.Freeze(); err != nil {
 		log.Debug("cannot freeze the box for the sweep", "id", inst.id, "err", err)
 	} else {
-		killed := inst.killRound()
+		killed := inst.killRound(false) // frozen: none can exit yet
 		if err := inst.run.Thaw(); err != nil {
 			// A frozen R would never answer: this instance is done.
 			log.Error("thawing the box after the sweep", "id", inst.id, "err", err)
@@ -843,17 +842,18 @@ func (inst *instance) killStrays(log *slog.Logger) {
 	}
 	// The killed may take a moment to go; none can fork any more.
 	for round := 0; round < 50; round++ {
-		if inst.killRound() == 0 {
+		if inst.killRound(true) == 0 {
 			return
 		}
-		time.Sleep(time.Millisecond)
 	}
 	log.Warn("background processes survived the sweep", "id", inst.id)
 }
 
 // killRound sends SIGKILL to every process of the box but init and R, and
-// says how many it signalled.
-func (inst *instance) killRound() int {
+// says how many it signalled. With wait, it returns once those have exited
+// (or after killExitWait): a killed process leaves only when it next runs,
+// which on a loaded host is later than the next look at the box.
+func (inst *instance) killRound(wait bool) int {
 	spared := inst.run.Spared()
 	pids, err := inst.run.Procs()
 	if err != nil {
@@ -877,14 +877,55 @@ func (inst *instance) killRound() int {
 		return 0
 	}
 	still, err := inst.run.Procs()
-	killed := 0
+	var killed []int
 	for pid, fd := range pinned {
 		if err == nil && slices.Contains(still, pid) && unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) == nil {
-			killed++
+			killed = append(killed, fd)
+			continue
 		}
 		unix.Close(fd)
 	}
-	return killed
+	if wait {
+		waitExited(killed, killExitWait)
+	}
+	for _, fd := range killed {
+		unix.Close(fd)
+	}
+	return len(killed)
+}
+
+// killExitWait bounds how long one sweep round waits for the processes it
+// killed to exit.
+const killExitWait = 2 * time.Second
+
+// waitExited waits until every process behind pidfds has exited (a pidfd
+// turns readable then), or limit has passed.
+func waitExited(pidfds []int, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	pending := make([]unix.PollFd, 0, len(pidfds))
+	for _, fd := range pidfds {
+		pending = append(pending, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+	}
+	for len(pending) > 0 {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		n, err := unix.Poll(pending, int(left.Milliseconds())+1)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return
+		}
+		if err == nil && n == 0 {
+			return // timed out
+		}
+		alive := pending[:0]
+		for _, p := range pending {
+			if p.Revents == 0 {
+				alive = append(alive, p)
+			}
+		}
+		pending = alive
+	}
 }
 
 // settle waits for the sweep after a fresh execution and checks that the
