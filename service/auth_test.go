@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -72,11 +74,12 @@ func TestAuth(t *testing.T) {
 }
 
 // TestAuthCaps: strangers that have not authenticated are capped apart
-// from clients, so they cannot lock clients out; clients are capped after
+// from clients; at the cap the oldest stranger is pushed out, never the
+// newcomer, so they cannot lock clients out; clients are capped after
 // they authenticate.
 func TestAuthCaps(t *testing.T) {
 	const token = "0123456789abcdef-0123456789abcdef"
-	addr := serveTCP(t, Options{Token: token, MaxUnauthenticated: 2, MaxClients: 1, AuthTimeout: 5 * time.Second})
+	addr := serveTCP(t, Options{Token: token, MaxUnauthenticated: 2, MaxUnauthenticatedPerAddr: 2, MaxClients: 1, AuthTimeout: 5 * time.Second})
 
 	type client struct {
 		nc net.Conn
@@ -118,12 +121,17 @@ func TestAuthCaps(t *testing.T) {
 	s1, s2 := dial(), dial()
 	next(s1)
 	next(s2)
-	// A third stranger is over the cap of connections authenticating.
-	if ev := next(dial()); errCodeIn(ev) != CodeLimit {
-		t.Errorf("third stranger: %v, want %s", ev, CodeLimit)
+	// A third stranger is over the cap of connections authenticating:
+	// it gets in, and the oldest stranger is pushed out.
+	s3 := dial()
+	if ev := next(s3); ev["type"] != "hello" {
+		t.Errorf("third stranger: %v, want a hello", ev)
+	}
+	if s1.r.Scan() {
+		t.Errorf("the oldest stranger was not pushed out: %q", s1.r.Text())
 	}
 	// A second client authenticates, and is over MaxClients.
-	if ev := auth(s1); errCodeIn(ev) != CodeLimit {
+	if ev := auth(s2); errCodeIn(ev) != CodeLimit {
 		t.Errorf("client over MaxClients: %v, want %s", ev, CodeLimit)
 	}
 	// The first client is still served.
@@ -131,6 +139,70 @@ func TestAuthCaps(t *testing.T) {
 	if ev := next(first); ev["type"] != "pong" {
 		t.Errorf("ping: %v", ev)
 	}
+}
+
+// TestPreauthFlood: a stranger keeping as many silent connections open as
+// it can, as fast as it can, never keeps a token holder out (before the
+// fix, 0 of 30 got in once 16 silent connections were open).
+func TestPreauthFlood(t *testing.T) {
+	const token = "0123456789abcdef-0123456789abcdef"
+	opts := Options{Token: token, AuthTimeout: 10 * time.Second}
+	addr := serveTCP(t, opts)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var opened atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			var held []net.Conn
+			defer func() {
+				for _, c := range held {
+					c.Close()
+				}
+			}()
+			for ctx.Err() == nil {
+				nc, err := net.Dial("tcp", addr)
+				if err != nil {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				opened.Add(1)
+				held = append(held, nc)
+				if len(held) > 2000 { // stay within the test's open files
+					held[0].Close()
+					held = held[1:]
+				}
+			}
+		})
+	}
+	// Let the flood fill every slot first.
+	for opened.Load() < int64(2*New(opts).opts.MaxUnauthenticated) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := 0
+	const tries = 30
+	for i := range tries {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+		r := bufio.NewScanner(nc)
+		ok := r.Scan() // hello
+		if ok {
+			nc.Write([]byte(`{"op":"auth","id":"a","token":"` + token + `"}` + "\n"))
+			ok = r.Scan() && strings.Contains(r.Text(), `"type":"ok"`)
+		}
+		if ok {
+			got++
+		} else {
+			t.Errorf("token holder %d kept out: %q %v", i, r.Text(), r.Err())
+		}
+		nc.Close()
+	}
+	stop()
+	wg.Wait()
+	t.Logf("%d of %d token holders got in while a stranger opened %d connections", got, tries, opened.Load())
 }
 
 // serveTCP serves a server with opts on a loopback port until the test
