@@ -816,11 +816,14 @@ func seconds(name string, v float64) (time.Duration, error) {
 // startErr names what went wrong starting a sandbox, where the engine's
 // error has no code of its own.
 func startErr(err error) error {
-	if err == nil || errCode(err) != CodeInternal || errors.Is(err, context.Canceled) {
+	if err == nil || errors.Is(err, context.Canceled) {
 		return err
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w: %w", errStartTimeout, err)
+	}
+	if errCode(err) != CodeInternal {
+		return err
 	}
 	return fmt.Errorf("%w: %w", errStartFailed, err)
 }

@@ -431,8 +431,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	// Pools hand out no more sessions: executions queued for one end
 	// with "draining" instead of starting new code.
+	var drains sync.WaitGroup
+	defer drains.Wait() // a pool's shutdown ends by closing it: wait for that
 	for _, c := range conns {
-		go c.drain(ctx)
+		drains.Go(func() { c.drain(ctx) })
 	}
 	var cut error
 	select {
