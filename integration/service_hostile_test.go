@@ -536,4 +536,3 @@ func TestServiceQueuedMemory(t *testing.T) {
 	}
 	waitNoLeftovers(t, 10*time.Second)
 }
-
