@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -33,6 +34,9 @@ type conn struct {
 	srv  *Server
 	rw   io.ReadWriteCloser
 	addr string // source, for the unauthenticated caps
+	// spoke: its first line has been read (it is being checked, and will
+	// leave the unauthenticated books at once): not to be evicted.
+	spoke atomic.Bool
 
 	wmu  sync.Mutex // one event at a time on the wire
 	dead bool       // a write failed: the client is gone
@@ -319,6 +323,7 @@ func (c *conn) firstLine(in *bufio.Reader) ([]byte, error) {
 	_ = d.SetReadDeadline(time.Now().Add(c.srv.opts.AuthTimeout))
 	stop := context.AfterFunc(c.ctx, func() { _ = d.SetReadDeadline(time.Unix(1, 0)) })
 	b, err := in.ReadSlice('\n')
+	c.spoke.Store(true)
 	stop()
 	if c.ctx.Err() != nil {
 		return nil, c.ctx.Err()
@@ -1115,8 +1120,12 @@ func (t *textStream) flush() {
 	}
 }
 
-// hasInput tells whether bytes from the client wait in the kernel, unread.
+// hasInput tells whether the client has spoken: its first line has been
+// read, or bytes from it wait in the kernel, unread.
 func (c *conn) hasInput() bool {
+	if c.spoke.Load() {
+		return true
+	}
 	sc, ok := c.rw.(syscall.Conn)
 	if !ok {
 		return false

@@ -288,20 +288,20 @@ func (s *Server) enterPreauth(c *conn) {
 	}
 }
 
-// evictLocked takes the oldest authenticating connection of addr out of
-// the books (the caller closes it); of the oldest few, it spares those
-// whose first line has arrived but is not read yet.
+// evictLocked takes the oldest silent authenticating connection of addr
+// out of the books (the caller closes it): one whose first line has
+// arrived is spared (it leaves the books at once anyway), unless all
+// have.
 func (s *Server) evictLocked(addr string) *conn {
 	q := s.preQ[addr]
 	for len(q) > 0 && q[0].left {
 		q = q[1:]
 	}
 	pick := -1
-	for i, seen := 0, 0; i < len(q) && seen < 8; i++ {
+	for i := 0; i < len(q); i++ {
 		if q[i].left {
 			continue
 		}
-		seen++
 		if pick < 0 {
 			pick = i // the oldest, unless a younger one is silent
 		}
