@@ -47,7 +47,10 @@ type conn struct {
 	// its side, or left): tool calls waiting for its answer fail at once.
 	gone     chan struct{}
 	goneOnce sync.Once
-	done     chan struct{} // closed when cleanup has finished
+	// lost: the client can no longer read either (a write failed, the
+	// peer hung up, a pipe closed): its final events would go nowhere.
+	lost atomic.Bool
+	done chan struct{} // closed when cleanup has finished
 
 	mu       sync.Mutex
 	sessions map[string]*securer.Session
@@ -166,6 +169,7 @@ func (c *conn) loop(in io.Reader) error {
 				if errors.Is(f.err, io.EOF) {
 					return c.halfClosed()
 				}
+				c.lost.Store(true)
 				return f.err
 			}
 			c.handle(f.b)
@@ -207,6 +211,7 @@ func (c *conn) halfClosed() error {
 		syscall.Conn
 	})
 	if !ok {
+		c.lost.Store(true)
 		return io.EOF
 	}
 	finished := make(chan struct{})
@@ -221,6 +226,7 @@ func (c *conn) halfClosed() error {
 			return c.ctx.Err()
 		case <-tick.C:
 			if hungUp(sc) {
+				c.lost.Store(true)
 				return io.EOF
 			}
 		}
@@ -349,13 +355,17 @@ const cleanupWait = 15 * time.Second
 
 // cleanup runs when the connection ends (client gone, idle, or the
 // server's drain): cancel what is queued or runs, let every request send
-// its final event, close what the client made, then the connection.
+// its final event, close what the client made, then the connection. A
+// client that can no longer read has its sessions closed at once.
 func (c *conn) cleanup() {
 	c.mu.Lock()
 	c.closing = true
 	c.mu.Unlock()
 	c.cancel()
 	c.markGone()
+	if c.lost.Load() {
+		c.closeAll()
+	}
 	finished := make(chan struct{})
 	go func() { c.work.Wait(); close(finished) }()
 	select {
@@ -461,6 +471,7 @@ func (c *conn) send(ev any) {
 	}
 	if _, err := c.rw.Write(append(b, '\n')); err != nil {
 		c.dead = true
+		c.lost.Store(true)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			c.srv.log.Warn("client not reading; dropping it", "err", err)
 		} else {
