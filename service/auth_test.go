@@ -118,8 +118,10 @@ func TestAuthCaps(t *testing.T) {
 	if ev := auth(first); ev["type"] != "ok" {
 		t.Fatalf("auth: %v", ev)
 	}
-	s1, s2 := dial(), dial()
+	// One after the other: the older is the one whose hello came first.
+	s1 := dial()
 	next(s1)
+	s2 := dial()
 	next(s2)
 	// A third stranger is over the cap of connections authenticating:
 	// it gets in, and the oldest stranger is pushed out.

@@ -199,17 +199,15 @@ func (c *conn) busy() bool {
 	return c.served > 0
 }
 
-// halfClosed: the client has sent its last request. On a socket it may
-// still read: what it asked for is finished and sent (tool calls, which
-// it can no longer answer, fail at once), unless it is gone altogether
-// (a Unix socket's peer hangs up; on TCP a write fails) or the server
-// drains. A pipe (--stdio) ends at once, as before.
+// halfClosed: the client has sent its last request. On a Unix socket it
+// may still read: what it asked for is finished and sent (tool calls,
+// which it can no longer answer, fail at once), unless it hangs up
+// altogether (the kernel says so) or the server drains. Elsewhere a
+// half-close cannot be told from a client that left (a TCP peer's FIN,
+// a pipe's end), so the connection ends at once, as before.
 func (c *conn) halfClosed() error {
 	c.markGone()
-	sc, ok := c.rw.(interface {
-		net.Conn
-		syscall.Conn
-	})
+	uc, ok := c.rw.(*net.UnixConn)
 	if !ok {
 		c.lost.Store(true)
 		return io.EOF
@@ -225,7 +223,7 @@ func (c *conn) halfClosed() error {
 		case <-c.ctx.Done():
 			return c.ctx.Err()
 		case <-tick.C:
-			if hungUp(sc) {
+			if hungUp(uc) {
 				c.lost.Store(true)
 				return io.EOF
 			}
@@ -233,9 +231,8 @@ func (c *conn) halfClosed() error {
 	}
 }
 
-// hungUp tells whether a socket's peer has closed both directions (for a
-// Unix socket the kernel says POLLHUP; a TCP peer's FIN looks like a
-// half-close, found out at the next write instead).
+// hungUp tells whether a Unix socket's peer has closed both directions
+// (POLLHUP; a mere shutdown of its writing side is not one).
 func hungUp(sc syscall.Conn) bool {
 	rc, err := sc.SyscallConn()
 	if err != nil {
