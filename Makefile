@@ -9,7 +9,7 @@ BIN      := bin/securer-runc
 ROOTFS   ?= /var/lib/securer-runc
 
 .PHONY: all build deps rootfs demo test unit integration integration-loaded rpkg rtest bench fuzz fuzz-short vet clean \
-	crash-cycles churn soak long
+	crash-cycles churn soak long hostile
 
 all: build
 
@@ -98,7 +98,14 @@ churn: rootfs
 soak: rootfs
 	$(LONG) '^TestSoak$$' -args -soak 30m -soak-sessions 64 $(LONGFILTER)
 
+# Hostile clients against a real serve (Unix socket and TCP with a token):
+# unauthenticated floods, queued big payloads, idle connections, honest
+# clients, a SIGTERM in the middle (the short version runs in make test).
+HOSTILE ?= 2m
+hostile: rootfs
+	$(LONG) '^TestHostile$$' -args -hostile $(HOSTILE) 2>&1 | tee $@.log | grep -E '^(---|PASS|FAIL|ok|panic)|hostile_test' ; test $${PIPESTATUS[0]} -eq 0
+
 long: crash-cycles churn soak fuzz
 
 clean:
-	rm -rf bin integration.log integration-loaded-*.log crash-cycles.log churn.log soak.log
+	rm -rf bin integration.log integration-loaded-*.log crash-cycles.log churn.log soak.log hostile.log

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -72,11 +74,12 @@ func TestAuth(t *testing.T) {
 }
 
 // TestAuthCaps: strangers that have not authenticated are capped apart
-// from clients, so they cannot lock clients out; clients are capped after
+// from clients; at the cap the oldest stranger is pushed out, never the
+// newcomer, so they cannot lock clients out; clients are capped after
 // they authenticate.
 func TestAuthCaps(t *testing.T) {
 	const token = "0123456789abcdef-0123456789abcdef"
-	addr := serveTCP(t, Options{Token: token, MaxUnauthenticated: 2, MaxClients: 1, AuthTimeout: 5 * time.Second})
+	addr := serveTCP(t, Options{Token: token, MaxUnauthenticated: 2, MaxUnauthenticatedPerAddr: 2, MaxClients: 1, AuthTimeout: 5 * time.Second})
 
 	type client struct {
 		nc net.Conn
@@ -115,21 +118,111 @@ func TestAuthCaps(t *testing.T) {
 	if ev := auth(first); ev["type"] != "ok" {
 		t.Fatalf("auth: %v", ev)
 	}
-	s1, s2 := dial(), dial()
+	// One after the other: the older is the one whose hello came first.
+	s1 := dial()
 	next(s1)
+	s2 := dial()
 	next(s2)
-	// A third stranger is over the cap of connections authenticating.
-	if ev := next(dial()); errCodeIn(ev) != CodeLimit {
-		t.Errorf("third stranger: %v, want %s", ev, CodeLimit)
+	// A third stranger is over the cap of connections authenticating:
+	// it gets in, and the oldest stranger is pushed out.
+	s3 := dial()
+	if ev := next(s3); ev["type"] != "hello" {
+		t.Errorf("third stranger: %v, want a hello", ev)
+	}
+	if s1.r.Scan() {
+		t.Errorf("the oldest stranger was not pushed out: %q", s1.r.Text())
 	}
 	// A second client authenticates, and is over MaxClients.
-	if ev := auth(s1); errCodeIn(ev) != CodeLimit {
+	if ev := auth(s2); errCodeIn(ev) != CodeLimit {
 		t.Errorf("client over MaxClients: %v, want %s", ev, CodeLimit)
 	}
 	// The first client is still served.
 	first.nc.Write([]byte(`{"op":"ping","id":"p"}` + "\n"))
 	if ev := next(first); ev["type"] != "pong" {
 		t.Errorf("ping: %v", ev)
+	}
+}
+
+// TestPreauthFlood: a stranger keeping as many silent connections open as
+// it can, as fast as it can, from the token holders' own address, never
+// keeps out a token holder that sends its auth with its connection, and
+// almost never one that waits for the hello first (before the fix, 0 of
+// 30 got in once 16 silent connections were open). Other addresses are
+// not touched at all (the per-address cap), which loopback cannot show.
+func TestPreauthFlood(t *testing.T) {
+	const token = "0123456789abcdef-0123456789abcdef"
+	opts := Options{Token: token, AuthTimeout: 10 * time.Second}
+	addr := serveTCP(t, opts)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var opened atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			var held []net.Conn
+			defer func() {
+				for _, c := range held {
+					c.Close()
+				}
+			}()
+			for ctx.Err() == nil {
+				nc, err := net.Dial("tcp", addr)
+				if err != nil {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				opened.Add(1)
+				held = append(held, nc)
+				if len(held) > 2000 { // stay within the test's open files
+					held[0].Close()
+					held = held[1:]
+				}
+			}
+		})
+	}
+	// Let the flood fill every slot first.
+	for opened.Load() < int64(2*New(opts).opts.MaxUnauthenticated) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	holder := func(prompt bool) bool {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+		auth := []byte(`{"op":"auth","id":"a","token":"` + token + `"}` + "\n")
+		if prompt {
+			nc.Write(auth)
+		}
+		r := bufio.NewScanner(nc)
+		if !r.Scan() { // hello
+			return false
+		}
+		if !prompt {
+			nc.Write(auth)
+		}
+		return r.Scan() && strings.Contains(r.Text(), `"type":"ok"`)
+	}
+	const tries = 30
+	prompt, waiting := 0, 0
+	for range tries {
+		if holder(true) {
+			prompt++
+		}
+		if holder(false) {
+			waiting++
+		}
+	}
+	stop()
+	wg.Wait()
+	t.Logf("token holders in while a stranger opened %d connections: %d of %d sending auth at once, %d of %d waiting for the hello",
+		opened.Load(), prompt, tries, waiting, tries)
+	if prompt != tries {
+		t.Errorf("%d of %d token holders sending auth at once got in", prompt, tries)
+	}
+	if waiting < tries*9/10 {
+		t.Errorf("%d of %d token holders waiting for the hello got in", waiting, tries)
 	}
 }
 

@@ -1,6 +1,8 @@
 package service
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -8,12 +10,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"runtime/debug"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 
 	securer "securer-runc"
 	"securer-runc/bridge"
@@ -22,22 +31,41 @@ import (
 
 // conn is one client: its sessions, pools and executions.
 type conn struct {
-	srv *Server
-	rw  io.ReadWriteCloser
+	srv  *Server
+	rw   io.ReadWriteCloser
+	addr string // source, for the unauthenticated caps
+	// spoke: its first line has been read (it is being checked, and will
+	// leave the unauthenticated books at once): not to be evicted.
+	spoke atomic.Bool
 
 	wmu  sync.Mutex // one event at a time on the wire
 	dead bool       // a write failed: the client is gone
 
-	ctx    context.Context // ends when the client goes
+	ctx    context.Context // ends when the client goes or the server drains
 	cancel context.CancelFunc
+	// gone is closed once the client can send nothing more (it closed
+	// its side, or left): tool calls waiting for its answer fail at once.
+	gone     chan struct{}
+	goneOnce sync.Once
+	// lost: the client can no longer read either (a write failed, the
+	// peer hung up, a pipe closed): its final events would go nowhere.
+	lost atomic.Bool
+	done chan struct{} // closed when cleanup has finished
 
 	mu       sync.Mutex
 	sessions map[string]*securer.Session
 	pools    map[string]*clientPool
 	execs    map[string]*execution
-	next     int
-	work     sync.WaitGroup // requests being served
-	inflight chan struct{}  // a token per request being served
+	// tails holds, per session, the request queued last on it: the next
+	// one waits for it, so that a session serves requests in arrival
+	// order.
+	tails   map[string]chan struct{}
+	held    int   // sessions held, pool members and starting ones included
+	served  int   // requests being served or queued
+	queued  int64 // bytes of those requests
+	closing bool  // no new work: the connection is ending
+	next    int
+	work    sync.WaitGroup // requests being served
 }
 
 type clientPool struct {
@@ -45,8 +73,8 @@ type clientPool struct {
 	size int
 }
 
-// execution is one running execute request: how to cancel it and the
-// tool calls waiting for the client's answer.
+// execution is one execute request, queued or running: how to cancel it
+// and the tool calls waiting for the client's answer.
 type execution struct {
 	id     string
 	ctx    context.Context
@@ -63,60 +91,28 @@ type toolAnswer struct {
 }
 
 func newConn(ctx context.Context, s *Server, rw io.ReadWriteCloser) *conn {
-	c := &conn{srv: s, rw: rw, sessions: map[string]*securer.Session{},
-		pools: map[string]*clientPool{}, execs: map[string]*execution{},
-		inflight: make(chan struct{}, maxInFlight)}
+	c := &conn{srv: s, rw: rw, addr: addrKey(rw), sessions: map[string]*securer.Session{},
+		pools: map[string]*clientPool{}, execs: map[string]*execution{}, tails: map[string]chan struct{}{},
+		gone: make(chan struct{}), done: make(chan struct{})}
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	return c
 }
 
-// maxInFlight caps one client's requests being served at once (each may
-// hold up to MaxRequestBytes of code while it waits for a session).
+// maxInFlight caps one client's requests being served or queued at once;
+// MaxQueuedBytes caps their bytes.
 const maxInFlight = 32
 
 func (c *conn) serve() error {
 	defer c.cleanup()
 	c.send(helloEvent{Type: "hello", Protocol: ProtocolVersion, Server: "securer-runc " + c.srv.opts.Version, ArgTypes: bridge.ArgTypes(),
 		Sandboxed: !c.srv.opts.Base.UnsafeNoSandbox, AuthRequired: c.srv.opts.Token != ""})
-	r := bridge.NewReader(c.rw, MaxRequestBytes)
-	lines := make(chan []byte)
-	readErr := make(chan error, 1)
-	authed := make(chan struct{})
-	needAuth := c.srv.opts.Token != ""
-	if needAuth {
-		// A stranger's first line is small, and nothing more is read
-		// from it until it has authenticated.
-		r.SetMaxFrame(authFrameBytes)
-	}
-	go func() {
-		for first := needAuth; ; first = false {
-			b, err := r.ReadFrame()
-			if err != nil {
-				readErr <- err
-				return
-			}
-			line := append([]byte(nil), b...)
-			select {
-			case lines <- line:
-			case <-c.ctx.Done():
-				readErr <- c.ctx.Err()
-				return
-			}
-			if first {
-				select {
-				case <-authed:
-					r.SetMaxFrame(MaxRequestBytes)
-				case <-c.ctx.Done():
-					readErr <- c.ctx.Err()
-					return
-				}
-			}
-		}
-	}()
-	if needAuth {
-		id, err := c.authenticate(lines, readErr)
+	var in io.Reader = c.rw
+	if c.srv.opts.Token != "" {
+		// A stranger gets a small buffer, and nothing more is read from
+		// it until it has authenticated.
+		small := bufio.NewReaderSize(c.rw, authFrameBytes)
+		id, err := c.authenticate(small)
 		if err != nil {
-			c.srv.authDone()
 			return err
 		}
 		if err := c.srv.authenticated(c); err != nil {
@@ -124,21 +120,140 @@ func (c *conn) serve() error {
 			return err
 		}
 		c.send(okEvent{Type: "ok", ID: id})
-		close(authed)
+		in = small
 	}
+	return c.loop(in)
+}
+
+type frame struct {
+	b   []byte
+	err error
+}
+
+// loop reads requests until the client goes, idles out or the connection
+// is shut down.
+func (c *conn) loop(in io.Reader) error {
+	r := bridge.NewReader(in, c.srv.opts.MaxMessageBytes)
+	frames := make(chan frame)
+	next := make(chan struct{})
+	go func() {
+		// One frame at a time, handed over without a copy: the next is
+		// read once the last is handled.
+		for {
+			b, err := r.ReadFrame()
+			select {
+			case frames <- frame{b, err}:
+			case <-c.ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+			select {
+			case <-next:
+			case <-c.ctx.Done():
+				return
+			}
+		}
+	}()
+	idle := time.NewTimer(c.srv.opts.IdleTimeout)
+	defer idle.Stop()
 	for {
 		select {
-		case line := <-lines:
-			c.handle(line)
-		case err := <-readErr:
-			if errors.Is(err, bridge.ErrFrameTooLarge) || errors.Is(err, bridge.ErrProtocol) {
-				c.sendError("", fmt.Errorf("%w: %v; closing the connection", errBadRequest, err))
+		case f := <-frames:
+			if f.err != nil {
+				if errors.Is(f.err, bridge.ErrFrameTooLarge) || errors.Is(f.err, bridge.ErrProtocol) {
+					c.sendError("", fmt.Errorf("%w: %v; closing the connection", errBadRequest, f.err))
+					return f.err
+				}
+				if errors.Is(f.err, io.EOF) {
+					return c.halfClosed()
+				}
+				c.lost.Store(true)
+				return f.err
 			}
+			c.handle(f.b)
+			idle.Reset(c.srv.opts.IdleTimeout)
+			select {
+			case next <- struct{}{}:
+			case <-c.ctx.Done():
+				return c.ctx.Err()
+			}
+		case <-idle.C:
+			if c.busy() {
+				idle.Reset(c.srv.opts.IdleTimeout)
+				continue
+			}
+			err := fmt.Errorf("%w: nothing sent for %s and nothing running; closing the connection", errIdle, c.srv.opts.IdleTimeout)
+			c.sendError("", err)
 			return err
 		case <-c.ctx.Done():
 			return c.ctx.Err()
 		}
 	}
+}
+
+func (c *conn) busy() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.served > 0
+}
+
+// halfClosed: the client has sent its last request. On a Unix socket it
+// may still read: what it asked for is finished and sent (tool calls,
+// which it can no longer answer, fail at once), unless it hangs up
+// altogether (the kernel says so) or the server drains. Elsewhere a
+// half-close cannot be told from a client that left (a TCP peer's FIN,
+// a pipe's end), so the connection ends at once, as before.
+func (c *conn) halfClosed() error {
+	c.markGone()
+	uc, ok := c.rw.(*net.UnixConn)
+	if !ok {
+		c.lost.Store(true)
+		return io.EOF
+	}
+	finished := make(chan struct{})
+	go func() { c.work.Wait(); close(finished) }()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-finished:
+			return io.EOF
+		case <-c.ctx.Done():
+			return c.ctx.Err()
+		case <-tick.C:
+			if hungUp(uc) {
+				c.lost.Store(true)
+				return io.EOF
+			}
+		}
+	}
+}
+
+// hungUp tells whether a Unix socket's peer has closed both directions
+// (POLLHUP; a mere shutdown of its writing side is not one).
+func hungUp(sc syscall.Conn) bool {
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	hup := false
+	_ = rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: 0}}
+		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
+			hup = fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
+		}
+	})
+	return hup
+}
+
+func (c *conn) markGone() { c.goneOnce.Do(func() { close(c.gone) }) }
+
+// evict closes a connection still authenticating, to make room.
+func (c *conn) evict() {
+	c.cancel()
+	c.rw.Close()
 }
 
 // authFailDelay slows down guessing: a failed attempt costs a connection
@@ -151,13 +266,18 @@ const authFrameBytes = 4 << 10
 // authenticate takes the client's first request, which must be auth with
 // the server's token, and returns its id; anything else ends the
 // connection.
-func (c *conn) authenticate(lines <-chan []byte, readErr <-chan error) (string, error) {
-	timer := time.NewTimer(c.srv.opts.AuthTimeout)
-	defer timer.Stop()
+func (c *conn) authenticate(in *bufio.Reader) (string, error) {
 	var fail error
 	id := ""
-	select {
-	case line := <-lines:
+	line, err := c.firstLine(in)
+	switch {
+	case errors.Is(err, errAuthTimeout):
+		fail = fmt.Errorf("%w: no auth within %s", errUnauthorized, c.srv.opts.AuthTimeout)
+	case errors.Is(err, bufio.ErrBufferFull):
+		fail = fmt.Errorf("%w: the first request must be auth with the server's token (its line is over %d bytes)", errUnauthorized, authFrameBytes)
+	case err != nil:
+		return "", err // gone, evicted or shut down
+	default:
 		req, err := decodeRequest(line)
 		switch {
 		case err != nil || req.Op != "auth":
@@ -167,16 +287,9 @@ func (c *conn) authenticate(lines <-chan []byte, readErr <-chan error) (string, 
 		default:
 			return req.ID, nil
 		}
-	case err := <-readErr:
-		if !errors.Is(err, bridge.ErrFrameTooLarge) && !errors.Is(err, bridge.ErrProtocol) {
-			return "", err // gone
-		}
-		fail = fmt.Errorf("%w: the first request must be auth with the server's token (%v)", errUnauthorized, err)
-	case <-timer.C:
-		fail = fmt.Errorf("%w: no auth within %s", errUnauthorized, c.srv.opts.AuthTimeout)
-	case <-c.ctx.Done():
-		return "", c.ctx.Err()
 	}
+	// A refused connection waits out its delay without holding a slot.
+	c.srv.leavePreauth(c)
 	c.srv.logRefusal(fail)
 	select {
 	case <-time.After(authFailDelay):
@@ -186,6 +299,45 @@ func (c *conn) authenticate(lines <-chan []byte, readErr <-chan error) (string, 
 	return "", fail
 }
 
+var errAuthTimeout = errors.New("no auth in time")
+
+// firstLine reads a stranger's first line within AuthTimeout. On a socket
+// it reads on this goroutine, under a read deadline (a stranger costs one
+// goroutine); ctx ending or an eviction cuts it short.
+func (c *conn) firstLine(in *bufio.Reader) ([]byte, error) {
+	d, ok := c.rw.(interface{ SetReadDeadline(time.Time) error })
+	if !ok {
+		first := make(chan frame, 1)
+		go func() {
+			b, err := in.ReadSlice('\n')
+			first <- frame{b, err}
+		}()
+		t := time.NewTimer(c.srv.opts.AuthTimeout)
+		defer t.Stop()
+		select {
+		case f := <-first:
+			return bytes.TrimSuffix(f.b, []byte("\n")), f.err
+		case <-t.C:
+			return nil, errAuthTimeout
+		case <-c.ctx.Done():
+			return nil, c.ctx.Err()
+		}
+	}
+	_ = d.SetReadDeadline(time.Now().Add(c.srv.opts.AuthTimeout))
+	stop := context.AfterFunc(c.ctx, func() { _ = d.SetReadDeadline(time.Unix(1, 0)) })
+	b, err := in.ReadSlice('\n')
+	c.spoke.Store(true)
+	stop()
+	if c.ctx.Err() != nil {
+		return nil, c.ctx.Err()
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, errAuthTimeout
+	}
+	_ = d.SetReadDeadline(time.Time{})
+	return bytes.TrimSuffix(b, []byte("\n")), err
+}
+
 // tokenMatches compares in constant time, lengths included (through
 // hashes), so that timing tells nothing about the token.
 func tokenMatches(got, want string) bool {
@@ -193,21 +345,45 @@ func tokenMatches(got, want string) bool {
 	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
 }
 
-// cleanup runs when the client is gone: cancel what runs, close what it
-// made, wait for the request goroutines.
+// cleanupWait bounds how long a connection's end waits for its requests
+// to end by themselves (cancelled) before closing their sessions under
+// them.
+const cleanupWait = 15 * time.Second
+
+// cleanup runs when the connection ends (client gone, idle, or the
+// server's drain): cancel what is queued or runs, let every request send
+// its final event, close what the client made, then the connection. A
+// client that can no longer read has its sessions closed at once.
 func (c *conn) cleanup() {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
 	c.cancel()
-	c.rw.Close()
+	c.markGone()
+	if c.lost.Load() {
+		c.closeAll()
+	}
+	finished := make(chan struct{})
+	go func() { c.work.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(cleanupWait):
+		c.srv.log.Warn("requests still running after their cancel; closing their sessions")
+	}
 	c.closeAll()
-	c.work.Wait()
+	<-finished
+	c.rw.Close()
+	close(c.done)
 }
 
-// shutdown is the server's drain reaching this client: close its sessions
-// (ending executions still running) and its connection.
+// shutdown is the server's drain reaching this client: what runs is
+// cancelled (and still reported), then the connection ends.
 func (c *conn) shutdown() {
-	c.closeAll()
 	c.cancel()
-	c.rw.Close()
+	select {
+	case <-c.done:
+	case <-time.After(2*cleanupWait + c.srv.opts.WriteTimeout):
+	}
 }
 
 // drain stops this client's pools from handing out sessions and lets what
@@ -236,12 +412,40 @@ func (c *conn) closeAll() {
 	c.mu.Unlock()
 	for _, s := range sessions {
 		s.Close()
-		c.srv.release(1)
+		c.unhold(1)
 	}
 	for _, p := range pools {
 		p.pool.Close()
-		c.srv.release(p.size)
+		c.unhold(p.size)
 	}
+}
+
+// hold books n sessions against this client's quota and the server's
+// limit.
+func (c *conn) hold(n int) error {
+	c.mu.Lock()
+	if c.held+n > c.srv.opts.MaxSessionsPerClient {
+		held := c.held
+		c.mu.Unlock()
+		return fmt.Errorf("%w: this connection holds %d session(s), pool members included; %d more would pass its quota of %d",
+			errTooMany, held, n, c.srv.opts.MaxSessionsPerClient)
+	}
+	c.held += n
+	c.mu.Unlock()
+	if err := c.srv.reserve(n); err != nil {
+		c.mu.Lock()
+		c.held -= n
+		c.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+func (c *conn) unhold(n int) {
+	c.mu.Lock()
+	c.held -= n
+	c.mu.Unlock()
+	c.srv.release(n)
 }
 
 // send writes one event; a client that stopped reading is its own loss,
@@ -264,14 +468,21 @@ func (c *conn) send(ev any) {
 	}
 	if _, err := c.rw.Write(append(b, '\n')); err != nil {
 		c.dead = true
-		c.srv.log.Warn("client not reading; dropping it", "err", err)
+		c.lost.Store(true)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.srv.log.Warn("client not reading; dropping it", "err", err)
+		} else {
+			// It left (EPIPE, ECONNRESET, closed): nothing to warn about.
+			c.srv.log.Debug("client gone", "err", err)
+		}
+		c.markGone()
 		c.cancel()
 		c.rw.Close()
 	}
 }
 
 func (c *conn) sendError(id string, err error) {
-	c.send(errorEvent{Type: "error", ID: id, Error: errorBody{Code: errCode(err), Message: err.Error()}})
+	c.send(errorEvent{Type: "error", ID: id, Error: errorBody{Code: errCode(err), Message: err.Error(), RetryAfter: retryAfter(err)}})
 }
 
 func (c *conn) name(prefix string) string {
@@ -322,101 +533,212 @@ func (c *conn) handle(line []byte) {
 		c.send(okEvent{Type: "ok", ID: req.ID})
 		return
 	}
-	run, err := c.prepare(req)
+	j, err := c.prepare(req, int64(len(line)))
 	if err != nil {
 		c.sendError(req.ID, err)
 		return
 	}
-	select {
-	case c.inflight <- struct{}{}:
-	default:
-		if e := c.unregister(req); e != nil {
-			e.cancel()
-		}
-		c.sendError(req.ID, fmt.Errorf("%w: %d requests of this connection are already being served", errTooMany, maxInFlight))
-		return
-	}
 	// Each request runs on its own: an execution waiting on R must not
 	// hold up the tool answers it needs.
-	c.work.Add(1)
 	go func() {
 		defer c.work.Done()
-		defer func() { <-c.inflight }()
-		defer func() {
-			// A bug serving one request must not take the server, and
-			// every other client's sandboxes, down with it.
-			if r := recover(); r != nil {
-				c.srv.log.Error("panic serving a request", "op", req.Op, "panic", r, "stack", string(debug.Stack()))
-				c.sendError(req.ID, fmt.Errorf("internal error serving %s", req.Op))
-			}
-		}()
-		if err := run(req); err != nil {
-			c.sendError(req.ID, err)
+		ev, err := c.run(j)
+		// Everything the request held is given back before its final
+		// event goes out: a client may reuse the id, or send more, as
+		// soon as it has read it.
+		c.finish(j)
+		if err != nil {
+			c.sendError(req.ID, c.explain(err))
+		} else if ev != nil {
+			c.send(ev)
 		}
+		c.unchain(j)
 	}()
 }
 
-// prepare picks the handler of a request that runs on its own goroutine.
-// An execution is checked and registered here, before the next line is
-// read, so that a cancel on that line finds it.
-func (c *conn) prepare(req *request) (func(*request) error, error) {
-	if req.Op != "execute" {
-		run := map[string]func(*request) error{
-			"create_session":  c.createSession,
-			"close_session":   c.closeSession,
-			"restart_session": c.restartSession,
-			"create_pool":     c.createPool,
-			"pool_status":     c.poolStatus,
-			"close_pool":      c.closePool,
-		}[req.Op]
-		if run == nil {
-			return nil, fmt.Errorf("%w: unknown op %q", errBadRequest, req.Op)
+// job is a request served on its own goroutine.
+type job struct {
+	req  *request
+	size int64
+	do   func(*job) (any, error)
+
+	exec *execution       // execute
+	sess *securer.Session // execute on a session, restart_session
+	pool *clientPool      // execute on a pool
+
+	// A request on a session waits for the one before it (prev) and
+	// lets the next go (mine) when it ends.
+	chain      string
+	prev, mine chan struct{}
+	waited     bool // prev had ended when this one started
+}
+
+// run serves a job; a bug serving one request must not take the server,
+// and every other client's sandboxes, down with it.
+func (c *conn) run(j *job) (ev any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.srv.log.Error("panic serving a request", "op", j.req.Op, "panic", r, "stack", string(debug.Stack()))
+			ev, err = nil, fmt.Errorf("internal error serving %s", j.req.Op)
 		}
-		return run, nil
+	}()
+	if j.prev != nil {
+		ctx := c.ctx
+		if j.exec != nil {
+			ctx = j.exec.ctx
+		}
+		select {
+		case <-j.prev:
+			j.waited = true
+		case <-ctx.Done():
+			if j.exec != nil && c.ctx.Err() == nil {
+				return c.canceledResult(j, "canceled while queued behind earlier requests on its session; nothing ran"), nil
+			}
+			return nil, ctx.Err()
+		}
 	}
-	// Code over the server's ceiling is refused before it is queued:
-	// waiting requests must not hold much memory.
-	if len(req.Code) > c.srv.opts.Base.MaxCodeBytes {
-		return nil, fmt.Errorf("%w: code is %d bytes, over the server's %d", securer.ErrRejected, len(req.Code), c.srv.opts.Base.MaxCodeBytes)
-	}
-	e, err := c.register(req.ID)
-	if err != nil {
-		return nil, err
-	}
-	return func(req *request) error { return c.execute(req, e) }, nil
+	return j.do(j)
 }
 
-// unregister drops a registered execution that will not run.
-func (c *conn) unregister(req *request) *execution {
-	if req.Op != "execute" {
-		return nil
+// finish gives back what a job held.
+func (c *conn) finish(j *job) {
+	if j.exec != nil {
+		j.exec.cancel()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.execs[req.ID]
-	delete(c.execs, req.ID)
-	return e
+	if j.exec != nil && c.execs[j.req.ID] == j.exec {
+		delete(c.execs, j.req.ID)
+	}
+	c.served--
+	c.queued -= j.size
 }
 
-// register books a running execution under its request id.
-func (c *conn) register(id string) (*execution, error) {
-	ctx, cancel := context.WithCancel(c.ctx)
-	e := &execution{id: id, ctx: ctx, cancel: cancel, calls: map[string]chan toolAnswer{}}
+// unchain lets the next request on the session go, once this one and the
+// one before it have ended.
+func (c *conn) unchain(j *job) {
+	if j.mine == nil {
+		return
+	}
+	end := func() {
+		c.mu.Lock()
+		if c.tails[j.chain] == j.mine {
+			delete(c.tails, j.chain)
+		}
+		c.mu.Unlock()
+		close(j.mine)
+	}
+	if j.prev != nil && !j.waited {
+		go func() { <-j.prev; end() }()
+		return
+	}
+	end()
+}
+
+// explain turns what a request ended with into what the client is told.
+func (c *conn) explain(err error) error {
+	if (errors.Is(err, context.Canceled) || errors.Is(err, securer.ErrPoolClosed) || errors.Is(err, securer.ErrSessionClosed)) &&
+		c.srv.isDraining() && !errors.Is(err, errDraining) {
+		return fmt.Errorf("%w: %w", errDraining, err)
+	}
+	return err
+}
+
+func (c *conn) canceledResult(j *job, detail string) any {
+	res := &securer.Result{Verdict: securer.VerdictCanceled, Value: rvalue.Null(), Detail: detail}
+	return resultEvent{Type: "result", ID: j.req.ID, Result: res, ValuePlain: []byte("null")}
+}
+
+// prepare admits a request that runs on its own goroutine, in the order
+// requests arrived: it finds the session or pool it names, registers an
+// execution (so that a cancel on the next line finds it) and queues it
+// behind the requests already on its session.
+func (c *conn) prepare(req *request, size int64) (*job, error) {
+	j := &job{req: req, size: size}
+	switch req.Op {
+	case "create_session":
+		j.do = c.createSession
+	case "create_pool":
+		j.do = c.createPool
+	case "close_session":
+		j.do = c.closeSession
+	case "close_pool":
+		j.do = c.closePool
+	case "pool_status":
+		j.do = c.poolStatus
+	case "restart_session":
+		j.do, j.chain = c.restartSession, req.Session
+	case "execute":
+		j.do = c.execute
+		if (req.Session == "") == (req.Pool == "") {
+			return nil, fmt.Errorf("%w: execute needs exactly one of session and pool", errBadRequest)
+		}
+		// Code over the server's ceiling is refused before it is queued:
+		// waiting requests must not hold much memory.
+		if len(req.Code) > c.srv.opts.Base.MaxCodeBytes {
+			return nil, fmt.Errorf("%w: code is %d bytes, over the server's %d", securer.ErrRejected, len(req.Code), c.srv.opts.Base.MaxCodeBytes)
+		}
+		j.chain = req.Session
+	default:
+		return nil, fmt.Errorf("%w: unknown op %q", errBadRequest, req.Op)
+	}
+	draining := c.srv.isDraining()
+	if draining && !strings.HasPrefix(req.Op, "close_") && req.Op != "pool_status" {
+		return nil, errDraining
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.execs[id] != nil {
-		cancel()
-		return nil, fmt.Errorf("%w: request id %q is already running", errBadRequest, id)
+	if c.closing {
+		return nil, errDraining
 	}
-	c.execs[id] = e
-	return e, nil
+	if c.served >= maxInFlight {
+		return nil, &retryError{fmt.Errorf("%w: %d requests of this connection are already being served or queued", errTooMany, maxInFlight), time.Second}
+	}
+	if c.queued+size > c.srv.opts.MaxQueuedBytes {
+		return nil, &retryError{fmt.Errorf("%w: this connection's requests being served or queued hold %d bytes; %d more would pass its %d",
+			errTooMany, c.queued, size, c.srv.opts.MaxQueuedBytes), time.Second}
+	}
+	if req.Op == "execute" || req.Op == "restart_session" {
+		if req.Session != "" {
+			if j.sess = c.sessions[req.Session]; j.sess == nil {
+				return nil, c.missing("session", req.Session, draining)
+			}
+		} else if j.pool = c.pools[req.Pool]; j.pool == nil {
+			return nil, c.missing("pool", req.Pool, draining)
+		}
+	}
+	if req.Op == "execute" {
+		if c.execs[req.ID] != nil {
+			return nil, fmt.Errorf("%w: request id %q is already running", errBadRequest, req.ID)
+		}
+		ctx, cancel := context.WithCancel(c.ctx)
+		j.exec = &execution{id: req.ID, ctx: ctx, cancel: cancel, calls: map[string]chan toolAnswer{}}
+		c.execs[req.ID] = j.exec
+	}
+	if j.chain != "" {
+		j.prev = c.tails[j.chain]
+		j.mine = make(chan struct{})
+		c.tails[j.chain] = j.mine
+	}
+	c.served++
+	c.queued += size
+	c.work.Add(1)
+	return j, nil
+}
+
+func (c *conn) missing(kind, name string, draining bool) error {
+	if draining {
+		return errDraining
+	}
+	return fmt.Errorf("%w: no %s %q on this connection", errNotFound, kind, name)
 }
 
 // config turns a client's tools and options into a session config within
-// the operator's limits.
+// the operator's limits and ceilings.
 func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, error) {
 	cfg := c.srv.opts.Base
 	cfg.Stdout, cfg.Stderr = nil, nil
+	ceil := c.srv.opts.Ceilings
 	if o != nil {
 		max := c.srv.opts.Base.Limits
 		pick := func(name string, asked, ceiling int64, into *int64) error {
@@ -428,10 +750,14 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 			}
 			return nil
 		}
+		var maxCalls, maxExecs int64
 		if err := errors.Join(
 			pick("memory_bytes", o.MemoryBytes, max.MemoryBytes, &cfg.Limits.MemoryBytes),
 			pick("pids", o.Pids, max.Pids, &cfg.Limits.Pids),
-			pick("tmp_bytes", o.TmpBytes, max.TmpBytes, &cfg.Limits.TmpBytes)); err != nil {
+			pick("tmp_bytes", o.TmpBytes, max.TmpBytes, &cfg.Limits.TmpBytes),
+			pick("max_tool_calls (--max-tool-calls)", int64(o.MaxToolCalls), int64(ceil.MaxToolCalls), &maxCalls),
+			pick("max_executions (--max-executions)", int64(o.MaxExecutions), int64(ceil.MaxExecutions), &maxExecs),
+			pick("output_limit (--max-output)", o.OutputLimit, ceil.OutputLimit, &cfg.OutputLimit)); err != nil {
 			return cfg, err
 		}
 		// The operator's file-size limit is the ceiling (it defaults to
@@ -441,27 +767,24 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 			return cfg, err
 		}
 		cfg.Limits.FileSizeBytes = uint64(fsize)
+		if maxCalls > 0 {
+			cfg.MaxToolCalls = int(maxCalls)
+		}
+		if maxExecs > 0 {
+			cfg.MaxExecutions = int(maxExecs)
+		}
 		if o.CPUs < 0 || (max.CPUs > 0 && o.CPUs > max.CPUs) {
 			return cfg, fmt.Errorf("%w: cpus %g is over the server's %g", securer.ErrInvalidConfig, o.CPUs, max.CPUs)
 		}
 		if o.CPUs > 0 {
 			cfg.Limits.CPUs = o.CPUs
 		}
-		d, err := seconds("timeout", o.Timeout)
+		d, err := c.timeout("timeout", o.Timeout)
 		if err != nil {
 			return cfg, err
 		}
 		if d > 0 {
 			cfg.Timeout = d
-		}
-		if o.MaxToolCalls > 0 {
-			cfg.MaxToolCalls = o.MaxToolCalls
-		}
-		if o.OutputLimit > 0 {
-			cfg.OutputLimit = o.OutputLimit
-		}
-		if o.MaxExecutions > 0 {
-			cfg.MaxExecutions = o.MaxExecutions
 		}
 		if o.MaxCodeBytes < 0 || o.MaxCodeBytes > c.srv.opts.Base.MaxCodeBytes {
 			return cfg, fmt.Errorf("%w: max_code_bytes %d is over the server's %d", securer.ErrInvalidConfig, o.MaxCodeBytes, c.srv.opts.Base.MaxCodeBytes)
@@ -473,7 +796,7 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 	}
 	cfg.Tools = nil
 	for _, d := range tools {
-		timeout, err := seconds("tool timeout", d.Timeout)
+		timeout, err := c.timeout("tool timeout", d.Timeout)
 		if err != nil {
 			return cfg, err
 		}
@@ -484,6 +807,18 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 		cfg.Tools = append(cfg.Tools, t)
 	}
 	return cfg, nil
+}
+
+// timeout is seconds checked against the operator's --max-timeout.
+func (c *conn) timeout(name string, v float64) (time.Duration, error) {
+	d, err := seconds(name, v)
+	if err != nil {
+		return 0, err
+	}
+	if ceil := c.srv.opts.Ceilings.Timeout; ceil > 0 && d > ceil {
+		return 0, fmt.Errorf("%w: %s %gs is over the server's ceiling of %s (--max-timeout)", securer.ErrInvalidConfig, name, v, ceil)
+	}
+	return d, nil
 }
 
 // maxSeconds bounds every duration a client gives (a week).
@@ -498,213 +833,191 @@ func seconds(name string, v float64) (time.Duration, error) {
 	return time.Duration(v * float64(time.Second)), nil
 }
 
-func (c *conn) createSession(req *request) error {
-	cfg, err := c.config(req.Tools, req.Options)
+// startErr names what went wrong starting a sandbox, where the engine's
+// error has no code of its own.
+func startErr(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return err
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", errStartTimeout, err)
+	}
+	if errCode(err) != CodeInternal {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errStartFailed, err)
+}
+
+// starting runs f (which starts sandboxes) in one of the server's start
+// slots.
+func (c *conn) starting(f func() error) error {
+	release, err := c.srv.startSlot(c.ctx)
 	if err != nil {
 		return err
 	}
-	if err := c.srv.reserve(1); err != nil {
-		return err
-	}
-	s, err := securer.NewSession(c.ctx, cfg)
+	defer release()
+	return startErr(f())
+}
+
+func (c *conn) createSession(j *job) (any, error) {
+	cfg, err := c.config(j.req.Tools, j.req.Options)
 	if err != nil {
-		c.srv.release(1)
-		return err
+		return nil, err
+	}
+	if err := c.hold(1); err != nil {
+		return nil, err
+	}
+	var s *securer.Session
+	if err := c.starting(func() (err error) { s, err = securer.NewSession(c.ctx, cfg); return err }); err != nil {
+		c.unhold(1)
+		return nil, err
 	}
 	name := c.name("s")
 	c.mu.Lock()
 	if c.ctx.Err() != nil {
 		c.mu.Unlock()
 		s.Close()
-		c.srv.release(1)
-		return c.ctx.Err()
+		c.unhold(1)
+		return nil, c.ctx.Err()
 	}
 	c.sessions[name] = s
 	c.mu.Unlock()
-	c.send(sessionEvent{Type: "session", ID: req.ID, Session: name, Sandboxed: !cfg.UnsafeNoSandbox})
-	return nil
+	return sessionEvent{Type: "session", ID: j.req.ID, Session: name, Sandboxed: !cfg.UnsafeNoSandbox}, nil
 }
 
-func (c *conn) session(name string) (*securer.Session, error) {
+func (c *conn) closeSession(j *job) (any, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	s := c.sessions[name]
-	if s == nil {
-		return nil, fmt.Errorf("%w: no session %q on this connection", errNotFound, name)
-	}
-	return s, nil
-}
-
-func (c *conn) closeSession(req *request) error {
-	c.mu.Lock()
-	s := c.sessions[req.Session]
-	delete(c.sessions, req.Session)
+	s := c.sessions[j.req.Session]
+	delete(c.sessions, j.req.Session)
 	c.mu.Unlock()
 	if s == nil {
-		return fmt.Errorf("%w: no session %q on this connection", errNotFound, req.Session)
+		return nil, c.missing("session", j.req.Session, c.srv.isDraining())
 	}
 	err := s.Close()
-	c.srv.release(1)
+	c.unhold(1)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	c.send(okEvent{Type: "closed", ID: req.ID})
-	return nil
+	return okEvent{Type: "closed", ID: j.req.ID}, nil
 }
 
-func (c *conn) restartSession(req *request) error {
-	s, err := c.session(req.Session)
-	if err != nil {
-		return err
-	}
+func (c *conn) restartSession(j *job) (any, error) {
 	if c.srv.isDraining() {
-		return errDraining
+		return nil, errDraining
 	}
-	if err := s.Restart(c.ctx); err != nil {
-		return err
+	if err := c.starting(func() error { return j.sess.Restart(c.ctx) }); err != nil {
+		return nil, err
 	}
-	c.send(okEvent{Type: "restarted", ID: req.ID})
-	return nil
+	return okEvent{Type: "restarted", ID: j.req.ID}, nil
 }
 
 var resets = map[string]securer.ResetPolicy{
 	"": securer.ResetFresh, "fresh": securer.ResetFresh, "none": securer.ResetNone, "restart": securer.ResetRestart,
 }
 
-func (c *conn) createPool(req *request) error {
+func (c *conn) createPool(j *job) (any, error) {
+	req := j.req
 	reset, ok := resets[req.Reset]
 	if !ok {
-		return fmt.Errorf("%w: reset must be fresh, none or restart, not %q", errBadRequest, req.Reset)
+		return nil, fmt.Errorf("%w: reset must be fresh, none or restart, not %q", errBadRequest, req.Reset)
 	}
 	if req.Size < 1 || req.Size > c.srv.opts.MaxSessions {
-		return fmt.Errorf("%w: pool size must be between 1 and the server's %d sessions, got %d", errBadRequest, c.srv.opts.MaxSessions, req.Size)
+		return nil, fmt.Errorf("%w: pool size must be between 1 and the server's %d sessions, got %d", errBadRequest, c.srv.opts.MaxSessions, req.Size)
 	}
 	cfg, err := c.config(req.Tools, req.Options)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := c.srv.reserve(req.Size); err != nil {
-		return err
+	if err := c.hold(req.Size); err != nil {
+		return nil, err
 	}
-	p, err := securer.NewPool(c.ctx, cfg, req.Size, reset)
-	if err != nil {
-		c.srv.release(req.Size)
-		return err
+	var p *securer.Pool
+	if err := c.starting(func() (err error) { p, err = securer.NewPool(c.ctx, cfg, req.Size, reset); return err }); err != nil {
+		c.unhold(req.Size)
+		return nil, err
 	}
 	name := c.name("p")
 	c.mu.Lock()
 	if c.ctx.Err() != nil {
 		c.mu.Unlock()
 		p.Close()
-		c.srv.release(req.Size)
-		return c.ctx.Err()
+		c.unhold(req.Size)
+		return nil, c.ctx.Err()
 	}
 	c.pools[name] = &clientPool{pool: p, size: req.Size}
 	c.mu.Unlock()
 	st := p.Status()
-	c.send(poolEvent{Type: "pool", ID: req.ID, Pool: name, Status: &st})
-	return nil
+	return poolEvent{Type: "pool", ID: req.ID, Pool: name, Status: &st}, nil
 }
 
-func (c *conn) pool(name string) (*clientPool, error) {
+func (c *conn) poolStatus(j *job) (any, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	p := c.pools[name]
-	if p == nil {
-		return nil, fmt.Errorf("%w: no pool %q on this connection", errNotFound, name)
-	}
-	return p, nil
-}
-
-func (c *conn) poolStatus(req *request) error {
-	p, err := c.pool(req.Pool)
-	if err != nil {
-		return err
-	}
-	st := p.pool.Status()
-	c.send(poolEvent{Type: "pool", ID: req.ID, Pool: req.Pool, Status: &st})
-	return nil
-}
-
-func (c *conn) closePool(req *request) error {
-	c.mu.Lock()
-	p := c.pools[req.Pool]
-	delete(c.pools, req.Pool)
+	p := c.pools[j.req.Pool]
 	c.mu.Unlock()
 	if p == nil {
-		return fmt.Errorf("%w: no pool %q on this connection", errNotFound, req.Pool)
+		return nil, c.missing("pool", j.req.Pool, c.srv.isDraining())
+	}
+	st := p.pool.Status()
+	return poolEvent{Type: "pool", ID: j.req.ID, Pool: j.req.Pool, Status: &st}, nil
+}
+
+func (c *conn) closePool(j *job) (any, error) {
+	c.mu.Lock()
+	p := c.pools[j.req.Pool]
+	delete(c.pools, j.req.Pool)
+	c.mu.Unlock()
+	if p == nil {
+		return nil, c.missing("pool", j.req.Pool, c.srv.isDraining())
 	}
 	err := p.pool.Close()
-	c.srv.release(p.size)
+	c.unhold(p.size)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	c.send(okEvent{Type: "closed", ID: req.ID})
-	return nil
+	return okEvent{Type: "closed", ID: j.req.ID}, nil
 }
 
 // execKey carries the execution to the client tools it calls.
 type execKey struct{}
 
-func (c *conn) execute(req *request, e *execution) error {
-	defer func() {
-		e.cancel()
-		c.mu.Lock()
-		delete(c.execs, req.ID)
-		c.mu.Unlock()
-	}()
-	if (req.Session == "") == (req.Pool == "") {
-		return fmt.Errorf("%w: execute needs exactly one of session and pool", errBadRequest)
-	}
-	timeout, err := seconds("timeout", req.Timeout)
+func (c *conn) execute(j *job) (any, error) {
+	req, e := j.req, j.exec
+	timeout, err := c.timeout("timeout", req.Timeout)
 	if err != nil {
-		return err
-	}
-	var s *securer.Session
-	var p *clientPool
-	if req.Session != "" {
-		s, err = c.session(req.Session)
-	} else {
-		p, err = c.pool(req.Pool)
-	}
-	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := c.srv.admitExecution(); err != nil {
-		return err
+		return nil, err
 	}
 	defer c.srv.executionDone()
-	ctx := e.ctx
-	ctx = context.WithValue(ctx, execKey{}, e)
-	opts := securer.ExecOptions{Fresh: req.Fresh, Timeout: timeout,
-		Stdout: &textStream{c: c, id: req.ID, kind: "stdout"}, Stderr: &textStream{c: c, id: req.ID, kind: "stderr"}}
+	ctx := context.WithValue(e.ctx, execKey{}, e)
+	stdout, stderr := &textStream{c: c, id: req.ID, kind: "stdout"}, &textStream{c: c, id: req.ID, kind: "stderr"}
+	opts := securer.ExecOptions{Fresh: req.Fresh, Timeout: timeout, Stdout: stdout, Stderr: stderr}
 	var res *securer.Result
-	if s != nil {
-		res, err = s.ExecuteWith(ctx, req.Code, opts)
+	if j.sess != nil {
+		res, err = j.sess.ExecuteWith(ctx, req.Code, opts)
 	} else {
-		res, err = p.pool.ExecuteWith(ctx, req.Code, opts)
+		res, err = j.pool.pool.ExecuteWith(ctx, req.Code, opts)
 	}
-	opts.Stdout.(*textStream).flush()
-	opts.Stderr.(*textStream).flush()
-	if res == nil && p != nil {
+	stdout.flush()
+	stderr.flush()
+	if res == nil && j.pool != nil {
 		switch {
 		case errors.Is(err, securer.ErrPoolClosed) && c.srv.isDraining():
-			return fmt.Errorf("%w: %w", errDraining, err)
+			return nil, fmt.Errorf("%w: %w", errDraining, err)
 		case errors.Is(err, context.Canceled) && c.ctx.Err() == nil:
 			// Cancelled while waiting for a pool session: still a result.
-			res = &securer.Result{Verdict: securer.VerdictCanceled, Value: rvalue.Null(),
-				Detail: "canceled while waiting for a pool session; nothing ran"}
+			return c.canceledResult(j, "canceled while waiting for a pool session; nothing ran"), nil
 		}
 	}
 	if res == nil {
-		return err
+		return nil, err
 	}
 	plain, perr := res.Value.PlainJSON()
 	if perr != nil {
 		plain = []byte("null")
 	}
-	c.send(resultEvent{Type: "result", ID: req.ID, Result: res, ValuePlain: plain})
-	return nil
+	return resultEvent{Type: "result", ID: req.ID, Result: res, ValuePlain: plain}, nil
 }
 
 // clientTool is a tool the client answers: the call goes out as an event,
@@ -738,6 +1051,8 @@ func (c *conn) clientTool(name string) securer.ToolFunc {
 		select {
 		case a := <-ch:
 			return a.value, a.err
+		case <-c.gone:
+			return nil, errors.New("the client closed its side of the connection: it cannot answer tool calls")
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -818,4 +1133,28 @@ func (t *textStream) flush() {
 		t.c.send(textEvent{Type: t.kind, ID: t.id, Text: string(t.partial)})
 		t.partial = nil
 	}
+}
+
+// hasInput tells whether the client has spoken: its first line has been
+// read, or bytes from it wait in the kernel, unread.
+func (c *conn) hasInput() bool {
+	if c.spoke.Load() {
+		return true
+	}
+	sc, ok := c.rw.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	in := false
+	_ = rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
+			in = fds[0].Revents&unix.POLLIN != 0
+		}
+	})
+	return in
 }

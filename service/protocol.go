@@ -4,8 +4,12 @@
 package service
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
+	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -16,7 +20,8 @@ import (
 // ProtocolVersion is sent in the server's hello.
 const ProtocolVersion = 1
 
-// MaxRequestBytes caps one message from a client.
+// MaxRequestBytes is the default cap on one message from a client
+// (Options.MaxMessageBytes).
 const MaxRequestBytes = 16 << 20
 
 // request is every message a client sends; which members matter depends
@@ -80,12 +85,63 @@ type sessionOptions struct {
 	Preload       []string `json:"preload,omitempty"`
 }
 
+// opMembers are the members each op may carry. A member another op
+// defines is refused too: whatever a request carries, the server may hold
+// while the request waits, so it takes only what the op uses.
+var opMembers = map[string][]string{
+	"auth":            {"token"},
+	"ping":            nil,
+	"create_session":  {"tools", "options"},
+	"create_pool":     {"size", "reset", "tools", "options"},
+	"execute":         {"session", "pool", "code", "fresh", "timeout"},
+	"tool_result":     {"call", "value", "typed", "error"},
+	"cancel":          {"target"},
+	"restart_session": {"session"},
+	"close_session":   {"session"},
+	"pool_status":     {"pool"},
+	"close_pool":      {"pool"},
+}
+
 func decodeRequest(line []byte) (*request, error) {
 	var r request
 	if err := jsonv2.Unmarshal(line, &r, jsonv2.RejectUnknownMembers(true)); err != nil {
 		return nil, err
 	}
+	allowed, ok := opMembers[r.Op]
+	if !ok {
+		return &r, nil // the caller says "unknown op"
+	}
+	names, err := memberNames(line)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		if n != "op" && n != "id" && !slices.Contains(allowed, n) {
+			return nil, fmt.Errorf("%s does not take %q", r.Op, n)
+		}
+	}
 	return &r, nil
+}
+
+// memberNames lists the top-level member names of a JSON object, skipping
+// the values.
+func memberNames(line []byte) ([]string, error) {
+	d := jsontext.NewDecoder(bytes.NewReader(line))
+	if _, err := d.ReadToken(); err != nil { // {
+		return nil, err
+	}
+	var names []string
+	for d.PeekKind() != '}' {
+		tok, err := d.ReadToken()
+		if err != nil {
+			return nil, err
+		}
+		names = append(names, tok.String())
+		if err := d.SkipValue(); err != nil {
+			return nil, err
+		}
+	}
+	return names, nil
 }
 
 // Error codes in error events.
@@ -101,6 +157,9 @@ const (
 	CodeUnauthorized  = "unauthorized"
 	CodeDraining      = "draining"
 	CodeLimit         = "limit"
+	CodeIdle          = "idle"
+	CodeStartTimeout  = "start_timeout"
+	CodeStartFailed   = "start_failed"
 	CodeInternal      = "internal"
 )
 
@@ -115,6 +174,12 @@ func errCode(err error) string {
 		return CodeDraining
 	case errors.Is(err, errTooMany):
 		return CodeLimit
+	case errors.Is(err, errIdle):
+		return CodeIdle
+	case errors.Is(err, errStartTimeout):
+		return CodeStartTimeout
+	case errors.Is(err, errStartFailed):
+		return CodeStartFailed
 	case errors.Is(err, errUnauthorized):
 		return CodeUnauthorized
 	case errors.Is(err, securer.ErrInvalidConfig):
@@ -139,7 +204,28 @@ var (
 	errDraining     = errors.New("the server is shutting down")
 	errTooMany      = errors.New("over a server limit")
 	errUnauthorized = errors.New("unauthorized")
+	errIdle         = errors.New("idle connection")
+	errStartTimeout = errors.New("the sandbox did not start in time")
+	errStartFailed  = errors.New("the sandbox failed to start")
 )
+
+// retryError is a refusal that may succeed later: the error event says
+// after how long to try again.
+type retryError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryError) Error() string { return e.err.Error() }
+func (e *retryError) Unwrap() error { return e.err }
+
+func retryAfter(err error) float64 {
+	var r *retryError
+	if errors.As(err, &r) {
+		return r.after.Seconds()
+	}
+	return 0
+}
 
 // Events the server sends. Every event of a request carries its id.
 type (
@@ -162,6 +248,9 @@ type (
 	errorBody struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
+		// RetryAfter, when set, is how many seconds to wait before asking
+		// again (busy, limit).
+		RetryAfter float64 `json:"retry_after,omitempty"`
 	}
 	sessionEvent struct {
 		Type      string `json:"type"` // session

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	securer "securer-runc"
 )
@@ -132,5 +134,97 @@ func TestReserveRefusesOverflow(t *testing.T) {
 	}
 	if err := s.reserve(1); err != nil {
 		t.Errorf("the last slot: %v", err)
+	}
+}
+
+// TestOpMembers: each op takes only its own members; one of another op,
+// or of none, is refused before anything is queued.
+func TestOpMembers(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		ok   bool
+	}{
+		{`{"op":"execute","id":"1","session":"s1","code":"1","fresh":true,"timeout":2}`, true},
+		{`{"op":"execute","id":"1","session":"s1","code":"1","tools":[{"name":"x","description":"big"}]}`, false},
+		{`{"op":"execute","id":"1","session":"s1","code":"1","token":"t"}`, false},
+		{`{"op":"execute","id":"1","session":"s1","code":"1","bogus":1}`, false},
+		{`{"op":"create_session","id":"1","tools":[],"options":{}}`, true},
+		{`{"op":"create_session","id":"1","code":"x"}`, false},
+		{`{"op":"create_pool","id":"1","size":2,"reset":"none"}`, true},
+		{`{"op":"tool_result","call":"1.1","value":1}`, true},
+		{`{"op":"tool_result","call":"1.1","value":1,"session":"s1"}`, false},
+		{`{"op":"cancel","id":"2","target":"1"}`, true},
+		{`{"op":"cancel","id":"2","target":"1","pool":"p1"}`, false},
+		{`{"op":"ping","id":"2"}`, true},
+		{`{"op":"ping","id":"2","size":1}`, false},
+		{`{"op":"auth","id":"2","token":"x"}`, true},
+		{`{"op":"close_pool","id":"2","pool":"p1"}`, true},
+		{`{"op":"close_pool","id":"2","session":"s1"}`, false},
+	} {
+		_, err := decodeRequest([]byte(tc.line))
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: err %v, want ok %v", tc.line, err, tc.ok)
+		}
+	}
+}
+
+// TestMemoryCeiling: the ceiling grows with each flag that bounds what
+// clients can make the server hold.
+func TestMemoryCeiling(t *testing.T) {
+	base := Options{MaxClients: 4, MaxSessions: 4}
+	c0 := base.MemoryCeiling()
+	for name, o := range map[string]Options{
+		"clients":  {MaxClients: 8, MaxSessions: 4},
+		"sessions": {MaxClients: 4, MaxSessions: 8},
+		"message":  {MaxClients: 4, MaxSessions: 4, MaxMessageBytes: 32 << 20},
+		"queued":   {MaxClients: 4, MaxSessions: 4, MaxQueuedBytes: 16 << 20},
+		"token":    {MaxClients: 4, MaxSessions: 4, Token: "t"},
+	} {
+		if c := o.MemoryCeiling(); c <= c0 {
+			t.Errorf("%s: ceiling %d, not above %d", name, c, c0)
+		}
+	}
+	// 64 MiB + 4 × (256 KiB + 2 × 16 MiB + 8 MiB) + 4 × (3 × 16 MiB + 4 × 1 MiB)
+	if want := int64(64<<20 + 4*(256<<10+32<<20+8<<20) + 4*(48<<20+4<<20)); c0 != want {
+		t.Errorf("ceiling %d, want %d", c0, want)
+	}
+}
+
+// TestRetryHint: refusals about load carry retry_after; others do not.
+func TestRetryHint(t *testing.T) {
+	rw := &bufConn{}
+	c := newConn(context.Background(), New(Options{}), rw)
+	c.sendError("1", &retryError{fmt.Errorf("%w: full", errTooMany), 2 * time.Second})
+	c.sendError("2", fmt.Errorf("%w: nope", errBadRequest))
+	evs := rw.events(t)
+	e0, e1 := evs[0]["error"].(map[string]any), evs[1]["error"].(map[string]any)
+	if e0["code"] != CodeLimit || e0["retry_after"] != 2.0 {
+		t.Errorf("limit: %v", e0)
+	}
+	if _, ok := e1["retry_after"]; ok || e1["code"] != CodeBadRequest {
+		t.Errorf("bad_request: %v", e1)
+	}
+}
+
+// TestQueuedBytesBudget: a client's requests being served are bounded in
+// bytes as well as in number; the budget comes back when they end.
+func TestQueuedBytesBudget(t *testing.T) {
+	c := newConn(context.Background(), New(Options{MaxQueuedBytes: 1000}), &bufConn{})
+	req := &request{Op: "create_session", ID: "1"}
+	j1, err := c.prepare(req, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.prepare(&request{Op: "create_session", ID: "2"}, 600); errCode(err) != CodeLimit || retryAfter(err) <= 0 {
+		t.Errorf("over the byte budget: %v", err)
+	}
+	c.finish(j1)
+	c.work.Done()
+	j2, err := c.prepare(&request{Op: "create_session", ID: "3"}, 600)
+	if err != nil {
+		t.Errorf("after the first ended: %v", err)
+	} else {
+		c.finish(j2)
+		c.work.Done()
 	}
 }

@@ -12,8 +12,10 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,6 +57,19 @@ func cmdServe(args []string, stderr io.Writer, logger *slog.Logger) int {
 	sandbox := addSandboxFlags(fs, "default wall-clock limit per execution", ", per session: the default and the most a client may ask")
 	maxSessions := fs.Int("max-sessions", 64, "most live sessions across all clients (pool members included)")
 	termGrace := fs.Duration("term-grace", 30*time.Second, "on SIGTERM, how long running executions may still take")
+	var opts service.Options
+	fs.IntVar(&opts.MaxClients, "max-clients", 64, "most clients connected at once")
+	fs.IntVar(&opts.MaxSessionsPerClient, "max-sessions-per-client", 16, "most live sessions of one client connection (pool members included)")
+	fs.DurationVar(&opts.IdleTimeout, "idle-timeout", 10*time.Minute, "close a client connection that sent nothing for this long while nothing of it ran")
+	maxMessage := fs.String("max-message-bytes", "16M", "largest message a client may send")
+	maxQueued := fs.String("max-queued-bytes", "8M", "most bytes of one client's requests being served or queued")
+	fs.IntVar(&opts.MaxStarts, "max-starts", 4, "most sandboxes starting at once; further creates wait for a slot")
+	fs.DurationVar(&opts.StartWait, "start-wait", 20*time.Second, "how long a create waits for a start slot before it gets busy (with a retry hint)")
+	fs.IntVar(&opts.MaxUnauthenticated, "max-unauthenticated", 2048, "most connections still authenticating (with a token); at the cap the oldest is closed")
+	fs.DurationVar(&opts.Ceilings.Timeout, "max-timeout", time.Hour, "most a client may ask as an execution's timeout")
+	fs.IntVar(&opts.Ceilings.MaxToolCalls, "max-tool-calls", securer.DefaultMaxToolCalls, "most tool calls per execution a client may ask")
+	fs.IntVar(&opts.Ceilings.MaxExecutions, "max-executions", 0, "most executions per session (0: no cap); also the default")
+	maxOutput := fs.String("max-output", "0", "most output bytes per execution (0: no cap); also the default")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: securer-runc serve --stdio | --listen unix:PATH | --listen tcp:HOST:PORT --token-file FILE [flags]")
 		fs.PrintDefaults()
@@ -97,7 +112,37 @@ func cmdServe(args []string, stderr io.Writer, logger *slog.Logger) int {
 	if err := securer.ProtectFromOOM(); err != nil {
 		logger.Debug("could not lower the server's OOM score", "err", err)
 	}
-	srv := service.New(service.Options{Base: base, MaxSessions: *maxSessions, Version: version, Logger: logger, Token: token})
+	for _, f := range []struct {
+		name string
+		in   string
+		set  func(int64)
+	}{
+		{"--max-message-bytes", *maxMessage, func(n int64) { opts.MaxMessageBytes = int(n) }},
+		{"--max-queued-bytes", *maxQueued, func(n int64) { opts.MaxQueuedBytes = n }},
+		{"--max-output", *maxOutput, func(n int64) { opts.Ceilings.OutputLimit = n }},
+	} {
+		n, err := int64(0), error(nil)
+		if f.in != "0" {
+			n, err = parseBytes(f.in)
+		}
+		if err != nil || n < 0 || (n == 0 && f.name != "--max-output") || n > 1<<40 {
+			return fail(stderr, exitUsage, fmt.Errorf("%s %q: want a size such as 8M", f.name, f.in))
+		}
+		f.set(n)
+	}
+	if !base.UnsafeNoSandbox {
+		// Leftovers of a server that died (kill -9, a crash) go now, not
+		// at the first new session.
+		reapLeftovers(base, logger)
+	}
+	opts.Base, opts.MaxSessions, opts.Version, opts.Logger, opts.Token = base, *maxSessions, version, logger, token
+	// The memory clients can make the server hold is bounded by its
+	// flags; as a soft limit it also makes the runtime give memory back
+	// once a burst is over.
+	ceiling := opts.MemoryCeiling()
+	debug.SetMemoryLimit(ceiling)
+	logger.Info("memory ceiling", "bytes", ceiling)
+	srv := service.New(opts)
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -105,8 +150,10 @@ func cmdServe(args []string, stderr io.Writer, logger *slog.Logger) int {
 	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
 	defer signal.Stop(sigs)
 	drained := make(chan error, 1)
+	var signaled atomic.Bool
 	go func() {
 		sig := <-sigs
+		signaled.Store(true)
 		grace := *termGrace
 		if sig == os.Interrupt {
 			grace = 0
@@ -176,18 +223,48 @@ func cmdServe(args []string, stderr io.Writer, logger *slog.Logger) int {
 			return fail(stderr, exitSandbox, err)
 		}
 	}
-	select {
-	case err := <-drained:
-		if err != nil {
+	if signaled.Load() {
+		// The drain is under way (the stdio client may have ended first):
+		// let it finish closing everything.
+		if err := <-drained; err != nil {
 			logger.Warn("shutdown cut executions short", "err", err)
 		}
-	default:
+	} else {
 		// The client (stdio) went away: close what it left.
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = srv.Shutdown(sctx)
 		cancel()
 	}
 	return exitOK
+}
+
+// reapLeftovers removes what sessions of dead servers left under the
+// state dir and cgroup parent (as securer-runc reap does); live sessions
+// of other servers are left alone.
+func reapLeftovers(cfg securer.Config, logger *slog.Logger) {
+	stateDir, parent := cfg.StateDir, cfg.CgroupParent
+	if stateDir == "" {
+		stateDir = securer.DefaultStateDir
+	}
+	if parent == "" {
+		parent = securer.DefaultCgroupParent
+	}
+	if _, err := os.Stat(stateDir); err != nil {
+		return // nothing ever ran here
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ids, err := securer.Reap(ctx, stateDir)
+	if err != nil {
+		logger.Warn("reaping leftovers at start-up", "err", err)
+	}
+	leaves, err := securer.ReapCgroups(stateDir, parent)
+	if err != nil {
+		logger.Warn("reaping leftover cgroups at start-up", "err", err)
+	}
+	if len(ids)+len(leaves) > 0 {
+		logger.Warn("removed leftovers of a server that died", "sessions", len(ids), "cgroups", len(leaves))
+	}
 }
 
 // minTokenBytes is the shortest token accepted (128 bits as hex).
