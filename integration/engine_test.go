@@ -629,13 +629,34 @@ func TestTotalLimits(t *testing.T) {
 // error, and nothing is created through them.
 func TestHostileStateDirs(t *testing.T) {
 	t.Run("socket path too long", func(t *testing.T) {
+		// A host R connects by the socket's path, which the kernel caps
+		// at 107 bytes: refused.
 		cfg := baseConfig()
+		cfg.UnsafeNoSandbox = true
 		cfg.StateDir = stateDir + "/" + strings.Repeat("x", 90)
 		defer os.RemoveAll(cfg.StateDir)
-		_, err := securer.NewSession(context.Background(), cfg)
+		s, err := securer.NewSession(context.Background(), cfg)
+		if err == nil {
+			s.Close()
+		}
 		if !errors.Is(err, securer.ErrInvalidConfig) || !strings.Contains(err.Error(), "socket path") {
 			t.Fatalf("err %v", err)
 		}
+		if ents, _ := os.ReadDir(filepath.Join(cfg.StateDir, "sessions")); len(ents) != 0 {
+			t.Errorf("left %d session dirs", len(ents))
+		}
+	})
+	t.Run("long state dir, sandboxed", func(t *testing.T) {
+		// The host binds the socket through a descriptor of its dir and
+		// the box's R connects by a short name of its own: no limit.
+		cfg := baseConfig()
+		cfg.StateDir = stateDir + "/" + strings.Repeat("y", 90)
+		defer os.RemoveAll(cfg.StateDir)
+		s := newSession(t, cfg)
+		if res := mustOK(t, s, "1 + 1"); res.Value.Go() != 2.0 {
+			t.Errorf("1 + 1 = %v", res.Value.Go())
+		}
+		s.Close()
 		if ents, _ := os.ReadDir(filepath.Join(cfg.StateDir, "sessions")); len(ents) != 0 {
 			t.Errorf("left %d session dirs", len(ents))
 		}
