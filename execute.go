@@ -221,6 +221,7 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 
 	timeout := time.NewTimer(e.opts.Timeout)
 	defer timeout.Stop()
+
 	deadline := timeout.C
 	done := ctx.Done()
 	outOver, errOver := outCap.overLimit, errCap.overLimit
@@ -303,6 +304,12 @@ func (e *execution) interrupt(v Verdict, err error) {
 	}
 	e.inst.interrupted = true
 	e.inst.interruptR()
+	if e.inst.ignoresSIGINT() {
+		// R waits in system(), which ignores SIGINT (as the C library's
+		// does): the interrupt is lost there. Ending the child would let
+		// R's code run on past the deadline; the grace kill ends it.
+		return
+	}
 	// Background processes end with the execution anyway; ending them now
 	// leaves R the CPU to answer the interrupt (a fork bomb's spinning
 	// children starved it past the grace period on a loaded host).

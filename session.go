@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -633,6 +634,22 @@ func (inst *instance) interruptR() {
 		return
 	}
 	_ = inst.run.Signal(unix.SIGINT)
+}
+
+// ignoresSIGINT reports whether R's SIGINT disposition is SIG_IGN, as it
+// is while R waits in system().
+func (inst *instance) ignoresSIGINT() bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", inst.rPid))
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(b)) {
+		if hex, ok := strings.CutPrefix(line, "SigIgn:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			return err == nil && mask&(1<<(unix.SIGINT-1)) != 0
+		}
+	}
+	return false
 }
 
 func (s *Session) destroy(inst *instance) error {

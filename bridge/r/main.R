@@ -54,6 +54,15 @@ local({
   # seconds, and under load longer than the execution's timeout).
   rt$send_slice <- 1048576L
   rt$send <- function(json) {
+    # Only the R that runs the execution talks to the host. A forked child
+    # (mcparallel) that an interrupt unwound through its copy of the
+    # runtime would otherwise answer for it, and its stray result would
+    # break the next execution: it ends here instead, without R's exit
+    # clean-up (which would remove the parent's temp dir).
+    if (Sys.getpid() != rt$main_pid) {
+      try(parallel:::mcexit(1L), silent = TRUE)
+      tools::pskill(Sys.getpid(), tools::SIGKILL)
+    }
     data <- charToRaw(paste0(json, "\n"))
     n <- length(data)
     if (n <= rt$send_slice) return(rt$send_raw(data))
