@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -402,6 +403,12 @@ func (e *execution) onResult(m *bridge.Result) (*Result, error) {
 	case e.stopVerdict != "":
 		res.Detail = "R was interrupted (" + e.stopErr.Error() + "); the session keeps its state"
 		return e.finish(e.stopVerdict, e.stopErr)
+	case e.fresh && m.Error != nil && slices.Contains(m.Error.Class, "securer_lost") &&
+		e.inst.run.Usage().OOMKills > e.before.OOMKills:
+		// The warm R reports a copy that ended without a result; the
+		// cgroup's OOM kills during the execution say why.
+		res.Detail = fmt.Sprintf("the execution's R copy was killed at the memory limit (%d bytes); the session stays warm", e.s.cfg.Limits.MemoryBytes)
+		return e.finish(VerdictOutOfMemory, fmt.Errorf("%w: the execution's R copy was killed at the %d-byte memory limit", ErrOutOfMemory, e.s.cfg.Limits.MemoryBytes))
 	case m.Interrupted:
 		// A SIGINT not sent by us (none should reach R): an R error.
 		res.Error = &RError{Message: "interrupted", Class: []string{"interrupt", "condition"}}

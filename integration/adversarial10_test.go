@@ -152,3 +152,60 @@ func TestAdversarialHostDetails(t *testing.T) {
 		t.Errorf("box a sees box b: before %q, after %q", before, after)
 	}
 }
+
+// Host-wide /proc counters are channels between boxes (box b's files and
+// allocations moved box a's inode-nr, file-nr, vmstat): each is masked,
+// so a box reads nothing there, and R still works without them.
+func TestAdversarialHostCounters(t *testing.T) {
+	h := newAdvHarness(t, false)
+	s := newSession(t, h.config())
+	paths := []string{
+		"/proc/zoneinfo", "/proc/buddyinfo", "/proc/pagetypeinfo", "/proc/softirqs", "/proc/interrupts",
+		"/proc/pressure", "/proc/cgroups", "/proc/diskstats", "/proc/partitions", "/proc/swaps",
+		"/proc/kallsyms", "/proc/vmstat", "/proc/slabinfo", "/proc/vmallocinfo", "/proc/iomem",
+		"/proc/ioports", "/proc/schedstat", "/proc/locks",
+		"/proc/sys/fs/inode-nr", "/proc/sys/fs/inode-state", "/proc/sys/fs/file-nr",
+		"/proc/sys/fs/dentry-state", "/proc/sys/fs/aio-nr", "/proc/sys/fs/quota", "/proc/fs",
+	}
+	// A masked file reads as empty, a masked directory lists nothing; a
+	// path this kernel lacks is absent. An error (e.g. permission denied)
+	// would mean it is the host's file, unmasked.
+	code := fmt.Sprintf(`vapply(c(%s), function(p) {
+		if (!file.exists(p)) return("absent")
+		if (dir.exists(p)) return(paste(list.files(p, all.files = TRUE, no.. = TRUE), collapse = " "))
+		tryCatch(paste(suppressWarnings(readLines(p, n = 3)), collapse = "\n"), error = function(e) paste("error:", conditionMessage(e)))
+	}, "")`, `"`+strings.Join(paths, `", "`)+`"`)
+	got := strs(h.ok(t, s, code).Value)
+	if len(got) != len(paths) {
+		t.Fatalf("got %d answers for %d paths: %q", len(got), len(paths), got)
+	}
+	for i, p := range paths {
+		_, hostErr := os.Stat(p)
+		switch {
+		case got[i] == "absent" && hostErr == nil:
+			t.Errorf("%s: absent in the box but present on the host", p)
+		case got[i] != "" && got[i] != "absent":
+			t.Errorf("%s readable in the box: %.200q", p, got[i])
+		}
+	}
+
+	// What R uses still works.
+	res := h.ok(t, s, `c(
+		cores = parallel::detectCores() >= 1,
+		forks = identical(unlist(parallel::mclapply(1:4, function(i) i^2, mc.cores = 2)), c(1, 4, 9, 16)),
+		time = inherits(Sys.time(), "POSIXct"),
+		proc = length(proc.time()) >= 3,
+		gc = is.matrix(gc()),
+		memprof = length(memory.profile()) > 0,
+		tempfile = { f <- tempfile(); writeLines("x", f); identical(readLines(f), "x") },
+		processx = identical(processx::run("echo", "hi")$stdout, "hi\n"))`)
+	names, vals := res.Value.Names(), res.Value.Logicals()
+	if len(vals) != 8 {
+		t.Fatalf("R checks: %v", res.Value.Go())
+	}
+	for i, v := range vals {
+		if v != 1 {
+			t.Errorf("%s fails with the counters masked", names[i])
+		}
+	}
+}

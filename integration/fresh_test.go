@@ -201,3 +201,33 @@ func scanMemory(t *testing.T, pid int, needle []byte) bool {
 	}
 	return false
 }
+
+// A fresh execution's copy killed at the memory limit is an oom verdict,
+// not an R error, and the warm R stays: the next fresh execution works.
+func TestFreshOutOfMemory(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Limits.MemoryBytes = 256 << 20
+	cfg.Timeout = 60 * time.Second
+	s := newSession(t, cfg)
+	id := s.ID()
+	mustOK(t, s, "x <- 1")
+	res, err := s.ExecuteFresh(context.Background(), `l <- list(); repeat l[[length(l)+1]] <- runif(1e7)`)
+	if res == nil {
+		t.Fatalf("ExecuteFresh: %v", err)
+	}
+	if res.Verdict != securer.VerdictOutOfMemory || !errors.Is(err, securer.ErrOutOfMemory) || res.Accounting.OOMKills < 1 {
+		t.Errorf("verdict %s err %v oom_kills %d error %+v detail %q", res.Verdict, err, res.Accounting.OOMKills, res.Error, res.Detail)
+	}
+	if !strings.Contains(res.Detail, "memory limit") || !strings.Contains(res.Detail, "stays warm") {
+		t.Errorf("detail %q: want the copy killed at the memory limit, session warm", res.Detail)
+	}
+	if s.ID() != id {
+		t.Errorf("the session was restarted; a fresh oom should keep it warm")
+	}
+	if res := fresh(t, s, "1+1"); res.Verdict != securer.VerdictOK || res.Value.Go() != 2.0 {
+		t.Errorf("fresh 1+1 after the oom: %s %v %+v", res.Verdict, res.Value.Go(), res.Error)
+	}
+	if res := mustOK(t, s, "x"); res.Value.Go() != 1.0 {
+		t.Errorf("the warm R's state after the fresh oom: %v", res.Value.Go())
+	}
+}

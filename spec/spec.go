@@ -128,6 +128,22 @@ var maskedPaths = []string{
 	"/proc/sysrq-trigger",
 	// The host's boot options and boot id: R needs neither.
 	"/proc/cmdline", "/proc/sys/kernel/random/boot_id",
+	// Host-wide counters and layout (issue 10 review): one box's files,
+	// allocations and I/O move them, so they are channels between boxes,
+	// and they describe the host's memory, disks and kernel. R reads none
+	// of them (its memory and CPU figures come from the synthesised
+	// meminfo/stat and its own process). runc skips a path the running
+	// kernel lacks (e.g. /proc/schedstat without CONFIG_SCHEDSTATS).
+	"/proc/zoneinfo", "/proc/buddyinfo", "/proc/pagetypeinfo", "/proc/softirqs",
+	"/proc/pressure", "/proc/cgroups", "/proc/diskstats", "/proc/partitions",
+	"/proc/swaps", "/proc/kallsyms", "/proc/vmstat", "/proc/slabinfo",
+	"/proc/vmallocinfo", "/proc/iomem", "/proc/ioports", "/proc/schedstat",
+	"/proc/locks",
+	"/proc/sys/fs/inode-nr", "/proc/sys/fs/inode-state", "/proc/sys/fs/file-nr",
+	"/proc/sys/fs/dentry-state", "/proc/sys/fs/aio-nr", "/proc/sys/fs/quota",
+	// Per-filesystem state of the host's disks (ext4 block groups, xfs
+	// counters); runc only makes it read-only.
+	"/proc/fs",
 }
 
 // Paths kept visible but read-only (runc's defaults).
