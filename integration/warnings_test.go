@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,5 +90,25 @@ func BenchmarkWarnings(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestWarningsHugeMessages: the runtime keeps clipped copies of the
+// warnings it collects, so a hundred 10 MB warnings do not hold a
+// gigabyte (before: killed at a 512 MiB limit, where Rscript peaks at
+// ~140 MB).
+func TestWarningsHugeMessages(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Limits.MemoryBytes = 512 << 20
+	cfg.Timeout = 2 * time.Minute
+	s := newSession(t, cfg)
+	res := mustOK(t, s, `for (i in 1:100) warning(simpleWarning(paste(i, strrep("x", 1e7)))); cat("done\n"); 1`)
+	if !strings.Contains(res.Stdout, "done") || len(res.Warnings) != 100 {
+		t.Errorf("stdout %q, %d warnings", res.Stdout, len(res.Warnings))
+	}
+	for _, w := range res.Warnings {
+		if len(w) > 16<<10 {
+			t.Fatalf("a kept warning is %d bytes", len(w))
+		}
 	}
 }

@@ -286,16 +286,20 @@ local({
             printed <- ""
           }
         }), warning = function(w) {
+          # What is kept is clipped: a hundred 10 MB warnings must not
+          # hold a gigabyte (the streams got the text when it was printed).
           if (wn < kept) {
             wn <<- wn + 1L
-            ws[[wn]] <<- w
+            cw <- w
+            cw$message <- rt$clip(conditionMessage(w))
+            ws[[wn]] <<- cw
           }
           warnings_total <<- warnings_total + 1
-          if (warnings_total <= 100) warnings_kept[[warnings_total]] <<- rt$cmsg(w)
+          if (warnings_total <= 100) warnings_kept[[warnings_total]] <<- rt$clip(rt$cmsg(w))
           invokeRestart("muffleWarning")
         }, message = function(m) {
           messages_total <<- messages_total + 1
-          if (messages_total <= 100) messages_kept[[messages_total]] <<- rt$cmsg(m)
+          if (messages_total <= 100) messages_kept[[messages_total]] <<- rt$clip(rt$cmsg(m))
         })
         if (wn > 0) {
           cat(rt$warning_text(ws, kept), file = stderr())
