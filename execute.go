@@ -48,7 +48,9 @@ func (s *Session) ExecuteWith(ctx context.Context, code string, opts ExecOptions
 
 // ExecuteFresh runs code like Execute, but in a fresh R state: a forked
 // copy of the session's warm R, with the packages it loaded at start
-// (Config.Preload) and nothing else. Nothing the code does persists:
+// (Config.Preload) and whatever plain Executes of this session left in it
+// (a session used only for fresh executions has nothing else; pools run
+// only fresh ones). Nothing the code does persists:
 // variables, options, environment variables, attached packages, files in
 // /tmp and /dev/shm, background processes. It costs a fork, not an R
 // start-up. At the timeout the copy is killed and the session stays warm.
