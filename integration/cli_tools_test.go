@@ -119,3 +119,20 @@ func TestCLIToolOutputBounded(t *testing.T) {
 		})
 	}
 }
+
+// Review item: --fsize 1e19 (and other overflowing sizes) became a
+// file-size rlimit of 2^63, under which every write in the box failed
+// silently; --output-limit 0.5, NaN, Inf and 1e30 silently meant no
+// limit. They are usage errors naming the flag; no box starts.
+func TestCLISizeFlagsRefused(t *testing.T) {
+	for _, tc := range [][2]string{
+		{"--fsize", "1e19"}, {"--fsize", "9223372036854775807"}, {"--fsize", "99999999999999999999"},
+		{"--fsize", "NaN"}, {"--fsize", "Inf"}, {"--memory", "1e30"}, {"--tmp", "-Inf"},
+		{"--output-limit", "0.5"}, {"--output-limit", "NaN"}, {"--output-limit", "Inf"}, {"--output-limit", "1e30"},
+	} {
+		r := runCLI(t, "", "run", tc[0], tc[1], "-e", `writeLines("x", f <- tempfile()); cat(file.size(f))`)
+		if r.code != 2 || !strings.Contains(r.stderr, tc[0]) {
+			t.Errorf("%s %s: exit %d, stdout %q, stderr %q; want exit 2 naming the flag", tc[0], tc[1], r.code, r.stdout, r.stderr)
+		}
+	}
+}
