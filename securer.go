@@ -95,6 +95,11 @@ type Limits struct {
 // MinFileSizeBytes is the smallest file-size limit R works with.
 const MinFileSizeBytes = 1 << 20
 
+// MaxFileSizeBytes is the largest file-size limit accepted. The kernel
+// compares RLIMIT_FSIZE with signed file offsets: 2^63 and above read as
+// negative, so every write would fail; 2^62 leaves a wide margin.
+const MaxFileSizeBytes = 1<<62 - 1
+
 // DefaultLimits are 512 MiB, 64 pids, 1 CPU, 64 MiB /tmp, 256 files, 64 MiB
 // per file (the size of /tmp).
 func DefaultLimits() Limits {
@@ -140,6 +145,8 @@ func (l Limits) validate() error {
 		return fmt.Errorf("%w: nofile limit must be at least 32", ErrInvalidConfig)
 	case l.FileSizeBytes < MinFileSizeBytes:
 		return fmt.Errorf("%w: file size limit %d bytes is below the %d R needs", ErrInvalidConfig, l.FileSizeBytes, MinFileSizeBytes)
+	case l.FileSizeBytes > MaxFileSizeBytes:
+		return fmt.Errorf("%w: file size limit %d bytes is over the maximum %d", ErrInvalidConfig, l.FileSizeBytes, uint64(MaxFileSizeBytes))
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -68,6 +69,11 @@ func TestConfigValidation(t *testing.T) {
 		{"tiny memory", func(c *Config) { c.Limits.MemoryBytes = 1 << 20 }, "memory limit"},
 		{"one pid", func(c *Config) { c.Limits.Pids = 1 }, "pids"},
 		{"tmp over memory", func(c *Config) { c.Limits.MemoryBytes = 64 << 20; c.Limits.TmpBytes = 128 << 20 }, "/tmp"},
+		// RLIMIT_FSIZE of 2^63 and up reads as a negative offset: every
+		// write in the box failed silently.
+		{"file size 2^63", func(c *Config) { c.Limits.FileSizeBytes = 1 << 63 }, "file size limit"},
+		{"file size 2^62", func(c *Config) { c.Limits.FileSizeBytes = 1 << 62 }, "file size limit"},
+		{"file size max uint64", func(c *Config) { c.Limits.FileSizeBytes = math.MaxUint64 }, "file size limit"},
 		{"bad tool name", func(c *Config) { t := okTool; t.Name = "rm -rf"; c.Tools = []Tool{t} }, "tool name"},
 		{"no handler", func(c *Config) { t := okTool; t.Handler = nil; c.Tools = []Tool{t} }, "no handler"},
 		{"bad arg type", func(c *Config) { t := okTool; t.Args = []Arg{{Name: "a", Type: "float"}}; c.Tools = []Tool{t} }, "unknown type"},

@@ -761,9 +761,13 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 			return cfg, err
 		}
 		// The operator's file-size limit is the ceiling (it defaults to
-		// the operator's /tmp size).
+		// the operator's /tmp size), itself capped at the engine's maximum
+		// so that a huge operator value cannot wrap to "no ceiling".
 		fsize := int64(cfg.Limits.FileSizeBytes)
-		if err := pick("fsize_bytes", o.FsizeBytes, int64(max.FileSizeBytes), &fsize); err != nil {
+		if o.FsizeBytes > securer.MaxFileSizeBytes {
+			return cfg, fmt.Errorf("%w: fsize_bytes %d is over the maximum %d", securer.ErrInvalidConfig, o.FsizeBytes, int64(securer.MaxFileSizeBytes))
+		}
+		if err := pick("fsize_bytes", o.FsizeBytes, int64(min(max.FileSizeBytes, securer.MaxFileSizeBytes)), &fsize); err != nil {
 			return cfg, err
 		}
 		cfg.Limits.FileSizeBytes = uint64(fsize)

@@ -228,3 +228,39 @@ func TestQueuedBytesBudget(t *testing.T) {
 		c.work.Done()
 	}
 }
+
+// A file-size limit of 2^63 or more reads as a negative offset in the
+// kernel: every write in the box failed silently. The client's
+// fsize_bytes is refused at 2^62 and up whatever the operator's ceiling,
+// including a ceiling that does not fit an int64.
+func TestConfigFileSizeBound(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		ceiling uint64
+		asked   int64
+		ok      bool
+	}{
+		{"within the default ceiling", 0, 8 << 20, true},
+		{"over the default ceiling", 0, 1 << 40, false},
+		{"2^62 under a huge ceiling", 1 << 63, 1 << 62, false},
+		{"max int64 under a huge ceiling", 1 << 63, math.MaxInt64, false},
+		{"2^62-1 under a huge ceiling", 1 << 63, 1<<62 - 1, true},
+		{"negative", 0, -1, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var opts Options
+			opts.Base.Limits.FileSizeBytes = tt.ceiling
+			c := &conn{srv: New(opts)}
+			cfg, err := c.config(nil, &sessionOptions{FsizeBytes: tt.asked})
+			if tt.ok {
+				if err != nil || cfg.Limits.FileSizeBytes != uint64(tt.asked) {
+					t.Errorf("fsize_bytes %d: %v, limit %d", tt.asked, err, cfg.Limits.FileSizeBytes)
+				}
+				return
+			}
+			if !errors.Is(err, securer.ErrInvalidConfig) || !strings.Contains(err.Error(), "fsize_bytes") {
+				t.Errorf("fsize_bytes %d: %v (limit %d), want ErrInvalidConfig naming fsize_bytes", tt.asked, err, cfg.Limits.FileSizeBytes)
+			}
+		})
+	}
+}

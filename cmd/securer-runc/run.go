@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"strconv"
@@ -183,23 +184,57 @@ func parseLimit(s string) (int64, error) {
 	return parseBytes(s)
 }
 
-// parseBytes reads "512M", "1G", "65536" (binary multiples).
+// maxSizeBytes bounds every size flag: a file-size rlimit of 2^63 or more
+// reads as a negative offset in the kernel (every write fails), and no
+// memory or output size near it means anything.
+const maxSizeBytes = securer.MaxFileSizeBytes
+
+// parseBytes reads "512M", "1G", "1.5K", "65536" (binary multiples): a
+// whole, positive number of bytes of at most maxSizeBytes. NaN, Inf and
+// sizes that overflow are errors, never a wrapped value.
 func parseBytes(s string) (int64, error) {
 	s = strings.TrimSpace(s)
-	mult := int64(1)
+	num, mult := s, int64(1)
 	if n := len(s); n > 0 {
 		switch strings.ToUpper(s[n-1:]) {
 		case "K":
-			mult, s = 1<<10, s[:n-1]
+			mult, num = 1<<10, s[:n-1]
 		case "M":
-			mult, s = 1<<20, s[:n-1]
+			mult, num = 1<<20, s[:n-1]
 		case "G":
-			mult, s = 1<<30, s[:n-1]
+			mult, num = 1<<30, s[:n-1]
 		}
 	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || v <= 0 {
-		return 0, fmt.Errorf("not a positive size: %q (examples: 512M, 1G)", s)
+	notPositive := fmt.Errorf("not a positive size: %q (examples: 512M, 1G)", s)
+	over := fmt.Errorf("size %q is over the maximum %d bytes", s, int64(maxSizeBytes))
+	// Whole numbers exactly: a float64 rounds them past 2^53.
+	n, err := strconv.ParseInt(num, 10, 64)
+	switch {
+	case err == nil && n <= 0:
+		return 0, notPositive
+	case err == nil && n > maxSizeBytes/mult:
+		return 0, over
+	case err == nil:
+		return n * mult, nil
+	case errors.Is(err, strconv.ErrRange):
+		if strings.HasPrefix(num, "-") {
+			return 0, notPositive
+		}
+		return 0, over
 	}
-	return int64(v * float64(mult)), nil
+	v, err := strconv.ParseFloat(num, 64)
+	switch {
+	case errors.Is(err, strconv.ErrRange) && v > 0: // 1e400
+		return 0, over
+	case err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v <= 0:
+		return 0, notPositive
+	}
+	b := v * float64(mult)
+	switch {
+	case b >= maxSizeBytes: // float64(maxSizeBytes) rounds to 2^62
+		return 0, over
+	case b != math.Trunc(b):
+		return 0, fmt.Errorf("size %q is not a whole number of bytes", s)
+	}
+	return int64(b), nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -13,8 +14,10 @@ import (
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
+	"golang.org/x/sys/unix"
 
 	securer "securer-runc"
+	"securer-runc/bridge"
 	"securer-runc/rvalue"
 )
 
@@ -30,7 +33,17 @@ type toolEntry struct {
 	Command     []string          `json:"command"`
 }
 
-const maxToolOutput = 16 << 20
+// maxToolOutput bounds what a command's stdout may hold: its answer
+// travels to R in one frame, so more could never arrive anyway.
+const maxToolOutput = bridge.DefaultMaxFrame
+
+// maxToolStderr is how much of a command's stderr an R error carries; the
+// rest is read and dropped.
+const maxToolStderr = 4 << 10
+
+// toolDrainGrace bounds the wait for a command's pipes to close once its
+// process group is dead: only a process that left the group can hold them.
+const toolDrainGrace = 2 * time.Second
 
 // loadTools reads a tools file. Argument order for positional calls is the
 // order the arguments appear in the file.
@@ -131,32 +144,11 @@ func commandHandler(argv, argNames []string) securer.ToolFunc {
 			in.Write(plain)
 		}
 		in.WriteByte('}')
-		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-		// Its own process group, killed whole on cancel, so that a timed-out
-		// tool leaves no grandchild behind holding its pipes open.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-		cmd.WaitDelay = 2 * time.Second
-		cmd.Stdin = &in
-		var out, stderr limitedBuffer
-		out.max, stderr.max = maxToolOutput, 4<<10
-		cmd.Stdout, cmd.Stderr = &out, &stderr
-		cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"}
-		err := cmd.Run()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("cancelled: %w", ctx.Err())
-		}
+		out, err := runToolCommand(ctx, argv, in.Bytes())
 		if err != nil {
-			msg := strings.TrimSpace(stderr.String())
-			if msg == "" {
-				msg = err.Error()
-			}
-			return nil, errors.New(msg)
+			return nil, err
 		}
-		if out.overflow {
-			return nil, fmt.Errorf("output exceeds %d bytes", maxToolOutput)
-		}
-		data := bytes.TrimSpace(out.Bytes())
+		data := bytes.TrimSpace(out)
 		if !jsontext.Value(data).IsValid() {
 			return nil, fmt.Errorf("command output is not one JSON value: %q", truncate(string(data), 200))
 		}
@@ -164,26 +156,133 @@ func commandHandler(argv, argNames []string) securer.ToolFunc {
 	}
 }
 
-type limitedBuffer struct {
-	bytes.Buffer
-	max      int
-	overflow bool
-}
-
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); room < len(p) {
-		b.overflow = true
-		if room > 0 {
-			b.Buffer.Write(p[:room])
-		}
-		return len(p), nil
-	}
-	return b.Buffer.Write(p)
-}
-
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+// errToolOutput says a command printed more than maxToolOutput bytes.
+var errToolOutput = fmt.Errorf("tool output over %d bytes", maxToolOutput)
+
+// runToolCommand runs argv in its own process group with stdin and returns
+// its stdout. The group is killed with SIGKILL when the command exits, ctx
+// ends or stdout passes maxToolOutput, so nothing the command started
+// outlives the call or holds its pipes open. A failed command's error is
+// the first maxToolStderr bytes of its stderr.
+func runToolCommand(ctx context.Context, argv []string, stdin []byte) ([]byte, error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer outR.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outW.Close()
+		return nil, err
+	}
+	defer errR.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"}
+	cmd.Stdin = bytes.NewReader(stdin)
+	// *os.File outputs go to the child as they are: Wait then waits for
+	// the process only, not for whoever else holds the pipes.
+	cmd.Stdout, cmd.Stderr = outW, errW
+	// Bounds the stdin copy should a process outside the group keep it open.
+	cmd.WaitDelay = toolDrainGrace
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		return nil, err
+	}
+	pid := cmd.Process.Pid
+
+	overflow := make(chan struct{})
+	var out []byte
+	outDone := make(chan struct{})
+	go func() {
+		defer close(outDone)
+		b, _ := io.ReadAll(io.LimitReader(outR, maxToolOutput+1))
+		if len(b) > maxToolOutput {
+			close(overflow)
+			_, _ = io.Copy(io.Discard, outR)
+			return
+		}
+		out = b
+	}()
+	var stderr []byte
+	errDone := make(chan struct{})
+	go func() {
+		defer close(errDone)
+		stderr, _ = io.ReadAll(io.LimitReader(errR, maxToolStderr))
+		_, _ = io.Copy(io.Discard, errR)
+	}()
+
+	// Wait for the leader to exit without reaping it: while it is a zombie
+	// its pid, which is the group's id, cannot be reused, so the group
+	// kill below cannot hit a stranger.
+	exited := make(chan error, 1)
+	go func() {
+		for {
+			var info unix.Siginfo
+			err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+			if err != unix.EINTR {
+				exited <- err
+				return
+			}
+		}
+	}()
+	killGroup := func() { _ = syscall.Kill(-pid, syscall.SIGKILL) }
+	var tooMuch bool
+	select {
+	case <-exited:
+	case <-ctx.Done():
+		killGroup()
+		<-exited
+	case <-overflow:
+		tooMuch = true
+		killGroup()
+		<-exited
+	}
+	killGroup()
+	waitErr := cmd.Wait()
+
+	// The group is gone, so the pipes close at once unless a process
+	// escaped it (setsid); then stop reading after a grace period.
+	timer := time.NewTimer(toolDrainGrace)
+	defer timer.Stop()
+	stuck := false
+	for _, done := range []chan struct{}{outDone, errDone} {
+		select {
+		case <-done:
+		case <-timer.C:
+			stuck = true
+			outR.Close()
+			errR.Close()
+			<-done
+		}
+	}
+	select {
+	case <-overflow:
+		tooMuch = true
+	default:
+	}
+	switch {
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("cancelled: %w", ctx.Err())
+	case tooMuch:
+		return nil, errToolOutput
+	case stuck:
+		return nil, fmt.Errorf("a process the command started still held its output open %s after it exited", toolDrainGrace)
+	case waitErr != nil:
+		msg := strings.TrimSpace(string(stderr))
+		if msg == "" {
+			msg = waitErr.Error()
+		}
+		return nil, errors.New(msg)
+	}
+	return out, nil
 }
