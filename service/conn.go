@@ -794,6 +794,12 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 		}
 		cfg.Preload = slices.Concat(cfg.Preload, o.Preload)
 	}
+	// Checked whole before anything else is built or a start slot is
+	// taken: a huge declaration must not hold a slot for a start that
+	// cannot succeed.
+	if len(tools) > securer.MaxTools {
+		return cfg, fmt.Errorf("%w: %d tools declared, over the limit of %d tools per session", securer.ErrInvalidConfig, len(tools), securer.MaxTools)
+	}
 	cfg.Tools = nil
 	for _, d := range tools {
 		timeout, err := c.timeout("tool timeout", d.Timeout)
@@ -805,6 +811,9 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 			t.Args = append(t.Args, securer.Arg{Name: a.Name, Type: a.Type})
 		}
 		cfg.Tools = append(cfg.Tools, t)
+	}
+	if err := securer.ValidateTools(cfg.Tools); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }
