@@ -288,8 +288,11 @@ func (c *conn) authenticate(in *bufio.Reader) (string, error) {
 			return req.ID, nil
 		}
 	}
-	// A refused connection waits out its delay without holding a slot.
-	c.srv.leavePreauth(c)
+	// A refused connection waits out its delay still counted against the
+	// unauthenticated caps (it holds an fd and a goroutine until closed),
+	// and is the first to be evicted to make room, which cuts its wait
+	// short: a flood of refusals cannot make the server hold more.
+	c.srv.refused(c)
 	c.srv.logRefusal(fail)
 	select {
 	case <-time.After(authFailDelay):
