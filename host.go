@@ -1,11 +1,13 @@
 package securer
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"securer-runc/cgroup"
 	"securer-runc/container"
@@ -80,14 +82,7 @@ func CheckHost(cfg Config) []HostCheck {
 		Fix: "use a kernel with CONFIG_NAMESPACES and every namespace type enabled"})
 
 	if !cfg.UnsafeNoUserNamespace {
-		b, err := os.ReadFile("/proc/sys/user/max_user_namespaces")
-		n, perr := strconv.Atoi(strings.TrimSpace(string(b)))
-		detail := "max_user_namespaces=" + strings.TrimSpace(string(b))
-		if err != nil {
-			detail = err.Error()
-		}
-		add(HostCheck{Name: "user namespaces", OK: err == nil && perr == nil && n > 0, Detail: detail,
-			Fix: "sysctl -w user.max_user_namespaces=15000 (or, knowingly, UnsafeNoUserNamespace)"})
+		add(userNSCheck(os.ReadFile("/proc/sys/user/max_user_namespaces")))
 	}
 
 	actions, err := os.ReadFile("/proc/sys/kernel/seccomp/actions_avail")
@@ -97,8 +92,12 @@ func CheckHost(cfg Config) []HostCheck {
 	if err != nil {
 		detail = err.Error()
 	}
-	add(HostCheck{Name: "seccomp filters", OK: seccompOK, Detail: detail,
-		Fix: "use a kernel built with CONFIG_SECCOMP_FILTER"})
+	if tooManyFiles(err) {
+		add(transientCheck("seccomp filters", err))
+	} else {
+		add(HostCheck{Name: "seccomp filters", OK: seccompOK, Detail: detail,
+			Fix: "use a kernel built with CONFIG_SECCOMP_FILTER"})
+	}
 	add(HostCheck{Name: "seccomp support built in", OK: container.SeccompBuilt, Detail: "seccomp build tag: " + strconv.FormatBool(container.SeccompBuilt),
 		Fix: "build with -tags seccomp (needs libseccomp-dev); see the Makefile"})
 
@@ -121,6 +120,34 @@ func CheckHost(cfg Config) []HostCheck {
 }
 
 // hostProblems turns failed checks into one error naming each.
+// userNSCheck judges /proc/sys/user/max_user_namespaces as read.
+func userNSCheck(b []byte, err error) HostCheck {
+	if tooManyFiles(err) {
+		return transientCheck("user namespaces", err)
+	}
+	n, perr := strconv.Atoi(strings.TrimSpace(string(b)))
+	detail := "max_user_namespaces=" + strings.TrimSpace(string(b))
+	if err != nil {
+		detail = err.Error()
+	}
+	return HostCheck{Name: "user namespaces", OK: err == nil && perr == nil && n > 0, Detail: detail,
+		Fix: "sysctl -w user.max_user_namespaces=15000 (or, knowingly, UnsafeNoUserNamespace)"}
+}
+
+// tooManyFiles: the check could not open its file because this process
+// (EMFILE) or the system (ENFILE) has too many open: it says nothing
+// about what the host supports.
+func tooManyFiles(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+}
+
+// transientCheck is a failed check that only ran out of file
+// descriptors: no host fix is suggested.
+func transientCheck(name string, err error) HostCheck {
+	return HostCheck{Name: name, Detail: "too many open files (transient): " + err.Error(),
+		Fix: "none on the host: retry once fewer files are open, or raise the open-files limit (ulimit -n)"}
+}
+
 func hostProblems(checks []HostCheck) error {
 	var bad []string
 	for _, c := range checks {
@@ -130,6 +157,11 @@ func hostProblems(checks []HostCheck) error {
 	}
 	if len(bad) == 0 {
 		return nil
+	}
+	for _, c := range checks {
+		if !c.OK && strings.HasPrefix(c.Detail, "too many open files") {
+			return fmt.Errorf("%w: too many open files (transient), could not check the host: %s", ErrSandboxUnavailable, strings.Join(bad, "; "))
+		}
 	}
 	return fmt.Errorf("%w: the host lacks %s", ErrSandboxUnavailable, strings.Join(bad, "; "))
 }

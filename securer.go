@@ -176,7 +176,22 @@ type Tool struct {
 	Timeout time.Duration
 }
 
+// Bounds on tool declarations, so that a config's size stays small and
+// checking it stays cheap (a client of the service declares them).
+const (
+	MaxTools            = 256            // tools per session
+	MaxToolArgs         = bridge.MaxArgs // arguments per tool
+	MaxNameBytes        = 128            // a tool's or an argument's name
+	MaxDescriptionBytes = 4 << 10        // a tool's description
+)
+
 func (t Tool) validate() error {
+	if len(t.Name) > MaxNameBytes {
+		return fmt.Errorf("%w: tool name of %d bytes is over the limit of %d bytes", ErrInvalidConfig, len(t.Name), MaxNameBytes)
+	}
+	if len(t.Description) > MaxDescriptionBytes {
+		return fmt.Errorf("%w: tool %q: description of %d bytes is over the limit of %d bytes", ErrInvalidConfig, t.Name, len(t.Description), MaxDescriptionBytes)
+	}
 	if !bridge.ValidName(t.Name) {
 		return fmt.Errorf("%w: tool name %q must match %s", ErrInvalidConfig, t.Name, bridge.NameRule)
 	}
@@ -188,6 +203,9 @@ func (t Tool) validate() error {
 	}
 	seen := map[string]bool{}
 	for _, a := range t.Args {
+		if len(a.Name) > MaxNameBytes {
+			return fmt.Errorf("%w: tool %q: argument name of %d bytes is over the limit of %d bytes", ErrInvalidConfig, t.Name, len(a.Name), MaxNameBytes)
+		}
 		if !bridge.ValidName(a.Name) {
 			return fmt.Errorf("%w: tool %q: argument name %q must match %s", ErrInvalidConfig, t.Name, a.Name, bridge.NameRule)
 		}
@@ -399,8 +417,18 @@ func (c Config) validate() error {
 			return fmt.Errorf("%w: %q is not an R package name", ErrInvalidConfig, p)
 		}
 	}
+	return ValidateTools(c.Tools)
+}
+
+// ValidateTools checks tool declarations as NewSession does (names,
+// arguments, types, the size bounds above), so that a caller can refuse
+// bad ones before spending anything on a start.
+func ValidateTools(tools []Tool) error {
+	if len(tools) > MaxTools {
+		return fmt.Errorf("%w: %d tools declared, over the limit of %d", ErrInvalidConfig, len(tools), MaxTools)
+	}
 	seen := map[string]bool{}
-	for _, t := range c.Tools {
+	for _, t := range tools {
 		if err := t.validate(); err != nil {
 			return err
 		}

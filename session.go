@@ -45,6 +45,8 @@ type Session struct {
 	tools   []bridge.ToolSpec
 	byName  map[string]Tool
 	log     *slog.Logger
+	// removeAll removes a session dir (nil: os.RemoveAll); tests fail it.
+	removeAll func(string) error
 
 	busy   atomic.Bool
 	mu     sync.Mutex // guards inst and closed
@@ -693,12 +695,37 @@ func (s *Session) destroy(inst *instance) error {
 		if inst.stderr != nil {
 			inst.stderr.close()
 		}
-		if err := os.RemoveAll(inst.dir); err != nil {
+		if err := s.removeDir(inst.dir); err != nil {
 			s.log.Error("removing session dir", "dir", inst.dir, "err", err)
 			inst.cleanupErr = errors.Join(inst.cleanupErr, err)
 		}
 	})
 	return inst.cleanupErr
+}
+
+// removeDirTries bounds removeDir's attempts (about 3 s in all).
+const removeDirTries = 8
+
+// removeDir removes a session dir, retrying a while: removing needs file
+// descriptors, and under fd exhaustion (EMFILE/ENFILE, often what made a
+// start fail) one attempt fails and left the dir behind until the
+// process restarted (its owner record names a live process, so the
+// reaper spares it).
+func (s *Session) removeDir(dir string) error {
+	remove := s.removeAll
+	if remove == nil {
+		remove = os.RemoveAll
+	}
+	wait := 10 * time.Millisecond
+	var err error
+	for range removeDirTries {
+		if err = remove(dir); err == nil {
+			return nil
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, time.Second)
+	}
+	return err
 }
 
 // Close ends the session and removes everything it made. Safe to call more

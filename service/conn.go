@@ -288,8 +288,11 @@ func (c *conn) authenticate(in *bufio.Reader) (string, error) {
 			return req.ID, nil
 		}
 	}
-	// A refused connection waits out its delay without holding a slot.
-	c.srv.leavePreauth(c)
+	// A refused connection waits out its delay still counted against the
+	// unauthenticated caps (it holds an fd and a goroutine until closed),
+	// and is the first to be evicted to make room, which cuts its wait
+	// short: a flood of refusals cannot make the server hold more.
+	c.srv.refused(c)
 	c.srv.logRefusal(fail)
 	select {
 	case <-time.After(authFailDelay):
@@ -798,6 +801,12 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 		}
 		cfg.Preload = slices.Concat(cfg.Preload, o.Preload)
 	}
+	// Checked whole before anything else is built or a start slot is
+	// taken: a huge declaration must not hold a slot for a start that
+	// cannot succeed.
+	if len(tools) > securer.MaxTools {
+		return cfg, fmt.Errorf("%w: %d tools declared, over the limit of %d tools per session", securer.ErrInvalidConfig, len(tools), securer.MaxTools)
+	}
 	cfg.Tools = nil
 	for _, d := range tools {
 		timeout, err := c.timeout("tool timeout", d.Timeout)
@@ -809,6 +818,9 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 			t.Args = append(t.Args, securer.Arg{Name: a.Name, Type: a.Type})
 		}
 		cfg.Tools = append(cfg.Tools, t)
+	}
+	if err := securer.ValidateTools(cfg.Tools); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }

@@ -184,6 +184,7 @@ type Server struct {
 	preauth  map[*conn]*preEntry    // connections still to authenticate
 	preQ     map[string][]*preEntry // per address, oldest first (with leavers, skipped)
 	preCount map[string]int
+	refQ     map[string][]*preEntry // per address, refused ones, oldest first
 	nPre     int
 	refusals int       // failed authentications not yet logged
 	evicted  int       // unauthenticated connections evicted, not yet logged
@@ -204,7 +205,7 @@ type preEntry struct {
 func New(opts Options) *Server {
 	opts = opts.withDefaults()
 	s := &Server{opts: opts, log: opts.Logger, conns: map[*conn]struct{}{}, preauth: map[*conn]*preEntry{},
-		preQ: map[string][]*preEntry{}, preCount: map[string]int{},
+		preQ: map[string][]*preEntry{}, preCount: map[string]int{}, refQ: map[string][]*preEntry{},
 		starts: make(chan struct{}, opts.MaxStarts)}
 	s.idle = sync.NewCond(&s.mu)
 	return s
@@ -288,26 +289,38 @@ func (s *Server) enterPreauth(c *conn) {
 	}
 }
 
-// evictLocked takes the oldest silent authenticating connection of addr
-// out of the books (the caller closes it): one whose first line has
-// arrived is spared (it leaves the books at once anyway), unless all
-// have.
+// evictLocked takes an authenticating connection of addr out of the
+// books (the caller closes it): the oldest already refused (waiting out
+// its delay), else the oldest silent one: one whose first line has
+// arrived is spared (it is being checked), unless all have.
 func (s *Server) evictLocked(addr string) *conn {
 	q := s.preQ[addr]
 	for len(q) > 0 && q[0].left {
 		q = q[1:]
 	}
+	s.preQ[addr] = q
+	rq := s.refQ[addr]
+	for len(rq) > 0 && rq[0].left {
+		rq = rq[1:]
+	}
+	if len(rq) > 0 {
+		v := rq[0]
+		s.refQ[addr] = rq[1:]
+		s.dropPreauthLocked(v)
+		return v.c
+	}
 	pick := -1
-	for i := 0; i < len(q); i++ {
+	for i := 0; pick < 0 && i < len(q); i++ {
 		if q[i].left {
 			continue
 		}
-		if pick < 0 {
-			pick = i // the oldest, unless a younger one is silent
-		}
 		if !q[i].c.hasInput() {
 			pick = i
-			break
+		}
+	}
+	for i := 0; pick < 0 && i < len(q); i++ {
+		if !q[i].left {
+			pick = i // all have spoken: the oldest
 		}
 	}
 	v := q[pick]
@@ -323,6 +336,22 @@ func (s *Server) dropPreauthLocked(e *preEntry) {
 	if s.preCount[e.addr]--; s.preCount[e.addr] == 0 {
 		delete(s.preCount, e.addr)
 		delete(s.preQ, e.addr)
+		delete(s.refQ, e.addr)
+	}
+}
+
+// refused marks an authenticating connection as refused: it stays in the
+// books (it still holds an fd) until closed, and is the first of its
+// address to be evicted.
+func (s *Server) refused(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.preauth[c]; e != nil {
+		rq := s.refQ[e.addr]
+		for len(rq) > 0 && rq[0].left { // closed after their delay
+			rq = rq[1:]
+		}
+		s.refQ[e.addr] = append(rq, e)
 	}
 }
 
