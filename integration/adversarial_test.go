@@ -948,9 +948,13 @@ func TestAdversarialProcess(t *testing.T) {
 		{"P06", func(t *testing.T) {
 			s := newSession(t, cfg)
 			id := s.ID()
-			// Counts the box's processes named sleep (the image has no pgrep).
-			const sleeps = `sum(vapply(list.files("/proc", pattern = "^[0-9]+$", full.names = TRUE), function(d)
-				identical(tryCatch(readLines(file.path(d, "comm")), error = function(e) ""), "sleep"), NA))`
+			// Counts the box's live processes named sleep (the image has no
+			// pgrep). A killed one may linger a moment as a zombie until
+			// tini reaps it: dead, so not counted.
+			const sleeps = `sum(vapply(list.files("/proc", pattern = "^[0-9]+$", full.names = TRUE), function(d) {
+				st <- tryCatch(readLines(file.path(d, "status"), n = 3L), error = function(e) character())
+				any(st == "Name:\tsleep") && !any(startsWith(st, "State:\tZ"))
+			}, NA))`
 			res := h.ok(t, s, `system("setsid sh -c 'sleep 1d' &"); Sys.sleep(0.3); `+sleeps)
 			if number(res.Value) != 1 {
 				t.Fatalf("the daemonised sleep did not start (%v running)", res.Value.Go())
