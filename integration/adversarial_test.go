@@ -1323,7 +1323,7 @@ func TestAdversarialToolChannel(t *testing.T) {
 			// loop of calls is stopped at MaxToolCalls with the session
 			// still answering.
 			before := h.calls.Load()
-			res, _, took := h.during(t, s, `for (i in 1:2000) add(1, 1); "done"`, 300*time.Millisecond)
+			res, _, took := h.duringWith(t, s, `for (i in 1:2000) add(1, 1); "done"`, 300*time.Millisecond, securer.ExecOptions{Timeout: 80 * time.Second})
 			if res.Verdict != securer.VerdictOK || h.calls.Load()-before != 2000 {
 				t.Errorf("2000 calls: verdict %s, %d handler runs, took %s", res.Verdict, h.calls.Load()-before, took)
 			}
