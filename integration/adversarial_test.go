@@ -1076,8 +1076,12 @@ func TestAdversarialResources(t *testing.T) {
 			if res.Verdict != securer.VerdictTimeout || !errors.Is(err, securer.ErrTimeout) {
 				t.Errorf("verdict %s err %v", res.Verdict, err)
 			}
-			if took < cfg.Timeout || took > cfg.Timeout+500*time.Millisecond {
-				t.Errorf("ended after %s, want %s + 0.5 s", took, cfg.Timeout)
+			// The engine's bound: R answers the interrupt, or is killed at
+			// the grace. On a quiet host it ends within 0.5 s of the
+			// timeout; a loaded one may take R longer to answer.
+			t.Logf("ended %s after the %s timeout", took-cfg.Timeout, cfg.Timeout)
+			if took < cfg.Timeout || took > cfg.Timeout+cfg.InterruptGrace+500*time.Millisecond {
+				t.Errorf("ended after %s, want %s + the %s grace + 0.5 s", took, cfg.Timeout, cfg.InterruptGrace)
 			}
 			cpu := res.Accounting.CPUUser + res.Accounting.CPUSystem
 			if limit := time.Duration(float64(res.Accounting.Wall)*cfg.Limits.CPUs*1.2) + 100*time.Millisecond; cpu > limit {
@@ -1095,8 +1099,12 @@ func TestAdversarialResources(t *testing.T) {
 			if res.Verdict != securer.VerdictTimeout {
 				t.Errorf("verdict %s", res.Verdict)
 			}
-			if took < cfg.Timeout || took > cfg.Timeout+500*time.Millisecond {
-				t.Errorf("ended after %s, want %s + 0.5 s", took, cfg.Timeout)
+			// The engine's bound: R answers the interrupt, or is killed at
+			// the grace. On a quiet host it ends within 0.5 s of the
+			// timeout; a loaded one may take R longer to answer.
+			t.Logf("ended %s after the %s timeout", took-cfg.Timeout, cfg.Timeout)
+			if took < cfg.Timeout || took > cfg.Timeout+cfg.InterruptGrace+500*time.Millisecond {
+				t.Errorf("ended after %s, want %s + the %s grace + 0.5 s", took, cfg.Timeout, cfg.InterruptGrace)
 			}
 		}},
 		{"R08", func(t *testing.T) {
