@@ -1,17 +1,22 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-
-	"golang.org/x/sys/unix"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // countingWriter counts bytes and keeps none: a run that floods stdout
@@ -136,4 +141,96 @@ func TestCLISIGTERMDuringStart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A reader of the output that goes away must not kill the process by
+// SIGPIPE with a box still running (CI once found an R client killed with
+// SIGKILL leaving its session behind: serve --stdio died writing the
+// execution's final event to the dead client).
+func TestCLIBrokenStdout(t *testing.T) {
+	waitExit := func(t *testing.T, cmd *exec.Cmd) (code int, signaled bool) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				ws := ee.Sys().(syscall.WaitStatus)
+				return ee.ExitCode(), ws.Signaled()
+			}
+			return 0, false
+		case <-time.After(90 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Fatal("still running 90 s after its reader left")
+			return -1, false
+		}
+	}
+	t.Run("run piped into a reader that leaves", func(t *testing.T) {
+		cmd := exec.Command(cli(t), "run", "--rootfs", rootfsDir, "--state", stateDir,
+			"--cgroup-parent", cgroupParent, "--timeout", "300s", "-e", "for (i in 1:1e8) print(i)")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var errb lockedBuffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil || !strings.Contains(line, "[1] 1") {
+			t.Fatalf("first line %q, %v", line, err)
+		}
+		out.Close()
+		code, signaled := waitExit(t, cmd)
+		if signaled || code != 130 || !strings.Contains(errb.String(), "broken pipe") {
+			t.Errorf("exit %d (by signal: %v), stderr %q; want 130 and a word on the broken pipe", code, signaled, errb.String())
+		}
+		if left := leftovers(); len(left) > 0 {
+			t.Errorf("left behind:\n  %s", strings.Join(left, "\n  "))
+		}
+	})
+	t.Run("serve --stdio whose client vanishes mid-execution", func(t *testing.T) {
+		cmd := exec.Command(cli(t), "serve", "--stdio", "--rootfs", rootfsDir, "--state", stateDir,
+			"--cgroup-parent", cgroupParent)
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var errb lockedBuffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReader(out)
+		readType := func(want string) map[string]any {
+			t.Helper()
+			line, err := r.ReadString('\n')
+			var ev map[string]any
+			if err != nil || json.Unmarshal([]byte(line), &ev) != nil || ev["type"] != want {
+				t.Fatalf("want a %s event, got %q, %v (stderr %q)", want, line, err, errb.String())
+			}
+			return ev
+		}
+		readType("hello")
+		fmt.Fprintln(in, `{"op":"create_session","id":"s"}`)
+		session := readType("session")["session"]
+		fmt.Fprintf(in, `{"op":"execute","id":"e","session":%q,"code":"cat('go\n'); Sys.sleep(60)"}`+"\n", session)
+		readType("stdout")
+		// The client dies: both its ends of the pipes close at once.
+		out.Close()
+		in.Close()
+		code, signaled := waitExit(t, cmd)
+		if signaled || code != 0 {
+			t.Errorf("serve exit %d (by signal: %v); want 0 after its client left, stderr %q", code, signaled, errb.String())
+		}
+		if left := leftovers(); len(left) > 0 {
+			t.Errorf("left behind:\n  %s", strings.Join(left, "\n  "))
+		}
+	})
 }

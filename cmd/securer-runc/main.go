@@ -43,6 +43,12 @@ func init() {
 }
 
 func main() {
+	// A reader that goes away (an R client killed with SIGKILL, `run | head`)
+	// must not kill this process by SIGPIPE while boxes run: with SIGPIPE
+	// caught, writes fail with EPIPE and the usual clean-up runs. Caught,
+	// not ignored: an ignored SIGPIPE would be inherited by R and by tool
+	// commands, a caught one is reset on exec.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	os.Exit(dispatch(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 

@@ -65,8 +65,12 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			return fail(stderr, exitUsage, err)
 		}
 	}
+	// Output nobody reads (`run ... | head` after head left) ends the run.
+	ctx, cancelRun := context.WithCancelCause(ctx)
+	defer cancelRun(nil)
 	if !*asJSON {
-		cfg.Stdout, cfg.Stderr = stdout, stderr
+		cfg.Stdout = &cancelOnEPIPE{w: stdout, cancel: cancelRun}
+		cfg.Stderr = stderr
 	}
 	// The executor should outlive its boxes when memory runs out: the boxes
 	// have the highest OOM score, the executor a low one.
@@ -89,6 +93,9 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		}
 		return fail(stderr, code, err)
 	}
+	if errors.Is(context.Cause(ctx), errStdoutClosed) {
+		return fail(stderr, exitCancelled, fmt.Errorf("%s: %w", res.Verdict, errStdoutClosed))
+	}
 	if *asJSON {
 		b, jerr := stdjson.MarshalIndent(res, "", "  ")
 		if jerr != nil {
@@ -106,6 +113,23 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		}
 	}
 	return exitCode(res.Verdict)
+}
+
+var errStdoutClosed = errors.New("stopped: the reader of stdout went away (broken pipe)")
+
+// cancelOnEPIPE passes writes through and cancels the run once one fails
+// with EPIPE.
+type cancelOnEPIPE struct {
+	w      io.Writer
+	cancel context.CancelCauseFunc
+}
+
+func (c *cancelOnEPIPE) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if errors.Is(err, syscall.EPIPE) {
+		c.cancel(errStdoutClosed)
+	}
+	return n, err
 }
 
 // drainOnSIGTERM returns a context that SIGTERM ends only after grace: an
