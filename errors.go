@@ -4,7 +4,7 @@ import (
 	"errors"
 	"strings"
 
-	"securer-runc/bridge"
+	"github.com/securer-runc/securer-runc/bridge"
 )
 
 // Errors Execute and NewSession return, usable with errors.Is.

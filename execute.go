@@ -15,9 +15,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"securer-runc/bridge"
-	"securer-runc/cgroup"
-	"securer-runc/rvalue"
+	"github.com/securer-runc/securer-runc/bridge"
+	"github.com/securer-runc/securer-runc/cgroup"
+	"github.com/securer-runc/securer-runc/rvalue"
 )
 
 // Execute runs code in the session, top-level expression by expression as

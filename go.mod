@@ -1,4 +1,4 @@
-module securer-runc
+module github.com/securer-runc/securer-runc
 
 go 1.26.8
 

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"syscall"
 
-	"securer-runc/cgroup"
-	"securer-runc/container"
+	"github.com/securer-runc/securer-runc/cgroup"
+	"github.com/securer-runc/securer-runc/container"
 )
 
 // ExecutorOOMScoreAdj is the OOM score adjustment ProtectFromOOM gives the

@@ -18,8 +18,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"securer-runc/cgroup"
-	"securer-runc/container"
+	"github.com/securer-runc/securer-runc/cgroup"
+	"github.com/securer-runc/securer-runc/container"
 )
 
 // hostRunner is R as a plain child process of this one (Config.
@@ -343,7 +343,7 @@ func defaultHostStateDir() string {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
 		if err := checkPrivateDir(d); err == nil {
 			if _, err := os.Stat(d); err == nil {
-				return filepath.Join(d, "securer-runc")
+				return filepath.Join(d, "github.com/securer-runc/securer-runc")
 			}
 		}
 	}

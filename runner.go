@@ -5,8 +5,8 @@ import (
 	"os"
 	"syscall"
 
-	"securer-runc/cgroup"
-	"securer-runc/container"
+	"github.com/securer-runc/securer-runc/cgroup"
+	"github.com/securer-runc/securer-runc/container"
 )
 
 // runner is one running R as the session sees it: a container (boxRunner)

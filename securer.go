@@ -23,9 +23,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"securer-runc/bridge"
-	"securer-runc/rootfs"
-	"securer-runc/rvalue"
+	"github.com/securer-runc/securer-runc/bridge"
+	"github.com/securer-runc/securer-runc/rootfs"
+	"github.com/securer-runc/securer-runc/rvalue"
 )
 
 // Value is a typed R value crossing the sandbox boundary.

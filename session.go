@@ -19,11 +19,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"securer-runc/bridge"
-	"securer-runc/cgroup"
-	"securer-runc/container"
-	"securer-runc/rootfs"
-	"securer-runc/spec"
+	"github.com/securer-runc/securer-runc/bridge"
+	"github.com/securer-runc/securer-runc/cgroup"
+	"github.com/securer-runc/securer-runc/container"
+	"github.com/securer-runc/securer-runc/rootfs"
+	"github.com/securer-runc/securer-runc/spec"
 )
 
 // Identity of R inside the box, and where its IDs land on the host when a

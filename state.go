@@ -17,7 +17,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 
-	"securer-runc/cgroup"
+	"github.com/securer-runc/securer-runc/cgroup"
 )
 
 // State directory layout, under Config.StateDir:

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"testing/iotest"
 
-	"securer-runc/rvalue"
+	"github.com/securer-runc/securer-runc/rvalue"
 )
 
 // FuzzReadFrame feeds the framer arbitrary bytes in arbitrary chunk sizes.

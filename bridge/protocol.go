@@ -21,7 +21,7 @@ import (
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 
-	"securer-runc/rvalue"
+	"github.com/securer-runc/securer-runc/rvalue"
 )
 
 // ProtocolVersion is sent by the R runtime in its hello.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"securer-runc/rvalue"
+	"github.com/securer-runc/securer-runc/rvalue"
 )
 
 func TestReadFrame(t *testing.T) {

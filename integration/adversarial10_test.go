@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 // Issue 10 #15: the bridge answers only a tool call with a new id; R

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 func TestAdversarialMore(t *testing.T) {

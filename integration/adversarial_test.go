@@ -48,10 +48,10 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
-	"securer-runc/bridge"
-	"securer-runc/rootfs"
-	"securer-runc/rvalue"
+	securer "github.com/securer-runc/securer-runc"
+	"github.com/securer-runc/securer-runc/bridge"
+	"github.com/securer-runc/securer-runc/rootfs"
+	"github.com/securer-runc/securer-runc/rvalue"
 )
 
 // advHarness holds the host-side instruments of one Test function.

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 func TestAuditLog(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 // BenchmarkPool: acquire/release of an idle pool, a fresh-state execute

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 // Benchmarks print medians side by side with a baseline measured in the

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 // Each budget ends the execution with its verdict, plausible accounting,

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 // A write past the file-size limit is an R error (EFBIG); R lives on with

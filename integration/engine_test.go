@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
-	"securer-runc/rvalue"
+	securer "github.com/securer-runc/securer-runc"
+	"github.com/securer-runc/securer-runc/rvalue"
 )
 
 func seedTools(calls *atomic.Int64) []securer.Tool {

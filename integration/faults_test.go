@@ -22,8 +22,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	securer "securer-runc"
-	"securer-runc/cgroup"
+	securer "github.com/securer-runc/securer-runc"
+	"github.com/securer-runc/securer-runc/cgroup"
 )
 
 // waitGone polls until nothing of session id is left, and says how long

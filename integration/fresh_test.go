@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 func fresh(t *testing.T, s *securer.Session, code string) *securer.Result {

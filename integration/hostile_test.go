@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"securer-runc/service"
+	"github.com/securer-runc/securer-runc/service"
 )
 
 var hostileFor = flag.Duration("hostile", 8*time.Second, "TestHostile: how long the clients run before the SIGTERM")

@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 var (

@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
-	"securer-runc/cgroup"
-	"securer-runc/container"
-	"securer-runc/rootfs"
+	securer "github.com/securer-runc/securer-runc"
+	"github.com/securer-runc/securer-runc/cgroup"
+	"github.com/securer-runc/securer-runc/container"
+	"github.com/securer-runc/securer-runc/rootfs"
 )
 
 // Each test run gets its own state dir and cgroup parent so that it can

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 func newPool(t *testing.T, cfg securer.Config, size int, reset securer.ResetPolicy) *securer.Pool {

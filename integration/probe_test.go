@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 // probeDir holds the built probe; set by TestMain.

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
-	"securer-runc/cgroup"
+	securer "github.com/securer-runc/securer-runc"
+	"github.com/securer-runc/securer-runc/cgroup"
 )
 
 // TestReapCgroups: a session leaf a crash left without container state is

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"securer-runc/service"
+	"github.com/securer-runc/securer-runc/service"
 )
 
 // startServiceWith serves opts (Base defaults to baseConfig) on a fresh

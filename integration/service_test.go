@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
-	"securer-runc/service"
+	securer "github.com/securer-runc/securer-runc"
+	"github.com/securer-runc/securer-runc/service"
 )
 
 // svcClient speaks the protocol over one connection. Events are sorted by

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
-	"securer-runc/service"
+	securer "github.com/securer-runc/securer-runc"
+	"github.com/securer-runc/securer-runc/service"
 )
 
 // hostConfig is baseConfig without the sandbox.
@@ -306,7 +306,7 @@ func TestUnsandboxedCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "securer-runc")
+	bin := filepath.Join(dir, "github.com/securer-runc/securer-runc")
 	src, err := os.ReadFile(cli(t))
 	if err != nil {
 		t.Fatal(err)

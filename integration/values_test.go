@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
-	"securer-runc/rvalue"
+	securer "github.com/securer-runc/securer-runc"
+	"github.com/securer-runc/securer-runc/rvalue"
 )
 
 // TestValueRoundTrip sends each value from R to a host tool and back

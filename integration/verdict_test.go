@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 // TestVerdictAccounting triggers every verdict and checks that the

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 // Issue 10 item 13: 100,000 warnings hit the 30 s timeout (collecting them

@@ -24,9 +24,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	securer "securer-runc"
-	"securer-runc/bridge"
-	"securer-runc/rvalue"
+	securer "github.com/securer-runc/securer-runc"
+	"github.com/securer-runc/securer-runc/bridge"
+	"github.com/securer-runc/securer-runc/rvalue"
 )
 
 // conn is one client: its sessions, pools and executions.

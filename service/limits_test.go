@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 // Oversized tool declarations are refused as invalid_config before a

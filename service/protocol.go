@@ -14,7 +14,7 @@ import (
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 // ProtocolVersion is sent in the server's hello.

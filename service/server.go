@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	securer "securer-runc"
-	"securer-runc/bridge"
+	securer "github.com/securer-runc/securer-runc"
+	"github.com/securer-runc/securer-runc/bridge"
 )
 
 // Options configure a Server.

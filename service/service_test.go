@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 // bufConn is a client connection that records what the server writes.

@@ -11,10 +11,10 @@ import (
 	"runtime/debug"
 	"time"
 
-	securer "securer-runc"
-	"securer-runc/cgroup"
-	"securer-runc/container"
-	"securer-runc/rootfs"
+	securer "github.com/securer-runc/securer-runc"
+	"github.com/securer-runc/securer-runc/cgroup"
+	"github.com/securer-runc/securer-runc/container"
+	"github.com/securer-runc/securer-runc/rootfs"
 )
 
 func cmdVersion(stdout io.Writer) int {

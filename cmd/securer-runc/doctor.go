@@ -13,8 +13,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	securer "securer-runc"
-	"securer-runc/rootfs"
+	securer "github.com/securer-runc/securer-runc"
+	"github.com/securer-runc/securer-runc/rootfs"
 )
 
 // check is one line of doctor's report. A note is information that does

@@ -17,7 +17,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"securer-runc/container"
+	"github.com/securer-runc/securer-runc/container"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"time"
 
-	securer "securer-runc"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 // sandboxFlags are the flags run and serve share: where the sandbox lives,

@@ -19,8 +19,8 @@ import (
 	"syscall"
 	"time"
 
-	securer "securer-runc"
-	"securer-runc/service"
+	securer "github.com/securer-runc/securer-runc"
+	"github.com/securer-runc/securer-runc/service"
 )
 
 // stdio is the parent process's end of a --stdio server. Both ends are

@@ -16,9 +16,9 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"golang.org/x/sys/unix"
 
-	securer "securer-runc"
-	"securer-runc/bridge"
-	"securer-runc/rvalue"
+	securer "github.com/securer-runc/securer-runc"
+	"github.com/securer-runc/securer-runc/bridge"
+	"github.com/securer-runc/securer-runc/rvalue"
 )
 
 // toolsFile is the --tools JSON: tools implemented by host commands.
