@@ -59,13 +59,16 @@ type conn struct {
 	// tails holds, per session, the request queued last on it: the next
 	// one waits for it, so that a session serves requests in arrival
 	// order.
-	tails   map[string]chan struct{}
-	held    int   // sessions held, pool members and starting ones included
-	served  int   // requests being served or queued
-	queued  int64 // bytes of those requests
-	closing bool  // no new work: the connection is ending
-	next    int
-	work    sync.WaitGroup // requests being served
+	tails  map[string]chan struct{}
+	held   int // sessions held, pool members and starting ones included
+	served int // requests being served or queued
+	// lastDone is when served last fell to zero: the idle timeout counts
+	// from there, not from the request that started the work.
+	lastDone time.Time
+	queued   int64 // bytes of those requests
+	closing  bool  // no new work: the connection is ending
+	next     int
+	work     sync.WaitGroup // requests being served
 }
 
 type clientPool struct {
@@ -180,8 +183,8 @@ func (c *conn) loop(in io.Reader) error {
 				return c.ctx.Err()
 			}
 		case <-idle.C:
-			if c.busy() {
-				idle.Reset(c.srv.opts.IdleTimeout)
+			if left := c.idleLeft(time.Now()); left > 0 {
+				idle.Reset(left)
 				continue
 			}
 			err := fmt.Errorf("%w: nothing sent for %s and nothing running; closing the connection", errIdle, c.srv.opts.IdleTimeout)
@@ -193,10 +196,17 @@ func (c *conn) loop(in io.Reader) error {
 	}
 }
 
-func (c *conn) busy() bool {
+// idleLeft is how much longer the connection may stay silent at now: the
+// whole timeout while something of it is served, else what remains since
+// its last request ended (a session that took long to start must not
+// leave its client a moment to send the next request).
+func (c *conn) idleLeft(now time.Time) time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.served > 0
+	if c.served > 0 {
+		return c.srv.opts.IdleTimeout
+	}
+	return c.srv.opts.IdleTimeout - now.Sub(c.lastDone)
 }
 
 // halfClosed: the client has sent its last request. On a Unix socket it
@@ -615,6 +625,9 @@ func (c *conn) finish(j *job) {
 	}
 	c.served--
 	c.queued -= j.size
+	if c.served == 0 {
+		c.lastDone = time.Now()
+	}
 }
 
 // unchain lets the next request on the session go, once this one and the

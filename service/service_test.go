@@ -1,12 +1,14 @@
 package service
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -263,4 +265,39 @@ func TestConfigFileSizeBound(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIdleCountsFromLastWork: the idle timeout counts from when the
+// connection's last request ended, not from when it was sent. A session
+// that took longer than the timeout to start left its client no time to
+// send the next request (seen in TestHostile on a loaded host).
+func TestIdleCountsFromLastWork(t *testing.T) {
+	const idle = 2 * time.Second
+	srvEnd, cliEnd := net.Pipe()
+	defer cliEnd.Close()
+	c := newConn(context.Background(), New(Options{IdleTimeout: idle, Version: "test"}), srvEnd)
+	served := make(chan error, 1)
+	go func() { served <- c.serve() }()
+	r := bufio.NewScanner(cliEnd)
+	if !r.Scan() || !strings.Contains(r.Text(), `"hello"`) {
+		t.Fatalf("hello: %q", r.Text())
+	}
+	// A request that is served for 1.5 timeouts, as a slow start is.
+	j, err := c.prepare(&request{Op: "create_session", ID: "slow"}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(idle * 3 / 2)
+	c.finish(j)
+	c.work.Done()
+	// Three quarters of a timeout after it ended, the client asks again.
+	time.Sleep(idle * 3 / 4)
+	if _, err := cliEnd.Write([]byte(`{"op":"ping","id":"p"}` + "\n")); err != nil {
+		t.Fatalf("the connection was closed %s after its last request ended, within the %s idle timeout: %v", idle*3/4, idle, err)
+	}
+	if !r.Scan() || !strings.Contains(r.Text(), `"pong"`) {
+		t.Errorf("after the ping: %q; want a pong, not an idle close", r.Text())
+	}
+	cliEnd.Close()
+	<-served
 }
