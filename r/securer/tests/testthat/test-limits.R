@@ -1,0 +1,18 @@
+# limits$cpu is the session's (or pool's) default wall-clock timeout: it
+# applies when execute() is given timeout = NULL, and a timeout's message
+# names the timeout that applied (the README's claim).
+test_that("limits$cpu is the default timeout when execute() has none", {
+  s <- SecureSession$new(sandbox = TRUE, limits = list(cpu = 1))
+  on.exit(s$close())
+  expect_error(s$execute("Sys.sleep(10)", timeout = NULL), "Execution timed out after 1 second\\(s\\)")
+  # SecureSession$execute's own default (30 s, as in securer 0.2.0) wins.
+  expect_equal(s$execute("Sys.sleep(2); 'slept'"), "slept")
+  expect_error(s$execute("Sys.sleep(10)", timeout = 1.5), "Execution timed out after 1.5 second\\(s\\)")
+})
+
+test_that("a pool's limits$cpu is its default timeout", {
+  p <- SecureSessionPool$new(size = 1, limits = list(cpu = 1))
+  on.exit(p$close())
+  expect_error(p$execute("Sys.sleep(10)"), "Execution timed out after 1 second\\(s\\)")
+  expect_equal(p$execute("2 * 21"), 42)
+})
