@@ -13,12 +13,14 @@ ROOTFS   ?= /var/lib/securer-runc
 
 all: build
 
-# Debian packages the build, the rootfs and the benchmarks need.
+# Debian packages the build, the rootfs and the benchmarks need; then the
+# Go modules, staticcheck's too (through the module proxy).
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		debootstrap libseccomp-dev pkg-config gcc libc6-dev \
 		r-base-core r-cran-jsonlite r-cran-processx r-cran-r6 r-cran-testthat ca-certificates jq python3
+	$(GO) mod download
 
 build:
 	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/securer-runc
@@ -32,9 +34,14 @@ demo: rootfs
 	$(BIN) run --tools examples/tools.json -e 'add(2, 3)'
 	$(BIN) run --tools examples/tools.json -e 'str(get_weather("Boston"))'
 
+# go vet, gofmt, go.mod/go.sum tidy, and staticcheck (its version is pinned
+# by the tool line in go.mod, its checks are in staticcheck.conf; run it
+# alone with: go tool staticcheck -tags '$(TAGS)' ./...).
 vet:
 	$(GO) vet -tags '$(TAGS)' ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
+	$(GO) tool staticcheck -tags '$(TAGS)' ./...
 
 unit:
 	$(GO) test -tags '$(TAGS)' $$($(GO) list ./... | grep -v /integration)

@@ -330,14 +330,14 @@ func (h *advHarness) responsive(t *testing.T, when string) {
 
 // during runs code on s while checking H5 after probeAfter, then again
 // once code has ended.
-func (h *advHarness) during(t *testing.T, s *securer.Session, code string, probeAfter time.Duration) (*securer.Result, error, time.Duration) {
+func (h *advHarness) during(t *testing.T, s *securer.Session, code string, probeAfter time.Duration) (*securer.Result, time.Duration, error) {
 	t.Helper()
 	return h.duringWith(t, s, code, probeAfter, securer.ExecOptions{})
 }
 
 // duringWith is during with options for the execution (a timeout that
 // does not depend on the machine's speed, for one).
-func (h *advHarness) duringWith(t *testing.T, s *securer.Session, code string, probeAfter time.Duration, opts securer.ExecOptions) (*securer.Result, error, time.Duration) {
+func (h *advHarness) duringWith(t *testing.T, s *securer.Session, code string, probeAfter time.Duration, opts securer.ExecOptions) (*securer.Result, time.Duration, error) {
 	t.Helper()
 	type out struct {
 		res  *securer.Result
@@ -363,7 +363,7 @@ func (h *advHarness) duringWith(t *testing.T, s *securer.Session, code string, p
 	}
 	h.clean(t, o.res)
 	h.responsive(t, "after "+code)
-	return o.res, o.err, o.took
+	return o.res, o.took, o.err
 }
 
 // num is a numeric (double or integer) scalar result; NaN otherwise.
@@ -1058,7 +1058,7 @@ func TestAdversarialResources(t *testing.T) {
 		{"R03", func(t *testing.T) {
 			cfg := h.config()
 			s := newSession(t, cfg)
-			res, err, _ := h.during(t, s, `x <- rep(1, 2^30)`, 500*time.Millisecond)
+			res, _, err := h.during(t, s, `x <- rep(1, 2^30)`, 500*time.Millisecond)
 			if res.Verdict != securer.VerdictOutOfMemory || !errors.Is(err, securer.ErrOutOfMemory) || res.Accounting.OOMKills < 1 {
 				t.Errorf("verdict %s err %v oom_kills %d, want oom", res.Verdict, err, res.Accounting.OOMKills)
 			}
@@ -1072,7 +1072,7 @@ func TestAdversarialResources(t *testing.T) {
 			cfg.Limits.CPUs = 0.5
 			s := newSession(t, cfg)
 			h.ok(t, s, "keep <- 1")
-			res, err, took := h.during(t, s, `while (TRUE) {}`, 1500*time.Millisecond)
+			res, took, err := h.during(t, s, `while (TRUE) {}`, 1500*time.Millisecond)
 			if res.Verdict != securer.VerdictTimeout || !errors.Is(err, securer.ErrTimeout) {
 				t.Errorf("verdict %s err %v", res.Verdict, err)
 			}
@@ -1337,7 +1337,7 @@ func TestAdversarialToolChannel(t *testing.T) {
 			// loop of calls is stopped at MaxToolCalls with the session
 			// still answering.
 			before := h.calls.Load()
-			res, _, took := h.duringWith(t, s, `for (i in 1:2000) add(1, 1); "done"`, 300*time.Millisecond, securer.ExecOptions{Timeout: 80 * time.Second})
+			res, took, _ := h.duringWith(t, s, `for (i in 1:2000) add(1, 1); "done"`, 300*time.Millisecond, securer.ExecOptions{Timeout: 80 * time.Second})
 			if res.Verdict != securer.VerdictOK || h.calls.Load()-before != 2000 {
 				t.Errorf("2000 calls: verdict %s, %d handler runs, took %s", res.Verdict, h.calls.Load()-before, took)
 			}
@@ -1345,7 +1345,7 @@ func TestAdversarialToolChannel(t *testing.T) {
 			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 			// The limit must end it, not the clock: a loaded machine makes
 			// fewer than 10,000 calls in the session's 4 s.
-			res, _, took = h.duringWith(t, s, `repeat add(1, 1)`, 1500*time.Millisecond, securer.ExecOptions{Timeout: 80 * time.Second})
+			res, took, _ = h.duringWith(t, s, `repeat add(1, 1)`, 1500*time.Millisecond, securer.ExecOptions{Timeout: 80 * time.Second})
 			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 			// Stopped at MaxToolCalls (default 10,000) before the timeout.
 			if res.Verdict != securer.VerdictToolCallLimit || res.Accounting.ToolCalls != securer.DefaultMaxToolCalls {
@@ -1496,7 +1496,7 @@ func TestAdversarialToolChannel(t *testing.T) {
 			s := newSession(t, cfg)
 			h.ok(t, s, rtPrelude)
 			unchanged(t, func() {
-				res, err, took := h.during(t, s, `f <- r"({"type":"tool_call","id":1,"tool":"add","args":{"a":{"type":"double","value":[1]},"b":{"type":"double","value":[2]}}})"
+				res, took, err := h.during(t, s, `f <- r"({"type":"tool_call","id":1,"tool":"add","args":{"a":{"type":"double","value":[1]},"b":{"type":"double","value":[2]}}})"
 					for (ch in strsplit(paste0(f, "
 "), "")[[1]]) { .rt$write_raw(charToRaw(ch)); Sys.sleep(1) }
 					Sys.sleep(30)`, 1500*time.Millisecond)

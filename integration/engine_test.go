@@ -800,7 +800,7 @@ func TestExecuteWith(t *testing.T) {
 		t.Errorf("the session's writer after an override: %q", sessionOut.String())
 	}
 	start := time.Now()
-	res, err = s.ExecuteWith(context.Background(), "Sys.sleep(10)", securer.ExecOptions{Timeout: 500 * time.Millisecond})
+	_, err = s.ExecuteWith(context.Background(), "Sys.sleep(10)", securer.ExecOptions{Timeout: 500 * time.Millisecond})
 	if !errors.Is(err, securer.ErrTimeout) || time.Since(start) > 3*time.Second {
 		t.Errorf("per-execution timeout: %v after %s", err, time.Since(start))
 	}

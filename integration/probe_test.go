@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -36,9 +35,10 @@ func buildProbe() (string, error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return "", err
 	}
+	// go test puts its own GOROOT/bin first on PATH.
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return "", fmt.Errorf("the go command for building the probe: %w", err)
 	}
 	cmd := exec.Command(goBin, "build", "-trimpath", "-o", filepath.Join(dir, "probe"), "./probe")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -17,7 +17,12 @@ import (
 	"github.com/securer-runc/securer-runc/rootfs"
 )
 
-func cmdVersion(stdout io.Writer) int {
+func cmdVersion(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	setUsage(fs, "securer-runc version    (this build's version, Go, libcontainer, seccomp)")
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
 	fmt.Fprintf(stdout, "securer-runc %s\n", version)
 	fmt.Fprintf(stdout, "go: %s\n", runtime.Version())
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -31,13 +36,33 @@ func cmdVersion(stdout io.Writer) int {
 	return exitOK
 }
 
+// rootfsUsage lists rootfs's subcommands; each has its own -h.
+const rootfsUsage = `usage: securer-runc rootfs SUBCOMMAND [flags]
+
+subcommands:
+  build   build the R root filesystem with debootstrap, then seal it
+  verify  check the tree against the digest in its manifest
+  seal    write the tree's digest into its manifest (clears setuid/setgid bits first)
+
+Run 'securer-runc rootfs SUBCOMMAND -h' for its flags.
+`
+
 func cmdRootfs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if wantsHelp(args) {
+		fmt.Fprint(stdout, rootfsUsage)
+		return exitOK
+	}
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: securer-runc rootfs build|verify|seal [flags]")
+		fmt.Fprint(stderr, rootfsUsage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "build", "verify", "seal":
+	default:
+		fmt.Fprintf(stderr, "securer-runc rootfs: unknown subcommand %q (build, verify, seal)\n", args[0])
 		return exitUsage
 	}
 	fs := flag.NewFlagSet("rootfs "+args[0], flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	dir := fs.String("dir", rootfs.DefaultDir, "rootfs directory (holds rootfs/ and manifest.json)")
 	var packages, mirror *string
 	var force *bool
@@ -46,8 +71,9 @@ func cmdRootfs(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		mirror = fs.String("mirror", "", "Debian mirror URL (default: the host's apt sources)")
 		force = fs.Bool("force", false, "rebuild even when up to date")
 	}
-	if err := fs.Parse(args[1:]); err != nil {
-		return exitUsage
+	setUsage(fs, "securer-runc rootfs "+args[0]+" [flags]")
+	if code, ok := parseFlags(fs, args[1:], stdout, stderr); !ok {
+		return code
 	}
 	switch args[0] {
 	case "build":
@@ -95,20 +121,17 @@ func cmdRootfs(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		for _, p := range m.Packages {
 			fmt.Fprintf(stdout, "  %s %s\n", p.Name, p.Version)
 		}
-	default:
-		fmt.Fprintf(stderr, "securer-runc rootfs: unknown subcommand %q (build, verify, seal)\n", args[0])
-		return exitUsage
 	}
 	return exitOK
 }
 
 func cmdReap(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("reap", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	stateDir := fs.String("state", securer.DefaultStateDir, "state directory")
 	cgroupParent := fs.String("cgroup-parent", securer.DefaultCgroupParent, "parent cgroup, removed when empty")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	setUsage(fs, "securer-runc reap [flags]")
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	ids, err := securer.Reap(ctx, *stateDir)
 	for _, id := range ids {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -130,7 +131,7 @@ func probeChecks(ctx context.Context, cfg securer.Config) []check {
 	return append(out, c)
 }
 
-func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer, logger *slog.Logger) int {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("rootfs", rootfs.DefaultDir, "rootfs directory")
@@ -139,11 +140,12 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	cgroupParent := fs.String("cgroup-parent", "", "parent cgroup for the probe (default "+securer.DefaultCgroupParent+")")
 	noUserNS := fs.Bool("unsafe-no-userns", false, "check for running without a user namespace (UNSAFE)")
 	allowOld := fs.Bool("allow-old-kernel", false, "accept a kernel older than "+minKernel.String()+" (its distribution backports fixes)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	setUsage(fs, "securer-runc doctor [flags]")
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	cfg := securer.Config{RootFSDir: *dir, StateDir: *stateDir, CgroupParent: *cgroupParent, UnsafeNoUserNamespace: *noUserNS,
-		UnsafeAllowOldKernel: *allowOld}
+		UnsafeAllowOldKernel: *allowOld, Logger: logger}
 
 	var checks []check
 	for _, h := range securer.CheckHost(cfg) {

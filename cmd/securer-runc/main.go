@@ -6,6 +6,9 @@
 //	securer-runc rootfs build|verify|seal          manage the R rootfs
 //	securer-runc reap                              remove crashed sessions' leftovers
 //	securer-runc version
+//	securer-runc help [COMMAND]                    usage (also COMMAND -h, --help or help)
+//
+// SECURER_DEBUG set to anything non-empty logs debug detail on stderr.
 package main
 
 import (
@@ -62,8 +65,14 @@ commands:
   rootfs   build, verify or seal the read-only R root filesystem
   reap     remove containers, cgroups and state left by crashed processes
   version  print versions
+  help     print this, or with a COMMAND its usage
 
-Run 'securer-runc COMMAND -h' for a command's flags.
+Run 'securer-runc COMMAND -h' (or --help, or help) for a command's flags.
+
+environment:
+  SECURER_DEBUG  when set (non-empty), log debug detail on stderr: session
+                 start-up and teardown, background-process sweeps, clients
+                 gone; otherwise only warnings are logged
 `)
 }
 
@@ -72,8 +81,21 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return exitUsage
 	}
+	if isHelpWord(args[0]) {
+		// help COMMAND [SUB] is COMMAND [SUB] -h.
+		if len(args) == 1 || isHelpWord(args[1]) {
+			usage(stdout)
+			return exitOK
+		}
+		args = append(args[1:len(args):len(args)], "-h")
+	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel()}))
 	if args[0] == "serve" {
+		if wantsHelp(args[1:]) {
+			// Its flags' usage, on stdout: asked for, not an error.
+			cmdServe([]string{"-h"}, stdout, logger)
+			return exitOK
+		}
 		// serve handles its own signals: SIGTERM drains.
 		return cmdServe(args[1:], stderr, logger)
 	}
@@ -87,16 +109,13 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	defer stop()
 	switch args[0] {
 	case "doctor":
-		return cmdDoctor(ctx, args[1:], stdout, stderr)
+		return cmdDoctor(ctx, args[1:], stdout, stderr, logger)
 	case "rootfs":
 		return cmdRootfs(ctx, args[1:], stdout, stderr)
 	case "reap":
 		return cmdReap(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
-		return cmdVersion(stdout)
-	case "help", "-h", "--help":
-		usage(stdout)
-		return exitOK
+		return cmdVersion(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "securer-runc: unknown command %q\n\n", args[0])
 	usage(stderr)

@@ -91,7 +91,9 @@
   }
 }
 
-# .securer_value turns a result into what execute() returns or raises.
+# .securer_value turns a result into what execute() returns or raises;
+# timeout is the one that applied (the call's, else the session's or
+# pool's limits$cpu), NULL when it was the server's default.
 .securer_value <- function(res, timeout, max_output_lines, sanitize_errors) {
   r <- res$result
   clean <- function(m) if (isTRUE(sanitize_errors)) gsub("(/[A-Za-z0-9._-]+)+", "<path>", m) else m
@@ -106,7 +108,8 @@
   switch(r$verdict,
     ok = NULL,
     error = stop(clean(r$error$message), call. = FALSE),
-    timeout = stop(sprintf("Execution timed out after %s second(s)", format(timeout)), call. = FALSE),
+    timeout = stop(if (is.null(timeout)) "Execution timed out (the server's default timeout)"
+                   else sprintf("Execution timed out after %s second(s)", format(timeout)), call. = FALSE),
     stop(sprintf("securer: execution ended: %s%s", r$verdict,
                  if (nzchar(r$detail %||% "")) paste0(" (", clean(r$detail), ")") else ""), call. = FALSE))
   value <- .securer_decode(r$value)
@@ -158,7 +161,7 @@ SecureSession <- R6::R6Class("SecureSession",
       res <- .securer_run(private$link, private$name, "session", code, timeout, private$tool_list,
                           output_handler, max_tool_calls, private$audit_log)
       .securer_audit(private$audit_log, "result", verdict = res$result$verdict)
-      .securer_value(res, timeout, max_output_lines, private$sanitize)
+      .securer_value(res, timeout %||% private$opts$timeout, max_output_lines, private$sanitize)
     },
     close = function() {
       if (!is.null(private$name) && !isTRUE(private$link$closed)) {
@@ -231,6 +234,7 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
                   tools = .securer_tool_decls(private$tool_list))
       opts <- .securer_options(limits)
       if (!is.null(opts)) msg$options <- opts
+      private$timeout <- opts$timeout
       ev <- tryCatch(.securer_request(private$link, msg, "pool"), error = function(e) {
         .securer_disconnect(private$link)
         stop(e)
@@ -243,7 +247,7 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
       v <- validate_code(code)
       if (!v$valid) stop(paste("Syntax error:", v$error), call. = FALSE)
       res <- .securer_run(private$link, private$name, "pool", code, timeout, private$tool_list, NULL, NULL, NULL)
-      .securer_value(res, timeout %||% 30, NULL, FALSE)
+      .securer_value(res, timeout %||% private$timeout, NULL, FALSE)
     },
     size = function() private$n,
     available = function() self$status()$idle,
@@ -266,7 +270,7 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
       invisible(self)
     }
   ),
-  private = list(link = NULL, name = NULL, n = 0L, tool_list = NULL, sandbox = TRUE,
+  private = list(link = NULL, name = NULL, n = 0L, tool_list = NULL, sandbox = TRUE, timeout = NULL,
                  finalize = function() self$close())
 )
 

@@ -72,10 +72,11 @@ default_limits <- function() {
 }
 
 # .securer_options(limits, ...) -> the session options of the protocol.
-# memory and nproc map to the container's cgroup; cpu (seconds of CPU) to
-# the default wall-clock timeout; fsize to the largest file R may write
-# (fsize_bytes, at most the operator's; by default the size of /tmp);
-# nofile is the operator's (securer-runc's default: 256).
+# memory and nproc map to the container's cgroup; cpu (seconds, though
+# named for CPU time in 0.2.0) to the default wall-clock timeout; fsize
+# to the largest file R may write (fsize_bytes, at most the operator's;
+# by default the size of /tmp); nofile is the operator's (securer-runc's
+# default: 256).
 .securer_options <- function(limits = NULL, max_executions = NULL) {
   o <- list()
   if (!is.null(limits)) {

@@ -1,0 +1,32 @@
+# limits$cpu is the session's (or pool's) default wall-clock timeout: it
+# applies when execute() is given timeout = NULL, and a timeout's message
+# names the timeout that applied (the README's claim).
+test_that("limits$cpu is the default timeout when execute() has none", {
+  s <- SecureSession$new(sandbox = TRUE, limits = list(cpu = 1))
+  on.exit(s$close())
+  expect_error(s$execute("Sys.sleep(10)", timeout = NULL), "Execution timed out after 1 second\\(s\\)")
+  # SecureSession$execute's own default (30 s, as in securer 0.2.0) wins.
+  expect_equal(s$execute("Sys.sleep(2); 'slept'"), "slept")
+  expect_error(s$execute("Sys.sleep(10)", timeout = 1.5), "Execution timed out after 1.5 second\\(s\\)")
+})
+
+test_that("a pool's limits$cpu is its default timeout", {
+  p <- SecureSessionPool$new(size = 1, limits = list(cpu = 1))
+  on.exit(p$close())
+  expect_error(p$execute("Sys.sleep(10)"), "Execution timed out after 1 second\\(s\\)")
+  expect_equal(p$execute("2 * 21"), 42)
+})
+
+# The README: a serve client is not told of the timeout, so a tool function
+# runs in this R to its end; the timeout is raised after it, and its late
+# answer does not disturb the session.
+test_that("a tool function runs to its end past the timeout", {
+  slow <- securer_tool("slow", "Sleep, then answer", fn = function(s) { Sys.sleep(s); "woke" },
+                       args = list(s = "numeric"))
+  s <- SecureSession$new(tools = list(slow), sandbox = TRUE)
+  on.exit(s$close())
+  t0 <- Sys.time()
+  expect_error(s$execute("slow(3)", timeout = 1), "Execution timed out after 1 second\\(s\\)")
+  expect_gte(as.numeric(Sys.time() - t0, units = "secs"), 3)
+  expect_equal(s$execute("1 + 1"), 2)
+})
