@@ -116,3 +116,9 @@ long: crash-cycles churn soak fuzz
 
 clean:
 	rm -rf bin integration.log integration-loaded-*.log crash-cycles.log churn.log soak.log hostile.log
+
+# The R package's copy of the value codec, from bridge/r/values.R (the one
+# source; bridge's TestRPackageValues fails when they differ).
+.PHONY: rvalues
+rvalues:
+	$(GO) generate ./bridge/

@@ -11,6 +11,10 @@ import (
 	"path/filepath"
 )
 
+// The R package's copy of the value codec is written from r/values.R
+// (TestRPackageValues checks it).
+//go:generate go test -run ^TestRPackageValues$ -count=1 . -args -write-rpackage
+
 //go:embed r/*.R
 var runtimeFS embed.FS
 

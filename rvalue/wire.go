@@ -203,94 +203,19 @@ func (p *parser) expect(d *jsontext.Decoder, k jsontext.Kind, what string, at pa
 // value is parsed as it streams past when "type" came first (as both R and
 // Go write it), and buffered otherwise.
 func (p *parser) value(d *jsontext.Decoder, depth int, at path) (Value, error) {
-	if depth > p.opts.MaxDepth {
-		return Value{}, errAt(at, "nested deeper than %d levels", p.opts.MaxDepth)
-	}
-	if p.values++; p.values > p.opts.MaxValues {
-		return Value{}, errAt(at, "more than %d values in total", p.opts.MaxValues)
+	if err := p.enter(depth, at); err != nil {
+		return Value{}, err
 	}
 	if err := p.expect(d, '{', "a value object", at); err != nil {
 		return Value{}, err
 	}
 	var (
-		v                          Value
-		haveValue, haveAttrs       bool
-		haveClass, haveRepr        bool
-		pendingValue, pendingAttrs jsontext.Value
-		pendingClass               jsontext.Value
+		v Value
+		m members
 	)
 	for d.PeekKind() != '}' {
-		t, err := p.readToken(d, at)
-		if err != nil {
+		if err := p.member(d, &v, &m, depth, at); err != nil {
 			return Value{}, err
-		}
-		if t.Kind() != '"' {
-			return Value{}, errAt(at, "want member name, got %s", kindName(t.Kind()))
-		}
-		name := t.String()
-		mat := pathName{at, name}
-		switch name {
-		case "type":
-			t, err := p.readToken(d, mat)
-			if err != nil {
-				return Value{}, err
-			}
-			if t.Kind() != '"' {
-				return Value{}, errAt(mat, "want string, got %s", kindName(t.Kind()))
-			}
-			typ := Type(t.String())
-			if !typ.valid() {
-				return Value{}, errAt(mat, "unknown type %q", typ)
-			}
-			v.typ = typ
-		case "value":
-			haveValue = true
-			if v.typ == "" {
-				if pendingValue, err = d.ReadValue(); err != nil {
-					return Value{}, syntaxErr(mat, err)
-				}
-				pendingValue = pendingValue.Clone()
-				continue
-			}
-			if err := p.payload(d, &v, depth, mat); err != nil {
-				return Value{}, err
-			}
-		case "attributes":
-			haveAttrs = true
-			if v.typ == "" {
-				if pendingAttrs, err = d.ReadValue(); err != nil {
-					return Value{}, syntaxErr(mat, err)
-				}
-				pendingAttrs = pendingAttrs.Clone()
-				continue
-			}
-			if v.attrs, err = p.attributes(d, depth, mat); err != nil {
-				return Value{}, err
-			}
-		case "class":
-			haveClass = true
-			if v.typ == "" {
-				if pendingClass, err = d.ReadValue(); err != nil {
-					return Value{}, syntaxErr(mat, err)
-				}
-				pendingClass = pendingClass.Clone()
-				continue
-			}
-			if v.class, err = p.classMember(d, v.typ, mat); err != nil {
-				return Value{}, err
-			}
-		case "repr":
-			haveRepr = true
-			t, err := p.readToken(d, mat)
-			if err != nil {
-				return Value{}, err
-			}
-			if t.Kind() != '"' {
-				return Value{}, errAt(mat, "want string, got %s", kindName(t.Kind()))
-			}
-			v.repr = t.String()
-		default:
-			return Value{}, errAt(at, "unknown member %q", name)
 		}
 	}
 	if _, err := d.ReadToken(); err != nil {
@@ -299,48 +224,13 @@ func (p *parser) value(d *jsontext.Decoder, depth int, at path) (Value, error) {
 	if v.typ == "" {
 		return Value{}, errAt(at, "missing member \"type\"")
 	}
-	// Members that preceded "type" are parsed now that it is known.
-	if pendingValue != nil {
-		sub := jsontext.NewDecoder(bytes.NewReader(pendingValue))
-		if err := p.payload(sub, &v, depth, pathName{at, "value"}); err != nil {
-			return Value{}, err
-		}
+	if err := p.pendingMembers(&v, &m, depth, at); err != nil {
+		return Value{}, err
 	}
-	if pendingAttrs != nil {
-		sub := jsontext.NewDecoder(bytes.NewReader(pendingAttrs))
-		var err error
-		if v.attrs, err = p.attributes(sub, depth, pathName{at, "attributes"}); err != nil {
-			return Value{}, err
-		}
+	if err := m.check(v.typ, at); err != nil {
+		return Value{}, err
 	}
-	if pendingClass != nil {
-		sub := jsontext.NewDecoder(bytes.NewReader(pendingClass))
-		var err error
-		if v.class, err = p.classMember(sub, v.typ, pathName{at, "class"}); err != nil {
-			return Value{}, err
-		}
-	}
-	switch v.typ {
-	case TypeNull:
-		if haveValue {
-			return Value{}, errAt(at, "NULL has no \"value\"")
-		}
-	case TypeUnsupported:
-		if haveValue {
-			return Value{}, errAt(at, "unsupported has no \"value\"")
-		}
-		if !haveClass || !haveRepr {
-			return Value{}, errAt(at, "unsupported needs \"class\" and \"repr\"")
-		}
-	default:
-		if !haveValue {
-			return Value{}, errAt(at, "missing member \"value\"")
-		}
-	}
-	if v.typ != TypeUnsupported && (haveClass || haveRepr) {
-		return Value{}, errAt(at, "\"class\" and \"repr\" belong to unsupported values only")
-	}
-	if haveAttrs {
+	if m.haveAttrs {
 		if err := checkAttrs(v, at); err != nil {
 			return Value{}, err
 		}
@@ -352,6 +242,153 @@ func (p *parser) value(d *jsontext.Decoder, depth int, at path) (Value, error) {
 		}
 	}
 	return v, nil
+}
+
+// enter counts one more value at depth against the depth and value limits.
+func (p *parser) enter(depth int, at path) error {
+	if depth > p.opts.MaxDepth {
+		return errAt(at, "nested deeper than %d levels", p.opts.MaxDepth)
+	}
+	if p.values++; p.values > p.opts.MaxValues {
+		return errAt(at, "more than %d values in total", p.opts.MaxValues)
+	}
+	return nil
+}
+
+// members records which members of a value object were seen, and keeps
+// those that came before "type" to be parsed once the type is known.
+type members struct {
+	haveValue, haveAttrs, haveClass, haveRepr bool
+	pendingValue, pendingAttrs, pendingClass  jsontext.Value
+}
+
+// member parses one member of a value object into v.
+func (p *parser) member(d *jsontext.Decoder, v *Value, m *members, depth int, at path) error {
+	t, err := p.readToken(d, at)
+	if err != nil {
+		return err
+	}
+	if t.Kind() != '"' {
+		return errAt(at, "want member name, got %s", kindName(t.Kind()))
+	}
+	name := t.String()
+	mat := pathName{at, name}
+	switch name {
+	case "type":
+		s, err := p.stringToken(d, "string", mat)
+		if err != nil {
+			return err
+		}
+		typ := Type(s)
+		if !typ.valid() {
+			return errAt(mat, "unknown type %q", typ)
+		}
+		v.typ = typ
+	case "value":
+		m.haveValue = true
+		if v.typ == "" {
+			m.pendingValue, err = p.buffer(d, mat)
+			return err
+		}
+		return p.payload(d, v, depth, mat)
+	case "attributes":
+		m.haveAttrs = true
+		if v.typ == "" {
+			m.pendingAttrs, err = p.buffer(d, mat)
+			return err
+		}
+		v.attrs, err = p.attributes(d, depth, mat)
+		return err
+	case "class":
+		m.haveClass = true
+		if v.typ == "" {
+			m.pendingClass, err = p.buffer(d, mat)
+			return err
+		}
+		v.class, err = p.classMember(d, v.typ, mat)
+		return err
+	case "repr":
+		m.haveRepr = true
+		if v.repr, err = p.stringToken(d, "string", mat); err != nil {
+			return err
+		}
+	default:
+		return errAt(at, "unknown member %q", name)
+	}
+	return nil
+}
+
+// stringToken reads a token that must be a JSON string (what names it in
+// the error).
+func (p *parser) stringToken(d *jsontext.Decoder, what string, at path) (string, error) {
+	t, err := p.readToken(d, at)
+	if err != nil {
+		return "", err
+	}
+	if t.Kind() != '"' {
+		return "", errAt(at, "want %s, got %s", what, kindName(t.Kind()))
+	}
+	return t.String(), nil
+}
+
+// buffer keeps the next JSON value, unparsed, for later.
+func (p *parser) buffer(d *jsontext.Decoder, at path) (jsontext.Value, error) {
+	raw, err := d.ReadValue()
+	if err != nil {
+		return nil, syntaxErr(at, err)
+	}
+	return raw.Clone(), nil
+}
+
+// pendingMembers parses the members that preceded "type", now that it is
+// known.
+func (p *parser) pendingMembers(v *Value, m *members, depth int, at path) error {
+	var err error
+	if m.pendingValue != nil {
+		sub := jsontext.NewDecoder(bytes.NewReader(m.pendingValue))
+		if err := p.payload(sub, v, depth, pathName{at, "value"}); err != nil {
+			return err
+		}
+	}
+	if m.pendingAttrs != nil {
+		sub := jsontext.NewDecoder(bytes.NewReader(m.pendingAttrs))
+		if v.attrs, err = p.attributes(sub, depth, pathName{at, "attributes"}); err != nil {
+			return err
+		}
+	}
+	if m.pendingClass != nil {
+		sub := jsontext.NewDecoder(bytes.NewReader(m.pendingClass))
+		if v.class, err = p.classMember(sub, v.typ, pathName{at, "class"}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// check says whether the members seen are the ones a value of type typ
+// has.
+func (m *members) check(typ Type, at path) error {
+	switch typ {
+	case TypeNull:
+		if m.haveValue {
+			return errAt(at, "NULL has no \"value\"")
+		}
+	case TypeUnsupported:
+		if m.haveValue {
+			return errAt(at, "unsupported has no \"value\"")
+		}
+		if !m.haveClass || !m.haveRepr {
+			return errAt(at, "unsupported needs \"class\" and \"repr\"")
+		}
+	default:
+		if !m.haveValue {
+			return errAt(at, "missing member \"value\"")
+		}
+	}
+	if typ != TypeUnsupported && (m.haveClass || m.haveRepr) {
+		return errAt(at, "\"class\" and \"repr\" belong to unsupported values only")
+	}
+	return nil
 }
 
 // shapeCost is the number of rows or nested arrays that v's data-frame
@@ -446,46 +483,59 @@ func (p *parser) payload(d *jsontext.Decoder, v *Value, depth int, at path) erro
 	case TypeUnsupported:
 		return errAt(at, "unsupported has no value")
 	case TypeJSON:
-		raw, err := d.ReadValue()
-		if err != nil {
-			return syntaxErr(at, err)
-		}
-		n, jd := jsonShape(raw)
-		if depth+jd > p.opts.MaxDepth {
-			return errAt(at, "nested deeper than %d levels", p.opts.MaxDepth)
-		}
-		if err := p.count(n, at); err != nil {
-			return err
-		}
-		if v.json, err = compactJSON(raw); err != nil {
-			return errAt(at, "%v", err)
-		}
-		return nil
+		return p.jsonPayload(d, v, depth, at)
 	case TypeRaw:
-		t, err := p.readToken(d, at)
-		if err != nil {
-			return err
-		}
-		if t.Kind() != '"' {
-			return errAt(at, "want base64 string, got %s", kindName(t.Kind()))
-		}
-		s := t.String()
-		if strings.ContainsAny(s, "\r\n") {
-			return errAt(at, "line breaks in base64")
-		}
-		if err := p.count(base64.StdEncoding.DecodedLen(len(s)), at); err != nil {
-			return err
-		}
-		b, err := base64.StdEncoding.Strict().DecodeString(s)
-		if err != nil {
-			return errAt(at, "bad base64: %v", err)
-		}
-		v.raw = b
-		return nil
+		return p.rawPayload(d, v, at)
 	}
+	return p.vectorPayload(d, v, depth, at)
+}
+
+// jsonPayload keeps any JSON, compacted, within the depth and element
+// limits.
+func (p *parser) jsonPayload(d *jsontext.Decoder, v *Value, depth int, at path) error {
+	raw, err := d.ReadValue()
+	if err != nil {
+		return syntaxErr(at, err)
+	}
+	n, jd := jsonShape(raw)
+	if depth+jd > p.opts.MaxDepth {
+		return errAt(at, "nested deeper than %d levels", p.opts.MaxDepth)
+	}
+	if err := p.count(n, at); err != nil {
+		return err
+	}
+	if v.json, err = compactJSON(raw); err != nil {
+		return errAt(at, "%v", err)
+	}
+	return nil
+}
+
+// rawPayload decodes strict, unbroken base64.
+func (p *parser) rawPayload(d *jsontext.Decoder, v *Value, at path) error {
+	s, err := p.stringToken(d, "base64 string", at)
+	if err != nil {
+		return err
+	}
+	if strings.ContainsAny(s, "\r\n") {
+		return errAt(at, "line breaks in base64")
+	}
+	if err := p.count(base64.StdEncoding.DecodedLen(len(s)), at); err != nil {
+		return err
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	if err != nil {
+		return errAt(at, "bad base64: %v", err)
+	}
+	v.raw = b
+	return nil
+}
+
+// vectorPayload parses the array of a vector type, element by element.
+func (p *parser) vectorPayload(d *jsontext.Decoder, v *Value, depth int, at path) error {
 	if err := p.expect(d, '[', "an array", at); err != nil {
 		return err
 	}
+	// An empty array is an empty vector, not a missing one.
 	switch v.typ {
 	case TypeLogical:
 		v.lgl = []Logical{}
@@ -505,82 +555,117 @@ func (p *parser) payload(d *jsontext.Decoder, v *Value, depth int, at path) erro
 		if err := p.count(1, eat); err != nil {
 			return err
 		}
-		if v.typ == TypeList {
-			e, err := p.value(d, depth+1, eat)
-			if err != nil {
-				return err
-			}
-			v.list = append(v.list, e)
-			continue
-		}
-		if v.typ == TypeComplex {
-			c, err := p.complexElem(d, eat)
-			if err != nil {
-				return err
-			}
-			v.cplx = append(v.cplx, c)
-			continue
-		}
-		t, err := p.readToken(d, eat)
-		if err != nil {
+		if err := p.element(d, v, depth, eat); err != nil {
 			return err
-		}
-		k := t.Kind()
-		switch v.typ {
-		case TypeLogical:
-			switch k {
-			case 't':
-				v.lgl = append(v.lgl, True)
-			case 'f':
-				v.lgl = append(v.lgl, False)
-			case 'n':
-				v.lgl = append(v.lgl, NALogical)
-			default:
-				return errAt(eat, "want true, false or null, got %s", kindName(k))
-			}
-		case TypeInteger:
-			switch k {
-			case 'n':
-				v.ints = append(v.ints, NAInteger)
-			case '0':
-				n, err := t.Int()
-				switch {
-				case errors.Is(err, strconv.ErrSyntax):
-					return errAt(eat, "%s is not an integer", t.String())
-				case err != nil || n < math.MinInt32 || n > math.MaxInt32:
-					return errAt(eat, "%s is outside R's integer range", t.String())
-				case n == int64(NAInteger):
-					return errAt(eat, "%d is R's NA_integer_; NA must be null", n)
-				}
-				v.ints = append(v.ints, int32(n))
-			default:
-				return errAt(eat, "want number or null, got %s", kindName(k))
-			}
-		case TypeDouble:
-			f, err := doubleToken(t, eat)
-			if err != nil {
-				return err
-			}
-			v.dbls = append(v.dbls, f)
-		case TypeCharacter:
-			switch k {
-			case 'n':
-				v.strs = append(v.strs, NAString)
-			case '"':
-				s := t.String()
-				if strings.IndexByte(s, 0) >= 0 {
-					return errAt(eat, "R strings cannot contain NUL")
-				}
-				v.strs = append(v.strs, s)
-			default:
-				return errAt(eat, "want string or null, got %s", kindName(k))
-			}
 		}
 	}
 	if _, err := d.ReadToken(); err != nil {
 		return syntaxErr(at, err)
 	}
 	return nil
+}
+
+// element parses one element of a vector and appends it to v.
+func (p *parser) element(d *jsontext.Decoder, v *Value, depth int, at path) error {
+	switch v.typ {
+	case TypeList:
+		e, err := p.value(d, depth+1, at)
+		if err != nil {
+			return err
+		}
+		v.list = append(v.list, e)
+		return nil
+	case TypeComplex:
+		c, err := p.complexElem(d, at)
+		if err != nil {
+			return err
+		}
+		v.cplx = append(v.cplx, c)
+		return nil
+	}
+	t, err := p.readToken(d, at)
+	if err != nil {
+		return err
+	}
+	switch v.typ {
+	case TypeLogical:
+		l, err := logicalToken(t, at)
+		if err != nil {
+			return err
+		}
+		v.lgl = append(v.lgl, l)
+	case TypeInteger:
+		n, err := integerToken(t, at)
+		if err != nil {
+			return err
+		}
+		v.ints = append(v.ints, n)
+	case TypeDouble:
+		f, err := doubleToken(t, at)
+		if err != nil {
+			return err
+		}
+		v.dbls = append(v.dbls, f)
+	case TypeCharacter:
+		s, err := characterToken(t, at)
+		if err != nil {
+			return err
+		}
+		v.strs = append(v.strs, s)
+	}
+	return nil
+}
+
+// logicalToken accepts true, false or null (NA).
+func logicalToken(t jsontext.Token, at path) (Logical, error) {
+	switch k := t.Kind(); k {
+	case 't':
+		return True, nil
+	case 'f':
+		return False, nil
+	case 'n':
+		return NALogical, nil
+	default:
+		return 0, errAt(at, "want true, false or null, got %s", kindName(k))
+	}
+}
+
+// integerToken accepts null (NA) or a whole number in R's integer range
+// other than the one that stands for NA.
+func integerToken(t jsontext.Token, at path) (int32, error) {
+	switch k := t.Kind(); k {
+	case 'n':
+		return NAInteger, nil
+	case '0':
+		n, err := t.Int()
+		switch {
+		case errors.Is(err, strconv.ErrSyntax):
+			return 0, errAt(at, "%s is not an integer", t.String())
+		case err != nil || n < math.MinInt32 || n > math.MaxInt32:
+			return 0, errAt(at, "%s is outside R's integer range", t.String())
+		case n == int64(NAInteger):
+			return 0, errAt(at, "%d is R's NA_integer_; NA must be null", n)
+		}
+		return int32(n), nil
+	default:
+		return 0, errAt(at, "want number or null, got %s", kindName(k))
+	}
+}
+
+// characterToken accepts null (NA) or a string without NUL.
+func characterToken(t jsontext.Token, at path) (string, error) {
+	switch k := t.Kind(); k {
+	case 'n':
+		return NAString, nil
+	case '"':
+		s := t.String()
+		if strings.IndexByte(s, 0) >= 0 {
+			return "", errAt(at, "R strings cannot contain NUL")
+		}
+		return s, nil
+	default:
+		return "", errAt(at, "want string or null, got %s", kindName(k))
+	}
 }
 
 // doubleToken accepts a JSON number or one of the special strings.

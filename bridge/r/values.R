@@ -1,5 +1,7 @@
 # Typed R values on the wire. This file must agree exactly with the Go
-# package securer-runc/rvalue (see its doc.go for the wire format).
+# package github.com/securer-runc/securer-runc/rvalue (see its doc.go for
+# the wire format). It is the one source of the R package's copy,
+# r/securer/R/values.R (go generate ./bridge/, or make rvalues).
 #
 # Sourced into the runtime's environment: it only defines functions, so
 # sourcing it twice, or in a fresh session, is harmless. Limits are

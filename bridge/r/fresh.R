@@ -1,0 +1,67 @@
+# Fresh executions: each runs in a forked copy of this R, and the box is
+# swept after it.
+# Part of the R runtime: main.R evaluates this file inside its local()
+# environment, where rt is the runtime's environment; it only defines rt's
+# functions.
+
+# A fresh execution runs in a forked copy of this warm R: variables,
+# options, environment variables, attached packages and loaded code all
+# vanish with the copy. This process never sees the code: the copy asks
+# for it (forked) and reads it from the inherited socket, while this
+# process only waits for the copy to end. Then it sweeps the box and says
+# so (swept). If the copy dies before it reports (the host kills it at a
+# timeout), this process reports for it.
+rt$execute_fresh <- function(id, stale_interrupt) {
+  if (rt$on_host) stop("fresh executions need the sandbox")
+  job <- parallel:::mcfork()
+  if (inherits(job, "masterProcess")) {
+    rt$main_pid <- Sys.getpid()
+    # Tell the waiting parent before the result goes out: once the host
+    # has it, it may kill this copy at any moment.
+    rt$on_result <- function() parallel:::sendMaster(TRUE)
+    try({
+      rt$send(paste0('{"type":"forked","id":', id, '}'))
+      repeat {
+        msg <- rt$receive()
+        if (identical(msg$type, "code") && identical(as.numeric(msg$id), as.numeric(id))) break
+      }
+      rt$execute(id, msg$code, stale_interrupt)
+    }, silent = TRUE)
+    parallel:::mcexit(0L)
+  }
+  sent <- suppressWarnings(parallel::mccollect(job, wait = TRUE))[[1]]
+  if (!isTRUE(sent)) {
+    rt$send(rt$result_frame(id, error = list(
+      message = paste("the R process running this execution ended without a result",
+                      "(quit(), a crash, or killed at the time limit)"),
+      class = c("securer_lost", "error", "condition"))))
+  }
+  rt$reset_box()
+  rt$send(paste0('{"type":"swept","id":', id, '}'))
+}
+
+# Everything a fresh execution could leave in the box goes: processes
+# (all but init and this R), files in the writable places, POSIX message
+# queues and System V IPC objects (they live in the box's IPC namespace).
+# Processes go first, so that none can write a file after the sweep. A
+# shell does it, so that this process never reads a name the copy chose
+# (its memory is what the next copy starts from).
+rt$sweep_script <- paste(
+  'for round in 1 2 3 4 5; do',
+  '  for p in /proc/[0-9]*; do p=${p#/proc/};',
+  '    [ "$p" = 1 ] || [ "$p" = "$2" ] || [ "$p" = "$PPID" ] || [ "$p" = "$$" ] || kill -9 "$p" 2>/dev/null;',
+  '  done;',
+  'done;',
+  'find /tmp /dev/shm /dev/mqueue -mindepth 1 -maxdepth 1 ! -path "$1" -exec rm -rf {} + 2>/dev/null;',
+  'find "$1" -mindepth 1 -maxdepth 1 -exec rm -rf {} + 2>/dev/null;',
+  'ipcrm --all 2>/dev/null;',
+  'exit 0')
+rt$reset_box <- function() {
+  if (rt$on_host) stop("the box sweep runs only in the sandbox")
+  # $1: R's temp dir (kept, emptied); $2: this R (spared, with init and
+  # the shells running the sweep).
+  system2("/bin/sh", c("-c", shQuote(rt$sweep_script), "sweep", shQuote(tempdir()), Sys.getpid()),
+          stdout = FALSE, stderr = FALSE)
+  # quit() in the copy removes the session's temp dir: make it again.
+  invisible(tempdir(check = TRUE))
+}

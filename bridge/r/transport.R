@@ -1,0 +1,89 @@
+# Transport: the socket to the host, one JSON frame per line.
+# Part of the R runtime: main.R evaluates this file inside its local()
+# environment, where rt is the runtime's environment; it only defines rt's
+# functions.
+
+# processx's exported connection functions check their arguments on every
+# call, a third of a tool call's time in R; the runtime's arguments are
+# always valid, so it calls the same native routines directly when this
+# processx has them.
+px <- asNamespace("processx")
+if (all(vapply(c("c_processx_connection_write_bytes", "c_processx_connection_read_lines",
+                 "c_processx_poll"), exists, NA, envir = px, inherits = FALSE))) {
+  rt$write_raw <- function(data) .Call(px$c_processx_connection_write_bytes, rt$con, data)
+  rt$read_lines <- function() .Call(px$c_processx_connection_read_lines, rt$con, -1)
+  rt$wait_readable <- function() .Call(px$c_processx_poll, list(rt$con), 2L, -1L)
+  rt$pause <- function() .Call(px$c_processx_poll, list(rt$con), 2L, 1L)
+} else {
+  rt$write_raw <- function(data) processx::conn_write(rt$con, data)
+  rt$read_lines <- function() processx::conn_read_lines(rt$con)
+  rt$wait_readable <- function() processx::poll(list(rt$con), -1)
+  rt$pause <- function() processx::poll(list(rt$con), 1)
+}
+
+# processx writes what the socket takes at once and hands back the rest
+# (it keeps no buffer), and cannot poll for writability: retry the rest.
+# A big frame goes out in slices: write_raw hands back a copy of what
+# the socket did not take, so retrying the whole rest would copy the
+# frame once per socket buffer's worth (quadratic: a 16 MB frame took
+# seconds, and under load longer than the execution's timeout).
+rt$send_slice <- 1048576L
+rt$send <- function(json) {
+  # Only the R that runs the execution talks to the host. A forked child
+  # (mcparallel) that an interrupt unwound through its copy of the
+  # runtime would otherwise answer for it, and its stray result would
+  # break the next execution: it ends here instead, without R's exit
+  # clean-up (which would remove the parent's temp dir).
+  if (Sys.getpid() != rt$main_pid) {
+    try(parallel:::mcexit(1L), silent = TRUE)
+    tools::pskill(Sys.getpid(), tools::SIGKILL)
+  }
+  data <- charToRaw(paste0(json, "\n"))
+  n <- length(data)
+  if (n <= rt$send_slice) return(rt$send_raw(data))
+  for (from in seq.int(1L, n, by = rt$send_slice)) {
+    rt$send_raw(data[from:min(n, from + rt$send_slice - 1L)])
+  }
+}
+rt$send_raw <- function(data) {
+  left <- rt$write_raw(data)
+  while (length(left) > 0) {
+    rt$pause() # not Sys.sleep: it takes interrupts even when suspended
+    left <- rt$write_raw(left)
+  }
+}
+
+# JSON strings for text R produced (messages, printed output): invalid
+# UTF-8 is escaped as <xx> rather than failing the whole result.
+rt$q <- function(x) {
+  x <- as.character(x)
+  bad <- !is.na(x) & !validUTF8(x)
+  if (any(bad)) x[bad] <- iconv(x[bad], "UTF-8", "UTF-8", sub = "byte")
+  rt$.securer_json_str(x)
+}
+rt$qstrs <- function(x) {
+  if (length(x) == 0) return("[]")
+  paste0("[", paste(rt$q(x), collapse = ","), "]")
+}
+
+# receive blocks until one message arrives.
+# Interrupts (SIGINT from the host at a timeout) are suspended everywhere
+# but in user code and in the waits below: the runtime's own bookkeeping
+# can never be cut in half. A wait for a tool's answer is interruptible
+# (the interrupt unwinds the user code); an idle wait ignores a stray one.
+rt$receive <- function(interruptible = FALSE) suspendInterrupts(repeat {
+  if (length(rt$pending) > 0) {
+    line <- rt$pending[1]
+    rt$pending <- rt$pending[-1]
+    return(jsonlite::fromJSON(line, simplifyVector = FALSE))
+  }
+  if (interruptible) {
+    allowInterrupts(rt$wait_readable())
+  } else {
+    tryCatch(allowInterrupts(rt$wait_readable()), interrupt = function(i) NULL)
+  }
+  lines <- rt$read_lines()
+  # Readable but nothing to read: the host closed the connection.
+  if (length(lines) == 0 && !processx::conn_is_incomplete(rt$con)) quit(save = "no", status = 0)
+  rt$pending <- c(rt$pending, lines)
+})
