@@ -104,8 +104,7 @@ const maxInFlight = 32
 
 func (c *conn) serve() error {
 	defer c.cleanup()
-	c.send(helloEvent{Type: "hello", Protocol: ProtocolVersion, Server: "securer-runc " + c.srv.opts.Version, ArgTypes: bridge.ArgTypes(),
-		Sandboxed: !c.srv.opts.Base.UnsafeNoSandbox, AuthRequired: c.srv.opts.Token != ""})
+	c.send(newHello(c.srv.opts))
 	var in io.Reader = c.rw
 	if c.srv.opts.Token != "" {
 		// A stranger gets a small buffer, and nothing more is read from
@@ -119,7 +118,7 @@ func (c *conn) serve() error {
 			c.sendError(id, err)
 			return err
 		}
-		c.send(okEvent{Type: "ok", ID: id})
+		c.send(newReply("ok", id))
 		in = small
 	}
 	return c.loop(in)
@@ -454,7 +453,7 @@ func (c *conn) unhold(n int) {
 // send writes one event; a client that stopped reading is its own loss,
 // noticed by the reader.
 func (c *conn) send(ev any) {
-	b, err := json.Marshal(ev)
+	b, err := encodeEvent(ev)
 	if err != nil {
 		c.srv.log.Error("encode event", "err", err)
 		return
@@ -485,7 +484,7 @@ func (c *conn) send(ev any) {
 }
 
 func (c *conn) sendError(id string, err error) {
-	c.send(errorEvent{Type: "error", ID: id, Error: errorBody{Code: errCode(err), Message: err.Error(), RetryAfter: retryAfter(err)}})
+	c.send(newErrorEvent(id, err))
 }
 
 func (c *conn) name(prefix string) string {
@@ -526,14 +525,14 @@ func (c *conn) handle(line []byte) {
 			return
 		}
 		e.cancel()
-		c.send(okEvent{Type: "ok", ID: req.ID})
+		c.send(newReply("ok", req.ID))
 		return
 	case "ping":
-		c.send(okEvent{Type: "pong", ID: req.ID})
+		c.send(newReply("pong", req.ID))
 		return
 	case "auth":
 		// Only reached once authenticated, or on a server without a token.
-		c.send(okEvent{Type: "ok", ID: req.ID})
+		c.send(newReply("ok", req.ID))
 		return
 	}
 	j, err := c.prepare(req, int64(len(line)))
@@ -648,8 +647,7 @@ func (c *conn) explain(err error) error {
 }
 
 func (c *conn) canceledResult(j *job, detail string) any {
-	res := &securer.Result{Verdict: securer.VerdictCanceled, Value: rvalue.Null(), Detail: detail}
-	return resultEvent{Type: "result", ID: j.req.ID, Result: res, ValuePlain: []byte("null")}
+	return newCanceledResult(j.req.ID, detail)
 }
 
 // prepare admits a request that runs on its own goroutine, in the order
@@ -914,7 +912,7 @@ func (c *conn) closeSession(j *job) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return okEvent{Type: "closed", ID: j.req.ID}, nil
+	return newReply("closed", j.req.ID), nil
 }
 
 func (c *conn) restartSession(j *job) (any, error) {
@@ -924,7 +922,7 @@ func (c *conn) restartSession(j *job) (any, error) {
 	if err := c.starting(func() error { return j.sess.Restart(c.ctx) }); err != nil {
 		return nil, err
 	}
-	return okEvent{Type: "restarted", ID: j.req.ID}, nil
+	return newReply("restarted", j.req.ID), nil
 }
 
 var resets = map[string]securer.ResetPolicy{
@@ -962,8 +960,7 @@ func (c *conn) createPool(j *job) (any, error) {
 	}
 	c.pools[name] = &clientPool{pool: p, size: req.Size}
 	c.mu.Unlock()
-	st := p.Status()
-	return poolEvent{Type: "pool", ID: req.ID, Pool: name, Status: &st}, nil
+	return newPoolEvent(req.ID, name, p.Status()), nil
 }
 
 func (c *conn) poolStatus(j *job) (any, error) {
@@ -973,8 +970,7 @@ func (c *conn) poolStatus(j *job) (any, error) {
 	if p == nil {
 		return nil, c.missing("pool", j.req.Pool, c.srv.isDraining())
 	}
-	st := p.pool.Status()
-	return poolEvent{Type: "pool", ID: j.req.ID, Pool: j.req.Pool, Status: &st}, nil
+	return newPoolEvent(j.req.ID, j.req.Pool, p.pool.Status()), nil
 }
 
 func (c *conn) closePool(j *job) (any, error) {
@@ -990,7 +986,7 @@ func (c *conn) closePool(j *job) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return okEvent{Type: "closed", ID: j.req.ID}, nil
+	return newReply("closed", j.req.ID), nil
 }
 
 // execKey carries the execution to the client tools it calls.
@@ -1029,11 +1025,7 @@ func (c *conn) execute(j *job) (any, error) {
 	if res == nil {
 		return nil, err
 	}
-	plain, perr := res.Value.PlainJSON()
-	if perr != nil {
-		plain = []byte("null")
-	}
-	return resultEvent{Type: "result", ID: req.ID, Result: res, ValuePlain: plain}, nil
+	return newResultEvent(req.ID, res), nil
 }
 
 // clientTool is a tool the client answers: the call goes out as an event,
@@ -1055,15 +1047,7 @@ func (c *conn) clientTool(name string) securer.ToolFunc {
 			delete(e.calls, call)
 			e.mu.Unlock()
 		}()
-		plain := make(map[string]json.RawMessage, len(args))
-		for k, v := range args {
-			b, err := v.PlainJSON()
-			if err != nil {
-				b = []byte("null")
-			}
-			plain[k] = b
-		}
-		c.send(toolCallEvent{Type: "tool_call", ID: e.id, Call: call, Tool: name, Args: args, ArgsPlain: plain})
+		c.send(newToolCallEvent(e.id, call, name, args))
 		select {
 		case a := <-ch:
 			return a.value, a.err
