@@ -158,3 +158,29 @@ func TestPlainFallback(t *testing.T) {
 		t.Errorf("value_plain of an unsupported value: %s, want null", got)
 	}
 }
+
+// TestDocumentedHello: PROTOCOL.md's hello is what a server built
+// without a version (dev) sends, member for member.
+func TestDocumentedHello(t *testing.T) {
+	doc, err := os.ReadFile("../PROTOCOL.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var documented string
+	for line := range strings.Lines(string(doc)) {
+		if strings.HasPrefix(line, `{"type":"hello"`) {
+			documented = strings.TrimSpace(line)
+			break
+		}
+	}
+	if documented == "" {
+		t.Fatal("PROTOCOL.md shows no hello")
+	}
+	real, err := encodeEvent(newHello(Options{Version: "dev"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if documented != string(real) {
+		t.Errorf("PROTOCOL.md's hello is not the server's:\n doc %s\nreal %s", documented, real)
+	}
+}
