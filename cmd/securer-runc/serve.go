@@ -46,6 +46,9 @@ func (s stdio) SetWriteDeadline(t time.Time) error {
 }
 func (s stdio) Close() error { return errors.Join(s.in.Close(), s.out.Close()) }
 
+// cmdServe runs the session service: the flags become the server's
+// options (checked, with the host), then it serves until its stdio
+// client leaves or a signal drains it.
 func cmdServe(args []string, stderr io.Writer, logger *slog.Logger) int {
 	f := newServeFlags(stderr)
 	if err := f.fs.Parse(args); err != nil {
@@ -160,27 +163,27 @@ func (f *serveFlags) options(stderr io.Writer, logger *slog.Logger) (service.Opt
 	if err != nil {
 		return opts, nil, exitWith(exitUsage, err)
 	}
-	fail := func(code int, err error) (service.Options, io.Closer, error) {
+	refuse := func(code int, err error) (service.Options, io.Closer, error) {
 		auditCloser.Close()
 		return opts, nil, exitWith(code, err)
 	}
 	if base.UnsafeNoSandbox && !f.stdio {
 		// Every client of a socket would get R on the host as this
 		// server's user; only a parent that spawns its own server may.
-		return fail(exitUsage, errors.New("--unsafe-no-sandbox is only allowed with --stdio"))
+		return refuse(exitUsage, errors.New("--unsafe-no-sandbox is only allowed with --stdio"))
 	}
 	// Refuse to serve at all on a host that cannot sandbox: a client
 	// would only learn it at its first session.
 	for _, c := range securer.CheckHost(base) {
 		if !c.OK && !base.UnsafeNoSandbox {
-			return fail(exitSandbox, fmt.Errorf("this host cannot sandbox: %s: %s (fix: %s); securer-runc doctor tells more", c.Name, c.Detail, c.Fix))
+			return refuse(exitSandbox, fmt.Errorf("this host cannot sandbox: %s: %s (fix: %s); securer-runc doctor tells more", c.Name, c.Detail, c.Fix))
 		}
 	}
 	if err := securer.ProtectFromOOM(); err != nil {
 		logger.Debug("could not lower the server's OOM score", "err", err)
 	}
 	if err := f.sizes(&opts); err != nil {
-		return fail(exitUsage, err)
+		return refuse(exitUsage, err)
 	}
 	if !base.UnsafeNoSandbox {
 		// Leftovers of a server that died (kill -9, a crash) go now, not
