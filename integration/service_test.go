@@ -335,7 +335,7 @@ func TestServicePool(t *testing.T) {
 	}
 	wg.Wait()
 	ev = c.request(map[string]any{"op": "pool_status", "id": "2", "pool": pool}, "pool")
-	if st := ev["status"].(map[string]any); st["Total"] != 2.0 {
+	if st := ev["status"].(map[string]any); st["total"] != 2.0 {
 		t.Errorf("pool status: %v", st)
 	}
 	c.request(map[string]any{"op": "close_pool", "id": "3", "pool": pool}, "closed")

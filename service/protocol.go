@@ -5,7 +5,6 @@ package service
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -226,65 +225,3 @@ func retryAfter(err error) float64 {
 	}
 	return 0
 }
-
-// Events the server sends. Every event of a request carries its id.
-type (
-	helloEvent struct {
-		Type     string   `json:"type"` // hello
-		Protocol int      `json:"protocol"`
-		Server   string   `json:"server"`
-		ArgTypes []string `json:"arg_types"`
-		// Sandboxed is false on a server started with --unsafe-no-sandbox:
-		// its sessions run R on the host, without isolation.
-		Sandboxed bool `json:"sandboxed"`
-		// AuthRequired: the first request must be auth with the token.
-		AuthRequired bool `json:"auth_required"`
-	}
-	errorEvent struct {
-		Type  string    `json:"type"` // error
-		ID    string    `json:"id,omitempty"`
-		Error errorBody `json:"error"`
-	}
-	errorBody struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-		// RetryAfter, when set, is how many seconds to wait before asking
-		// again (busy, limit).
-		RetryAfter float64 `json:"retry_after,omitempty"`
-	}
-	sessionEvent struct {
-		Type      string `json:"type"` // session
-		ID        string `json:"id"`
-		Session   string `json:"session"`
-		Sandboxed bool   `json:"sandboxed"`
-	}
-	poolEvent struct {
-		Type   string              `json:"type"` // pool
-		ID     string              `json:"id"`
-		Pool   string              `json:"pool"`
-		Status *securer.PoolStatus `json:"status,omitempty"`
-	}
-	okEvent struct {
-		Type string `json:"type"` // ok
-		ID   string `json:"id"`
-	}
-	textEvent struct {
-		Type string `json:"type"` // stdout, stderr
-		ID   string `json:"id"`
-		Text string `json:"text"`
-	}
-	toolCallEvent struct {
-		Type      string                     `json:"type"` // tool_call
-		ID        string                     `json:"id"`
-		Call      string                     `json:"call"`
-		Tool      string                     `json:"tool"`
-		Args      map[string]securer.Value   `json:"args"`
-		ArgsPlain map[string]json.RawMessage `json:"args_plain"`
-	}
-	resultEvent struct {
-		Type       string          `json:"type"` // result
-		ID         string          `json:"id"`
-		Result     *securer.Result `json:"result"`
-		ValuePlain json.RawMessage `json:"value_plain"`
-	}
-)

@@ -254,7 +254,7 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
     status = function() {
       if (is.null(private$name)) return(list(total = 0L, busy = 0L, idle = 0L, dead = 0L))
       st <- .securer_request(private$link, list(op = "pool_status", pool = private$name), "pool")$status
-      list(total = as.integer(st$Total), busy = as.integer(st$Busy), idle = as.integer(st$Idle), dead = as.integer(st$Dead))
+      list(total = as.integer(st$total), busy = as.integer(st$busy), idle = as.integer(st$idle), dead = as.integer(st$dead))
     },
     close = function() {
       if (!is.null(private$name) && !isTRUE(private$link$closed)) {

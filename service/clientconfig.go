@@ -1,0 +1,126 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	securer "github.com/securer-runc/securer-runc"
+)
+
+// Options a client asks for, checked against the operator's limits and
+// ceilings.
+
+// config turns a client's tools and options into a session config within
+// the operator's limits and ceilings.
+func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, error) {
+	cfg := c.srv.opts.Base
+	cfg.Stdout, cfg.Stderr = nil, nil
+	ceil := c.srv.opts.Ceilings
+	if o != nil {
+		max := c.srv.opts.Base.Limits
+		pick := func(name string, asked, ceiling int64, into *int64) error {
+			if asked < 0 || (ceiling > 0 && asked > ceiling) {
+				return fmt.Errorf("%w: %s %d is over the server's %d", securer.ErrInvalidConfig, name, asked, ceiling)
+			}
+			if asked > 0 {
+				*into = asked
+			}
+			return nil
+		}
+		var maxCalls, maxExecs int64
+		if err := errors.Join(
+			pick("memory_bytes", o.MemoryBytes, max.MemoryBytes, &cfg.Limits.MemoryBytes),
+			pick("pids", o.Pids, max.Pids, &cfg.Limits.Pids),
+			pick("tmp_bytes", o.TmpBytes, max.TmpBytes, &cfg.Limits.TmpBytes),
+			pick("max_tool_calls (--max-tool-calls)", int64(o.MaxToolCalls), int64(ceil.MaxToolCalls), &maxCalls),
+			pick("max_executions (--max-executions)", int64(o.MaxExecutions), int64(ceil.MaxExecutions), &maxExecs),
+			pick("output_limit (--max-output)", o.OutputLimit, ceil.OutputLimit, &cfg.OutputLimit)); err != nil {
+			return cfg, err
+		}
+		// The operator's file-size limit is the ceiling (it defaults to
+		// the operator's /tmp size), itself capped at the engine's maximum
+		// so that a huge operator value cannot wrap to "no ceiling".
+		fsize := int64(cfg.Limits.FileSizeBytes)
+		if o.FsizeBytes > securer.MaxFileSizeBytes {
+			return cfg, fmt.Errorf("%w: fsize_bytes %d is over the maximum %d", securer.ErrInvalidConfig, o.FsizeBytes, int64(securer.MaxFileSizeBytes))
+		}
+		if err := pick("fsize_bytes", o.FsizeBytes, int64(min(max.FileSizeBytes, securer.MaxFileSizeBytes)), &fsize); err != nil {
+			return cfg, err
+		}
+		cfg.Limits.FileSizeBytes = uint64(fsize)
+		if maxCalls > 0 {
+			cfg.MaxToolCalls = int(maxCalls)
+		}
+		if maxExecs > 0 {
+			cfg.MaxExecutions = int(maxExecs)
+		}
+		if o.CPUs < 0 || (max.CPUs > 0 && o.CPUs > max.CPUs) {
+			return cfg, fmt.Errorf("%w: cpus %g is over the server's %g", securer.ErrInvalidConfig, o.CPUs, max.CPUs)
+		}
+		if o.CPUs > 0 {
+			cfg.Limits.CPUs = o.CPUs
+		}
+		d, err := c.timeout("timeout", o.Timeout)
+		if err != nil {
+			return cfg, err
+		}
+		if d > 0 {
+			cfg.Timeout = d
+		}
+		if o.MaxCodeBytes < 0 || o.MaxCodeBytes > c.srv.opts.Base.MaxCodeBytes {
+			return cfg, fmt.Errorf("%w: max_code_bytes %d is over the server's %d", securer.ErrInvalidConfig, o.MaxCodeBytes, c.srv.opts.Base.MaxCodeBytes)
+		}
+		if o.MaxCodeBytes > 0 {
+			cfg.MaxCodeBytes = o.MaxCodeBytes
+		}
+		cfg.Preload = slices.Concat(cfg.Preload, o.Preload)
+	}
+	// Checked whole before anything else is built or a start slot is
+	// taken: a huge declaration must not hold a slot for a start that
+	// cannot succeed.
+	if len(tools) > securer.MaxTools {
+		return cfg, fmt.Errorf("%w: %d tools declared, over the limit of %d tools per session", securer.ErrInvalidConfig, len(tools), securer.MaxTools)
+	}
+	cfg.Tools = nil
+	for _, d := range tools {
+		timeout, err := c.timeout("tool timeout", d.Timeout)
+		if err != nil {
+			return cfg, err
+		}
+		t := securer.Tool{Name: d.Name, Description: d.Description, Timeout: timeout, Handler: c.clientTool(d.Name)}
+		for _, a := range d.Args {
+			t.Args = append(t.Args, securer.Arg{Name: a.Name, Type: a.Type})
+		}
+		cfg.Tools = append(cfg.Tools, t)
+	}
+	if err := securer.ValidateTools(cfg.Tools); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// timeout is seconds checked against the operator's --max-timeout.
+func (c *conn) timeout(name string, v float64) (time.Duration, error) {
+	d, err := seconds(name, v)
+	if err != nil {
+		return 0, err
+	}
+	if ceil := c.srv.opts.Ceilings.Timeout; ceil > 0 && d > ceil {
+		return 0, fmt.Errorf("%w: %s %gs is over the server's ceiling of %s (--max-timeout)", securer.ErrInvalidConfig, name, v, ceil)
+	}
+	return d, nil
+}
+
+// maxSeconds bounds every duration a client gives (a week).
+const maxSeconds = 7 * 24 * 3600
+
+// seconds turns a client's seconds into a duration, refusing what is
+// negative or absurdly long (which would overflow).
+func seconds(name string, v float64) (time.Duration, error) {
+	if v < 0 || v > maxSeconds || v != v {
+		return 0, fmt.Errorf("%w: %s must be between 0 and %d seconds, got %g", securer.ErrInvalidConfig, name, maxSeconds, v)
+	}
+	return time.Duration(v * float64(time.Second)), nil
+}

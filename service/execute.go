@@ -1,0 +1,108 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"unicode/utf8"
+
+	securer "github.com/securer-runc/securer-runc"
+)
+
+// Executions: running code and streaming its output as events.
+
+// execution is one execute request, queued or running: how to cancel it
+// and the tool calls waiting for the client's answer.
+type execution struct {
+	id     string
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	calls    map[string]chan toolAnswer
+	nextCall int
+}
+
+func (c *conn) canceledResult(j *job, detail string) any {
+	return newCanceledResult(j.req.ID, detail)
+}
+
+// execKey carries the execution to the client tools it calls.
+type execKey struct{}
+
+func (c *conn) execute(j *job) (any, error) {
+	req, e := j.req, j.exec
+	timeout, err := c.timeout("timeout", req.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.srv.admitExecution(); err != nil {
+		return nil, err
+	}
+	defer c.srv.executionDone()
+	ctx := context.WithValue(e.ctx, execKey{}, e)
+	stdout, stderr := &textStream{c: c, id: req.ID, kind: "stdout"}, &textStream{c: c, id: req.ID, kind: "stderr"}
+	opts := securer.ExecOptions{Fresh: req.Fresh, Timeout: timeout, Stdout: stdout, Stderr: stderr}
+	var res *securer.Result
+	if j.sess != nil {
+		res, err = j.sess.ExecuteWith(ctx, req.Code, opts)
+	} else {
+		res, err = j.pool.pool.ExecuteWith(ctx, req.Code, opts)
+	}
+	stdout.flush()
+	stderr.flush()
+	if res == nil && j.pool != nil {
+		switch {
+		case errors.Is(err, securer.ErrPoolClosed) && c.srv.isDraining():
+			return nil, fmt.Errorf("%w: %w", errDraining, err)
+		case errors.Is(err, context.Canceled) && c.ctx.Err() == nil:
+			// Cancelled while waiting for a pool session: still a result.
+			return c.canceledResult(j, "canceled while waiting for a pool session; nothing ran"), nil
+		}
+	}
+	if res == nil {
+		return nil, err
+	}
+	return newResultEvent(req.ID, res), nil
+}
+
+// textStream turns an execution's output into stdout/stderr events,
+// never splitting a UTF-8 character between two events.
+type textStream struct {
+	c       *conn
+	id      string
+	kind    string
+	mu      sync.Mutex
+	partial []byte
+}
+
+func (t *textStream) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b := append(t.partial, p...)
+	cut := len(b)
+	// Hold back an incomplete character at the end (at most 3 bytes).
+	for i := len(b) - 1; i >= 0 && i >= len(b)-3; i-- {
+		if utf8.RuneStart(b[i]) {
+			if !utf8.FullRune(b[i:]) {
+				cut = i
+			}
+			break
+		}
+	}
+	t.partial = append([]byte(nil), b[cut:]...)
+	if cut > 0 {
+		t.c.send(textEvent{Type: t.kind, ID: t.id, Text: string(b[:cut])})
+	}
+	return len(p), nil
+}
+
+func (t *textStream) flush() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.partial) > 0 {
+		t.c.send(textEvent{Type: t.kind, ID: t.id, Text: string(t.partial)})
+		t.partial = nil
+	}
+}

@@ -1,0 +1,181 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	securer "github.com/securer-runc/securer-runc"
+)
+
+// Sessions and pools a client makes, and its quota of them.
+
+// hold books n sessions against this client's quota and the server's
+// limit.
+func (c *conn) hold(n int) error {
+	c.mu.Lock()
+	if c.held+n > c.srv.opts.MaxSessionsPerClient {
+		held := c.held
+		c.mu.Unlock()
+		return fmt.Errorf("%w: this connection holds %d session(s), pool members included; %d more would pass its quota of %d",
+			errTooMany, held, n, c.srv.opts.MaxSessionsPerClient)
+	}
+	c.held += n
+	c.mu.Unlock()
+	if err := c.srv.reserve(n); err != nil {
+		c.mu.Lock()
+		c.held -= n
+		c.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+func (c *conn) unhold(n int) {
+	c.mu.Lock()
+	c.held -= n
+	c.mu.Unlock()
+	c.srv.release(n)
+}
+
+// startErr names what went wrong starting a sandbox, where the engine's
+// error has no code of its own.
+func startErr(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return err
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", errStartTimeout, err)
+	}
+	if errCode(err) != CodeInternal {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errStartFailed, err)
+}
+
+// starting runs f (which starts sandboxes) in one of the server's start
+// slots.
+func (c *conn) starting(f func() error) error {
+	release, err := c.srv.startSlot(c.ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return startErr(f())
+}
+
+func (c *conn) createSession(j *job) (any, error) {
+	cfg, err := c.config(j.req.Tools, j.req.Options)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.hold(1); err != nil {
+		return nil, err
+	}
+	var s *securer.Session
+	if err := c.starting(func() (err error) { s, err = securer.NewSession(c.ctx, cfg); return err }); err != nil {
+		c.unhold(1)
+		return nil, err
+	}
+	name := c.name("s")
+	c.mu.Lock()
+	if c.ctx.Err() != nil {
+		c.mu.Unlock()
+		s.Close()
+		c.unhold(1)
+		return nil, c.ctx.Err()
+	}
+	c.sessions[name] = s
+	c.mu.Unlock()
+	return sessionEvent{Type: "session", ID: j.req.ID, Session: name, Sandboxed: !cfg.UnsafeNoSandbox}, nil
+}
+
+func (c *conn) closeSession(j *job) (any, error) {
+	c.mu.Lock()
+	s := c.sessions[j.req.Session]
+	delete(c.sessions, j.req.Session)
+	c.mu.Unlock()
+	if s == nil {
+		return nil, c.missing("session", j.req.Session, c.srv.isDraining())
+	}
+	err := s.Close()
+	c.unhold(1)
+	if err != nil {
+		return nil, err
+	}
+	return newReply("closed", j.req.ID), nil
+}
+
+func (c *conn) restartSession(j *job) (any, error) {
+	if c.srv.isDraining() {
+		return nil, errDraining
+	}
+	if err := c.starting(func() error { return j.sess.Restart(c.ctx) }); err != nil {
+		return nil, err
+	}
+	return newReply("restarted", j.req.ID), nil
+}
+
+var resets = map[string]securer.ResetPolicy{
+	"": securer.ResetFresh, "fresh": securer.ResetFresh, "none": securer.ResetNone, "restart": securer.ResetRestart,
+}
+
+func (c *conn) createPool(j *job) (any, error) {
+	req := j.req
+	reset, ok := resets[req.Reset]
+	if !ok {
+		return nil, fmt.Errorf("%w: reset must be fresh, none or restart, not %q", errBadRequest, req.Reset)
+	}
+	if req.Size < 1 || req.Size > c.srv.opts.MaxSessions {
+		return nil, fmt.Errorf("%w: pool size must be between 1 and the server's %d sessions, got %d", errBadRequest, c.srv.opts.MaxSessions, req.Size)
+	}
+	cfg, err := c.config(req.Tools, req.Options)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.hold(req.Size); err != nil {
+		return nil, err
+	}
+	var p *securer.Pool
+	if err := c.starting(func() (err error) { p, err = securer.NewPool(c.ctx, cfg, req.Size, reset); return err }); err != nil {
+		c.unhold(req.Size)
+		return nil, err
+	}
+	name := c.name("p")
+	c.mu.Lock()
+	if c.ctx.Err() != nil {
+		c.mu.Unlock()
+		p.Close()
+		c.unhold(req.Size)
+		return nil, c.ctx.Err()
+	}
+	c.pools[name] = &clientPool{pool: p, size: req.Size}
+	c.mu.Unlock()
+	return newPoolEvent(req.ID, name, p.Status()), nil
+}
+
+func (c *conn) poolStatus(j *job) (any, error) {
+	c.mu.Lock()
+	p := c.pools[j.req.Pool]
+	c.mu.Unlock()
+	if p == nil {
+		return nil, c.missing("pool", j.req.Pool, c.srv.isDraining())
+	}
+	return newPoolEvent(j.req.ID, j.req.Pool, p.pool.Status()), nil
+}
+
+func (c *conn) closePool(j *job) (any, error) {
+	c.mu.Lock()
+	p := c.pools[j.req.Pool]
+	delete(c.pools, j.req.Pool)
+	c.mu.Unlock()
+	if p == nil {
+		return nil, c.missing("pool", j.req.Pool, c.srv.isDraining())
+	}
+	err := p.pool.Close()
+	c.unhold(p.size)
+	if err != nil {
+		return nil, err
+	}
+	return newReply("closed", j.req.ID), nil
+}
