@@ -343,7 +343,7 @@ func defaultHostStateDir() string {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
 		if err := checkPrivateDir(d); err == nil {
 			if _, err := os.Stat(d); err == nil {
-				return filepath.Join(d, "github.com/securer-runc/securer-runc")
+				return filepath.Join(d, "securer-runc")
 			}
 		}
 	}

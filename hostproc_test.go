@@ -39,7 +39,7 @@ func TestDefaultHostStateDir(t *testing.T) {
 	t.Setenv("TMPDIR", tmp)
 	fallback := filepath.Join(tmp, "securer-runc-"+strconv.Itoa(os.Geteuid()))
 	for _, tc := range []struct{ name, xdg, want string }{
-		{"own runtime dir", mine, filepath.Join(mine, "github.com/securer-runc/securer-runc")},
+		{"own runtime dir", mine, filepath.Join(mine, "securer-runc")},
 		{"unset", "", fallback},
 		{"relative", "run/user", fallback},
 		{"writable by others", loose, fallback},

@@ -33,7 +33,7 @@ func cli(t *testing.T) string {
 			cliErr = err
 			return
 		}
-		cliPath = filepath.Join(dir, "github.com/securer-runc/securer-runc")
+		cliPath = filepath.Join(dir, "securer-runc")
 		out, err := exec.Command("go", "build", "-tags", "seccomp", "-o", cliPath, "../cmd/securer-runc").CombinedOutput()
 		if err != nil {
 			cliErr = fmt.Errorf("go build: %v\n%s", err, out)

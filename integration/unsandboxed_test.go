@@ -306,7 +306,7 @@ func TestUnsandboxedCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "github.com/securer-runc/securer-runc")
+	bin := filepath.Join(dir, "securer-runc")
 	src, err := os.ReadFile(cli(t))
 	if err != nil {
 		t.Fatal(err)
