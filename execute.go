@@ -17,6 +17,8 @@ import (
 
 	"github.com/securer-runc/securer-runc/bridge"
 	"github.com/securer-runc/securer-runc/cgroup"
+	"github.com/securer-runc/securer-runc/internal/capture"
+	"github.com/securer-runc/securer-runc/internal/procfs"
 	"github.com/securer-runc/securer-runc/rvalue"
 )
 
@@ -162,10 +164,10 @@ type toolOutcome struct {
 func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 	s, inst := e.s, e.inst
 	started := time.Now()
-	outCap := newCapture(s.cfg.MaxOutputBytes, e.opts.Stdout, s.cfg.OutputLimit)
-	errCap := newCapture(s.cfg.MaxOutputBytes, e.opts.Stderr, s.cfg.OutputLimit)
-	inst.stdout.setSink(outCap)
-	inst.stderr.setSink(errCap)
+	outCap := capture.New(s.cfg.MaxOutputBytes, e.opts.Stdout, s.cfg.OutputLimit)
+	errCap := capture.New(s.cfg.MaxOutputBytes, e.opts.Stderr, s.cfg.OutputLimit)
+	inst.stdout.SetSink(outCap)
+	inst.stderr.SetSink(errCap)
 	e.before = inst.run.Usage()
 	toolCtx, cancelTool := context.WithCancel(ctx)
 	defer cancelTool()
@@ -182,11 +184,11 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 			"stdout_bytes", a.StdoutBytes, "stderr_bytes", a.StderrBytes, "detail", e.res.Detail)
 	}()
 	defer func() {
-		inst.stdout.setSink(nil)
-		inst.stderr.setSink(nil)
-		e.res.Stdout, e.res.StdoutElided = outCap.text()
-		e.res.Stderr, e.res.StderrElided = errCap.text()
-		e.res.Accounting.StdoutBytes, e.res.Accounting.StderrBytes = outCap.total, errCap.total
+		inst.stdout.SetSink(nil)
+		inst.stderr.SetSink(nil)
+		e.res.Stdout, e.res.StdoutElided = outCap.Text()
+		e.res.Stderr, e.res.StderrElided = errCap.Text()
+		e.res.Accounting.StdoutBytes, e.res.Accounting.StderrBytes = outCap.Total(), errCap.Total()
 		e.res.Accounting.Wall = time.Since(started)
 		s.account(inst, e.res, e.before)
 		switch {
@@ -227,7 +229,7 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 
 	deadline := timeout.C
 	done := ctx.Done()
-	outOver, errOver := outCap.overLimit, errCap.overLimit
+	outOver, errOver := outCap.OverLimit(), errCap.OverLimit()
 	for {
 		select {
 		case f, ok := <-inst.frames:
@@ -307,7 +309,7 @@ func (e *execution) interrupt(v Verdict, err error) {
 	}
 	e.inst.interrupted = true
 	e.inst.interruptR()
-	if e.inst.ignoresSIGINT() {
+	if procfs.Ignores(e.inst.rPid, unix.SIGINT) {
 		// R waits in system(), which ignores SIGINT (as the C library's
 		// does): the interrupt is lost there. Ending the child would let
 		// R's code run on past the deadline; the grace kill ends it.
@@ -392,8 +394,8 @@ func (e *execution) onFrame(toolCtx context.Context, f frame, ok bool) (res *Res
 
 func (e *execution) onResult(m *bridge.Result) (*Result, error) {
 	// Everything R printed before reporting is in the pipes.
-	e.inst.stdout.drain()
-	e.inst.stderr.drain()
+	e.inst.stdout.Drain()
+	e.inst.stderr.Drain()
 	res := e.res
 	res.Value, res.Visible, res.Printed = m.Value, m.Visible, m.Printed
 	res.Warnings, res.Messages = nonNil(m.Warnings), nonNil(m.Messages)
@@ -471,8 +473,8 @@ func (e *execution) died(cause error) (*Result, error) {
 		_ = inst.run.Signal(unix.SIGKILL)
 		<-inst.run.Done()
 	}
-	inst.stdout.drain()
-	inst.stderr.drain()
+	inst.stdout.Drain()
+	inst.stderr.Drain()
 	exit := inst.run.ExitStatus()
 	res.Exit = exit.String()
 	if n := inst.run.Usage().OOMKills; n > e.before.OOMKills {

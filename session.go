@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,17 +21,20 @@ import (
 	"github.com/securer-runc/securer-runc/bridge"
 	"github.com/securer-runc/securer-runc/cgroup"
 	"github.com/securer-runc/securer-runc/container"
+	"github.com/securer-runc/securer-runc/internal/capture"
+	"github.com/securer-runc/securer-runc/internal/procfs"
+	"github.com/securer-runc/securer-runc/internal/runner"
+	"github.com/securer-runc/securer-runc/internal/statedir"
+	"github.com/securer-runc/securer-runc/internal/uidrange"
 	"github.com/securer-runc/securer-runc/rootfs"
 	"github.com/securer-runc/securer-runc/spec"
 )
 
-// Identity of R inside the box, and where its IDs land on the host when a
-// user namespace is used.
+// Identity of R inside the box (internal/uidrange says where its IDs land
+// on the host when a user namespace is used).
 const (
-	boxUID         = 1000
-	boxGID         = 1000
-	userNSHostBase = 100000
-	userNSSize     = 65536
+	boxUID = 1000
+	boxGID = 1000
 )
 
 // Session is one sandboxed R process with persistent state. Its methods are
@@ -65,12 +67,12 @@ type Session struct {
 type instance struct {
 	id         string
 	dir        string
-	run        runner
+	run        runner.Runner
 	conn       net.Conn
 	frames     chan frame
 	stop       chan struct{} // closed by destroy: ends the frame reader
-	stdout     *pipeReader
-	stderr     *pipeReader
+	stdout     *capture.Pipe
+	stderr     *capture.Pipe
 	dead       atomic.Bool // must be replaced before the next Execute
 	cleanup    sync.Once
 	cleanupErr error
@@ -86,7 +88,7 @@ type instance struct {
 	// sweeping is the id of the fresh execution whose sweep the warm R
 	// has yet to confirm (0: none).
 	sweeping uint64
-	// fingerprint is the warm R as it started (procFingerprint).
+	// fingerprint is the warm R as it started (procfs.Fingerprint).
 	fingerprint string
 	// uidSlot is the host uid range the box holds (-1: none).
 	uidSlot int
@@ -137,7 +139,7 @@ func NewSession(ctx context.Context, cfg Config) (*Session, error) {
 	} else if err := prepareSandbox(cfg); err != nil {
 		return nil, err
 	}
-	if err := prepareStateDir(cfg.StateDir); err != nil {
+	if err := statedir.Prepare(cfg.StateDir); err != nil {
 		return nil, err
 	}
 	if _, err := Reap(ctx, cfg.StateDir); err != nil {
@@ -168,8 +170,8 @@ func NewSession(ctx context.Context, cfg Config) (*Session, error) {
 		s.tools = append(s.tools, ts)
 		s.byName[t.Name] = t
 	}
-	s.runtime = filepath.Join(cfg.StateDir, runtimeDir, bridge.RuntimeDigest())
-	if err := mkdirPrivate(s.runtime, 0o755); err != nil {
+	s.runtime = filepath.Join(cfg.StateDir, statedir.RuntimeDir, bridge.RuntimeDigest())
+	if err := statedir.MkdirPrivate(s.runtime, 0o755); err != nil {
 		return nil, err
 	}
 	if err := bridge.WriteRuntime(s.runtime); err != nil {
@@ -218,41 +220,41 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout)
 	defer cancel()
 	began := time.Now()
-	id := newID()
+	id := statedir.NewID()
 	// frames is unbuffered: the reader holds at most one decoded frame, and
 	// R cannot queue work while no Execute is reading.
-	inst := &instance{id: id, dir: filepath.Join(s.cfg.StateDir, sessionsDir, id),
+	inst := &instance{id: id, dir: filepath.Join(s.cfg.StateDir, statedir.SessionsDir, id),
 		frames: make(chan frame), stop: make(chan struct{}), uidSlot: -1, rPidfd: -1}
 	defer func() {
 		if retErr != nil {
 			s.destroy(inst)
 		}
 	}()
-	if err := mkdirPrivate(filepath.Dir(inst.dir), 0o711); err != nil {
+	if err := statedir.MkdirPrivate(filepath.Dir(inst.dir), 0o711); err != nil {
 		return nil, err
 	}
 	if err := os.Mkdir(inst.dir, 0o711); err != nil {
 		return nil, fmt.Errorf("session dir: %w", err)
 	}
-	rec, err := processRecord(os.Getpid())
+	rec, err := procfs.Record(os.Getpid())
 	if err != nil {
 		return nil, err
 	}
 	// Written whole or not at all: a concurrent reaper must never see a
 	// half-written record and take the session for an orphan.
-	if err := writeAtomic(filepath.Join(inst.dir, ownerFile), rec); err != nil {
+	if err := statedir.WriteAtomic(filepath.Join(inst.dir, statedir.OwnerFile), rec); err != nil {
 		return nil, err
 	}
 	sockDir := filepath.Join(inst.dir, "sock")
 	if err := os.Mkdir(sockDir, 0o711); err != nil {
 		return nil, err
 	}
-	sockPath := filepath.Join(sockDir, socketName)
+	sockPath := filepath.Join(sockDir, statedir.SocketName)
 	if s.cfg.UnsafeNoSandbox && len(sockPath) >= 108 {
 		// A host R connects by this name (a box's R by its own, short one).
 		return nil, fmt.Errorf("%w: socket path %q is %d bytes, over the kernel's 107: use a shorter StateDir", ErrInvalidConfig, sockPath, len(sockPath))
 	}
-	ln, err := listenQuiet(sockDir, socketName)
+	ln, err := listenQuiet(sockDir, statedir.SocketName)
 	if err != nil {
 		return nil, err
 	}
@@ -276,12 +278,12 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 		outW.Close()
 		return nil, err
 	}
-	if inst.stdout, err = newPipeReader(outR); err != nil {
+	if inst.stdout, err = capture.NewPipe(outR); err != nil {
 		outW.Close()
 		errW.Close()
 		return nil, err
 	}
-	if inst.stderr, err = newPipeReader(errR); err != nil {
+	if inst.stderr, err = capture.NewPipe(errR); err != nil {
 		outW.Close()
 		errW.Close()
 		return nil, err
@@ -351,7 +353,7 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("R did not get ready within %s: %w", s.cfg.StartTimeout, ctx.Err())
 	}
-	if inst.fingerprint, err = procFingerprint(inst.rPid); err != nil {
+	if inst.fingerprint, err = procfs.Fingerprint(inst.rPid); err != nil {
 		return nil, fmt.Errorf("read R's process state: %w", err)
 	}
 	if inst.rPidfd, err = unix.PidfdOpen(inst.rPid, 0); err != nil {
@@ -365,17 +367,20 @@ func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
 }
 
 // startBox starts R in a container (the sandbox).
-func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPath string, stdout, stderr *os.File) (runner, error) {
+func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPath string, stdout, stderr *os.File) (runner.Runner, error) {
 	hostUID, hostGID := boxUID, boxGID
 	var userNS *spec.IDMap
 	if !s.cfg.UnsafeNoUserNamespace {
-		slot, err := claimUIDRange(inst.dir)
+		slot, err := uidrange.Claim(inst.dir)
+		if errors.Is(err, uidrange.ErrExhausted) {
+			err = fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
+		}
 		if err != nil {
 			return nil, err
 		}
 		inst.uidSlot = slot
-		base := uidRangeBase(slot)
-		userNS = &spec.IDMap{HostBase: base, Size: userNSSize}
+		base := uidrange.Base(slot)
+		userNS = &spec.IDMap{HostBase: base, Size: uidrange.Size}
 		hostUID, hostGID = int(base)+boxUID, int(base)+boxGID
 	}
 	if err := os.Chown(sockPath, hostUID, hostGID); err != nil {
@@ -392,7 +397,7 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 		// the orphans background processes leave (R as pid 1 would not).
 		Args: []string{"/usr/bin/tini", "--", "/usr/bin/Rscript", "--vanilla",
 			"--default-packages=" + defaultPackages,
-			spec.RuntimeDir + "/" + bridge.RuntimeEntry, spec.RuntimeDir, spec.SocketDir + "/" + socketName},
+			spec.RuntimeDir + "/" + bridge.RuntimeEntry, spec.RuntimeDir, spec.SocketDir + "/" + statedir.SocketName},
 		Env: []string{
 			"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp",
 			"LANG=C.UTF-8", "TZ=UTC", "R_LIBS_USER=/nonexistent", "R_ENABLE_JIT=0",
@@ -413,12 +418,12 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 	if err != nil {
 		return nil, err
 	}
-	box, err := container.Start(ctx, filepath.Join(s.cfg.StateDir, containersDir), inst.id, sp,
+	box, err := container.Start(ctx, filepath.Join(s.cfg.StateDir, statedir.ContainersDir), inst.id, sp,
 		container.Stdio{Stdout: stdout, Stderr: stderr})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}
-	return newBoxRunner(box), nil
+	return runner.NewBox(box), nil
 }
 
 // writeSyntheticProc writes the /proc files the box sees in place of the
@@ -438,19 +443,19 @@ func writeSyntheticProc(dir string, memoryBytes int64) error {
 // startHost starts R as a plain child process (Config.UnsafeNoSandbox),
 // in a temp dir of the session's own, and records its pid so that a
 // later Reap can end it if this process dies first.
-func (s *Session) startHost(inst *instance, sockPath string, stdout, stderr *os.File) (runner, error) {
+func (s *Session) startHost(inst *instance, sockPath string, stdout, stderr *os.File) (runner.Runner, error) {
 	tmp := filepath.Join(inst.dir, "tmp")
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return nil, err
 	}
-	r, err := startHostR(s.cfg.HostRscript, []string{"--vanilla", "--default-packages=" + defaultPackages,
-		filepath.Join(s.runtime, bridge.RuntimeEntry), s.runtime, sockPath, "host"}, tmp, inst.id, s.cfg.Limits, stdout, stderr)
+	r, err := runner.StartHost(s.cfg.HostRscript, []string{"--vanilla", "--default-packages=" + defaultPackages,
+		filepath.Join(s.runtime, bridge.RuntimeEntry), s.runtime, sockPath, "host"}, tmp, inst.id, runnerLimits(s.cfg.Limits), stdout, stderr)
 	if err != nil {
 		return nil, err
 	}
-	rec, err := processRecord(r.pid)
+	rec, err := procfs.Record(r.Pid())
 	if err == nil {
-		err = writeAtomic(filepath.Join(inst.dir, hostRFile), rec)
+		err = statedir.WriteAtomic(filepath.Join(inst.dir, statedir.HostRFile), rec)
 	}
 	if err != nil {
 		_ = r.Destroy(context.Background())
@@ -511,7 +516,7 @@ func (s *Session) binds(sockDir string) []spec.BindMount {
 // acceptFrom accepts the box's one connection and checks, by the kernel's
 // peer credentials, that it comes from a process of this container (its
 // cgroup), not from anywhere else. It returns that process: R.
-func acceptFrom(ctx context.Context, ln *net.UnixListener, run runner) (net.Conn, int, error) {
+func acceptFrom(ctx context.Context, ln *net.UnixListener, run runner.Runner) (net.Conn, int, error) {
 	type accepted struct {
 		c   *net.UnixConn
 		err error
@@ -638,22 +643,6 @@ func (inst *instance) interruptR() {
 	_ = inst.run.Signal(unix.SIGINT)
 }
 
-// ignoresSIGINT reports whether R's SIGINT disposition is SIG_IGN, as it
-// is while R waits in system().
-func (inst *instance) ignoresSIGINT() bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", inst.rPid))
-	if err != nil {
-		return false
-	}
-	for line := range strings.Lines(string(b)) {
-		if hex, ok := strings.CutPrefix(line, "SigIgn:"); ok {
-			mask, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
-			return err == nil && mask&(1<<(unix.SIGINT-1)) != 0
-		}
-	}
-	return false
-}
-
 func (s *Session) destroy(inst *instance) error {
 	inst.cleanup.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -683,17 +672,17 @@ func (s *Session) destroy(inst *instance) error {
 		// libcontainer removes the container's state only after its
 		// cgroup, so while the state is there the claim stays (Reap frees
 		// it once both are gone).
-		ctrState := filepath.Join(s.cfg.StateDir, containersDir, inst.id)
+		ctrState := filepath.Join(s.cfg.StateDir, statedir.ContainersDir, inst.id)
 		if _, err := os.Lstat(ctrState); inst.uidSlot >= 0 && errors.Is(err, os.ErrNotExist) {
-			if err := releaseUIDRange(inst.uidSlot, inst.dir); err != nil {
+			if err := uidrange.Release(inst.uidSlot, inst.dir); err != nil {
 				s.log.Error("freeing the host uid range", "slot", inst.uidSlot, "err", err)
 			}
 		}
 		if inst.stdout != nil {
-			inst.stdout.close()
+			inst.stdout.Close()
 		}
 		if inst.stderr != nil {
-			inst.stderr.close()
+			inst.stderr.Close()
 		}
 		if err := s.removeDir(inst.dir); err != nil {
 			s.log.Error("removing session dir", "dir", inst.dir, "err", err)
@@ -978,7 +967,7 @@ func waitExited(pidfds []int, limit time.Duration) {
 func (inst *instance) settle(ctx context.Context) error {
 	if inst.sweeping != 0 {
 		// A stopped R would never report its sweep: fail at once.
-		if now, err := procFingerprint(inst.rPid); err != nil || strings.HasPrefix(now, "state=stopped") {
+		if now, err := procfs.Fingerprint(inst.rPid); err != nil || procfs.Stopped(now) {
 			return fmt.Errorf("the warm R is stopped or gone (%v)", err)
 		}
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -996,7 +985,7 @@ func (inst *instance) settle(ctx context.Context) error {
 		}
 		inst.sweeping = 0
 	}
-	now, err := procFingerprint(inst.rPid)
+	now, err := procfs.Fingerprint(inst.rPid)
 	if err != nil {
 		return err
 	}
@@ -1025,5 +1014,5 @@ func (s *Session) EnforcedLimits() (Limits, error) {
 	if err != nil {
 		return Limits{}, fmt.Errorf("read the limits R runs under: %w", err)
 	}
-	return l, nil
+	return Limits{MemoryBytes: l.MemoryBytes, Pids: l.Pids, CPUs: l.CPUs, NoFile: l.NoFile, FileSizeBytes: l.FileSizeBytes}, nil
 }
