@@ -18,7 +18,6 @@ import (
 	"github.com/securer-runc/securer-runc/bridge"
 	"github.com/securer-runc/securer-runc/cgroup"
 	"github.com/securer-runc/securer-runc/internal/capture"
-	"github.com/securer-runc/securer-runc/internal/procfs"
 	"github.com/securer-runc/securer-runc/rvalue"
 )
 
@@ -61,10 +60,10 @@ func (s *Session) ExecuteFresh(ctx context.Context, code string) (*Result, error
 }
 
 func (s *Session) execute(ctx context.Context, code string, opts ExecOptions) (*Result, error) {
-	if !s.busy.CompareAndSwap(false, true) {
+	if !s.busy.enter() {
 		return nil, ErrBusy
 	}
-	defer s.busy.Store(false)
+	defer s.busy.leave()
 	if opts.Fresh && s.cfg.UnsafeNoSandbox {
 		// The sweep after a fresh execution kills every process it can see
 		// and empties the temp dirs: on the host, that would be the host's.
@@ -309,7 +308,7 @@ func (e *execution) interrupt(v Verdict, err error) {
 	}
 	e.inst.interrupted = true
 	e.inst.interruptR()
-	if procfs.Ignores(e.inst.rPid, unix.SIGINT) {
+	if e.s.eng.ignoresSIGINT(e.inst.rPid) {
 		// R waits in system(), which ignores SIGINT (as the C library's
 		// does): the interrupt is lost there. Ending the child would let
 		// R's code run on past the deadline; the grace kill ends it.
