@@ -37,7 +37,7 @@ vet:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 
 unit:
-	$(GO) test -tags '$(TAGS)' $$($(GO) list ./... | grep -v /integration)
+	$(GO) test -race -tags '$(TAGS)' $$($(GO) list ./... | grep -v /integration)
 
 integration: rootfs
 	$(GO) test -tags '$(TAGS)' -count=1 -timeout 30m -v ./integration/ 2>&1 | tee integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; test $${PIPESTATUS[0]} -eq 0
