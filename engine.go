@@ -9,13 +9,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/securer-runc/securer-runc/bridge"
 	"github.com/securer-runc/securer-runc/cgroup"
 	"github.com/securer-runc/securer-runc/container"
+	"github.com/securer-runc/securer-runc/internal/bridgesock"
 	"github.com/securer-runc/securer-runc/internal/capture"
 	"github.com/securer-runc/securer-runc/internal/procfs"
 	"github.com/securer-runc/securer-runc/internal/runner"
@@ -111,7 +111,7 @@ func (hostEngine) launch(ctx context.Context, s *Session, inst *instance) error 
 		// A host R connects by this name (a box's R by its own, short one).
 		return fmt.Errorf("%w: socket path %q is %d bytes, over the kernel's 107: use a shorter StateDir", ErrInvalidConfig, sockPath, len(sockPath))
 	}
-	ln, err := listenQuiet(sockDir, statedir.SocketName)
+	ln, err := bridgesock.Listen(sockDir, statedir.SocketName)
 	if err != nil {
 		return err
 	}
@@ -282,76 +282,15 @@ func (s *Session) binds(sockDir string) []spec.BindMount {
 	return b
 }
 
-// acceptFrom accepts the box's one connection and checks, by the kernel's
-// peer credentials, that it comes from a process of this container (its
-// cgroup), not from anywhere else. It returns that process: R.
+// acceptFrom accepts R's one connection, checked (bridgesock.Accept) to
+// come from a process of run: R.
 func acceptFrom(ctx context.Context, ln *net.UnixListener, run runner.Runner) (net.Conn, int, error) {
-	type accepted struct {
-		c   *net.UnixConn
-		err error
-	}
-	ch := make(chan accepted, 1)
-	go func() {
-		c, err := ln.AcceptUnix()
-		ch <- accepted{c, err}
-	}()
-	var a accepted
-	// giveUp closes the listener and whatever the accept still returns.
-	giveUp := func() {
-		_ = ln.Close()
-		if a := <-ch; a.c != nil {
-			a.c.Close()
-		}
-	}
-	select {
-	case a = <-ch:
-	case <-run.Done():
-		giveUp()
+	conn, pid, err := bridgesock.Accept(ctx, ln, run.Done(), run.Procs)
+	switch {
+	case errors.Is(err, bridgesock.ErrPeerExited):
 		return nil, 0, fmt.Errorf("R exited before connecting (%s)", run.ExitStatus())
-	case <-ctx.Done():
-		giveUp()
-		return nil, 0, fmt.Errorf("R did not connect: %w", ctx.Err())
+	case errors.Is(err, bridgesock.ErrForeignPeer):
+		return nil, 0, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
-	if a.err != nil {
-		return nil, 0, fmt.Errorf("accept: %w", a.err)
-	}
-	raw, err := a.c.SyscallConn()
-	if err != nil {
-		a.c.Close()
-		return nil, 0, err
-	}
-	var cred *unix.Ucred
-	credErr := errors.New("no peer credentials")
-	if cerr := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); cerr != nil {
-		credErr = cerr
-	}
-	procs, err := run.Procs()
-	if credErr != nil || err != nil || !slices.Contains(procs, int(cred.Pid)) {
-		a.c.Close()
-		return nil, 0, fmt.Errorf("%w: bridge connection is not from the session's R (peer %+v)", ErrProtocol, cred)
-	}
-	return a.c, int(cred.Pid), nil
-}
-
-// listenQuiet listens on dir/name, bound by a name that says nothing of
-// the host: /proc/net/unix shows a socket's bound name to every reader in
-// the network namespace of its connections, the box included. The name
-// goes through a descriptor of dir (/proc/self/fd/N/name), which reaches
-// the same file.
-func listenQuiet(dir, name string) (*net.UnixListener, error) {
-	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open the socket dir: %w", err)
-	}
-	defer unix.Close(fd)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: fmt.Sprintf("/proc/self/fd/%d/%s", fd, name), Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", filepath.Join(dir, name), err)
-	}
-	// The bound name stops working once fd is closed: the caller unlinks
-	// the socket by its real path.
-	ln.SetUnlinkOnClose(false)
-	return ln, nil
+	return conn, pid, err
 }

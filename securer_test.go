@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -151,23 +149,4 @@ func TestKernelCheck(t *testing.T) {
 	if _, err := NewSession(context.Background(), Config{kernelRelease: "4.19.0", StateDir: t.TempDir()}); !errors.Is(err, ErrSandboxUnavailable) || !strings.Contains(err.Error(), "kernel") {
 		t.Errorf("NewSession on an old kernel: %v", err)
 	}
-}
-
-// The bridge socket is bound by a name that says nothing of the host
-// (/proc/net/unix shows it to the box), and is reached by its real path.
-func TestListenQuiet(t *testing.T) {
-	dir := t.TempDir()
-	ln, err := listenQuiet(dir, "b.sock")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	if name := ln.Addr().String(); strings.Contains(name, dir) || !strings.HasPrefix(name, "/proc/self/fd/") {
-		t.Errorf("bound as %q", name)
-	}
-	c, err := net.Dial("unix", filepath.Join(dir, "b.sock"))
-	if err != nil {
-		t.Fatalf("dial by the real path: %v", err)
-	}
-	c.Close()
 }
