@@ -44,7 +44,7 @@ vet:
 	$(GO) tool staticcheck -tags '$(TAGS)' ./...
 
 unit:
-	$(GO) test -tags '$(TAGS)' $$($(GO) list ./... | grep -v /integration)
+	$(GO) test -race -tags '$(TAGS)' $$($(GO) list ./... | grep -v /integration)
 
 integration: rootfs
 	$(GO) test -tags '$(TAGS)' -count=1 -timeout 30m -v ./integration/ 2>&1 | tee integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; test $${PIPESTATUS[0]} -eq 0

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/securer-runc/securer-runc/internal/statedir"
 )
 
 // TestDestroyRemovesDirDespiteEMFILE: a failed start is destroyed under
@@ -27,7 +29,7 @@ func TestDestroyRemovesDirDespiteEMFILE(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			state := t.TempDir()
-			dir := filepath.Join(state, sessionsDir, "securer-test")
+			dir := filepath.Join(state, statedir.SessionsDir, "securer-test")
 			if err := os.MkdirAll(filepath.Join(dir, "sock"), 0o711); err != nil {
 				t.Fatal(err)
 			}

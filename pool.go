@@ -49,6 +49,8 @@ type Pool struct {
 	size  int
 	reset ResetPolicy
 	log   *slog.Logger
+	// newSession starts a session of cfg (NewSession; tests give a fake).
+	newSession func(context.Context, Config) (*Session, error)
 
 	// idle hands sessions to Acquire; the state map is the truth, and an
 	// entry whose state is not idle is skipped.
@@ -59,6 +61,9 @@ type Pool struct {
 	starting int // new sessions being started
 	dead     int
 	closed   bool
+	// released is closed (and replaced) whenever a session stops being
+	// busy: Shutdown waits on it.
+	released chan struct{}
 
 	drain     chan struct{} // closed when Shutdown begins
 	drainOnce sync.Once
@@ -71,6 +76,11 @@ type Pool struct {
 // NewPool starts size sessions of cfg (in parallel) and returns when all
 // are ready. Pool.Execute resets state as reset says.
 func NewPool(ctx context.Context, cfg Config, size int, reset ResetPolicy) (*Pool, error) {
+	return newPool(ctx, cfg, size, reset, NewSession)
+}
+
+// newPool is NewPool starting its sessions with newSession.
+func newPool(ctx context.Context, cfg Config, size int, reset ResetPolicy, newSession func(context.Context, Config) (*Session, error)) (*Pool, error) {
 	if size < 1 {
 		return nil, fmt.Errorf("%w: pool size must be at least 1, got %d", ErrInvalidConfig, size)
 	}
@@ -78,13 +88,13 @@ func NewPool(ctx context.Context, cfg Config, size int, reset ResetPolicy) (*Poo
 		return nil, fmt.Errorf("%w: an unsandboxed pool cannot reset by fresh executions: use ResetRestart or ResetNone", ErrNeedsSandbox)
 	}
 	bgCtx, stop := context.WithCancel(context.Background())
-	p := &Pool{cfg: cfg, size: size, reset: reset, log: cfg.withDefaults().Logger,
+	p := &Pool{cfg: cfg, size: size, reset: reset, log: cfg.withDefaults().Logger, newSession: newSession,
 		idle: make(chan *Session, size), state: map[*Session]slotState{}, bgCtx: bgCtx, stop: stop,
-		drain: make(chan struct{})}
+		drain: make(chan struct{}), released: make(chan struct{})}
 	errs := make(chan error, size)
 	for i := 0; i < size; i++ {
 		go func() {
-			s, err := NewSession(ctx, cfg)
+			s, err := p.newSession(ctx, cfg)
 			if err == nil {
 				p.adopt(s)
 			}
@@ -162,6 +172,7 @@ func (p *Pool) releaseLocked(s *Session) (retired bool) {
 		}
 		return false
 	}
+	defer p.releasedLocked()
 	switch {
 	case !s.Alive() || s.exhausted():
 		p.retireLocked(s)
@@ -237,7 +248,7 @@ func (p *Pool) Status() PoolStatus {
 func (p *Pool) Shutdown(ctx context.Context) error {
 	p.drainOnce.Do(func() { close(p.drain) })
 	var cut error
-	for tick := time.NewTicker(20 * time.Millisecond); cut == nil; {
+	for cut == nil {
 		p.mu.Lock()
 		busy := 0
 		for _, st := range p.state {
@@ -245,18 +256,25 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 				busy++
 			}
 		}
+		released := p.released
 		p.mu.Unlock()
 		if busy == 0 {
-			tick.Stop()
 			break
 		}
 		select {
 		case <-ctx.Done():
 			cut = fmt.Errorf("pool shutdown: %d executions cut short: %w", busy, ctx.Err())
-		case <-tick.C:
+		case <-released:
 		}
 	}
 	return errors.Join(cut, p.Close())
+}
+
+// releasedLocked tells Shutdown that a session stopped being busy.
+// p.mu must be held.
+func (p *Pool) releasedLocked() {
+	close(p.released)
+	p.released = make(chan struct{})
 }
 
 // Close ends every session, busy ones included (their Execute ends with
@@ -273,6 +291,7 @@ func (p *Pool) Close() error {
 		sessions = append(sessions, s)
 	}
 	clear(p.state)
+	p.releasedLocked()
 	p.mu.Unlock()
 	p.stop()
 	p.bg.Wait()
@@ -301,7 +320,7 @@ func (p *Pool) fill(ctx context.Context) {
 		p.mu.Unlock()
 	}()
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 10*time.Second) {
-		s, err := NewSession(ctx, p.cfg)
+		s, err := p.newSession(ctx, p.cfg)
 		if err == nil {
 			p.adopt(s)
 			return

@@ -1,12 +1,20 @@
 // Package securer runs untrusted R code in a libcontainer sandbox and lets
 // it call named host-side tools and nothing else.
 //
-//	s, err := securer.NewSession(ctx, securer.Config{Tools: tools})
-//	defer s.Close()
-//	res, err := s.Execute(ctx, "add(2, 3)")
+//	func main() {
+//		securer.Init() // first thing: see Init
+//		ctx := context.Background()
+//		s, err := securer.NewSession(ctx, securer.Config{Tools: tools})
+//		...
+//		defer s.Close()
+//		res, err := s.Execute(ctx, "add(2, 3)")
+//		...
+//	}
 //
 // A Session is one sandboxed R process whose state persists across
-// Executes; Execute (the function) is a one-shot session.
+// Executes; Execute (the function) is a one-shot session; a Pool keeps
+// warm sessions. Programs that start sandboxed sessions need root, the R
+// rootfs, and a build with CGO and the seccomp tag (see the README).
 package securer
 
 import (

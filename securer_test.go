@@ -5,59 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
-
-func TestCapture(t *testing.T) {
-	cases := []struct {
-		name   string
-		max    int
-		writes []string
-		want   string
-		elided int64
-	}{
-		{"fits", 100, []string{"hello ", "world"}, "hello world", 0},
-		{"exact", 10, []string{"0123456789"}, "0123456789", 0},
-		{"head and tail", 10, []string{"0123456789", "abcdefghij"}, "01234\n[... 10 bytes elided ...]\nfghij", 10},
-		{"many small", 6, []string{"a", "b", "c", "d", "e", "f", "g", "h"}, "abc\n[... 2 bytes elided ...]\nfgh", 2},
-		{"tail wraps", 4, []string{"ab", "cdefgh", "ij"}, "ab\n[... 6 bytes elided ...]\nij", 6},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			var live strings.Builder
-			cp := newCapture(c.max, &live, 0)
-			for _, w := range c.writes {
-				cp.write([]byte(w))
-			}
-			got, elided := cp.text()
-			if got != c.want || elided != c.elided {
-				t.Errorf("text() = %q, %d; want %q, %d", got, elided, c.want, c.elided)
-			}
-			if live.String() != strings.Join(c.writes, "") {
-				t.Errorf("live writer got %q", live.String())
-			}
-			if cp.total != int64(len(strings.Join(c.writes, ""))) {
-				t.Errorf("total %d", cp.total)
-			}
-		})
-	}
-}
-
-// A flood keeps host memory at the cap.
-func TestCaptureBounded(t *testing.T) {
-	cp := newCapture(1000, nil, 0)
-	chunk := []byte(strings.Repeat("x", 4096))
-	for i := 0; i < 1000; i++ {
-		cp.write(chunk)
-	}
-	if len(cp.head)+len(cp.tail) > 1000 || cap(cp.tail) > 1000 {
-		t.Errorf("capture holds %d+%d bytes", len(cp.head), cap(cp.tail))
-	}
-}
 
 func TestConfigValidation(t *testing.T) {
 	okTool := Tool{Name: "add", Args: []Arg{{Name: "a", Type: "numeric"}}, Handler: func(context.Context, map[string]Value) (any, error) { return nil, nil }}
@@ -146,18 +96,6 @@ func TestRError(t *testing.T) {
 	}
 }
 
-func TestOwnerRecord(t *testing.T) {
-	rec, err := processRecord(os.Getpid())
-	if err != nil || !ownerAlive(rec) {
-		t.Fatalf("own record %q not alive: %v", rec, err)
-	}
-	for _, bad := range []string{"", "1", "x y", "999999999 1", "1 0"} {
-		if ownerAlive(bad) {
-			t.Errorf("ownerAlive(%q)", bad)
-		}
-	}
-}
-
 func TestKernelVersion(t *testing.T) {
 	for _, tc := range []struct {
 		a, b KernelVersion
@@ -211,23 +149,4 @@ func TestKernelCheck(t *testing.T) {
 	if _, err := NewSession(context.Background(), Config{kernelRelease: "4.19.0", StateDir: t.TempDir()}); !errors.Is(err, ErrSandboxUnavailable) || !strings.Contains(err.Error(), "kernel") {
 		t.Errorf("NewSession on an old kernel: %v", err)
 	}
-}
-
-// The bridge socket is bound by a name that says nothing of the host
-// (/proc/net/unix shows it to the box), and is reached by its real path.
-func TestListenQuiet(t *testing.T) {
-	dir := t.TempDir()
-	ln, err := listenQuiet(dir, "b.sock")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	if name := ln.Addr().String(); strings.Contains(name, dir) || !strings.HasPrefix(name, "/proc/self/fd/") {
-		t.Errorf("bound as %q", name)
-	}
-	c, err := net.Dial("unix", filepath.Join(dir, "b.sock"))
-	if err != nil {
-		t.Fatalf("dial by the real path: %v", err)
-	}
-	c.Close()
 }

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,6 +40,7 @@ const InitArg = "init"
 // it would stay in the container's namespace for the life of the process,
 // keeping that container's mounts alive and making /proc/self describe it.
 func MaybeInit() {
+	initHookRan.Store(true)
 	if len(os.Args) > 1 && os.Args[1] == InitArg {
 		// A write past RLIMIT_FSIZE must fail with EFBIG, not kill R with
 		// SIGXFSZ (losing the session): an ignored signal stays ignored
@@ -48,6 +50,15 @@ func MaybeInit() {
 	}
 	runtime.LockOSThread()
 }
+
+// initHookRan records that this process called MaybeInit. It is process
+// state by nature: whether the binary's main can turn into a box's init.
+var initHookRan atomic.Bool
+
+// InitHookRan reports whether MaybeInit has run in this process. Without
+// it a box cannot start: libcontainer re-executes this binary as the
+// box's init, and that process would run the program's main instead.
+func InitHookRan() bool { return initHookRan.Load() }
 
 // Stdio is where the sandboxed process's standard streams go. Nil streams
 // are connected to /dev/null.

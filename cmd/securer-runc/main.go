@@ -20,7 +20,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/securer-runc/securer-runc/container"
+	securer "github.com/securer-runc/securer-runc"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -42,7 +42,7 @@ const (
 
 func init() {
 	// libcontainer re-executes this binary as "init" inside each new box.
-	container.MaybeInit()
+	securer.Init()
 }
 
 func main() {

@@ -1,4 +1,8 @@
-package securer
+// Package runner owns the processes a session's R runs as: the Runner
+// interface, with a libcontainer box (Box) and, for Config.UnsafeNoSandbox,
+// a plain child process of this one (Host). The session above it knows
+// only the interface.
+package runner
 
 import (
 	"context"
@@ -9,9 +13,8 @@ import (
 	"github.com/securer-runc/securer-runc/container"
 )
 
-// runner is one running R as the session sees it: a container (boxRunner)
-// or, with Config.UnsafeNoSandbox, a plain child process (hostRunner).
-type runner interface {
+// Runner is one running R as the session sees it.
+type Runner interface {
 	// Done is closed once R (or the box's init) has exited.
 	Done() <-chan struct{}
 	// ExitStatus is how R ended; valid once Done is closed.
@@ -22,8 +25,8 @@ type runner interface {
 	Destroy(ctx context.Context) error
 	// Procs lists every process of the runner, R included.
 	Procs() ([]int, error)
-	// Spared is a pid that killStrays must leave alone besides R (the
-	// box's init), or 0.
+	// Spared is a pid that a sweep of stray processes must leave alone
+	// besides R (the box's init), or 0.
 	Spared() int
 	// Usage is the runner's accounting so far.
 	Usage() cgroup.Usage
@@ -35,25 +38,37 @@ type runner interface {
 	Thaw() error
 }
 
-// boxRunner is R in a libcontainer box, under tini.
-type boxRunner struct {
+// Limits are resource limits as a runner applies or reads them back;
+// unlimited or unknown fields are zero.
+type Limits struct {
+	MemoryBytes   int64
+	Pids          int64
+	CPUs          float64
+	NoFile        uint64
+	FileSizeBytes uint64
+}
+
+// Box is R in a libcontainer box, under tini.
+type Box struct {
 	box *container.Box
 	// cgroupPaths maps controllers to the container's cgroup directories.
 	cgroupPaths map[string]string
 }
 
-func newBoxRunner(b *container.Box) *boxRunner {
-	return &boxRunner{box: b, cgroupPaths: b.CgroupPaths()}
+// NewBox wraps a started box.
+func NewBox(b *container.Box) *Box {
+	return &Box{box: b, cgroupPaths: b.CgroupPaths()}
 }
 
-func (r *boxRunner) Done() <-chan struct{}             { return r.box.Done() }
-func (r *boxRunner) Signal(sig os.Signal) error        { return r.box.Signal(sig) }
-func (r *boxRunner) Destroy(ctx context.Context) error { return r.box.Destroy(ctx) }
-func (r *boxRunner) Procs() ([]int, error)             { return cgroup.Procs(r.cgroupPaths) }
-func (r *boxRunner) Freeze() error                     { return r.box.Freeze() }
-func (r *boxRunner) Thaw() error                       { return r.box.Thaw() }
+func (r *Box) Done() <-chan struct{}             { return r.box.Done() }
+func (r *Box) Signal(sig os.Signal) error        { return r.box.Signal(sig) }
+func (r *Box) Destroy(ctx context.Context) error { return r.box.Destroy(ctx) }
+func (r *Box) Procs() ([]int, error)             { return cgroup.Procs(r.cgroupPaths) }
+func (r *Box) Freeze() error                     { return r.box.Freeze() }
+func (r *Box) Thaw() error                       { return r.box.Thaw() }
 
-func (r *boxRunner) Spared() int {
+// Spared is the box's init (tini).
+func (r *Box) Spared() int {
 	pid, err := r.box.Pid()
 	if err != nil {
 		return 0
@@ -61,12 +76,12 @@ func (r *boxRunner) Spared() int {
 	return pid
 }
 
-func (r *boxRunner) Usage() cgroup.Usage {
+func (r *Box) Usage() cgroup.Usage {
 	u, _ := cgroup.ReadUsage(r.cgroupPaths)
 	return u
 }
 
-func (r *boxRunner) Limits() (Limits, error) {
+func (r *Box) Limits() (Limits, error) {
 	l, err := cgroup.ReadLimits(r.cgroupPaths)
 	if err != nil {
 		return Limits{}, err
@@ -76,7 +91,7 @@ func (r *boxRunner) Limits() (Limits, error) {
 
 // ExitStatus is how R ended, seen through tini, which exits with 128+N
 // when its child was killed by signal N.
-func (r *boxRunner) ExitStatus() container.Exit {
+func (r *Box) ExitStatus() container.Exit {
 	e := r.box.ExitStatus()
 	if e.Signal == 0 && e.Code > 128 && e.Code <= 128+64 {
 		return container.Exit{Code: -1, Signal: syscall.Signal(e.Code - 128)}

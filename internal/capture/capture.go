@@ -1,4 +1,8 @@
-package securer
+// Package capture owns R's output streams on the host side: reading a
+// pipe so that everything written before a point can be drained and
+// delivered, and keeping a stream's head and tail within a byte budget
+// while passing it on live and watching an output limit.
+package capture
 
 import (
 	"errors"
@@ -11,10 +15,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// capture keeps a stream's head and tail within a byte budget; what falls
+// Capture keeps a stream's head and tail within a byte budget; what falls
 // between is counted and replaced by a marker, so a flood never grows host
 // memory past the cap.
-type capture struct {
+type Capture struct {
 	max    int
 	head   []byte
 	tail   []byte // ring of the last max/2 bytes once head is full
@@ -27,11 +31,21 @@ type capture struct {
 	overLimit chan struct{}
 }
 
-func newCapture(max int, live io.Writer, limit int64) *capture {
-	return &capture{max: max, live: live, limit: limit, overLimit: make(chan struct{})}
+// Total is how many bytes the stream has written in all.
+func (c *Capture) Total() int64 { return c.total }
+
+// OverLimit is closed once the stream has written more than its limit.
+func (c *Capture) OverLimit() <-chan struct{} { return c.overLimit }
+
+// New returns a capture that keeps max bytes (head and tail), writes
+// through to live (if not nil) and, when limit is positive, stops passing
+// output on past limit bytes and closes OverLimit.
+func New(max int, live io.Writer, limit int64) *Capture {
+	return &Capture{max: max, live: live, limit: limit, overLimit: make(chan struct{})}
 }
 
-func (c *capture) write(p []byte) {
+// Write takes one chunk of the stream.
+func (c *Capture) Write(p []byte) {
 	before := c.total
 	c.total += int64(len(p))
 	if c.limit > 0 && c.total > c.limit {
@@ -66,8 +80,8 @@ func (c *capture) write(p []byte) {
 	}
 }
 
-// text returns the kept output and how many bytes were elided.
-func (c *capture) text() (string, int64) {
+// Text returns the kept output and how many bytes were elided.
+func (c *Capture) Text() (string, int64) {
 	tail := append(append([]byte(nil), c.tail[c.tailAt:]...), c.tail[:c.tailAt]...)
 	elided := c.total - int64(len(c.head)) - int64(len(tail))
 	if elided <= 0 {
@@ -76,29 +90,31 @@ func (c *capture) text() (string, int64) {
 	return fmt.Sprintf("%s\n[... %d bytes elided ...]\n%s", c.head, elided, tail), elided
 }
 
-// pipeReader reads one of R's output pipes. Reading and delivering happen
+// Pipe reads one of R's output pipes. Reading and delivering happen
 // under one lock so that drain, called once R has reported a result, can
 // guarantee that every byte R wrote before is delivered.
-type pipeReader struct {
+type Pipe struct {
 	f    *os.File
 	raw  syscall.RawConn
 	mu   sync.Mutex
-	sink *capture // nil between executions: output is dropped
+	sink *Capture // nil between executions: output is dropped
 	buf  []byte
 	done chan struct{}
 }
 
-func newPipeReader(f *os.File) (*pipeReader, error) {
+// NewPipe starts reading f, the read end of a pipe, dropping what it
+// reads until SetSink.
+func NewPipe(f *os.File) (*Pipe, error) {
 	raw, err := f.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	p := &pipeReader{f: f, raw: raw, buf: make([]byte, 32<<10), done: make(chan struct{})}
+	p := &Pipe{f: f, raw: raw, buf: make([]byte, 32<<10), done: make(chan struct{})}
 	go p.loop()
 	return p, nil
 }
 
-func (p *pipeReader) loop() {
+func (p *Pipe) loop() {
 	defer close(p.done)
 	for {
 		var eof bool
@@ -114,7 +130,7 @@ func (p *pipeReader) loop() {
 }
 
 // readOnce reads and delivers one chunk; again means nothing was ready.
-func (p *pipeReader) readOnce(fd int) (n int, again bool) {
+func (p *Pipe) readOnce(fd int) (n int, again bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n, err := unix.Read(fd, p.buf)
@@ -122,7 +138,7 @@ func (p *pipeReader) readOnce(fd int) (n int, again bool) {
 		return 0, true
 	}
 	if n > 0 && p.sink != nil {
-		p.sink.write(p.buf[:n])
+		p.sink.Write(p.buf[:n])
 	}
 	if n < 0 {
 		n = 0
@@ -130,18 +146,18 @@ func (p *pipeReader) readOnce(fd int) (n int, again bool) {
 	return n, false
 }
 
-// setSink starts (or, with nil, stops) delivering to c; it first delivers
+// SetSink starts (or, with nil, stops) delivering to c; it first delivers
 // whatever is already in the pipe to the previous sink.
-func (p *pipeReader) setSink(c *capture) {
-	p.drain()
+func (p *Pipe) SetSink(c *Capture) {
+	p.Drain()
 	p.mu.Lock()
 	p.sink = c
 	p.mu.Unlock()
 }
 
-// drain delivers what is in the pipe now, and no more: a background
+// Drain delivers what is in the pipe now, and no more: a background
 // writer cannot keep it going (the FIONREAD count bounds it).
-func (p *pipeReader) drain() {
+func (p *Pipe) Drain() {
 	_ = p.raw.Control(func(fd uintptr) {
 		left, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ) // FIONREAD
 		if err != nil {
@@ -157,6 +173,7 @@ func (p *pipeReader) drain() {
 	})
 }
 
-func (p *pipeReader) close() {
+// Close closes the pipe; the reader ends.
+func (p *Pipe) Close() {
 	_ = p.f.Close()
 }

@@ -1,4 +1,4 @@
-package securer
+package reaper
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/securer-runc/securer-runc/internal/statedir"
 )
 
 // Reap signals and deletes what state dirs name: it must refuse dirs that
@@ -21,16 +23,16 @@ func TestReapRefusesLooseStateDirs(t *testing.T) {
 		name  string
 		setup func(dir string) error
 	}{
-		{"world-writable sessions", func(dir string) error { return mkdir(filepath.Join(dir, sessionsDir), 0o777) }},
-		{"world-writable containers", func(dir string) error { return mkdir(filepath.Join(dir, containersDir), 0o777) }},
-		{"symlinked sessions", func(dir string) error { return os.Symlink(t.TempDir(), filepath.Join(dir, sessionsDir)) }},
+		{"world-writable sessions", func(dir string) error { return mkdir(filepath.Join(dir, statedir.SessionsDir), 0o777) }},
+		{"world-writable containers", func(dir string) error { return mkdir(filepath.Join(dir, statedir.ContainersDir), 0o777) }},
+		{"symlinked sessions", func(dir string) error { return os.Symlink(t.TempDir(), filepath.Join(dir, statedir.SessionsDir)) }},
 	}
 	if os.Geteuid() == 0 { // only root can give a dir away
 		tests = append(tests, struct {
 			name  string
 			setup func(dir string) error
 		}{"foreign owner", func(dir string) error {
-			d := filepath.Join(dir, sessionsDir)
+			d := filepath.Join(dir, statedir.SessionsDir)
 			if err := mkdir(d, 0o711); err != nil {
 				return err
 			}
@@ -51,7 +53,7 @@ func TestReapRefusesLooseStateDirs(t *testing.T) {
 	}
 	// A tidy state dir reaps fine.
 	dir := t.TempDir()
-	if err := prepareStateDir(dir); err != nil {
+	if err := statedir.Prepare(dir); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Reap(context.Background(), dir); err != nil {

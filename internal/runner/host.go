@@ -1,4 +1,4 @@
-package securer
+package runner
 
 import (
 	"bytes"
@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -20,17 +19,17 @@ import (
 
 	"github.com/securer-runc/securer-runc/cgroup"
 	"github.com/securer-runc/securer-runc/container"
+	"github.com/securer-runc/securer-runc/internal/procfs"
 )
 
-// hostRunner is R as a plain child process of this one (Config.
-// UnsafeNoSandbox): no namespaces, no seccomp, no cgroup; only rlimits.
-// R leads its own process group, which is what Procs, killStrays and
-// Destroy act on: processes that leave the group (setsid) escape them.
+// Host is R as a plain child process of this one (Config.UnsafeNoSandbox):
+// no namespaces, no seccomp, no cgroup; only rlimits. R leads its own
+// process group, which is what Procs, a sweep of strays and Destroy act on: processes that leave the group (setsid) escape them.
 //
 // R is not reaped until Destroy: while it is an unreaped zombie its pid,
 // and so its process group's id, cannot be given to anyone else, which
 // makes signalling the group after R's death safe.
-type hostRunner struct {
+type Host struct {
 	cmd    *exec.Cmd
 	pid    int
 	done   chan struct{}
@@ -112,10 +111,10 @@ func (sp *spawner) start(cmd *exec.Cmd) error {
 	return <-done
 }
 
-// startHostR starts rscript with args in dir. R dies with this process
+// StartHost starts rscript with args in dir. R dies with this process
 // (parent-death signal), and its rlimits are in force before this
 // returns, so before R can have read any code.
-func startHostR(rscript string, args []string, dir, id string, limits Limits, stdout, stderr *os.File) (*hostRunner, error) {
+func StartHost(rscript string, args []string, dir, id string, limits Limits, stdout, stderr *os.File) (*Host, error) {
 	path, err := exec.LookPath(rscript)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", rscript, err)
@@ -131,7 +130,7 @@ func startHostR(rscript string, args []string, dir, id string, limits Limits, st
 	if err := hostSpawner().start(cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", rscript, err)
 	}
-	r := &hostRunner{cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{})}
+	r := &Host{cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{})}
 	go func() {
 		r.exit = waitExit(r.pid)
 		close(r.done)
@@ -169,7 +168,7 @@ func waitExit(pid int) container.Exit {
 			break
 		}
 	}
-	f, err := statFields(pid, 50)
+	f, err := procfs.StatFields(pid, 50)
 	if err != nil {
 		return container.Exit{Code: -1}
 	}
@@ -184,19 +183,19 @@ func waitExit(pid int) container.Exit {
 	return container.Exit{Code: ws.ExitStatus()}
 }
 
-func (r *hostRunner) Done() <-chan struct{} { return r.done }
-func (r *hostRunner) Spared() int           { return 0 }
+func (r *Host) Done() <-chan struct{} { return r.done }
+func (r *Host) Spared() int           { return 0 }
 
 // Freeze and Thaw: a host R has no cgroup of its own to freeze.
-func (r *hostRunner) Freeze() error { return errors.ErrUnsupported }
-func (r *hostRunner) Thaw() error   { return errors.ErrUnsupported }
+func (r *Host) Freeze() error { return errors.ErrUnsupported }
+func (r *Host) Thaw() error   { return errors.ErrUnsupported }
 
-func (r *hostRunner) ExitStatus() container.Exit {
+func (r *Host) ExitStatus() container.Exit {
 	<-r.done
 	return r.exit
 }
 
-func (r *hostRunner) Signal(sig os.Signal) error {
+func (r *Host) Signal(sig os.Signal) error {
 	select {
 	case <-r.done:
 		return nil
@@ -210,7 +209,7 @@ func (r *hostRunner) Signal(sig os.Signal) error {
 }
 
 // Destroy kills R and its process group, waits for R and reaps it.
-func (r *hostRunner) Destroy(ctx context.Context) error {
+func (r *Host) Destroy(ctx context.Context) error {
 	r.destroyOnce.Do(func() {
 		// R is unreaped: the group's id is still R's alone.
 		_ = unix.Kill(-r.pid, unix.SIGKILL)
@@ -230,17 +229,17 @@ func (r *hostRunner) Destroy(ctx context.Context) error {
 	return r.destroyErr
 }
 
-func (r *hostRunner) Procs() ([]int, error) {
+func (r *Host) Procs() ([]int, error) {
 	if r.reaped.Load() {
 		return nil, nil
 	}
-	return processGroup(r.pid)
+	return procfs.Group(r.pid)
 }
 
 // Usage reads R's CPU time (its own and its waited-for children's) and
 // its peak resident memory from /proc; there is no OOM or pids account.
 // Once R is gone the peak is the last one read.
-func (r *hostRunner) Usage() cgroup.Usage {
+func (r *Host) Usage() cgroup.Usage {
 	var u cgroup.Usage
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -248,7 +247,7 @@ func (r *hostRunner) Usage() cgroup.Usage {
 	if r.reaped.Load() {
 		return u
 	}
-	f, err := statFields(r.pid, 15)
+	f, err := procfs.StatFields(r.pid, 15)
 	if err != nil {
 		return u
 	}
@@ -271,7 +270,7 @@ func (r *hostRunner) Usage() cgroup.Usage {
 }
 
 // Limits reads back the rlimits R runs under.
-func (r *hostRunner) Limits() (Limits, error) {
+func (r *Host) Limits() (Limits, error) {
 	if r.reaped.Load() {
 		return Limits{}, errors.New("R has ended")
 	}
@@ -289,14 +288,14 @@ func (r *hostRunner) Limits() (Limits, error) {
 	return Limits{MemoryBytes: int64(min(as, 1<<62)), NoFile: nofile, FileSizeBytes: fsize}, nil
 }
 
-// killMarked ends the processes of group pgid that carry session id's
+// KillMarked ends the processes of group pgid that carry session id's
 // marker in their environment: what is left of an unsandboxed session
 // whose owner died. The marker tells them from strangers that got a
 // recycled pid or group id.
-func killMarked(pgid int, id string) {
+func KillMarked(pgid int, id string) {
 	marker := []byte(sessionMarker + "=" + id + "\x00")
 	for round := 0; round < 5; round++ {
-		pids, _ := processGroup(pgid)
+		pids, _ := procfs.Group(pgid)
 		killed := 0
 		for _, pid := range pids {
 			env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
@@ -312,40 +311,5 @@ func killMarked(pgid int, id string) {
 	}
 }
 
-// processGroup lists the processes in group pgid.
-func processGroup(pgid int) ([]int, error) {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, err
-	}
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		f, err := statFields(pid, 3)
-		if err != nil {
-			continue // gone meanwhile
-		}
-		if f[2] == strconv.Itoa(pgid) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids, nil
-}
-
-// defaultHostStateDir is where an unsandboxed session keeps its socket
-// and runtime when Config.StateDir is not set: the user's runtime dir
-// when it is really theirs (runuser and sudo may pass on another user's),
-// else a per-user dir in the temp dir.
-func defaultHostStateDir() string {
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
-		if err := checkPrivateDir(d); err == nil {
-			if _, err := os.Stat(d); err == nil {
-				return filepath.Join(d, "securer-runc")
-			}
-		}
-	}
-	return filepath.Join(os.TempDir(), "securer-runc-"+strconv.Itoa(os.Geteuid()))
-}
+// Pid is R's host pid.
+func (r *Host) Pid() int { return r.pid }

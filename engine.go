@@ -1,0 +1,296 @@
+package securer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/securer-runc/securer-runc/bridge"
+	"github.com/securer-runc/securer-runc/cgroup"
+	"github.com/securer-runc/securer-runc/container"
+	"github.com/securer-runc/securer-runc/internal/bridgesock"
+	"github.com/securer-runc/securer-runc/internal/capture"
+	"github.com/securer-runc/securer-runc/internal/procfs"
+	"github.com/securer-runc/securer-runc/internal/runner"
+	"github.com/securer-runc/securer-runc/internal/statedir"
+	"github.com/securer-runc/securer-runc/internal/uidrange"
+	"github.com/securer-runc/securer-runc/rootfs"
+	"github.com/securer-runc/securer-runc/spec"
+)
+
+// engine is how a Session reaches the host: it readies the host, starts
+// R and looks at R's process. NewSession uses hostEngine; the core's unit
+// tests give newSession a fake that runs no R.
+type engine interface {
+	// prepare checks and readies the host for sessions of cfg (once per
+	// Session, before its first start).
+	prepare(ctx context.Context, cfg Config) error
+	// launch starts R for inst and sets inst's run, conn (the bridge,
+	// accepted from R), rPid, stdout and stderr.
+	launch(ctx context.Context, s *Session, inst *instance) error
+	// fingerprint describes R's process state (procfs.Fingerprint).
+	fingerprint(pid int) (string, error)
+	// ignoresSIGINT reports whether R ignores SIGINT now.
+	ignoresSIGINT(pid int) bool
+	// pidfd pins R's process (-1: signal it through its runner).
+	pidfd(pid int) (int, error)
+}
+
+// hostEngine runs R in a box, or as a host process when unsandboxed.
+type hostEngine struct{}
+
+func (hostEngine) fingerprint(pid int) (string, error) { return procfs.Fingerprint(pid) }
+func (hostEngine) ignoresSIGINT(pid int) bool          { return procfs.Ignores(pid, unix.SIGINT) }
+func (hostEngine) pidfd(pid int) (int, error)          { return unix.PidfdOpen(pid, 0) }
+
+func (hostEngine) prepare(ctx context.Context, cfg Config) error {
+	if cfg.UnsafeNoSandbox {
+		if _, err := exec.LookPath(cfg.HostRscript); err != nil {
+			return fmt.Errorf("%w: an unsandboxed session runs this host's R: %w (install R, or set HostRscript)", ErrInvalidConfig, err)
+		}
+	} else if err := prepareSandbox(cfg); err != nil {
+		return err
+	}
+	if err := statedir.Prepare(cfg.StateDir); err != nil {
+		return err
+	}
+	if _, err := Reap(ctx, cfg.StateDir); err != nil {
+		cfg.Logger.Warn("reaping leftovers of crashed sessions", "err", err)
+	}
+	if cfg.UnsafeNoSandbox {
+		cfg.Logger.Warn("UNSANDBOXED session: R runs on this host without isolation", "user", os.Geteuid(), "rscript", cfg.HostRscript)
+		return nil
+	}
+	if _, err := ReapCgroups(cfg.StateDir, cfg.CgroupParent); err != nil {
+		cfg.Logger.Warn("reaping cgroups of crashed sessions", "err", err)
+	}
+	total := cgroup.Limits{MemoryBytes: cfg.TotalLimits.MemoryBytes, Pids: cfg.TotalLimits.Pids, CPUs: cfg.TotalLimits.CPUs}
+	if _, err := cgroup.EnsureParent(cfg.CgroupParent, total); err != nil {
+		return fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
+	}
+	return nil
+}
+
+// prepareSandbox checks that the program, the host and the rootfs can
+// give the sandbox cfg asks for.
+func prepareSandbox(cfg Config) error {
+	if !container.InitHookRan() {
+		return fmt.Errorf("%w: %w: a sandbox starts by running this program again as the box's init", ErrInvalidConfig, ErrInitHookMissing)
+	}
+	if err := hostProblems(CheckHost(cfg)); err != nil {
+		return err
+	}
+	if _, err := rootfs.Check(cfg.RootFSDir); err != nil {
+		return fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
+	}
+	for _, m := range cfg.Mounts {
+		if err := m.validate(rootfs.RootfsPath(cfg.RootFSDir)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// launch starts R: it listens on the session's socket, starts R (a box,
+// or a host process) with its output on pipes, and accepts R's one
+// connection.
+func (hostEngine) launch(ctx context.Context, s *Session, inst *instance) error {
+	sockDir := filepath.Join(inst.dir, "sock")
+	if err := os.Mkdir(sockDir, 0o711); err != nil {
+		return err
+	}
+	sockPath := filepath.Join(sockDir, statedir.SocketName)
+	if s.cfg.UnsafeNoSandbox && len(sockPath) >= 108 {
+		// A host R connects by this name (a box's R by its own, short one).
+		return fmt.Errorf("%w: socket path %q is %d bytes, over the kernel's 107: use a shorter StateDir", ErrInvalidConfig, sockPath, len(sockPath))
+	}
+	ln, err := bridgesock.Listen(sockDir, statedir.SocketName)
+	if err != nil {
+		return err
+	}
+	// One connection only.
+	defer func() {
+		ln.Close()
+		_ = os.Remove(sockPath)
+	}()
+	// Only the session's R may connect (acceptFrom checks who did).
+	if err := os.Chmod(sockPath, 0o600); err != nil {
+		return err
+	}
+	outW, errW, err := inst.outputPipes()
+	if err != nil {
+		return err
+	}
+	if s.cfg.UnsafeNoSandbox {
+		inst.run, err = s.startHost(inst, sockPath, outW, errW)
+	} else {
+		inst.run, err = s.startBox(ctx, inst, sockDir, sockPath, outW, errW)
+	}
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		return err
+	}
+	inst.conn, inst.rPid, err = acceptFrom(ctx, ln, inst.run)
+	return err
+}
+
+// outputPipes makes the pipes R's stdout and stderr go to, read by inst,
+// and returns their write ends for R (the caller closes them).
+func (inst *instance) outputPipes() (outW, errW *os.File, err error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, nil, err
+	}
+	if inst.stdout, err = capture.NewPipe(outR); err != nil {
+		outR.Close()
+		errR.Close()
+		outW.Close()
+		errW.Close()
+		return nil, nil, err
+	}
+	if inst.stderr, err = capture.NewPipe(errR); err != nil {
+		errR.Close()
+		outW.Close()
+		errW.Close()
+		return nil, nil, err
+	}
+	return outW, errW, nil
+}
+
+// startBox starts R in a container (the sandbox).
+func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPath string, stdout, stderr *os.File) (runner.Runner, error) {
+	hostUID, hostGID := boxUID, boxGID
+	var userNS *spec.IDMap
+	if !s.cfg.UnsafeNoUserNamespace {
+		slot, err := uidrange.Claim(inst.dir)
+		if errors.Is(err, uidrange.ErrExhausted) {
+			err = fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		inst.uidSlot = slot
+		base := uidrange.Base(slot)
+		userNS = &spec.IDMap{HostBase: base, Size: uidrange.Size}
+		hostUID, hostGID = int(base)+boxUID, int(base)+boxGID
+	}
+	if err := os.Chown(sockPath, hostUID, hostGID); err != nil {
+		return nil, err
+	}
+	l := s.cfg.Limits
+	procDir := filepath.Join(inst.dir, "proc")
+	if err := writeSyntheticProc(procDir, l.MemoryBytes); err != nil {
+		return nil, err
+	}
+	sp, err := spec.Build(spec.Options{
+		RootFS: s.rootfs,
+		// tini is the box's init: it forwards our signals to R and reaps
+		// the orphans background processes leave (R as pid 1 would not).
+		Args: []string{"/usr/bin/tini", "--", "/usr/bin/Rscript", "--vanilla",
+			"--default-packages=" + defaultPackages,
+			spec.RuntimeDir + "/" + bridge.RuntimeEntry, spec.RuntimeDir, spec.SocketDir + "/" + statedir.SocketName},
+		Env: []string{
+			"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp",
+			"LANG=C.UTF-8", "TZ=UTC", "R_LIBS_USER=/nonexistent", "R_ENABLE_JIT=0",
+		},
+		UID: boxUID, GID: boxGID, UserNS: userNS,
+		CgroupsPath:   s.cfg.CgroupParent + "/" + inst.id,
+		MemoryBytes:   l.MemoryBytes,
+		Pids:          l.Pids,
+		CPUs:          l.CPUs,
+		TmpBytes:      l.TmpBytes,
+		TmpInodes:     16384,
+		ShmBytes:      min(l.TmpBytes, 64<<20),
+		NoFile:        l.NoFile,
+		FileSizeBytes: l.FileSizeBytes,
+		Binds:         s.binds(sockDir),
+		ProcDir:       procDir,
+	})
+	if err != nil {
+		return nil, err
+	}
+	box, err := container.Start(ctx, filepath.Join(s.cfg.StateDir, statedir.ContainersDir), inst.id, sp,
+		container.Stdio{Stdout: stdout, Stderr: stderr})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
+	}
+	return runner.NewBox(box), nil
+}
+
+// writeSyntheticProc writes the /proc files the box sees in place of the
+// host's (spec.SyntheticProc), readable by the box's user.
+func writeSyntheticProc(dir string, memoryBytes int64) error {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fmt.Errorf("synthetic /proc: %w", err)
+	}
+	for name, text := range spec.SyntheticProc(memoryBytes, runtime.NumCPU()) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o444); err != nil {
+			return fmt.Errorf("synthetic /proc: %w", err)
+		}
+	}
+	return nil
+}
+
+// startHost starts R as a plain child process (Config.UnsafeNoSandbox),
+// in a temp dir of the session's own, and records its pid so that a
+// later Reap can end it if this process dies first.
+func (s *Session) startHost(inst *instance, sockPath string, stdout, stderr *os.File) (runner.Runner, error) {
+	tmp := filepath.Join(inst.dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return nil, err
+	}
+	r, err := runner.StartHost(s.cfg.HostRscript, []string{"--vanilla", "--default-packages=" + defaultPackages,
+		filepath.Join(s.runtime, bridge.RuntimeEntry), s.runtime, sockPath, "host"}, tmp, inst.id, runnerLimits(s.cfg.Limits), stdout, stderr)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := procfs.Record(r.Pid())
+	if err == nil {
+		err = statedir.WriteAtomic(filepath.Join(inst.dir, statedir.HostRFile), rec)
+	}
+	if err != nil {
+		_ = r.Destroy(context.Background())
+		return nil, fmt.Errorf("record the host R: %w", err)
+	}
+	return r, nil
+}
+
+// binds lists the box's bind mounts: the runtime, the socket's directory
+// and the operator's read-only Mounts.
+func (s *Session) binds(sockDir string) []spec.BindMount {
+	b := []spec.BindMount{
+		{Source: s.runtime, Destination: spec.RuntimeDir, ReadOnly: true},
+		{Source: sockDir, Destination: spec.SocketDir, ReadOnly: true},
+	}
+	for _, m := range s.cfg.Mounts {
+		b = append(b, spec.BindMount{Source: m.Source, Destination: m.Destination, ReadOnly: true, Exec: m.Exec})
+	}
+	return b
+}
+
+// acceptFrom accepts R's one connection, checked (bridgesock.Accept) to
+// come from a process of run: R.
+func acceptFrom(ctx context.Context, ln *net.UnixListener, run runner.Runner) (net.Conn, int, error) {
+	conn, pid, err := bridgesock.Accept(ctx, ln, run.Done(), run.Procs)
+	switch {
+	case errors.Is(err, bridgesock.ErrPeerExited):
+		return nil, 0, fmt.Errorf("R exited before connecting (%s)", run.ExitStatus())
+	case errors.Is(err, bridgesock.ErrForeignPeer):
+		return nil, 0, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	return conn, pid, err
+}

@@ -1,0 +1,240 @@
+package securer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/securer-runc/securer-runc/bridge"
+	"github.com/securer-runc/securer-runc/internal/capture"
+	"github.com/securer-runc/securer-runc/internal/procfs"
+	"github.com/securer-runc/securer-runc/internal/runner"
+	"github.com/securer-runc/securer-runc/internal/statedir"
+	"github.com/securer-runc/securer-runc/internal/uidrange"
+)
+
+// instance is one container and its R process.
+type instance struct {
+	id         string
+	dir        string
+	run        runner.Runner
+	conn       net.Conn
+	frames     chan frame
+	stop       chan struct{} // closed by destroy: ends the frame reader
+	stdout     *capture.Pipe
+	stderr     *capture.Pipe
+	dead       atomic.Bool // must be replaced before the next Execute
+	cleanup    sync.Once
+	cleanupErr error
+	// rPid is R's host pid (a container's init is tini).
+	rPid int
+	// rPidfd pins R's process (-1: none). Interrupts go to R through it
+	// directly: a signal forwarded by tini arrives whenever tini next
+	// runs, which under load can be after the next execution began.
+	rPidfd   int
+	rPidfdMu sync.Mutex // destroy may close it while an execution signals
+	// interrupted: R was sent a SIGINT that may still be pending.
+	interrupted bool
+	// sweeping is the id of the fresh execution whose sweep the warm R
+	// has yet to confirm (0: none).
+	sweeping uint64
+	// fingerprint is the warm R as it started (procfs.Fingerprint).
+	fingerprint string
+	// uidSlot is the host uid range the box holds (-1: none).
+	uidSlot int
+	// ended says why the instance is dead (the first reason given).
+	ended atomic.Pointer[string]
+}
+
+// markDead records that the instance must be replaced, and why (the
+// first reason wins: it is the cause, later ones are consequences). It
+// reports whether the instance was already dead.
+func (inst *instance) markDead(reason string) (already bool) {
+	inst.ended.CompareAndSwap(nil, &reason)
+	return inst.dead.Swap(true)
+}
+
+// deathReason says why a replaced instance ended.
+func (inst *instance) deathReason() string {
+	if r := inst.ended.Load(); r != nil {
+		return *r
+	}
+	// Executions mark the deaths they see: an unmarked one came between
+	// them.
+	select {
+	case <-inst.run.Done():
+		return "R died between executions (" + inst.run.ExitStatus().String() + ")"
+	default:
+		return "R was ended"
+	}
+}
+
+// watchIdle removes an instance whose container dies while no execution
+// runs (R killed from outside, say), so that nothing of it lingers until
+// the next use; that use then starts a fresh R. A running execution sees
+// its instance die and handles it itself.
+func (s *Session) watchIdle(inst *instance) {
+	select {
+	case <-inst.stop:
+		return
+	case <-inst.run.Done():
+	}
+	// destroy closes stop before it kills the box: a death it caused is
+	// not news.
+	select {
+	case <-inst.stop:
+		return
+	default:
+	}
+	// An execution under way sees the death itself; one ending now may
+	// not have: wait for it, then clean up whatever nobody claimed. The
+	// session is not held meanwhile, so a caller never gets ErrBusy from
+	// this; a new execution finds the box dead and replaces it.
+	select {
+	case <-inst.stop:
+		return
+	case <-s.busy.idle():
+	}
+	if inst.markDead("R died between executions (" + inst.run.ExitStatus().String() + ")") {
+		return
+	}
+	s.log.Warn("R died while idle", "id", inst.id, "exit", inst.run.ExitStatus())
+	s.audit("session_died", "session", inst.id, "exit", inst.run.ExitStatus())
+	s.destroy(inst)
+}
+
+// interruptR sends SIGINT to R itself, so that the signal is pending in
+// R before this returns and the next execution's stale-interrupt drop
+// sees it. Through the container's init it would be forwarded later.
+func (inst *instance) interruptR() {
+	inst.rPidfdMu.Lock()
+	defer inst.rPidfdMu.Unlock()
+	if inst.rPidfd >= 0 && unix.PidfdSendSignal(inst.rPidfd, unix.SIGINT, nil, 0) == nil {
+		return
+	}
+	_ = inst.run.Signal(unix.SIGINT)
+}
+
+// destroy tears an instance down completely: processes, cgroup, container
+// state, socket, session dir.
+func (s *Session) destroy(inst *instance) error {
+	inst.cleanup.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		close(inst.stop)
+		if inst.run != nil {
+			s.audit("session_end", "session", inst.id)
+		}
+		if inst.conn != nil {
+			inst.conn.Close()
+		}
+		inst.rPidfdMu.Lock()
+		if inst.rPidfd >= 0 {
+			unix.Close(inst.rPidfd)
+			inst.rPidfd = -1
+		}
+		inst.rPidfdMu.Unlock()
+		if inst.run != nil {
+			t0 := time.Now()
+			if err := inst.run.Destroy(ctx); err != nil {
+				s.log.Error("destroying R", "id", inst.id, "err", err)
+				inst.cleanupErr = err
+			}
+			s.log.Debug("R destroyed", "id", inst.id, "took", time.Since(t0))
+		}
+		// The uid range is free once no process of the box can hold it:
+		// libcontainer removes the container's state only after its
+		// cgroup, so while the state is there the claim stays (Reap frees
+		// it once both are gone).
+		ctrState := filepath.Join(s.cfg.StateDir, statedir.ContainersDir, inst.id)
+		if _, err := os.Lstat(ctrState); inst.uidSlot >= 0 && errors.Is(err, os.ErrNotExist) {
+			if err := uidrange.Release(inst.uidSlot, inst.dir); err != nil {
+				s.log.Error("freeing the host uid range", "slot", inst.uidSlot, "err", err)
+			}
+		}
+		if inst.stdout != nil {
+			inst.stdout.Close()
+		}
+		if inst.stderr != nil {
+			inst.stderr.Close()
+		}
+		if err := s.removeDir(inst.dir); err != nil {
+			s.log.Error("removing session dir", "dir", inst.dir, "err", err)
+			inst.cleanupErr = errors.Join(inst.cleanupErr, err)
+		}
+	})
+	return inst.cleanupErr
+}
+
+// removeDirTries bounds removeDir's attempts (about 3 s in all).
+const removeDirTries = 8
+
+// removeDir removes a session dir, retrying a while: removing needs file
+// descriptors, and under fd exhaustion (EMFILE/ENFILE, often what made a
+// start fail) one attempt fails and left the dir behind until the
+// process restarted (its owner record names a live process, so the
+// reaper spares it).
+func (s *Session) removeDir(dir string) error {
+	remove := s.removeAll
+	if remove == nil {
+		remove = os.RemoveAll
+	}
+	wait := 10 * time.Millisecond
+	var err error
+	for range removeDirTries {
+		if err = remove(dir); err == nil {
+			return nil
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, time.Second)
+	}
+	return err
+}
+
+// settle waits for the sweep after a fresh execution and checks that the
+// warm R is as it started. An error means the instance must not be used
+// again: the next user would inherit what the last one did to it.
+func (s *Session) settle(ctx context.Context, inst *instance) error {
+	if inst.sweeping != 0 {
+		// A stopped R would never report its sweep: fail at once.
+		if now, err := s.eng.fingerprint(inst.rPid); err != nil || procfs.Stopped(now) {
+			return fmt.Errorf("the warm R is stopped or gone (%v)", err)
+		}
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		select {
+		case f, ok := <-inst.frames:
+			sw, isSwept := f.msg.(*bridge.Swept)
+			if !ok || f.err != nil || !isSwept || sw.ID != inst.sweeping {
+				return fmt.Errorf("%w: expected the sweep of execution %d, got %T %v", ErrProtocol, inst.sweeping, f.msg, f.err)
+			}
+		case <-inst.run.Done():
+			return errors.New("R ended while sweeping")
+		case <-ctx.Done():
+			return fmt.Errorf("R did not finish sweeping: %w", ctx.Err())
+		}
+		inst.sweeping = 0
+	}
+	now, err := s.eng.fingerprint(inst.rPid)
+	if err != nil {
+		return err
+	}
+	if now != inst.fingerprint {
+		return fmt.Errorf("the warm R's process state changed (was %q, now %q)", firstLine(inst.fingerprint), firstLine(now))
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}

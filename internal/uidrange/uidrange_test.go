@@ -1,0 +1,27 @@
+package uidrange
+
+import "testing"
+
+func TestClaimTarget(t *testing.T) {
+	for _, tc := range []struct {
+		target string
+		ok     bool
+	}{
+		{"/run/securer-runc/sessions/securer-0123456789abcdef", true},
+		{"/run/x/sessions/securer-a", true},
+		{"run/securer-runc/sessions/securer-a", false},
+		{"/run/securer-runc/sessions/other", false},
+		{"/run/securer-runc/containers/securer-a", false},
+		{"/run/securer-runc/sessions/../sessions/securer-a", false},
+	} {
+		if got := claimTarget(tc.target); got != tc.ok {
+			t.Errorf("claimTarget(%q) = %v, want %v", tc.target, got, tc.ok)
+		}
+	}
+}
+
+func TestBase(t *testing.T) {
+	if Base(0) != HostBase || Base(1) != HostBase+Size || Base(Slots-1)+Size-1 > 1<<31 {
+		t.Errorf("bases %d %d %d", Base(0), Base(1), Base(Slots-1))
+	}
+}

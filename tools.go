@@ -1,0 +1,80 @@
+package securer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/securer-runc/securer-runc/bridge"
+	"github.com/securer-runc/securer-runc/rvalue"
+)
+
+// runTool runs one tool call on the host and hands its outcome to done.
+func (s *Session) runTool(ctx context.Context, t Tool, call *bridge.ToolCall, done chan<- toolOutcome) {
+	out := toolOutcome{id: call.ID}
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("tool panicked", "tool", t.Name, "panic", p, "stack", string(debug.Stack()))
+			out = toolOutcome{id: call.ID, err: fmt.Errorf("tool %q failed (panic)", t.Name)}
+		}
+		done <- out // buffered: one tool runs at a time
+	}()
+	if t.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.Timeout)
+		defer cancel()
+	}
+	v, err := t.Handler(ctx, call.Args)
+	if err != nil {
+		if t.Timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("tool %q timed out after %s", t.Name, t.Timeout)
+		}
+		out.err = err
+		return
+	}
+	val, err := rvalue.FromGo(v)
+	if err != nil {
+		out.err = fmt.Errorf("tool %q returned a value R cannot take: %w", t.Name, err)
+		return
+	}
+	b, err := val.MarshalJSON()
+	if err != nil {
+		out.err = fmt.Errorf("tool %q returned an unencodable value: %w", t.Name, err)
+		return
+	}
+	if len(b) > s.cfg.MaxFrameBytes-1024 {
+		out.err = fmt.Errorf("tool %q returned %d bytes, over the %d-byte frame limit", t.Name, len(b), s.cfg.MaxFrameBytes)
+		return
+	}
+	out.value = &val
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return truncate(err.Error(), 1024)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// truncate shortens s to at most n bytes on a character boundary, with
+// invalid UTF-8 replaced: the result always encodes.
+func truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "... (truncated)"
+}
