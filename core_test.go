@@ -325,3 +325,69 @@ func TestCoreBusy(t *testing.T) {
 		t.Errorf("first Execute: %v", err)
 	}
 }
+
+// An execution on a context that has already ended runs nothing: before,
+// the code was sent to R and then interrupted, so part of it ran (an
+// outside review saw `y <- 99` take effect under a cancelled context).
+func TestCoreEndedContextRunsNothing(t *testing.T) {
+	var executes atomic.Int32
+	s, _ := fakeSession(t, Config{}, serve(t, func(r *fakeR, m hostMsg) any {
+		executes.Add(1)
+		return result(m.ID, 1.0)
+	}))
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel2()
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		want error
+	}{
+		{"canceled", canceled, ErrCanceled},
+		{"expired", expired, ErrTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := s.Execute(tc.ctx, "y <- 99")
+			if res != nil || !errors.Is(err, tc.want) || !errors.Is(err, tc.ctx.Err()) {
+				t.Errorf("Execute = %+v, %v; want no result and %v wrapping %v", res, err, tc.want, tc.ctx.Err())
+			}
+		})
+	}
+	if n := executes.Load(); n != 0 {
+		t.Errorf("R was sent %d executions under an ended context", n)
+	}
+	// The session is still usable.
+	if res, err := s.Execute(context.Background(), "1"); err != nil || res.Value.Go() != 1.0 {
+		t.Errorf("after: %+v, %v", res, err)
+	}
+}
+
+// Tool.Timeout bounds a call even when the handler ignores its context:
+// before, the call (and the execution) waited for the handler to return.
+func TestCoreToolTimeoutIgnoredContext(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	stuck := Tool{Name: "stuck", Args: numArgs("a"), Timeout: 100 * time.Millisecond,
+		Handler: func(ctx context.Context, args map[string]Value) (any, error) {
+			<-release // never looks at ctx
+			return 1.0, nil
+		}}
+	answer := make(chan hostMsg, 1)
+	s, _ := fakeSession(t, Config{Tools: []Tool{stuck}, Timeout: time.Minute}, serve(t, func(r *fakeR, m hostMsg) any {
+		r.send(toolCall(1, "stuck", map[string]any{"a": 1.0}))
+		tr, ok := r.expect(t, "tool_result")
+		if !ok {
+			return nil
+		}
+		answer <- tr
+		return result(m.ID, 2.0)
+	}))
+	res, err := s.Execute(context.Background(), "stuck(1)")
+	if err != nil || res.Verdict != VerdictOK {
+		t.Fatalf("Execute = %+v, %v; want ok, the tool's timeout answered R", res, err)
+	}
+	if tr := <-answer; !strings.Contains(tr.Error, "timed out after 100ms") {
+		t.Errorf("R got %+v, want the tool's timeout", tr)
+	}
+}

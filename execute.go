@@ -2,6 +2,7 @@ package securer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -52,6 +53,10 @@ func (s *Session) execute(ctx context.Context, code string, opts ExecOptions) (*
 		return nil, ErrBusy
 	}
 	defer s.busy.leave()
+	if err := ctx.Err(); err != nil {
+		// Nothing runs on a context that has already ended.
+		return nil, endedContextError(err, "before the code ran; nothing ran")
+	}
 	if opts.Fresh && s.cfg.UnsafeNoSandbox {
 		// The sweep after a fresh execution kills every process it can see
 		// and empties the temp dirs: on the host, that would be the host's.
@@ -110,4 +115,13 @@ func (s *Session) admit(ctx context.Context, code string) error {
 // exhausted reports whether the session has served its MaxExecutions.
 func (s *Session) exhausted() bool {
 	return s.cfg.MaxExecutions > 0 && s.executions.Load() >= int64(s.cfg.MaxExecutions)
+}
+
+// endedContextError is ErrTimeout or ErrCanceled, whichever the context's
+// end was, wrapping it too.
+func endedContextError(err error, when string) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w %s: %w", ErrTimeout, when, err)
+	}
+	return fmt.Errorf("%w %s: %w", ErrCanceled, when, err)
 }

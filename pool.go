@@ -84,6 +84,12 @@ func newPool(ctx context.Context, cfg Config, size int, reset ResetPolicy, newSe
 	if size < 1 {
 		return nil, fmt.Errorf("%w: pool size must be at least 1, got %d", ErrInvalidConfig, size)
 	}
+	switch reset {
+	case ResetFresh, ResetNone, ResetRestart:
+	default:
+		// An unknown policy must not fall back to sharing state.
+		return nil, fmt.Errorf("%w: unknown pool reset policy %d (ResetFresh, ResetRestart or ResetNone)", ErrInvalidConfig, int(reset))
+	}
 	if cfg.UnsafeNoSandbox && reset == ResetFresh {
 		return nil, fmt.Errorf("%w: an unsandboxed pool cannot reset by fresh executions: use ResetRestart or ResetNone", ErrNeedsSandbox)
 	}

@@ -69,3 +69,16 @@ func TestPoolShutdownWaitsForRelease(t *testing.T) {
 		}
 	})
 }
+
+// A reset policy outside the three is refused: it used to behave as
+// ResetNone, sharing one user's R state with the next.
+func TestPoolUnknownResetPolicy(t *testing.T) {
+	for _, reset := range []ResetPolicy{-1, 3, 99} {
+		_, err := newPool(context.Background(), Config{StateDir: t.TempDir()}, 1, reset, func(ctx context.Context, cfg Config) (*Session, error) {
+			return nil, errors.New("a session was started for an invalid pool")
+		})
+		if !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("reset policy %d: %v, want ErrInvalidConfig", reset, err)
+		}
+	}
+}

@@ -180,7 +180,8 @@ type Tool struct {
 	Args        []Arg
 	Handler     ToolFunc
 	// Timeout, when set, bounds one call: the handler's context ends and R
-	// gets a tool error.
+	// gets a tool error when the timeout does, even if the handler goes on
+	// (it is not waited for; its late answer is dropped).
 	Timeout time.Duration
 }
 

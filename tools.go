@@ -17,21 +17,13 @@ func (s *Session) runTool(ctx context.Context, t Tool, call *bridge.ToolCall, do
 	out := toolOutcome{id: call.ID}
 	defer func() {
 		if p := recover(); p != nil {
-			s.log.Error("tool panicked", "tool", t.Name, "panic", p, "stack", string(debug.Stack()))
+			s.log.Error("tool answer panicked", "tool", t.Name, "panic", p, "stack", string(debug.Stack()))
 			out = toolOutcome{id: call.ID, err: fmt.Errorf("tool %q failed (panic)", t.Name)}
 		}
-		done <- out // buffered: one tool runs at a time
+		done <- out // buffered: one answer per call
 	}()
-	if t.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t.Timeout)
-		defer cancel()
-	}
-	v, err := t.Handler(ctx, call.Args)
+	v, err := s.callHandler(ctx, t, call)
 	if err != nil {
-		if t.Timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			err = fmt.Errorf("tool %q timed out after %s", t.Name, t.Timeout)
-		}
 		out.err = err
 		return
 	}
@@ -50,6 +42,47 @@ func (s *Session) runTool(ctx context.Context, t Tool, call *bridge.ToolCall, do
 		return
 	}
 	out.value = &val
+}
+
+// callHandler runs the tool's handler. With a Timeout, the call ends when
+// the timeout does, whether or not the handler heeds its context: one that
+// does not is left to finish on its own, and its answer is dropped.
+func (s *Session) callHandler(ctx context.Context, t Tool, call *bridge.ToolCall) (any, error) {
+	if t.Timeout <= 0 {
+		return s.guardedHandler(ctx, t, call)
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.Timeout)
+	defer cancel()
+	type answer struct {
+		v   any
+		err error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		v, err := s.guardedHandler(ctx, t, call)
+		answered <- answer{v, err}
+	}()
+	var a answer
+	select {
+	case a = <-answered:
+	case <-ctx.Done():
+		a.err = ctx.Err()
+	}
+	if a.err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return nil, fmt.Errorf("tool %q timed out after %s", t.Name, t.Timeout)
+	}
+	return a.v, a.err
+}
+
+// guardedHandler is the handler with a panic turned into the call's error.
+func (s *Session) guardedHandler(ctx context.Context, t Tool, call *bridge.ToolCall) (v any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("tool panicked", "tool", t.Name, "panic", p, "stack", string(debug.Stack()))
+			v, err = nil, fmt.Errorf("tool %q failed (panic)", t.Name)
+		}
+	}()
+	return t.Handler(ctx, call.Args)
 }
 
 func errString(err error) string {

@@ -52,13 +52,16 @@ func (c *conn) execute(j *job) (any, error) {
 	}
 	stdout.flush()
 	stderr.flush()
-	if res == nil && j.pool != nil {
+	if res == nil {
 		switch {
-		case errors.Is(err, securer.ErrPoolClosed) && c.srv.isDraining():
+		case j.pool != nil && errors.Is(err, securer.ErrPoolClosed) && c.srv.isDraining():
 			return nil, fmt.Errorf("%w: %w", errDraining, err)
-		case errors.Is(err, context.Canceled) && c.ctx.Err() == nil:
+		case j.pool != nil && errors.Is(err, context.Canceled) && c.ctx.Err() == nil:
 			// Cancelled while waiting for a pool session: still a result.
 			return c.canceledResult(j, "canceled while waiting for a pool session; nothing ran"), nil
+		case j.sess != nil && errors.Is(err, securer.ErrCanceled):
+			// Cancelled just before it started: still a result.
+			return c.canceledResult(j, "canceled before it started; nothing ran"), nil
 		}
 	}
 	if res == nil {
