@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -184,34 +185,47 @@ func TestPreauthFlood(t *testing.T) {
 	for opened.Load() < int64(2*New(opts).opts.MaxUnauthenticated) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	holder := func(prompt bool) bool {
+	// holder reports why a token holder did not get in ("" when it did).
+	// Its deadline is generous: on a loaded host (load 26, -race) the
+	// accept queue alone can take seconds.
+	holder := func(prompt bool) string {
 		nc, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer nc.Close()
-		_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+		_ = nc.SetDeadline(time.Now().Add(60 * time.Second))
 		auth := []byte(`{"op":"auth","id":"a","token":"` + token + `"}` + "\n")
 		if prompt {
 			nc.Write(auth)
 		}
 		r := bufio.NewScanner(nc)
-		if !r.Scan() { // hello
-			return false
+		if !r.Scan() {
+			return fmt.Sprintf("no hello: %v", r.Err())
 		}
 		if !prompt {
 			nc.Write(auth)
 		}
-		return r.Scan() && strings.Contains(r.Text(), `"type":"ok"`)
+		if !r.Scan() {
+			return fmt.Sprintf("no answer to auth: %v", r.Err())
+		}
+		if !strings.Contains(r.Text(), `"type":"ok"`) {
+			return "answer " + r.Text()
+		}
+		return ""
 	}
 	const tries = 30
 	prompt, waiting := 0, 0
 	for range tries {
-		if holder(true) {
+		if why := holder(true); why == "" {
 			prompt++
+		} else {
+			t.Logf("a token holder sending auth at once was kept out: %s", why)
 		}
-		if holder(false) {
+		if why := holder(false); why == "" {
 			waiting++
+		} else {
+			t.Logf("a token holder waiting for the hello was kept out: %s", why)
 		}
 	}
 	stop()
