@@ -191,6 +191,28 @@ func TestCLIBrokenStdout(t *testing.T) {
 			t.Errorf("left behind:\n  %s", strings.Join(left, "\n  "))
 		}
 	})
+	t.Run("run --json whose reader left before the result", func(t *testing.T) {
+		cmd := exec.Command(cli(t), "run", "--rootfs", rootfsDir, "--state", stateDir,
+			"--cgroup-parent", cgroupParent, "--json", "-e", "cat('x'); 1")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var errb lockedBuffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		out.Close()
+		// A lost result must not be reported as success (it exited 0).
+		code, signaled := waitExit(t, cmd)
+		if signaled || code != 130 || !strings.Contains(errb.String(), "could not be written") {
+			t.Errorf("exit %d (by signal: %v), stderr %q; want 130 and a word on the lost result", code, signaled, errb.String())
+		}
+		if left := leftovers(); len(left) > 0 {
+			t.Errorf("left behind:\n  %s", strings.Join(left, "\n  "))
+		}
+	})
 	t.Run("serve --stdio whose client vanishes mid-execution", func(t *testing.T) {
 		cmd := exec.Command(cli(t), "serve", "--stdio", "--rootfs", rootfsDir, "--state", stateDir,
 			"--cgroup-parent", cgroupParent)

@@ -66,7 +66,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	ctx, cancelRun := context.WithCancelCause(ctx)
 	defer cancelRun(nil)
 	if !*asJSON {
-		cfg.Stdout = &cancelOnEPIPE{w: stdout, cancel: cancelRun}
+		cfg.Stdout = &cancelOnWriteError{w: stdout, cancel: cancelRun}
 		cfg.Stderr = stderr
 	}
 	// The executor should outlive its boxes when memory runs out: the boxes
@@ -91,14 +91,17 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return fail(stderr, code, err)
 	}
 	if errors.Is(context.Cause(ctx), errStdoutClosed) {
-		return fail(stderr, exitCancelled, fmt.Errorf("%s: %w", res.Verdict, errStdoutClosed))
+		return fail(stderr, exitCancelled, fmt.Errorf("%s: %w", res.Verdict, context.Cause(ctx)))
 	}
 	if *asJSON {
 		b, jerr := stdjson.MarshalIndent(res, "", "  ")
 		if jerr != nil {
 			return fail(stderr, exitSandbox, jerr)
 		}
-		fmt.Fprintf(stdout, "%s\n", b)
+		if _, werr := fmt.Fprintf(stdout, "%s\n", b); werr != nil {
+			// The result was lost: never report success for it.
+			return fail(stderr, exitCancelled, fmt.Errorf("the JSON result could not be written: %w: %v", errStdoutClosed, werr))
+		}
 	} else if err != nil && res.Verdict != securer.VerdictError {
 		// R already printed its own error; the others are ours to say.
 		fmt.Fprintf(stderr, "securer-runc: %s: %v\n", res.Verdict, err)
@@ -112,19 +115,19 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	return exitCode(res.Verdict)
 }
 
-var errStdoutClosed = errors.New("stopped: the reader of stdout went away (broken pipe)")
+var errStdoutClosed = errors.New("stdout is gone (its reader went away, or it is closed)")
 
-// cancelOnEPIPE passes writes through and cancels the run once one fails
-// with EPIPE.
-type cancelOnEPIPE struct {
+// cancelOnWriteError passes writes through and cancels the run once one
+// fails: output nobody can receive is not worth computing.
+type cancelOnWriteError struct {
 	w      io.Writer
 	cancel context.CancelCauseFunc
 }
 
-func (c *cancelOnEPIPE) Write(p []byte) (int, error) {
+func (c *cancelOnWriteError) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
-	if errors.Is(err, syscall.EPIPE) {
-		c.cancel(errStdoutClosed)
+	if err != nil {
+		c.cancel(fmt.Errorf("stopped: %w: %v", errStdoutClosed, err))
 	}
 	return n, err
 }
