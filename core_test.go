@@ -391,3 +391,36 @@ func TestCoreToolTimeoutIgnoredContext(t *testing.T) {
 		t.Errorf("R got %+v, want the tool's timeout", tr)
 	}
 }
+
+// A start ended by the caller's context says so (ErrCanceled or
+// ErrTimeout, wrapping the context's error): it said "R did not connect"
+// or blamed the host (an outside review).
+func TestCoreStartEndedByContext(t *testing.T) {
+	silent := func(r *fakeR) { <-r.done } // R that never says hello
+	for _, tc := range []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+		want error
+	}{
+		{"deadline", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 200*time.Millisecond)
+		}, ErrTimeout},
+		{"canceled", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(200*time.Millisecond, cancel)
+			return ctx, cancel
+		}, ErrCanceled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := tc.ctx()
+			defer cancel()
+			s, err := newSession(ctx, Config{StateDir: t.TempDir()}, &fakeEngine{script: silent})
+			if s != nil {
+				s.Close()
+			}
+			if !errors.Is(err, tc.want) || !errors.Is(err, ctx.Err()) || errors.Is(err, ErrSandboxUnavailable) {
+				t.Errorf("newSession = %v; want %v wrapping %v, not ErrSandboxUnavailable", err, tc.want, ctx.Err())
+			}
+		})
+	}
+}

@@ -91,6 +91,12 @@ func newSession(ctx context.Context, cfg Config, eng engine) (*Session, error) {
 	}
 	inst, err := s.start(ctx)
 	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			// The caller's context ended the start: that is the cause, not
+			// the host (the failure it caused would say "sandbox
+			// unavailable" or "R did not connect").
+			return nil, fmt.Errorf("%w (%v)", endedContextError(ctxErr, "while the session started"), err)
+		}
 		return nil, err
 	}
 	s.inst = inst

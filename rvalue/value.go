@@ -347,6 +347,27 @@ func (v Value) Integers() []int32 { return v.ints }
 // Doubles returns the elements of a double vector.
 func (v Value) Doubles() []float64 { return v.dbls }
 
+// Float64s returns a numeric vector, double or integer (R's is.numeric
+// takes both: 2L, length(x)), as float64s, an integer NA as NaN; nil for
+// any other type and for factors.
+func (v Value) Float64s() []float64 {
+	switch {
+	case v.typeOf() == TypeDouble:
+		return v.dbls
+	case v.typeOf() == TypeInteger && !v.IsFactor():
+		out := make([]float64, len(v.ints))
+		for i, n := range v.ints {
+			if n == NAInteger {
+				out[i] = math.NaN()
+			} else {
+				out[i] = float64(n)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
 // Strings returns the elements of a character vector; NA is NAString.
 func (v Value) Strings() []string { return v.strs }
 

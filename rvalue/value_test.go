@@ -405,3 +405,33 @@ func TestCheckAndDescribe(t *testing.T) {
 		t.Errorf("unknown type name: %v", err)
 	}
 }
+
+// Float64s reads what R's is.numeric accepts: a tool declared numeric gets
+// integers too (add(2L), add(length(x))), where Doubles() is nil.
+func TestFloat64s(t *testing.T) {
+	fac := FactorOf("a", "b")
+	for _, tc := range []struct {
+		name string
+		v    Value
+		want []float64
+	}{
+		{"double", Doubles(1.5, 2), []float64{1.5, 2}},
+		{"integer", Integers(2, -3), []float64{2, -3}},
+		{"integer NA", Integers(NAInteger), []float64{math.NaN()}},
+		{"empty integer", Integers(), []float64{}},
+		{"factor", fac, nil},
+		{"character", Strings("1"), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.v.Float64s()
+			if (got == nil) != (tc.want == nil) || len(got) != len(tc.want) {
+				t.Fatalf("Float64s() = %v, want %v", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] && !(math.IsNaN(got[i]) && math.IsNaN(tc.want[i])) {
+					t.Errorf("Float64s()[%d] = %v, want %v", i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
