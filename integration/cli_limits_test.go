@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,18 +167,25 @@ func TestCLIBrokenStdout(t *testing.T) {
 			return -1, false
 		}
 	}
-	t.Run("run piped into a reader that leaves", func(t *testing.T) {
-		cmd := exec.Command(cli(t), "run", "--rootfs", rootfsDir, "--state", stateDir,
-			"--cgroup-parent", cgroupParent, "--timeout", "300s", "-e", "for (i in 1:1e8) print(i)")
+	// startRun starts `run` with this test run's dirs and its stdout on a
+	// pipe the test may close.
+	startRun := func(t *testing.T, args ...string) (*exec.Cmd, io.ReadCloser, *lockedBuffer) {
+		t.Helper()
+		cmd := exec.Command(cli(t), append([]string{"run", "--rootfs", rootfsDir, "--state", stateDir,
+			"--cgroup-parent", cgroupParent}, args...)...)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
 		}
-		var errb lockedBuffer
-		cmd.Stderr = &errb
+		errb := &lockedBuffer{}
+		cmd.Stderr = errb
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		return cmd, out, errb
+	}
+	t.Run("run piped into a reader that leaves", func(t *testing.T) {
+		cmd, out, errb := startRun(t, "--timeout", "300s", "-e", "for (i in 1:1e8) print(i)")
 		line, err := bufio.NewReader(out).ReadString('\n')
 		if err != nil || !strings.Contains(line, "[1] 1") {
 			t.Fatalf("first line %q, %v", line, err)
@@ -192,17 +200,7 @@ func TestCLIBrokenStdout(t *testing.T) {
 		}
 	})
 	t.Run("run --json whose reader left before the result", func(t *testing.T) {
-		cmd := exec.Command(cli(t), "run", "--rootfs", rootfsDir, "--state", stateDir,
-			"--cgroup-parent", cgroupParent, "--json", "-e", "cat('x'); 1")
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var errb lockedBuffer
-		cmd.Stderr = &errb
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		cmd, out, errb := startRun(t, "--json", "-e", "cat('x'); 1")
 		out.Close()
 		// A lost result must not be reported as success (it exited 0).
 		code, signaled := waitExit(t, cmd)
