@@ -89,7 +89,7 @@ fuzz:
 
 # A short pass over every fuzz target, part of make test.
 fuzz-short:
-	scripts/fuzz.sh 10s
+	scripts/fuzz.sh short
 
 # The full-length long runs (the short versions run in make test); each
 # prints its figures as the test's last log line. See HARDENING.md.
