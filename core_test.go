@@ -414,7 +414,7 @@ func TestCoreStartEndedByContext(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := tc.ctx()
 			defer cancel()
-			s, err := newSession(ctx, Config{StateDir: t.TempDir()}, &fakeEngine{script: silent})
+			s, err := newSession(ctx, Host{StateDir: t.TempDir()}, Config{}, &fakeEngine{script: silent})
 			if s != nil {
 				s.Close()
 			}
@@ -422,5 +422,13 @@ func TestCoreStartEndedByContext(t *testing.T) {
 				t.Errorf("newSession = %v; want %v wrapping %v, not ErrSandboxUnavailable", err, tc.want, ctx.Err())
 			}
 		})
+	}
+	// StartTimeout's expiry is a timeout too (it matched no sentinel).
+	s, err := newSession(context.Background(), Host{StateDir: t.TempDir()}, Config{StartTimeout: 200 * time.Millisecond}, &fakeEngine{script: silent})
+	if s != nil {
+		s.Close()
+	}
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "StartTimeout") || errors.Is(err, ErrCanceled) {
+		t.Errorf("newSession past StartTimeout = %v; want ErrTimeout naming StartTimeout", err)
 	}
 }

@@ -34,7 +34,7 @@ func TestDestroyRemovesDirDespiteEMFILE(t *testing.T) {
 				t.Fatal(err)
 			}
 			calls := 0
-			s := &Session{cfg: Config{StateDir: state}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			s := &Session{cfg: Config{host: Host{StateDir: state}}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 				removeAll: func(p string) error {
 					calls++
 					if calls <= tc.failures {

@@ -18,6 +18,7 @@ import (
 	"github.com/securer-runc/securer-runc/internal/bridgesock"
 	"github.com/securer-runc/securer-runc/internal/capture"
 	"github.com/securer-runc/securer-runc/internal/procfs"
+	"github.com/securer-runc/securer-runc/internal/reaper"
 	"github.com/securer-runc/securer-runc/internal/runner"
 	"github.com/securer-runc/securer-runc/internal/statedir"
 	"github.com/securer-runc/securer-runc/internal/uidrange"
@@ -58,21 +59,21 @@ func (hostEngine) prepare(ctx context.Context, cfg Config) error {
 	} else if err := prepareSandbox(cfg); err != nil {
 		return err
 	}
-	if err := statedir.Prepare(cfg.StateDir); err != nil {
+	if err := statedir.Prepare(cfg.host.StateDir); err != nil {
 		return err
 	}
-	if _, err := Reap(ctx, cfg.StateDir); err != nil {
+	if _, err := reaper.Reap(ctx, cfg.host.StateDir); err != nil {
 		cfg.Logger.Warn("reaping leftovers of crashed sessions", "err", err)
 	}
 	if cfg.UnsafeNoSandbox {
 		cfg.Logger.Warn("UNSANDBOXED session: R runs on this host without isolation", "user", os.Geteuid(), "rscript", cfg.HostRscript)
 		return nil
 	}
-	if _, err := ReapCgroups(cfg.StateDir, cfg.CgroupParent); err != nil {
+	if _, err := reaper.Cgroups(cfg.host.StateDir, cfg.host.CgroupParent); err != nil {
 		cfg.Logger.Warn("reaping cgroups of crashed sessions", "err", err)
 	}
-	total := cgroup.Limits{MemoryBytes: cfg.TotalLimits.MemoryBytes, Pids: cfg.TotalLimits.Pids, CPUs: cfg.TotalLimits.CPUs}
-	if _, err := cgroup.EnsureParent(cfg.CgroupParent, total); err != nil {
+	t := cfg.host.TotalLimits
+	if _, err := cgroup.EnsureParent(cfg.host.CgroupParent, cgroup.Limits{MemoryBytes: t.MemoryBytes, Pids: t.Pids, CPUs: t.CPUs}); err != nil {
 		return fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}
 	return nil
@@ -84,14 +85,14 @@ func prepareSandbox(cfg Config) error {
 	if !container.InitHookRan() {
 		return fmt.Errorf("%w: %w: a sandbox starts by running this program again as the box's init", ErrInvalidConfig, ErrInitHookMissing)
 	}
-	if err := hostProblems(CheckHost(cfg)); err != nil {
+	if err := hostProblems(cfg.host.Check()); err != nil {
 		return err
 	}
-	if _, err := rootfs.Check(cfg.RootFSDir); err != nil {
+	if _, err := rootfs.Check(cfg.host.RootFSDir); err != nil {
 		return fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}
 	for _, m := range cfg.Mounts {
-		if err := m.validate(rootfs.RootfsPath(cfg.RootFSDir)); err != nil {
+		if err := m.validate(rootfs.RootfsPath(cfg.host.RootFSDir)); err != nil {
 			return err
 		}
 	}
@@ -109,7 +110,7 @@ func (hostEngine) launch(ctx context.Context, s *Session, inst *instance) error 
 	sockPath := filepath.Join(sockDir, statedir.SocketName)
 	if s.cfg.UnsafeNoSandbox && len(sockPath) >= 108 {
 		// A host R connects by this name (a box's R by its own, short one).
-		return fmt.Errorf("%w: socket path %q is %d bytes, over the kernel's 107: use a shorter StateDir", ErrInvalidConfig, sockPath, len(sockPath))
+		return fmt.Errorf("%w: socket path %q is %d bytes, over the kernel's 107: use a shorter Host.StateDir", ErrInvalidConfig, sockPath, len(sockPath))
 	}
 	ln, err := bridgesock.Listen(sockDir, statedir.SocketName)
 	if err != nil {
@@ -175,7 +176,7 @@ func (inst *instance) outputPipes() (outW, errW *os.File, err error) {
 func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPath string, stdout, stderr *os.File) (runner.Runner, error) {
 	hostUID, hostGID := boxUID, boxGID
 	var userNS *spec.IDMap
-	if !s.cfg.UnsafeNoUserNamespace {
+	if !s.cfg.host.UnsafeNoUserNamespace {
 		slot, err := uidrange.Claim(inst.dir)
 		if errors.Is(err, uidrange.ErrExhausted) {
 			err = fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
@@ -208,7 +209,7 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 			"LANG=C.UTF-8", "TZ=UTC", "R_LIBS_USER=/nonexistent", "R_ENABLE_JIT=0",
 		},
 		UID: boxUID, GID: boxGID, UserNS: userNS,
-		CgroupsPath:   s.cfg.CgroupParent + "/" + inst.id,
+		CgroupsPath:   s.cfg.host.CgroupParent + "/" + inst.id,
 		MemoryBytes:   l.MemoryBytes,
 		Pids:          l.Pids,
 		CPUs:          l.CPUs,
@@ -223,7 +224,7 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 	if err != nil {
 		return nil, err
 	}
-	box, err := container.Start(ctx, filepath.Join(s.cfg.StateDir, statedir.ContainersDir), inst.id, sp,
+	box, err := container.Start(ctx, filepath.Join(s.cfg.host.StateDir, statedir.ContainersDir), inst.id, sp,
 		container.Stdio{Stdout: stdout, Stderr: stderr})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)

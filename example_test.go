@@ -17,7 +17,7 @@ func ExampleInit() {
 	securer.Init()
 
 	ctx := context.Background()
-	s, err := securer.NewSession(ctx, securer.Config{Stdout: os.Stdout})
+	s, err := securer.NewSession(ctx, securer.Config{Output: securer.Output{Stdout: os.Stdout}})
 	if err != nil {
 		log.Fatal(err) // errors.Is(err, securer.ErrSandboxUnavailable): the host lacks what it names
 	}

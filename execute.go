@@ -27,7 +27,7 @@ type ExecOptions struct {
 	// Timeout, when positive, replaces Config.Timeout for this execution.
 	Timeout time.Duration
 	// Stdout and Stderr, when set, receive this execution's output as it
-	// is written, in place of Config.Stdout and Config.Stderr.
+	// is written, in place of Config.Output.Stdout and Stderr.
 	Stdout, Stderr io.Writer
 }
 
@@ -74,10 +74,10 @@ func (s *Session) execute(ctx context.Context, code string, opts ExecOptions) (*
 		opts.Timeout = s.cfg.Timeout
 	}
 	if opts.Stdout == nil {
-		opts.Stdout = s.cfg.Stdout
+		opts.Stdout = s.cfg.Output.Stdout
 	}
 	if opts.Stderr == nil {
-		opts.Stderr = s.cfg.Stderr
+		opts.Stderr = s.cfg.Output.Stderr
 	}
 	e := &execution{s: s, inst: inst, id: s.nextID, fresh: opts.Fresh, opts: opts, res: &Result{Value: rvalue.Null()}}
 	if !opts.Fresh {

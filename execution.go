@@ -78,8 +78,8 @@ func (e *execution) run(ctx context.Context, code string) (*Result, error) {
 // takes the accounting baseline.
 func (e *execution) captureOutput() (outCap, errCap *capture.Capture) {
 	cfg := e.s.cfg
-	outCap = capture.New(cfg.MaxOutputBytes, e.opts.Stdout, cfg.OutputLimit)
-	errCap = capture.New(cfg.MaxOutputBytes, e.opts.Stderr, cfg.OutputLimit)
+	outCap = capture.New(cfg.Output.KeepBytes, e.opts.Stdout, cfg.Output.LimitBytes)
+	errCap = capture.New(cfg.Output.KeepBytes, e.opts.Stderr, cfg.Output.LimitBytes)
 	e.inst.stdout.SetSink(outCap)
 	e.inst.stderr.SetSink(errCap)
 	e.before = e.inst.run.Usage()
@@ -195,10 +195,10 @@ func (e *execution) loop(ctx, toolCtx context.Context, outCap, errCap *capture.C
 			}
 		case <-outOver:
 			outOver = nil // fire once
-			e.interrupt(VerdictOutputLimit, fmt.Errorf("%w: more than %d bytes of stdout", ErrLimit, s.cfg.OutputLimit))
+			e.interrupt(VerdictOutputLimit, fmt.Errorf("%w: more than %d bytes of stdout", ErrLimit, s.cfg.Output.LimitBytes))
 		case <-errOver:
 			errOver = nil
-			e.interrupt(VerdictOutputLimit, fmt.Errorf("%w: more than %d bytes of stderr", ErrLimit, s.cfg.OutputLimit))
+			e.interrupt(VerdictOutputLimit, fmt.Errorf("%w: more than %d bytes of stderr", ErrLimit, s.cfg.Output.LimitBytes))
 		case <-e.grace:
 			return e.killUnresponsive()
 		}

@@ -32,7 +32,7 @@ type fakeEngine struct {
 }
 
 func (e *fakeEngine) prepare(ctx context.Context, cfg Config) error {
-	return statedir.Prepare(cfg.StateDir)
+	return statedir.Prepare(cfg.host.StateDir)
 }
 
 func (e *fakeEngine) launch(ctx context.Context, s *Session, inst *instance) error {
@@ -235,8 +235,7 @@ func serve(t *testing.T, execute func(r *fakeR, m hostMsg) any) func(r *fakeR) {
 func fakeSession(t *testing.T, cfg Config, script func(r *fakeR)) (*Session, *fakeEngine) {
 	t.Helper()
 	eng := &fakeEngine{script: script}
-	cfg.StateDir = t.TempDir()
-	s, err := newSession(context.Background(), cfg, eng)
+	s, err := newSession(context.Background(), Host{StateDir: t.TempDir()}, cfg, eng)
 	if err != nil {
 		t.Fatalf("newSession: %v", err)
 	}

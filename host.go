@@ -49,27 +49,27 @@ type HostCheck struct {
 	Fix    string // how to provide it, when not OK
 }
 
-// CheckHost reports, without starting anything, whether this host can give
-// a session of cfg the isolation it asks for. NewSession refuses to start
-// when any check fails, and names the failures.
-func CheckHost(cfg Config) []HostCheck {
+// Check reports, without starting anything, whether this host can give
+// sandboxed sessions on h the isolation they need. NewSession refuses to
+// start when any check fails, and names the failures.
+func (h Host) Check() []HostCheck {
 	var out []HostCheck
 	add := func(c HostCheck) { out = append(out, c) }
 
 	add(HostCheck{Name: "root", OK: os.Geteuid() == 0, Detail: "euid " + strconv.Itoa(os.Geteuid()),
 		Fix: "run as root (or through a root daemon)"})
 
-	release := cfg.kernelRelease
+	release := h.kernelRelease
 	if release == "" {
 		var err error
 		if release, err = KernelRelease(); err != nil {
 			release = err.Error()
 		}
 	}
-	add(kernelCheck(release, cfg.UnsafeAllowOldKernel))
+	add(kernelCheck(release, h.UnsafeAllowOldKernel))
 
 	nsKinds := []string{"mnt", "pid", "net", "ipc", "uts", "cgroup"}
-	if !cfg.UnsafeNoUserNamespace {
+	if !h.UnsafeNoUserNamespace {
 		nsKinds = append(nsKinds, "user")
 	}
 	var noNS []string
@@ -81,7 +81,7 @@ func CheckHost(cfg Config) []HostCheck {
 	add(HostCheck{Name: "namespaces", OK: len(noNS) == 0, Detail: listOr(noNS, "missing ", strings.Join(nsKinds, " ")),
 		Fix: "use a kernel with CONFIG_NAMESPACES and every namespace type enabled"})
 
-	if !cfg.UnsafeNoUserNamespace {
+	if !h.UnsafeNoUserNamespace {
 		add(userNSCheck(os.ReadFile("/proc/sys/user/max_user_namespaces")))
 	}
 
@@ -131,7 +131,7 @@ func userNSCheck(b []byte, err error) HostCheck {
 		detail = err.Error()
 	}
 	return HostCheck{Name: "user namespaces", OK: err == nil && perr == nil && n > 0, Detail: detail,
-		Fix: "sysctl -w user.max_user_namespaces=15000 (or, knowingly, UnsafeNoUserNamespace)"}
+		Fix: "sysctl -w user.max_user_namespaces=15000 (or, knowingly, Host.UnsafeNoUserNamespace)"}
 }
 
 // tooManyFiles: the check could not open its file because this process

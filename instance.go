@@ -155,7 +155,7 @@ func (s *Session) destroy(inst *instance) error {
 		// libcontainer removes the container's state only after its
 		// cgroup, so while the state is there the claim stays (Reap frees
 		// it once both are gone).
-		ctrState := filepath.Join(s.cfg.StateDir, statedir.ContainersDir, inst.id)
+		ctrState := filepath.Join(s.cfg.host.StateDir, statedir.ContainersDir, inst.id)
 		if _, err := os.Lstat(ctrState); inst.uidSlot >= 0 && errors.Is(err, os.ErrNotExist) {
 			if err := uidrange.Release(inst.uidSlot, inst.dir); err != nil {
 				s.log.Error("freeing the host uid range", "slot", inst.uidSlot, "err", err)

@@ -12,9 +12,9 @@ import (
 type KernelVersion [3]int
 
 // MinKernel is the oldest kernel series a sandbox starts on (unless
-// Config.UnsafeAllowOldKernel): the oldest one still maintained upstream,
+// Host.UnsafeAllowOldKernel): the oldest one still maintained upstream,
 // so still receiving fixes for escapes from user namespaces.
-var MinKernel = KernelVersion{5, 10, 0}
+func MinKernel() KernelVersion { return KernelVersion{5, 10, 0} }
 
 // Less reports whether v is older than w.
 func (v KernelVersion) Less(w KernelVersion) bool {
@@ -58,19 +58,19 @@ func KernelRelease() (string, error) {
 	return unix.ByteSliceToString(u.Release[:]), nil
 }
 
-// kernelCheck is CheckHost's verdict on a kernel release. An unparsable
+// kernelCheck is Host.Check's verdict on a kernel release. An unparsable
 // release fails closed.
 func kernelCheck(release string, allowOld bool) HostCheck {
-	c := HostCheck{Name: "kernel", Fix: "upgrade the kernel to " + MinKernel.String() +
+	c := HostCheck{Name: "kernel", Fix: "upgrade the kernel to " + MinKernel().String() +
 		" or later (or, knowingly, UnsafeAllowOldKernel / --unsafe-allow-old-kernel if your distribution backports security fixes)"}
 	v, err := ParseKernelRelease(release)
 	if err != nil {
 		c.Detail = err.Error()
 		return c
 	}
-	c.OK = !v.Less(MinKernel) || allowOld
-	c.Detail = fmt.Sprintf("%s (minimum %s)", release, MinKernel)
-	if v.Less(MinKernel) && allowOld {
+	c.OK = !v.Less(MinKernel()) || allowOld
+	c.Detail = fmt.Sprintf("%s (minimum %s)", release, MinKernel())
+	if v.Less(MinKernel()) && allowOld {
 		c.Detail += "; older, allowed by UnsafeAllowOldKernel"
 	}
 	return c

@@ -73,13 +73,7 @@ type Pool struct {
 	stop  context.CancelFunc
 }
 
-// NewPool starts size sessions of cfg (in parallel) and returns when all
-// are ready. Pool.Execute resets state as reset says.
-func NewPool(ctx context.Context, cfg Config, size int, reset ResetPolicy) (*Pool, error) {
-	return newPool(ctx, cfg, size, reset, NewSession)
-}
-
-// newPool is NewPool starting its sessions with newSession.
+// newPool is Host.NewPool starting its sessions with newSession.
 func newPool(ctx context.Context, cfg Config, size int, reset ResetPolicy, newSession func(context.Context, Config) (*Session, error)) (*Pool, error) {
 	if size < 1 {
 		return nil, fmt.Errorf("%w: pool size must be at least 1, got %d", ErrInvalidConfig, size)

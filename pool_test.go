@@ -11,9 +11,9 @@ import (
 func fakePool(t *testing.T, size int, reset ResetPolicy, script func(r *fakeR)) *Pool {
 	t.Helper()
 	eng := &fakeEngine{script: script}
-	cfg := Config{StateDir: t.TempDir()}
-	p, err := newPool(context.Background(), cfg, size, reset, func(ctx context.Context, cfg Config) (*Session, error) {
-		return newSession(ctx, cfg, eng)
+	h := Host{StateDir: t.TempDir()}
+	p, err := newPool(context.Background(), Config{}, size, reset, func(ctx context.Context, cfg Config) (*Session, error) {
+		return newSession(ctx, h, cfg, eng)
 	})
 	if err != nil {
 		t.Fatalf("newPool: %v", err)
@@ -74,7 +74,7 @@ func TestPoolShutdownWaitsForRelease(t *testing.T) {
 // ResetNone, sharing one user's R state with the next.
 func TestPoolUnknownResetPolicy(t *testing.T) {
 	for _, reset := range []ResetPolicy{-1, 3, 99} {
-		_, err := newPool(context.Background(), Config{StateDir: t.TempDir()}, 1, reset, func(ctx context.Context, cfg Config) (*Session, error) {
+		_, err := newPool(context.Background(), Config{}, 1, reset, func(ctx context.Context, cfg Config) (*Session, error) {
 			return nil, errors.New("a session was started for an invalid pool")
 		})
 		if !errors.Is(err, ErrInvalidConfig) {

@@ -14,7 +14,7 @@ const (
 	VerdictKilled        Verdict = "killed"          // R died otherwise (signal, quit())
 	VerdictProtocolError Verdict = "protocol_error"  // R broke the protocol
 	VerdictToolCallLimit Verdict = "tool_call_limit" // Config.MaxToolCalls reached
-	VerdictOutputLimit   Verdict = "output_limit"    // Config.OutputLimit reached
+	VerdictOutputLimit   Verdict = "output_limit"    // Config.Output.LimitBytes reached
 )
 
 // Accounting is what an execution cost.
@@ -44,7 +44,7 @@ type Result struct {
 	Printed string `json:"printed"` // print() of Value when visible
 	Stdout  string `json:"stdout"`
 	Stderr  string `json:"stderr"`
-	// StdoutElided and StderrElided count bytes dropped by MaxOutputBytes.
+	// StdoutElided and StderrElided count bytes dropped by Config.Output.KeepBytes.
 	StdoutElided int64    `json:"stdout_elided,omitempty"`
 	StderrElided int64    `json:"stderr_elided,omitempty"`
 	Warnings     []string `json:"warnings"`

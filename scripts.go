@@ -2,8 +2,9 @@ package securer
 
 import _ "embed"
 
-// BuildRootfsScript is scripts/build-rootfs.sh, embedded so the installed
-// binary can build its rootfs without the source tree.
-//
 //go:embed scripts/build-rootfs.sh
-var BuildRootfsScript []byte
+var buildRootfsScript string // a string: no caller can change it
+
+// BuildRootfsScript returns scripts/build-rootfs.sh, embedded so that the
+// installed binary can build its rootfs without the source tree.
+func BuildRootfsScript() []byte { return []byte(buildRootfsScript) }

@@ -32,7 +32,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/securer-runc/securer-runc/bridge"
-	"github.com/securer-runc/securer-runc/rootfs"
 	"github.com/securer-runc/securer-runc/rvalue"
 )
 
@@ -41,16 +40,16 @@ type Value = rvalue.Value
 
 // Defaults.
 const (
-	DefaultStateDir       = "/run/securer-runc"
-	DefaultCgroupParent   = "/securer-runc"
-	DefaultTimeout        = 30 * time.Second
-	DefaultInterruptGrace = 2 * time.Second
-	DefaultStartTimeout   = 30 * time.Second
-	DefaultMaxOutputBytes = 1 << 20
-	DefaultToolErrorBytes = 4 << 10
-	DefaultMaxToolCalls   = 10000
-	DefaultMaxCodeBytes   = 1 << 20
-	DefaultFrameTimeout   = 30 * time.Second
+	DefaultStateDir        = "/run/securer-runc"
+	DefaultCgroupParent    = "/securer-runc"
+	DefaultTimeout         = 30 * time.Second
+	DefaultInterruptGrace  = 2 * time.Second
+	DefaultStartTimeout    = 30 * time.Second
+	DefaultKeepOutputBytes = 1 << 20
+	DefaultToolErrorBytes  = 4 << 10
+	DefaultMaxToolCalls    = 10000
+	DefaultMaxCodeBytes    = 1 << 20
+	DefaultFrameTimeout    = 30 * time.Second
 )
 
 // Mount is a host path shown read-only inside the box.
@@ -229,31 +228,6 @@ func (t Tool) validate() error {
 	return nil
 }
 
-// TotalLimits cap all sessions under one cgroup parent together, so that
-// many sessions cannot exhaust the host even when each stays within its
-// own Limits. Zero fields take DefaultTotalLimits'.
-type TotalLimits struct {
-	MemoryBytes int64
-	Pids        int64
-	CPUs        float64 // 0: no cap beyond each session's own
-}
-
-// DefaultTotalLimits: 80% of the host's memory and 16384 processes.
-func DefaultTotalLimits() TotalLimits {
-	return TotalLimits{MemoryBytes: hostMemory() / 5 * 4, Pids: 16384}
-}
-
-func (t TotalLimits) withDefaults() TotalLimits {
-	d := DefaultTotalLimits()
-	if t.MemoryBytes == 0 {
-		t.MemoryBytes = d.MemoryBytes
-	}
-	if t.Pids == 0 {
-		t.Pids = d.Pids
-	}
-	return t
-}
-
 // hostMemory is the machine's RAM in bytes (0 when unknown: no cap).
 func hostMemory() int64 {
 	var si unix.Sysinfo_t
@@ -270,33 +244,57 @@ const defaultPackages = "datasets,utils,grDevices,graphics,stats,methods"
 // packageName is R's rule for package names.
 var packageName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9]$`)
 
-// Config configures a session. The zero value is usable.
+// Config configures a session (or each session of a pool): what its R may
+// call and load, its limits and timeouts, what it keeps of R's output, what
+// one execution may do, and where it logs. Where sessions live on the host
+// (rootfs, state dir, cgroup parent and the caps on all sessions together)
+// is the Host's, not the session's. The zero value is usable.
 type Config struct {
-	// RootFSDir holds rootfs/ and manifest.json (default rootfs.DefaultDir).
-	RootFSDir string
-	// StateDir holds container state, sockets and the R runtime (default
-	// DefaultStateDir; unsandboxed, $XDG_RUNTIME_DIR/securer-runc or a
-	// per-user dir in the temp dir). It must be on a local filesystem and
-	// owned by the user running sessions.
-	StateDir string
-	// CgroupParent is the cgroup all sessions live under.
-	CgroupParent string
-	Limits       Limits
+	// Tools are the host functions R may call.
+	Tools []Tool
 	// Preload lists R packages (installed in the rootfs) attached once when
 	// R starts, so that executions do not pay for loading them; fresh
 	// executions inherit them.
 	Preload []string
-	// TotalLimits cap every session under CgroupParent together. The last
-	// session started sets them: give all sessions of a parent the same.
-	TotalLimits TotalLimits
-	Tools       []Tool
+	// Mounts are host files or directories shown read-only inside the box
+	// (nosuid, nodev; noexec unless Exec). Each destination must already
+	// exist in the rootfs, which is never written to.
+	Mounts []Mount
+
+	// Limits cap the session's R: memory, processes, CPU, files, /tmp.
+	Limits Limits
 	// Timeout bounds one Execute (default DefaultTimeout).
 	Timeout time.Duration
 	// InterruptGrace is how long R has to return after an interrupt
 	// before its container is killed (default DefaultInterruptGrace).
 	InterruptGrace time.Duration
-	// StartTimeout bounds starting the container and R (default 30 s).
+	// StartTimeout bounds starting the container and R (default
+	// DefaultStartTimeout); a start that takes longer fails with
+	// ErrTimeout.
 	StartTimeout time.Duration
+	// FrameTimeout bounds how long one message from R may take to arrive
+	// once its first byte has (default DefaultFrameTimeout): a trickling
+	// frame ends the session with a protocol error.
+	FrameTimeout time.Duration
+
+	// Output says where R's output goes as it is written, and how much of
+	// it an execution may write and its Result keeps.
+	Output Output
+
+	// MaxCodeBytes refuses longer code before it runs (default 1 MiB).
+	MaxCodeBytes int
+	// MaxToolCalls caps tool calls per execution (default 10,000); the
+	// call over it is refused and the execution ends (tool_call_limit).
+	MaxToolCalls int
+	// MaxFrameBytes caps one message from R (default 16 MiB).
+	MaxFrameBytes int
+	// MaxExecutions, when set, is how many executions a session serves;
+	// later ones are refused with ErrRejected.
+	MaxExecutions int
+	// PreExecute, when set, sees every piece of code before it runs; an
+	// error vetoes it (Execute returns ErrRejected wrapping the error).
+	PreExecute func(ctx context.Context, code string) error
+
 	// UnsafeNoSandbox runs R without any sandbox: a plain child process of
 	// this one, as this process's user, with this host's R (HostRscript),
 	// its packages and its filesystem and network. Only rlimits apply
@@ -307,77 +305,41 @@ type Config struct {
 	// HostRscript is the Rscript an unsandboxed session runs (default:
 	// "Rscript" found in PATH).
 	HostRscript string
-	// UnsafeNoUserNamespace runs the box without a user namespace. R still
-	// runs as an unprivileged uid, but uid 1000 inside is uid 1000 on the
-	// host. Only for hosts that cannot create user namespaces.
-	UnsafeNoUserNamespace bool
-	// UnsafeAllowOldKernel starts sandboxes on a kernel older than
-	// MinKernel. Only for distribution kernels known to carry the
-	// backported security fixes.
-	UnsafeAllowOldKernel bool
-	// kernelRelease, when set, stands for uname -r (tests).
-	kernelRelease string
-	// Stdout and Stderr, when set, receive R's output as it is written.
-	Stdout, Stderr io.Writer
-	// MaxOutputBytes caps each stream kept in a Result (head and tail are
-	// kept, the middle is elided with a marker). Default 1 MiB.
-	MaxOutputBytes int
-	// MaxFrameBytes caps one message from R (default 16 MiB).
-	MaxFrameBytes int
-	// FrameTimeout bounds how long one message from R may take to arrive
-	// once its first byte has (default DefaultFrameTimeout): a trickling
-	// frame ends the session with a protocol error.
-	FrameTimeout time.Duration
-	// Mounts are host files or directories shown read-only inside the box
-	// (nosuid, nodev; noexec unless Exec). Each destination must already
-	// exist in the rootfs, which is never written to.
-	Mounts []Mount
-	// OutputLimit, when set, ends an execution (verdict output_limit) once
-	// it has written this many bytes to stdout or stderr.
-	OutputLimit int64
-	// MaxToolCalls caps tool calls per execution (default 10,000); the
-	// call over it is refused and the execution ends (tool_call_limit).
-	MaxToolCalls int
-	// MaxCodeBytes refuses longer code before it runs (default 1 MiB).
-	MaxCodeBytes int
-	// MaxExecutions, when set, is how many executions a session serves;
-	// later ones are refused with ErrRejected.
-	MaxExecutions int
-	// PreExecute, when set, sees every piece of code before it runs; an
-	// error vetoes it (Execute returns ErrRejected wrapping the error).
-	PreExecute func(ctx context.Context, code string) error
-	Logger     *slog.Logger
+
+	// Logger receives the session's operational log: starts, restarts,
+	// kills, reaped leftovers, tool handlers that panicked (default
+	// slog.Default()).
+	Logger *slog.Logger
 	// Audit, when set, receives one record per event: session start and
 	// end; execution start (code size and SHA-256, never the code) and end
 	// (verdict, accounting); each tool call the host validated (arguments
 	// summarised by type and size) and its outcome; limits hit; rejected
 	// code. OpenAuditLog makes a JSON Lines file.
 	Audit *slog.Logger
+
+	// host is the Host the session was started on (with its defaults).
+	host Host
+}
+
+// Output is what a session does with R's stdout and stderr.
+type Output struct {
+	// Stdout and Stderr, when set, receive R's output as it is written
+	// (ExecOptions can name others for one execution).
+	Stdout, Stderr io.Writer
+	// KeepBytes caps each stream a Result keeps: the head and the tail
+	// are kept, the middle is dropped with a marker (default
+	// DefaultKeepOutputBytes). Writing more is not an error.
+	KeepBytes int
+	// LimitBytes, when set, ends an execution (verdict output_limit) once
+	// it has written this many bytes to stdout or to stderr.
+	LimitBytes int64
 }
 
 func (c Config) withDefaults() Config {
-	if c.RootFSDir == "" {
-		c.RootFSDir = rootfs.DefaultDir
-	}
-	if c.StateDir == "" {
-		c.StateDir = DefaultStateDir
-		if c.UnsafeNoSandbox {
-			c.StateDir = defaultHostStateDir()
-		}
-	}
-	// Absolute: session dirs are named by path in the host-wide uid
-	// range registry.
-	if abs, err := filepath.Abs(c.StateDir); err == nil {
-		c.StateDir = abs
-	}
 	if c.HostRscript == "" {
 		c.HostRscript = "Rscript"
 	}
-	if c.CgroupParent == "" {
-		c.CgroupParent = DefaultCgroupParent
-	}
 	c.Limits = c.Limits.WithDefaults()
-	c.TotalLimits = c.TotalLimits.withDefaults()
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout
 	}
@@ -387,8 +349,8 @@ func (c Config) withDefaults() Config {
 	if c.StartTimeout <= 0 {
 		c.StartTimeout = DefaultStartTimeout
 	}
-	if c.MaxOutputBytes <= 0 {
-		c.MaxOutputBytes = DefaultMaxOutputBytes
+	if c.Output.KeepBytes <= 0 {
+		c.Output.KeepBytes = DefaultKeepOutputBytes
 	}
 	if c.MaxFrameBytes <= 0 {
 		c.MaxFrameBytes = bridge.DefaultMaxFrame
@@ -400,7 +362,7 @@ func (c Config) withDefaults() Config {
 		c.MaxCodeBytes = DefaultMaxCodeBytes
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+		c.Logger = slog.Default()
 	}
 	if c.FrameTimeout <= 0 {
 		c.FrameTimeout = DefaultFrameTimeout
@@ -417,9 +379,6 @@ func (c Config) validate() error {
 	}
 	if c.UnsafeNoSandbox && len(c.Mounts) > 0 {
 		return fmt.Errorf("%w: Mounts need the sandbox (an unsandboxed R sees the whole host anyway)", ErrInvalidConfig)
-	}
-	if t := c.TotalLimits; t.MemoryBytes < 0 || t.Pids < 0 || t.CPUs < 0 {
-		return fmt.Errorf("%w: total limits must not be negative", ErrInvalidConfig)
 	}
 	for _, p := range c.Preload {
 		if !packageName.MatchString(p) {

@@ -4,10 +4,48 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/securer-runc/securer-runc/rootfs"
 )
+
+// Host-wide settings are checked before anything on the host is touched:
+// a relative path would name another dir to every process started
+// elsewhere, and a cgroup parent must stay below the root.
+func TestHostValidation(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		host Host
+		want string
+	}{
+		{"relative state dir", Host{StateDir: "state"}, "StateDir"},
+		{"relative rootfs dir", Host{RootFSDir: "./rootfs"}, "RootFSDir"},
+		{"cgroup parent escaping", Host{CgroupParent: "../../etc"}, "CgroupParent"},
+		{"cgroup parent with ..", Host{CgroupParent: "/a/../b"}, "CgroupParent"},
+		{"relative cgroup parent", Host{CgroupParent: "securer"}, "CgroupParent"},
+		{"cgroup root", Host{CgroupParent: "/"}, "CgroupParent"},
+		{"unclean cgroup parent", Host{CgroupParent: "/a//b/"}, "CgroupParent"},
+		{"negative total memory", Host{TotalLimits: TotalLimits{MemoryBytes: -1}}, "total limits"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := tc.host.withDefaults(true); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("withDefaults = %v, want ErrInvalidConfig naming %s", err, tc.want)
+			}
+			if _, err := tc.host.NewSession(context.Background(), Config{}); !errors.Is(err, ErrInvalidConfig) {
+				t.Errorf("NewSession = %v, want ErrInvalidConfig", err)
+			}
+			if _, err := tc.host.Reap(context.Background()); !errors.Is(err, ErrInvalidConfig) {
+				t.Errorf("Reap = %v, want ErrInvalidConfig", err)
+			}
+		})
+	}
+	if _, err := (Host{StateDir: "/run/x", RootFSDir: "/var/lib/x", CgroupParent: "/a/b"}).withDefaults(true); err != nil {
+		t.Errorf("a valid host refused: %v", err)
+	}
+}
 
 func TestConfigValidation(t *testing.T) {
 	okTool := Tool{Name: "add", Args: []Arg{{Name: "a", Type: "numeric"}}, Handler: func(context.Context, map[string]Value) (any, error) { return nil, nil }}
@@ -60,8 +98,15 @@ func TestConfigValidation(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	c := Config{}.withDefaults()
-	if c.Limits != DefaultLimits() || c.Timeout != DefaultTimeout || c.StateDir != DefaultStateDir || c.MaxOutputBytes != DefaultMaxOutputBytes {
+	if c.Limits != DefaultLimits() || c.Timeout != DefaultTimeout || c.Output.KeepBytes != DefaultKeepOutputBytes || c.Logger != slog.Default() {
 		t.Errorf("defaults %+v", c)
+	}
+	h, err := Host{}.withDefaults(true)
+	if err != nil || h.StateDir != DefaultStateDir || h.CgroupParent != DefaultCgroupParent || h.RootFSDir != rootfs.DefaultDir || h.TotalLimits.Pids != DefaultTotalLimits().Pids {
+		t.Errorf("host defaults %+v, %v", h, err)
+	}
+	if h, err := (Host{}).withDefaults(false); err != nil || h.StateDir == DefaultStateDir {
+		t.Errorf("unsandboxed host defaults %+v, %v: want a per-user state dir", h, err)
 	}
 	l := Limits{MemoryBytes: 1 << 30}.WithDefaults()
 	if l.MemoryBytes != 1<<30 || l.Pids != 64 {
@@ -135,18 +180,18 @@ func TestKernelCheck(t *testing.T) {
 		}
 	}
 	// The refusal path: the session's host check names the kernel.
-	cfg := Config{kernelRelease: "4.19.0-26-amd64"}.withDefaults()
-	err := hostProblems(CheckHost(cfg))
+	h := Host{kernelRelease: "4.19.0-26-amd64"}
+	err := hostProblems(h.Check())
 	if !errors.Is(err, ErrSandboxUnavailable) || !strings.Contains(err.Error(), "kernel (4.19.0-26-amd64 (minimum 5.10.0)") {
 		t.Errorf("old kernel: %v", err)
 	}
-	cfg.UnsafeAllowOldKernel = true
-	for _, c := range CheckHost(cfg) {
+	h.UnsafeAllowOldKernel = true
+	for _, c := range h.Check() {
 		if c.Name == "kernel" && !c.OK {
 			t.Errorf("allowed old kernel refused: %+v", c)
 		}
 	}
-	if _, err := NewSession(context.Background(), Config{kernelRelease: "4.19.0", StateDir: t.TempDir()}); !errors.Is(err, ErrSandboxUnavailable) || !strings.Contains(err.Error(), "kernel") {
+	if _, err := (Host{kernelRelease: "4.19.0", StateDir: t.TempDir()}).NewSession(context.Background(), Config{}); !errors.Is(err, ErrSandboxUnavailable) || !strings.Contains(err.Error(), "kernel") {
 		t.Errorf("NewSession on an old kernel: %v", err)
 	}
 }

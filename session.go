@@ -50,18 +50,14 @@ type Session struct {
 	lostState string
 }
 
-// NewSession starts a sandboxed R. It fails, naming what is missing, when
-// the host cannot provide the isolation asked for. With
-// Config.UnsafeNoSandbox it starts R without a sandbox instead. A program
-// that starts sandboxed sessions must call Init first (ErrInitHookMissing).
-func NewSession(ctx context.Context, cfg Config) (*Session, error) {
-	return newSession(ctx, cfg, hostEngine{})
-}
-
-// newSession is NewSession on eng.
-func newSession(ctx context.Context, cfg Config, eng engine) (*Session, error) {
+// newSession is Host.NewSession on eng.
+func newSession(ctx context.Context, h Host, cfg Config, eng engine) (*Session, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	var err error
+	if cfg.host, err = h.withDefaults(!cfg.UnsafeNoSandbox); err != nil {
 		return nil, err
 	}
 	if err := eng.prepare(ctx, cfg); err != nil {
@@ -70,7 +66,7 @@ func newSession(ctx context.Context, cfg Config, eng engine) (*Session, error) {
 	s := &Session{
 		cfg:    cfg,
 		eng:    eng,
-		rootfs: rootfs.RootfsPath(cfg.RootFSDir),
+		rootfs: rootfs.RootfsPath(cfg.host.RootFSDir),
 		log:    cfg.Logger,
 		byName: map[string]Tool{},
 	}
@@ -82,7 +78,7 @@ func newSession(ctx context.Context, cfg Config, eng engine) (*Session, error) {
 		s.tools = append(s.tools, ts)
 		s.byName[t.Name] = t
 	}
-	s.runtime = filepath.Join(cfg.StateDir, statedir.RuntimeDir, bridge.RuntimeDigest())
+	s.runtime = filepath.Join(cfg.host.StateDir, statedir.RuntimeDir, bridge.RuntimeDigest())
 	if err := statedir.MkdirPrivate(s.runtime, 0o755); err != nil {
 		return nil, err
 	}
@@ -107,9 +103,15 @@ func newSession(ctx context.Context, cfg Config, eng engine) (*Session, error) {
 // only with Config.UnsafeNoSandbox).
 func (s *Session) Sandboxed() bool { return !s.cfg.UnsafeNoSandbox }
 
-// Execute runs code in a one-shot session: start, execute, close.
+// Execute runs code in a one-shot session on the default Host: start,
+// execute, close.
 func Execute(ctx context.Context, cfg Config, code string) (*Result, error) {
-	s, err := NewSession(ctx, cfg)
+	return Host{}.Execute(ctx, cfg, code)
+}
+
+// Execute runs code in a one-shot session on h: start, execute, close.
+func (h Host) Execute(ctx context.Context, cfg Config, code string) (*Result, error) {
+	s, err := h.NewSession(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}

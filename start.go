@@ -2,6 +2,7 @@ package securer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,14 +15,20 @@ import (
 
 // start starts a new R for the session: its instance dir, R itself (the
 // engine's launch), the bridge handshake, and R's process pinned.
-func (s *Session) start(ctx context.Context) (_ *instance, retErr error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout)
+func (s *Session) start(parent context.Context) (_ *instance, retErr error) {
+	ctx, cancel := context.WithTimeout(parent, s.cfg.StartTimeout)
 	defer cancel()
 	began := time.Now()
-	inst := newInstance(s.cfg.StateDir)
+	inst := newInstance(s.cfg.host.StateDir)
 	defer func() {
-		if retErr != nil {
-			s.destroy(inst)
+		if retErr == nil {
+			return
+		}
+		s.destroy(inst)
+		// StartTimeout, not the caller, ended the start: whatever step it
+		// cut short, it is a timeout.
+		if parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(retErr, ErrTimeout) {
+			retErr = fmt.Errorf("%w: the start took longer than StartTimeout (%s): %w", ErrTimeout, s.cfg.StartTimeout, retErr)
 		}
 	}()
 	if err := s.makeInstanceDir(inst); err != nil {

@@ -144,7 +144,7 @@ func TestAdversarialMore(t *testing.T) {
 				go func() {
 					ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 					defer cancel()
-					s, err := securer.NewSession(ctx, cfg)
+					s, err := testHost.NewSession(ctx, cfg)
 					if err != nil {
 						ch <- out{err: err}
 						return

@@ -98,7 +98,7 @@ func newAdvHarness(t *testing.T, verifyRootfs bool) *advHarness {
 	// global goroutines of the container library) is not counted as a leak.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if res, err := securer.Execute(ctx, h.config(), "1"); err != nil {
+	if res, err := testHost.Execute(ctx, h.config(), "1"); err != nil {
 		t.Fatalf("warm-up session: %v %+v", err, res)
 	}
 	h.hashes = h2Hashes(t)
@@ -1167,7 +1167,7 @@ func TestAdversarialResources(t *testing.T) {
 		{"R10", func(t *testing.T) {
 			cfg := h.config()
 			cfg.Timeout = 3 * time.Second
-			cfg.MaxOutputBytes = 64 << 10
+			cfg.Output.KeepBytes = 64 << 10
 			s := newSession(t, cfg)
 			var res *securer.Result
 			grew := heapPeak(func() {
@@ -1180,8 +1180,8 @@ func TestAdversarialResources(t *testing.T) {
 				t.Errorf("stdout %d bytes, elided %d: the flood did not happen", res.Accounting.StdoutBytes, res.StdoutElided)
 			}
 			marker := fmt.Sprintf("\n[... %d bytes elided ...]\n", res.StdoutElided)
-			if !strings.Contains(res.Stdout, marker) || len(res.Stdout) > cfg.MaxOutputBytes+len(marker) {
-				t.Errorf("kept %d bytes of stdout (cap %d), marker present: %v", len(res.Stdout), cfg.MaxOutputBytes, strings.Contains(res.Stdout, marker))
+			if !strings.Contains(res.Stdout, marker) || len(res.Stdout) > cfg.Output.KeepBytes+len(marker) {
+				t.Errorf("kept %d bytes of stdout (cap %d), marker present: %v", len(res.Stdout), cfg.Output.KeepBytes, strings.Contains(res.Stdout, marker))
 			}
 			if grew > 32<<20 {
 				t.Errorf("the host heap grew by %d bytes during the flood", grew)

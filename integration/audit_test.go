@@ -23,7 +23,7 @@ func TestAuditLog(t *testing.T) {
 	cfg.Audit = logger
 	cfg.MaxToolCalls = 3
 	cfg.MaxCodeBytes = 200
-	s, err := securer.NewSession(context.Background(), cfg)
+	s, err := testHost.NewSession(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

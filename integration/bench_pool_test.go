@@ -33,7 +33,7 @@ func BenchmarkPool(b *testing.B) {
 		cfg.Preload = v.preload
 		name, code := v.name, v.code
 		b.Run(name, func(b *testing.B) {
-			p, err := securer.NewPool(context.Background(), cfg, 8, securer.ResetFresh)
+			p, err := testHost.NewPool(context.Background(), cfg, 8, securer.ResetFresh)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -95,7 +95,7 @@ func BenchmarkIdleMemory(b *testing.B) {
 		}
 	}()
 	for i := 0; i < n; i++ {
-		s, err := securer.NewSession(context.Background(), baseConfig())
+		s, err := testHost.NewSession(context.Background(), baseConfig())
 		if err != nil {
 			b.Fatal(err)
 		}

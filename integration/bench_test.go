@@ -41,7 +41,7 @@ func BenchmarkStartup(b *testing.B) {
 		bare = append(bare, bareR(b))
 
 		start := time.Now()
-		s, err := securer.NewSession(ctx, baseConfig())
+		s, err := testHost.NewSession(ctx, baseConfig())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -49,7 +49,7 @@ func BenchmarkStartup(b *testing.B) {
 		s.Close()
 
 		start = time.Now()
-		res, err := securer.Execute(ctx, baseConfig(), "1+1")
+		res, err := testHost.Execute(ctx, baseConfig(), "1+1")
 		if err != nil || res.Stdout != "[1] 2\n" {
 			b.Fatalf("one-shot: %v %+v", err, res)
 		}
@@ -78,7 +78,7 @@ func BenchmarkUnsandboxed(b *testing.B) {
 		bare = append(bare, bareR(b))
 		for _, cfg := range []securer.Config{baseConfig(), hostConfig()} {
 			start := time.Now()
-			s, err := securer.NewSession(ctx, cfg)
+			s, err := testHost.NewSession(ctx, cfg)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -104,7 +104,7 @@ func BenchmarkUnsandboxed(b *testing.B) {
 
 // BenchmarkWarmExecute: Execute("1+1") in a live session.
 func BenchmarkWarmExecute(b *testing.B) {
-	s, err := securer.NewSession(context.Background(), baseConfig())
+	s, err := testHost.NewSession(context.Background(), baseConfig())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func BenchmarkWarmExecute(b *testing.B) {
 func BenchmarkToolCall(b *testing.B) {
 	cfg := baseConfig()
 	cfg.Tools = seedTools(nil)
-	s, err := securer.NewSession(context.Background(), cfg)
+	s, err := testHost.NewSession(context.Background(), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func BenchmarkToolCall(b *testing.B) {
 
 // BenchmarkOutput: 10,000 cat() lines streamed to the host.
 func BenchmarkOutput(b *testing.B) {
-	s, err := securer.NewSession(context.Background(), baseConfig())
+	s, err := testHost.NewSession(context.Background(), baseConfig())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func BenchmarkOutput(b *testing.B) {
 // BenchmarkFreshExecute: ExecuteFresh("1+1") (a fork of the warm R per
 // execution) beside a warm Execute and bare R start-up, in one run.
 func BenchmarkFreshExecute(b *testing.B) {
-	s, err := securer.NewSession(context.Background(), baseConfig())
+	s, err := testHost.NewSession(context.Background(), baseConfig())
 	if err != nil {
 		b.Fatal(err)
 	}

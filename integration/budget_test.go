@@ -18,10 +18,10 @@ func TestBudgets(t *testing.T) {
 	cfg.Tools = seedTools(nil)
 	cfg.Tools[3].Timeout = 300 * time.Millisecond // slow
 	cfg.MaxToolCalls = 50
-	cfg.OutputLimit = 1 << 20
+	cfg.Output.LimitBytes = 1 << 20
 	cfg.MaxCodeBytes = 1000
 	cfg.MaxExecutions = 9
-	cfg.Stdout = &live
+	cfg.Output.Stdout = &live
 	cfg.PreExecute = func(ctx context.Context, code string) error {
 		if strings.Contains(code, "forbidden") {
 			return errors.New("policy says no")

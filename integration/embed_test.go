@@ -98,18 +98,18 @@ func runEmbedder(t *testing.T, bin string) (string, string, error) {
 
 // TestEmbedREADME builds and runs the README's Go example as a new user
 // would (a module of its own, the library required by its path), with
-// this run's rootfs, state dir and cgroup parent put into its Config;
+// this run's rootfs, state dir and cgroup parent put into its Host;
 // and the same program without its securer.Init() call, which must fail
 // at once saying what is missing.
 func TestEmbedREADME(t *testing.T) {
 	code := readmeGoExample(t)
 	// This run's dirs, so that the leftover check covers the program's
 	// sessions too.
-	const cfgLit = "securer.Config{"
-	if strings.Count(code, cfgLit) != 1 {
-		t.Fatalf("the README's example should build one %s...}: %d found", cfgLit, strings.Count(code, cfgLit))
+	const hostLit = "securer.Host{"
+	if strings.Count(code, hostLit) != 1 {
+		t.Fatalf("the README's example should build one %s...}: %d found", hostLit, strings.Count(code, hostLit))
 	}
-	code = strings.Replace(code, cfgLit, fmt.Sprintf("%sRootFSDir: %q, StateDir: %q, CgroupParent: %q, ", cfgLit, rootfsDir, stateDir, cgroupParent), 1)
+	code = strings.Replace(code, hostLit, fmt.Sprintf("%sRootFSDir: %q, StateDir: %q, CgroupParent: %q, ", hostLit, rootfsDir, stateDir, cgroupParent), 1)
 
 	t.Run("as written", func(t *testing.T) {
 		stdout, stderr, err := runEmbedder(t, buildEmbedder(t, code))

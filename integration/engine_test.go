@@ -220,7 +220,7 @@ func contains(xs []string, want string) bool {
 func TestOutputStreamsInOrder(t *testing.T) {
 	var live lockedBuffer
 	cfg := baseConfig()
-	cfg.Stdout = &live
+	cfg.Output.Stdout = &live
 	s := newSession(t, cfg)
 	// The first line must reach the host while R still runs.
 	done := make(chan *securer.Result, 1)
@@ -438,7 +438,7 @@ func TestNoHostEnvironment(t *testing.T) {
 // host process itself dies (the reaper removes it at the next start).
 func TestCleanup(t *testing.T) {
 	t.Run("close", func(t *testing.T) {
-		s, err := securer.NewSession(context.Background(), baseConfig())
+		s, err := testHost.NewSession(context.Background(), baseConfig())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -474,8 +474,8 @@ func TestCleanup(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(stateDir, "sessions", id)); err != nil {
 			t.Fatalf("orphan state missing before reaping: %v", err)
 		}
-		reaped, err := securer.Reap(context.Background(), stateDir)
-		if err != nil || !contains(reaped, id) {
+		reaped, err := testHost.Reap(context.Background())
+		if err != nil || !contains(reaped.Sessions, id) {
 			t.Fatalf("Reap: %v %v", reaped, err)
 		}
 		assertGone(t, id)
@@ -515,7 +515,7 @@ func crashAChild(t *testing.T, env string) (id string, pid int) {
 // childSession starts a session in a crash child and runs R once (which
 // is R's pid as R sees it), exiting the child on any error.
 func childSession(cfg securer.Config) (*securer.Session, any) {
-	s, err := securer.NewSession(context.Background(), cfg)
+	s, err := testHost.NewSession(context.Background(), cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -604,9 +604,9 @@ func assertGone(t *testing.T, id string) {
 
 // TestTotalLimits: the parent cgroup caps all sessions together.
 func TestTotalLimits(t *testing.T) {
-	cfg := baseConfig()
-	cfg.TotalLimits = securer.TotalLimits{MemoryBytes: 3 << 30, Pids: 500}
-	newSession(t, cfg)
+	h := testHost
+	h.TotalLimits = securer.TotalLimits{MemoryBytes: 3 << 30, Pids: 500}
+	newHostSession(t, h, baseConfig())
 	files := map[string]string{
 		"/sys/fs/cgroup/memory" + cgroupParent + "/memory.limit_in_bytes": strconv.Itoa(3 << 30),
 		"/sys/fs/cgroup/pids" + cgroupParent + "/pids.max":                "500",
@@ -631,33 +631,33 @@ func TestHostileStateDirs(t *testing.T) {
 	t.Run("socket path too long", func(t *testing.T) {
 		// A host R connects by the socket's path, which the kernel caps
 		// at 107 bytes: refused.
-		cfg := baseConfig()
+		cfg, h := baseConfig(), testHost
 		cfg.UnsafeNoSandbox = true
-		cfg.StateDir = stateDir + "/" + strings.Repeat("x", 90)
-		defer os.RemoveAll(cfg.StateDir)
-		s, err := securer.NewSession(context.Background(), cfg)
+		h.StateDir = stateDir + "/" + strings.Repeat("x", 90)
+		defer os.RemoveAll(h.StateDir)
+		s, err := h.NewSession(context.Background(), cfg)
 		if err == nil {
 			s.Close()
 		}
 		if !errors.Is(err, securer.ErrInvalidConfig) || !strings.Contains(err.Error(), "socket path") {
 			t.Fatalf("err %v", err)
 		}
-		if ents, _ := os.ReadDir(filepath.Join(cfg.StateDir, "sessions")); len(ents) != 0 {
+		if ents, _ := os.ReadDir(filepath.Join(h.StateDir, "sessions")); len(ents) != 0 {
 			t.Errorf("left %d session dirs", len(ents))
 		}
 	})
 	t.Run("long state dir, sandboxed", func(t *testing.T) {
 		// The host binds the socket through a descriptor of its dir and
 		// the box's R connects by a short name of its own: no limit.
-		cfg := baseConfig()
-		cfg.StateDir = stateDir + "/" + strings.Repeat("y", 90)
-		defer os.RemoveAll(cfg.StateDir)
-		s := newSession(t, cfg)
+		cfg, h := baseConfig(), testHost
+		h.StateDir = stateDir + "/" + strings.Repeat("y", 90)
+		defer os.RemoveAll(h.StateDir)
+		s := newHostSession(t, h, cfg)
 		if res := mustOK(t, s, "1 + 1"); res.Value.Go() != 2.0 {
 			t.Errorf("1 + 1 = %v", res.Value.Go())
 		}
 		s.Close()
-		if ents, _ := os.ReadDir(filepath.Join(cfg.StateDir, "sessions")); len(ents) != 0 {
+		if ents, _ := os.ReadDir(filepath.Join(h.StateDir, "sessions")); len(ents) != 0 {
 			t.Errorf("left %d session dirs", len(ents))
 		}
 	})
@@ -668,9 +668,9 @@ func TestHostileStateDirs(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer os.Remove(link)
-		cfg := baseConfig()
-		cfg.StateDir = link
-		_, err := securer.NewSession(context.Background(), cfg)
+		cfg, h := baseConfig(), testHost
+		h.StateDir = link
+		_, err := h.NewSession(context.Background(), cfg)
 		if err == nil || !strings.Contains(err.Error(), "refusing") {
 			t.Fatalf("err %v", err)
 		}
@@ -687,9 +687,9 @@ func TestHostileStateDirs(t *testing.T) {
 		if err := os.Chown(dir, 65534, 65534); err != nil {
 			t.Fatal(err)
 		}
-		cfg := baseConfig()
-		cfg.StateDir = dir
-		if _, err := securer.NewSession(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "refusing") {
+		cfg, h := baseConfig(), testHost
+		h.StateDir = dir
+		if _, err := h.NewSession(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "refusing") {
 			t.Fatalf("err %v", err)
 		}
 	})
@@ -702,9 +702,9 @@ func TestHostileStateDirs(t *testing.T) {
 		if err := os.Chmod(dir, 0o777); err != nil {
 			t.Fatal(err)
 		}
-		cfg := baseConfig()
-		cfg.StateDir = dir
-		if _, err := securer.NewSession(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "writable by others") {
+		cfg, h := baseConfig(), testHost
+		h.StateDir = dir
+		if _, err := h.NewSession(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "writable by others") {
 			t.Fatalf("err %v", err)
 		}
 		if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o777 {
@@ -712,9 +712,9 @@ func TestHostileStateDirs(t *testing.T) {
 		}
 	})
 	t.Run("missing rootfs", func(t *testing.T) {
-		cfg := baseConfig()
-		cfg.RootFSDir = t.TempDir()
-		_, err := securer.NewSession(context.Background(), cfg)
+		cfg, h := baseConfig(), testHost
+		h.RootFSDir = t.TempDir()
+		_, err := h.NewSession(context.Background(), cfg)
 		if !errors.Is(err, securer.ErrSandboxUnavailable) || !strings.Contains(err.Error(), "rootfs build") {
 			t.Fatalf("err %v", err)
 		}
@@ -785,7 +785,7 @@ func TestUnsolicitedFrames(t *testing.T) {
 func TestExecuteWith(t *testing.T) {
 	var sessionOut lockedBuffer
 	cfg := baseConfig()
-	cfg.Stdout = &sessionOut
+	cfg.Output.Stdout = &sessionOut
 	s := newSession(t, cfg)
 	var mine, mineErr lockedBuffer
 	res, err := s.ExecuteWith(context.Background(), `cat("to mine\n"); message("err")`, securer.ExecOptions{Stdout: &mine, Stderr: &mineErr})
@@ -857,10 +857,10 @@ func TestUIDRanges(t *testing.T) {
 		}
 	}
 	// Another state dir (another executor) draws from the same registry.
-	other := baseConfig()
+	other := testHost
 	other.StateDir = stateDir + "-other"
 	t.Cleanup(func() { os.RemoveAll(other.StateDir) })
-	s := newSession(t, other)
+	s := newHostSession(t, other, baseConfig())
 	var host uint32
 	m := mustOK(t, s, `readLines("/proc/self/uid_map")`).Value.Go().(string)
 	if _, err := fmt.Sscan(m, new(uint32), &host); err != nil || seen[host] {
@@ -882,7 +882,7 @@ func TestUIDRanges(t *testing.T) {
 		t.Fatalf("plant claims (slot 1023 in use?): %v", err)
 	}
 	defer os.Remove(foreign)
-	if _, err := securer.Reap(context.Background(), stateDir); err != nil {
+	if _, err := testHost.Reap(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Lstat(stale); !os.IsNotExist(err) {

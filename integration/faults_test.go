@@ -121,7 +121,7 @@ func crashBusyChild() {
 		}}}
 	var sessions []*securer.Session
 	for range 3 {
-		s, err := securer.NewSession(context.Background(), cfg)
+		s, err := testHost.NewSession(context.Background(), cfg)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
@@ -190,7 +190,7 @@ func TestFaultHostKilled(t *testing.T) {
 func TestFaultDrain(t *testing.T) {
 	cfg := baseConfig()
 	t.Run("pool finishes within the grace", func(t *testing.T) {
-		p, err := securer.NewPool(context.Background(), cfg, 2, securer.ResetNone)
+		p, err := testHost.NewPool(context.Background(), cfg, 2, securer.ResetNone)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +224,7 @@ func TestFaultDrain(t *testing.T) {
 		}
 	})
 	t.Run("pool cut at the end of the grace", func(t *testing.T) {
-		p, err := securer.NewPool(context.Background(), cfg, 1, securer.ResetNone)
+		p, err := testHost.NewPool(context.Background(), cfg, 1, securer.ResetNone)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -350,7 +350,7 @@ func faultChild(kind string) {
 		fmt.Println("setup:", err)
 		os.Exit(1)
 	}
-	s, err := securer.NewSession(context.Background(), baseConfig())
+	s, err := testHost.NewSession(context.Background(), baseConfig())
 	if err == nil {
 		s.Close()
 		fmt.Println("started")
@@ -400,16 +400,16 @@ func TestFaultPlantedState(t *testing.T) {
 			if err := os.Symlink(target, filepath.Join(dir, sub)); err != nil {
 				t.Fatal(err)
 			}
-			cfg := baseConfig()
-			cfg.StateDir = dir
-			_, err := securer.NewSession(context.Background(), cfg)
+			h := testHost
+			h.StateDir = dir
+			_, err := h.NewSession(context.Background(), baseConfig())
 			if err == nil || !strings.Contains(err.Error(), "refusing") {
 				t.Errorf("NewSession through a symlinked %s: %v, want a refusal", sub, err)
 			}
 			if ents, _ := os.ReadDir(target); len(ents) != 0 {
 				t.Errorf("%d entries written through the planted link", len(ents))
 			}
-			if _, err := securer.Reap(context.Background(), dir); err == nil && sub != "runtime" {
+			if _, err := h.Reap(context.Background()); err == nil && sub != "runtime" {
 				t.Errorf("Reap walked a symlinked state dir")
 			}
 		})

@@ -123,7 +123,7 @@ func TestPreload(t *testing.T) {
 	for _, bad := range [][]string{{"nosuchpackage"}, {"a b"}, {"../x"}} {
 		cfg := baseConfig()
 		cfg.Preload = bad
-		_, err := securer.NewSession(context.Background(), cfg)
+		_, err := testHost.NewSession(context.Background(), cfg)
 		if !errors.Is(err, securer.ErrInvalidConfig) {
 			t.Errorf("Preload %q: %v", bad, err)
 		}

@@ -175,7 +175,7 @@ func TestCrashCycles(t *testing.T) {
 			}
 		} else {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			s, err := securer.NewSession(ctx, cfg)
+			s, err := testHost.NewSession(ctx, cfg)
 			cancel()
 			if err != nil {
 				t.Fatalf("cycle %d: NewSession: %v", i, err)
@@ -220,7 +220,7 @@ func hostCrashCycle() error {
 	if n == 0 {
 		return errors.New("crash child reported nothing")
 	}
-	_, err = securer.Reap(context.Background(), stateDir)
+	_, err = testHost.Reap(context.Background())
 	return err
 }
 
@@ -256,7 +256,7 @@ func TestChurn(t *testing.T) {
 	cycle := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		res, err := securer.Execute(ctx, cfg, "add(1, 2)")
+		res, err := testHost.Execute(ctx, cfg, "add(1, 2)")
 		if err != nil || res.Value.Go() != 3.0 {
 			return fmt.Errorf("execute: %v %+v", err, res)
 		}
@@ -362,7 +362,7 @@ func TestSoak(t *testing.T) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
-			s, err := securer.NewSession(ctx, cfg)
+			s, err := testHost.NewSession(ctx, cfg)
 			if err != nil {
 				t.Errorf("session %d: %v", i, err)
 				return

@@ -89,21 +89,24 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// baseConfig is a session config isolated to this test run.
+// testHost keeps this test run's sessions apart from every other's.
+var testHost = securer.Host{RootFSDir: rootfsDir, StateDir: stateDir, CgroupParent: cgroupParent}
+
+// baseConfig is the session config most tests start from.
 func baseConfig() securer.Config {
-	return securer.Config{
-		RootFSDir:    rootfsDir,
-		StateDir:     stateDir,
-		CgroupParent: cgroupParent,
-		Timeout:      20 * time.Second,
-	}
+	return securer.Config{Timeout: 20 * time.Second}
 }
 
 func newSession(t *testing.T, cfg securer.Config) *securer.Session {
 	t.Helper()
+	return newHostSession(t, testHost, cfg)
+}
+
+func newHostSession(t *testing.T, h securer.Host, cfg securer.Config) *securer.Session {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	s, err := securer.NewSession(ctx, cfg)
+	s, err := h.NewSession(ctx, cfg)
 	if err != nil {
 		t.Fatalf("NewSession: %v", err)
 	}

@@ -15,7 +15,7 @@ import (
 
 func newPool(t *testing.T, cfg securer.Config, size int, reset securer.ResetPolicy) *securer.Pool {
 	t.Helper()
-	p, err := securer.NewPool(context.Background(), cfg, size, reset)
+	p, err := testHost.NewPool(context.Background(), cfg, size, reset)
 	if err != nil {
 		t.Fatalf("NewPool: %v", err)
 	}
@@ -140,7 +140,7 @@ func TestPoolResetPolicies(t *testing.T) {
 }
 
 func TestPoolClose(t *testing.T) {
-	p, err := securer.NewPool(context.Background(), baseConfig(), 2, securer.ResetFresh)
+	p, err := testHost.NewPool(context.Background(), baseConfig(), 2, securer.ResetFresh)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestPoolClose(t *testing.T) {
 	if st := p.Status(); st.Total != 0 {
 		t.Errorf("status after Close: %+v", st)
 	}
-	if _, err := securer.NewPool(context.Background(), baseConfig(), 0, securer.ResetFresh); !errors.Is(err, securer.ErrInvalidConfig) {
+	if _, err := testHost.NewPool(context.Background(), baseConfig(), 0, securer.ResetFresh); !errors.Is(err, securer.ErrInvalidConfig) {
 		t.Errorf("size 0: %v", err)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	securer "github.com/securer-runc/securer-runc"
 	"github.com/securer-runc/securer-runc/cgroup"
 )
 
@@ -58,10 +57,11 @@ func TestReapCgroups(t *testing.T) {
 	}
 	_ = os.Chtimes(filepath.Dir(procs), old, old)
 
-	removed, err := securer.ReapCgroups(stateDir, cgroupParent)
+	reaped, err := testHost.Reap(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
+	removed := reaped.Cgroups
 	if !slices.Equal(removed, []string{"securer-0000000000abandon"}) {
 		t.Errorf("removed %v, want only the abandoned leaf", removed)
 	}
@@ -86,8 +86,8 @@ func TestReapCgroups(t *testing.T) {
 	for _, h := range hierarchies {
 		_ = os.Chtimes(filepath.Join(h, "securer-00000000000inuse"), old, old)
 	}
-	if removed, err := securer.ReapCgroups(stateDir, cgroupParent); err != nil || !slices.Contains(removed, "securer-00000000000inuse") {
-		t.Errorf("second pass: %v %v", removed, err)
+	if reaped, err := testHost.Reap(context.Background()); err != nil || !slices.Contains(reaped.Cgroups, "securer-00000000000inuse") {
+		t.Errorf("second pass: %v %v", reaped, err)
 	}
 }
 

@@ -20,14 +20,18 @@ import (
 	"testing"
 	"time"
 
+	securer "github.com/securer-runc/securer-runc"
 	"github.com/securer-runc/securer-runc/service"
 )
 
-// startServiceWith serves opts (Base defaults to baseConfig) on a fresh
-// Unix socket.
+// startServiceWith serves opts (Host defaults to testHost, Base to
+// baseConfig) on a fresh Unix socket.
 func startServiceWith(t *testing.T, opts service.Options) (*service.Server, string) {
 	t.Helper()
-	if opts.Base.RootFSDir == "" {
+	if opts.Host == (securer.Host{}) {
+		opts.Host = testHost
+	}
+	if opts.Base.Timeout == 0 {
 		opts.Base = baseConfig()
 	}
 	if opts.Version == "" {

@@ -126,7 +126,7 @@ func errCodeOf(ev map[string]any) string {
 // client and the server.
 func startService(t *testing.T, base securer.Config, maxSessions int) (*svcClient, *service.Server, string) {
 	t.Helper()
-	srv := service.New(service.Options{Base: base, MaxSessions: maxSessions, Version: "test", WriteTimeout: 2 * time.Second})
+	srv := service.New(service.Options{Host: testHost, Base: base, MaxSessions: maxSessions, Version: "test", WriteTimeout: 2 * time.Second})
 	path := filepath.Join(t.TempDir(), "s.sock")
 	ln, err := service.ListenUnix(path, 0o600, -1)
 	if err != nil {

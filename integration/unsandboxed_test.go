@@ -166,18 +166,18 @@ func TestUnsandboxedConfig(t *testing.T) {
 	ctx := context.Background()
 	cfg := hostConfig()
 	cfg.Mounts = []securer.Mount{{Source: "/etc", Destination: "/mnt"}}
-	if _, err := securer.NewSession(ctx, cfg); !errors.Is(err, securer.ErrInvalidConfig) {
+	if _, err := testHost.NewSession(ctx, cfg); !errors.Is(err, securer.ErrInvalidConfig) {
 		t.Errorf("Mounts without the sandbox: %v, want ErrInvalidConfig", err)
 	}
 	cfg = hostConfig()
 	cfg.HostRscript = "/nonexistent/Rscript"
-	if _, err := securer.NewSession(ctx, cfg); !errors.Is(err, securer.ErrInvalidConfig) || !strings.Contains(err.Error(), "install R") {
+	if _, err := testHost.NewSession(ctx, cfg); !errors.Is(err, securer.ErrInvalidConfig) || !strings.Contains(err.Error(), "install R") {
 		t.Errorf("missing Rscript: %v", err)
 	}
-	if _, err := securer.NewPool(ctx, hostConfig(), 1, securer.ResetFresh); !errors.Is(err, securer.ErrNeedsSandbox) {
+	if _, err := testHost.NewPool(ctx, hostConfig(), 1, securer.ResetFresh); !errors.Is(err, securer.ErrNeedsSandbox) {
 		t.Errorf("unsandboxed pool with ResetFresh: %v, want ErrNeedsSandbox", err)
 	}
-	p, err := securer.NewPool(ctx, hostConfig(), 2, securer.ResetRestart)
+	p, err := testHost.NewPool(ctx, hostConfig(), 2, securer.ResetRestart)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,8 +205,8 @@ func TestUnsandboxedHostCrash(t *testing.T) {
 			if busy && len(strays) == 0 {
 				t.Fatal("the background child should outlive R until reaped")
 			}
-			reaped, err := securer.Reap(context.Background(), stateDir)
-			if err != nil || !contains(reaped, id) {
+			reaped, err := testHost.Reap(context.Background())
+			if err != nil || !contains(reaped.Sessions, id) {
 				t.Fatalf("Reap: %v %v", reaped, err)
 			}
 			for _, p := range strays {

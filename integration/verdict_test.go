@@ -24,7 +24,7 @@ func TestVerdictAccounting(t *testing.T) {
 	cfg.Limits.MemoryBytes = 256 << 20
 	cfg.Limits.TmpBytes = 32 << 20
 	cfg.MaxToolCalls = 20
-	cfg.OutputLimit = 256 << 10
+	cfg.Output.LimitBytes = 256 << 10
 	s := newSession(t, cfg)
 	const busy = `s <- 0; for (i in 1:3e6) s <- s + i`
 	cases := []struct {

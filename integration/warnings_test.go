@@ -76,7 +76,7 @@ func first(s []string) string {
 func BenchmarkWarnings(b *testing.B) {
 	cfg := baseConfig()
 	cfg.Timeout = 120 * time.Second
-	s, err := securer.NewSession(b.Context(), cfg)
+	s, err := testHost.NewSession(b.Context(), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 // the operator's limits and ceilings.
 func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, error) {
 	cfg := c.srv.opts.Base
-	cfg.Stdout, cfg.Stderr = nil, nil
+	cfg.Output.Stdout, cfg.Output.Stderr = nil, nil
 	ceil := c.srv.opts.Ceilings
 	if o != nil {
 		max := c.srv.opts.Base.Limits
@@ -36,7 +36,7 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 			pick("tmp_bytes", o.TmpBytes, max.TmpBytes, &cfg.Limits.TmpBytes),
 			pick("max_tool_calls (--max-tool-calls)", int64(o.MaxToolCalls), int64(ceil.MaxToolCalls), &maxCalls),
 			pick("max_executions (--max-executions)", int64(o.MaxExecutions), int64(ceil.MaxExecutions), &maxExecs),
-			pick("output_limit (--max-output)", o.OutputLimit, ceil.OutputLimit, &cfg.OutputLimit)); err != nil {
+			pick("output_limit (--max-output)", o.OutputLimit, ceil.OutputLimit, &cfg.Output.LimitBytes)); err != nil {
 			return cfg, err
 		}
 		// The operator's file-size limit is the ceiling (it defaults to

@@ -10,9 +10,11 @@ import (
 
 // Options configure a Server.
 type Options struct {
-	// Base is the operator's session config: rootfs, state dir, cgroup
-	// parent, isolation switches. Its Limits are the most a client may
-	// ask for, and the defaults when it asks for nothing.
+	// Host is where the server's sessions live: rootfs, state dir, cgroup
+	// parent and its totals, host-wide isolation switches.
+	Host securer.Host
+	// Base is the operator's session config. Its Limits are the most a
+	// client may ask for, and the defaults when it asks for nothing.
 	Base securer.Config
 	// Ceilings cap what a client may ask for beyond Base.Limits.
 	Ceilings Ceilings
@@ -120,8 +122,8 @@ func (o Options) withDefaults() Options {
 	if o.Base.MaxCodeBytes <= 0 {
 		o.Base.MaxCodeBytes = securer.DefaultMaxCodeBytes
 	}
-	if o.Base.MaxOutputBytes <= 0 {
-		o.Base.MaxOutputBytes = securer.DefaultMaxOutputBytes
+	if o.Base.Output.KeepBytes <= 0 {
+		o.Base.Output.KeepBytes = securer.DefaultKeepOutputBytes
 	}
 	if o.Base.MaxFrameBytes <= 0 {
 		o.Base.MaxFrameBytes = bridge.DefaultMaxFrame
@@ -135,8 +137,8 @@ func (o Options) withDefaults() Options {
 	if o.Ceilings.MaxExecutions > 0 && (o.Base.MaxExecutions <= 0 || o.Base.MaxExecutions > o.Ceilings.MaxExecutions) {
 		o.Base.MaxExecutions = o.Ceilings.MaxExecutions
 	}
-	if o.Ceilings.OutputLimit > 0 && (o.Base.OutputLimit <= 0 || o.Base.OutputLimit > o.Ceilings.OutputLimit) {
-		o.Base.OutputLimit = o.Ceilings.OutputLimit
+	if o.Ceilings.OutputLimit > 0 && (o.Base.Output.LimitBytes <= 0 || o.Base.Output.LimitBytes > o.Ceilings.OutputLimit) {
+		o.Base.Output.LimitBytes = o.Ceilings.OutputLimit
 	}
 	return o
 }
@@ -157,7 +159,7 @@ const (
 func (o Options) MemoryCeiling() int64 {
 	o = o.withDefaults()
 	perClient := int64(memConnOverhead) + 2*int64(o.MaxMessageBytes) + o.MaxQueuedBytes
-	perSession := int64(frameCopiesHeld)*int64(o.Base.MaxFrameBytes) + int64(outputCopiesHeld)*int64(o.Base.MaxOutputBytes)
+	perSession := int64(frameCopiesHeld)*int64(o.Base.MaxFrameBytes) + int64(outputCopiesHeld)*int64(o.Base.Output.KeepBytes)
 	unauth := int64(0)
 	if o.Token != "" {
 		unauth = int64(o.MaxUnauthenticated) * memPreauthConn

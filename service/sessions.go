@@ -73,7 +73,7 @@ func (c *conn) createSession(j *job) (any, error) {
 		return nil, err
 	}
 	var s *securer.Session
-	if err := c.starting(func() (err error) { s, err = securer.NewSession(c.ctx, cfg); return err }); err != nil {
+	if err := c.starting(func() (err error) { s, err = c.srv.opts.Host.NewSession(c.ctx, cfg); return err }); err != nil {
 		c.unhold(1)
 		return nil, err
 	}
@@ -137,7 +137,7 @@ func (c *conn) createPool(j *job) (any, error) {
 		return nil, err
 	}
 	var p *securer.Pool
-	if err := c.starting(func() (err error) { p, err = securer.NewPool(c.ctx, cfg, req.Size, reset); return err }); err != nil {
+	if err := c.starting(func() (err error) { p, err = c.srv.opts.Host.NewPool(c.ctx, cfg, req.Size, reset); return err }); err != nil {
 		c.unhold(req.Size)
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"time"
@@ -82,7 +83,7 @@ func cmdRootfs(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return fail(stderr, exitSandbox, err)
 		}
 		defer os.Remove(script.Name())
-		if _, err := script.Write(securer.BuildRootfsScript); err != nil {
+		if _, err := script.Write(securer.BuildRootfsScript()); err != nil {
 			return fail(stderr, exitSandbox, err)
 		}
 		script.Close()
@@ -133,16 +134,16 @@ func cmdReap(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
-	ids, err := securer.Reap(ctx, *stateDir)
-	for _, id := range ids {
+	state, err := filepath.Abs(*stateDir)
+	if err != nil {
+		return fail(stderr, exitUsage, fmt.Errorf("--state: %w", err))
+	}
+	reaped, err := securer.Host{StateDir: state, CgroupParent: *cgroupParent}.Reap(ctx)
+	for _, id := range reaped.Sessions {
 		fmt.Fprintf(stdout, "reaped %s\n", id)
 	}
-	if err != nil {
-		return fail(stderr, exitSandbox, err)
-	}
-	fmt.Fprintf(stdout, "%d leftover session(s) removed\n", len(ids))
-	leaves, err := securer.ReapCgroups(*stateDir, *cgroupParent)
-	for _, l := range leaves {
+	fmt.Fprintf(stdout, "%d leftover session(s) removed\n", len(reaped.Sessions))
+	for _, l := range reaped.Cgroups {
 		fmt.Fprintf(stdout, "removed the orphaned cgroup %s/%s\n", *cgroupParent, l)
 	}
 	if err != nil {

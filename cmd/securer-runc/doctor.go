@@ -27,7 +27,7 @@ type check struct {
 
 // minKernel is the oldest kernel series doctor accepts: the one sessions
 // and serve refuse to start below.
-var minKernel = kernelVersion(securer.MinKernel)
+var minKernel = kernelVersion(securer.MinKernel())
 
 // escapeFixes are container-escape and privilege-escalation classes fixed in
 // the mainline kernel, with the first mainline release carrying the fix.
@@ -86,11 +86,11 @@ cat(R.version.string, f("Seccomp"), f("Seccomp_filters"), f("NoNewPrivs"), f("Ca
 // is in force: seccomp, no new privileges, no capabilities, the user
 // namespace's mapping, the network namespace, and the cgroup limits the
 // kernel reports.
-func probeChecks(ctx context.Context, cfg securer.Config) []check {
+func probeChecks(ctx context.Context, host securer.Host, cfg securer.Config) []check {
 	cfg.Limits = securer.Limits{MemoryBytes: 256 << 20, Pids: 32, CPUs: 0.5, TmpBytes: 16 << 20}
 	cfg.Timeout = 30 * time.Second
 	start := time.Now()
-	s, err := securer.NewSession(ctx, cfg)
+	s, err := host.NewSession(ctx, cfg)
 	if err != nil {
 		return []check{{name: "probe container", detail: err.Error(), fix: "run with SECURER_DEBUG=1 for details"}}
 	}
@@ -111,7 +111,7 @@ func probeChecks(ctx context.Context, cfg securer.Config) []check {
 		check{name: "capabilities", ok: strings.Trim(lines[4], "0") == "" && strings.Trim(lines[5], "0") == "", detail: "CapEff " + lines[4] + ", CapBnd " + lines[5]},
 	)
 	uidMap := strings.Join(strings.Fields(lines[6]), " ")
-	if cfg.UnsafeNoUserNamespace {
+	if host.UnsafeNoUserNamespace {
 		out = append(out, check{name: "user namespace", ok: true, note: true, detail: "off (UNSAFE, as asked): uid_map " + uidMap})
 	} else {
 		out = append(out, check{name: "user namespace", ok: !strings.HasPrefix(uidMap, "0 0 "), detail: "uid_map " + uidMap,
@@ -144,11 +144,18 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer, log
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
-	cfg := securer.Config{RootFSDir: *dir, StateDir: *stateDir, CgroupParent: *cgroupParent, UnsafeNoUserNamespace: *noUserNS,
-		UnsafeAllowOldKernel: *allowOld, Logger: logger}
+	host := securer.Host{CgroupParent: *cgroupParent, UnsafeNoUserNamespace: *noUserNS, UnsafeAllowOldKernel: *allowOld}
+	var err error
+	if host.RootFSDir, err = absDir("--rootfs", *dir); err != nil {
+		return fail(stderr, exitUsage, err)
+	}
+	if host.StateDir, err = absDir("--state", *stateDir); err != nil {
+		return fail(stderr, exitUsage, err)
+	}
+	cfg := securer.Config{Logger: logger}
 
 	var checks []check
-	for _, h := range securer.CheckHost(cfg) {
+	for _, h := range host.Check() {
 		if h.Name == "kernel" {
 			continue // kernelChecks says more
 		}
@@ -167,7 +174,7 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer, log
 		if failed(checks) {
 			checks = append(checks, check{name: "probe container", detail: "not started: fix the failures above first"})
 		} else {
-			checks = append(checks, probeChecks(ctx, cfg)...)
+			checks = append(checks, probeChecks(ctx, host, cfg)...)
 		}
 	}
 	for _, c := range checks {

@@ -45,13 +45,13 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		fmt.Fprintf(stderr, "securer-runc run: %v\n", err)
 		return exitUsage
 	}
-	cfg, auditCloser, err := sandbox.config(stderr, logger)
+	host, cfg, auditCloser, err := sandbox.config(stderr, logger)
 	if err != nil {
 		return fail(stderr, exitUsage, err)
 	}
 	defer auditCloser.Close()
 	cfg.MaxToolCalls = *maxToolCalls
-	if cfg.OutputLimit, err = parseLimit(*outputLimit); err != nil {
+	if cfg.Output.LimitBytes, err = parseLimit(*outputLimit); err != nil {
 		return fail(stderr, exitUsage, fmt.Errorf("--output-limit: %w", err))
 	}
 	if *preload != "" {
@@ -66,8 +66,8 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	ctx, cancelRun := context.WithCancelCause(ctx)
 	defer cancelRun(nil)
 	if !*asJSON {
-		cfg.Stdout = &cancelOnWriteError{w: stdout, cancel: cancelRun}
-		cfg.Stderr = stderr
+		cfg.Output.Stdout = &cancelOnWriteError{w: stdout, cancel: cancelRun}
+		cfg.Output.Stderr = stderr
 	}
 	// The executor should outlive its boxes when memory runs out: the boxes
 	// have the highest OOM score, the executor a low one.
@@ -76,7 +76,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	ctx, stopDrain := drainOnSIGTERM(ctx, sigs, *termGrace, logger)
 	defer stopDrain()
-	res, err := securer.Execute(ctx, cfg, src)
+	res, err := host.Execute(ctx, cfg, src)
 	if res == nil && ctx.Err() != nil {
 		// Cancelled (SIGINT, or SIGTERM and its grace) before the code ran:
 		// the box was torn down as it started; that is a cancellation, not
@@ -109,7 +109,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			fmt.Fprintf(stderr, "securer-runc: %s\n", res.Detail)
 		}
 		if res.Verdict == securer.VerdictOutputLimit {
-			fmt.Fprintf(stderr, "securer-runc: the output limit is %d bytes per stream; raise it with --output-limit (0 lifts it)\n", cfg.OutputLimit)
+			fmt.Fprintf(stderr, "securer-runc: the output limit is %d bytes per stream; raise it with --output-limit (0 lifts it)\n", cfg.Output.LimitBytes)
 		}
 	}
 	return exitCode(res.Verdict)

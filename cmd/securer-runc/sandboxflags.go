@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	securer "github.com/securer-runc/securer-runc"
@@ -39,14 +40,50 @@ func addSandboxFlags(fs *flag.FlagSet, timeoutHelp, limitNote string) *sandboxFl
 		noSandbox: fs.Bool("unsafe-no-sandbox", false, "UNSAFE: run R as a plain child process on this host, as this user, with no isolation "+
 			"(only memory, file and file-size rlimits); for trusted code on hosts without the sandbox"),
 		rscript: fs.String("rscript", "", "with --unsafe-no-sandbox: the host's Rscript (default: Rscript in PATH)"),
-		oldKernel: fs.Bool("unsafe-allow-old-kernel", false, "UNSAFE: start sandboxes on a kernel older than "+securer.MinKernel.String()+
+		oldKernel: fs.Bool("unsafe-allow-old-kernel", false, "UNSAFE: start sandboxes on a kernel older than "+securer.MinKernel().String()+
 			" (only if your distribution backports the security fixes; securer-runc doctor lists them)"),
 	}
 }
 
-// config builds the session config the flags describe. The returned
-// closer ends the audit log (a no-op without one).
-func (f *sandboxFlags) config(stderr io.Writer, logger *slog.Logger) (securer.Config, io.Closer, error) {
+// host is the Host the flags describe. Relative directories are taken
+// from the working directory here (the library wants absolute ones).
+func (f *sandboxFlags) host() (securer.Host, error) {
+	h := securer.Host{CgroupParent: *f.cgroup, UnsafeNoUserNamespace: *f.noUserNS, UnsafeAllowOldKernel: *f.oldKernel}
+	var err error
+	if h.RootFSDir, err = absDir("--rootfs", *f.rootfs); err != nil {
+		return securer.Host{}, err
+	}
+	if h.StateDir, err = absDir("--state", *f.state); err != nil {
+		return securer.Host{}, err
+	}
+	return h, nil
+}
+
+// absDir is a directory flag's value made absolute ("" stays unset).
+func absDir(flag, value string) (string, error) {
+	if value == "" {
+		return "", nil
+	}
+	abs, err := filepath.Abs(value)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flag, err)
+	}
+	return abs, nil
+}
+
+// config builds the host and session config the flags describe. The
+// returned closer ends the audit log (a no-op without one).
+func (f *sandboxFlags) config(stderr io.Writer, logger *slog.Logger) (securer.Host, securer.Config, io.Closer, error) {
+	host, err := f.host()
+	if err != nil {
+		return securer.Host{}, securer.Config{}, nil, err
+	}
+	cfg, closer, err := f.sessionConfig(stderr, logger)
+	return host, cfg, closer, err
+}
+
+// sessionConfig is config's per-session part.
+func (f *sandboxFlags) sessionConfig(stderr io.Writer, logger *slog.Logger) (securer.Config, io.Closer, error) {
 	mem, err := parseBytes(*f.memory)
 	if err != nil {
 		return securer.Config{}, nil, fmt.Errorf("--memory: %w", err)
@@ -64,10 +101,9 @@ func (f *sandboxFlags) config(stderr io.Writer, logger *slog.Logger) (securer.Co
 		fsize = uint64(n)
 	}
 	cfg := securer.Config{
-		RootFSDir: *f.rootfs, StateDir: *f.state, CgroupParent: *f.cgroup, Timeout: *f.timeout,
-		Limits:                securer.Limits{MemoryBytes: mem, Pids: *f.pids, CPUs: *f.cpus, TmpBytes: min(tmpBytes, mem), FileSizeBytes: fsize},
-		UnsafeNoUserNamespace: *f.noUserNS, Logger: logger,
-		UnsafeNoSandbox: *f.noSandbox, HostRscript: *f.rscript, UnsafeAllowOldKernel: *f.oldKernel,
+		Timeout: *f.timeout, Logger: logger,
+		Limits:          securer.Limits{MemoryBytes: mem, Pids: *f.pids, CPUs: *f.cpus, TmpBytes: min(tmpBytes, mem), FileSizeBytes: fsize},
+		UnsafeNoSandbox: *f.noSandbox, HostRscript: *f.rscript,
 	}
 	if *f.rscript != "" && !*f.noSandbox {
 		return securer.Config{}, nil, fmt.Errorf("--rscript needs --unsafe-no-sandbox (the sandbox runs the rootfs's R)")
@@ -84,7 +120,7 @@ func (f *sandboxFlags) config(stderr io.Writer, logger *slog.Logger) (securer.Co
 		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-no-userns: running without a user namespace")
 	}
 	if *f.oldKernel {
-		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-allow-old-kernel: sandboxes may start on a kernel older than "+securer.MinKernel.String())
+		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-allow-old-kernel: sandboxes may start on a kernel older than "+securer.MinKernel().String())
 	}
 	if *f.noSandbox {
 		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-no-sandbox: R runs on this host WITHOUT ANY SANDBOX; never give it untrusted code")

@@ -159,7 +159,7 @@ func (f *serveFlags) options(stderr io.Writer, logger *slog.Logger) (service.Opt
 	if strings.HasPrefix(f.listen, "tcp:") && token == "" {
 		return opts, nil, exitWith(exitUsage, errors.New("--listen tcp: needs --token-file: anyone who can reach the port could run code otherwise"))
 	}
-	base, auditCloser, err := f.sandbox.config(stderr, logger)
+	host, base, auditCloser, err := f.sandbox.config(stderr, logger)
 	if err != nil {
 		return opts, nil, exitWith(exitUsage, err)
 	}
@@ -174,7 +174,7 @@ func (f *serveFlags) options(stderr io.Writer, logger *slog.Logger) (service.Opt
 	}
 	// Refuse to serve at all on a host that cannot sandbox: a client
 	// would only learn it at its first session.
-	for _, c := range securer.CheckHost(base) {
+	for _, c := range host.Check() {
 		if !c.OK && !base.UnsafeNoSandbox {
 			return refuse(exitSandbox, fmt.Errorf("this host cannot sandbox: %s: %s (fix: %s); securer-runc doctor tells more", c.Name, c.Detail, c.Fix))
 		}
@@ -188,9 +188,9 @@ func (f *serveFlags) options(stderr io.Writer, logger *slog.Logger) (service.Opt
 	if !base.UnsafeNoSandbox {
 		// Leftovers of a server that died (kill -9, a crash) go now, not
 		// at the first new session.
-		reapLeftovers(base, logger)
+		reapLeftovers(host, logger)
 	}
-	opts.Base, opts.MaxSessions, opts.Version, opts.Logger, opts.Token = base, f.maxSessions, version, logger, token
+	opts.Host, opts.Base, opts.MaxSessions, opts.Version, opts.Logger, opts.Token = host, base, f.maxSessions, version, logger, token
 	// The memory clients can make the server hold is bounded by its
 	// flags; as a soft limit it also makes the runtime give memory back
 	// once a burst is over.
@@ -360,29 +360,22 @@ func (d *drain) finish(srv *service.Server, logger *slog.Logger) {
 // reapLeftovers removes what sessions of dead servers left under the
 // state dir and cgroup parent (as securer-runc reap does); live sessions
 // of other servers are left alone.
-func reapLeftovers(cfg securer.Config, logger *slog.Logger) {
-	stateDir, parent := cfg.StateDir, cfg.CgroupParent
+func reapLeftovers(host securer.Host, logger *slog.Logger) {
+	stateDir := host.StateDir
 	if stateDir == "" {
 		stateDir = securer.DefaultStateDir
-	}
-	if parent == "" {
-		parent = securer.DefaultCgroupParent
 	}
 	if _, err := os.Stat(stateDir); err != nil {
 		return // nothing ever ran here
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ids, err := securer.Reap(ctx, stateDir)
+	reaped, err := host.Reap(ctx)
 	if err != nil {
 		logger.Warn("reaping leftovers at start-up", "err", err)
 	}
-	leaves, err := securer.ReapCgroups(stateDir, parent)
-	if err != nil {
-		logger.Warn("reaping leftover cgroups at start-up", "err", err)
-	}
-	if len(ids)+len(leaves) > 0 {
-		logger.Warn("removed leftovers of a server that died", "sessions", len(ids), "cgroups", len(leaves))
+	if n := len(reaped.Sessions) + len(reaped.Cgroups); n > 0 {
+		logger.Warn("removed leftovers of a server that died", "sessions", len(reaped.Sessions), "cgroups", len(reaped.Cgroups))
 	}
 }
 
