@@ -364,8 +364,9 @@ func hostileRun(t *testing.T, transport string) {
 	waitNoLeftovers(t, 20*time.Second)
 }
 
-// tryWait is svcClient.wait that reports a closed connection instead of
-// failing the test.
+// tryWait waits up to a minute for an event of one of types for request
+// id, and reports a closed connection or the timeout instead of failing
+// the test (svcClient.wait fails it).
 func tryWait(c *svcClient, id string, types ...string) (map[string]any, bool) {
 	deadline := time.Now().Add(60 * time.Second)
 	timer := time.AfterFunc(60*time.Second, func() { c.mu.Lock(); c.cond.Broadcast(); c.mu.Unlock() })

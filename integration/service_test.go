@@ -87,26 +87,14 @@ func (c *svcClient) send(req map[string]any) {
 // consuming it and everything before it.
 func (c *svcClient) wait(id string, types ...string) map[string]any {
 	c.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	timer := time.AfterFunc(60*time.Second, func() { c.mu.Lock(); c.cond.Broadcast(); c.mu.Unlock() })
-	defer timer.Stop()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for {
-		evs := c.events[id]
-		for i, ev := range evs {
-			for _, ty := range types {
-				if ev["type"] == ty {
-					c.events[id] = evs[i+1:]
-					return ev
-				}
-			}
-		}
-		if c.closed || time.Now().After(deadline) {
-			c.t.Fatalf("no %v event for request %q (have %v; connection closed: %v)", types, id, evs, c.closed)
-		}
-		c.cond.Wait()
+	ev, ok := tryWait(c, id, types...)
+	if !ok {
+		c.mu.Lock()
+		evs, closed := c.events[id], c.closed
+		c.mu.Unlock()
+		c.t.Fatalf("no %v event for request %q (have %v; connection closed: %v)", types, id, evs, closed)
 	}
+	return ev
 }
 
 // request sends req and waits for its reply (or an error).
@@ -122,26 +110,11 @@ func errCodeOf(ev map[string]any) string {
 	return code
 }
 
-// startService serves on a fresh Unix socket and returns a connected
-// client and the server.
+// startService serves base on a fresh Unix socket (startServiceWith) and
+// returns a connected client and the server.
 func startService(t *testing.T, base securer.Config, maxSessions int) (*svcClient, *service.Server, string) {
 	t.Helper()
-	srv := service.New(service.Options{Host: testHost, Base: base, MaxSessions: maxSessions, Version: "test", WriteTimeout: 2 * time.Second})
-	path := filepath.Join(t.TempDir(), "s.sock")
-	ln, err := service.ListenUnix(path, 0o600, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, ln); close(done) }()
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		srv.Shutdown(sctx)
-		cancel()
-		<-done
-	})
+	srv, path := startServiceWith(t, service.Options{Base: base, MaxSessions: maxSessions, WriteTimeout: 2 * time.Second})
 	return dialService(t, path), srv, path
 }
 
