@@ -31,53 +31,55 @@ func TestVerdictAccounting(t *testing.T) {
 		verdict securer.Verdict
 		code    string
 		cancel  time.Duration // cancel the context after this long
+		timeout time.Duration // for this case, not the session's 2 s
 		check   func(t *testing.T, a securer.Accounting, res *securer.Result)
 	}{
-		{securer.VerdictOK, busy + "; p <- parallel::mcparallel(Sys.sleep(1)); add(1, 2); cat('done\\n')", 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
+		{securer.VerdictOK, busy + "; p <- parallel::mcparallel(Sys.sleep(1)); add(1, 2); cat('done\\n')", 0, 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
 			if a.CPUUser < 20*time.Millisecond || a.Wall < a.CPUUser/2 || a.ToolCalls != 1 || a.StdoutBytes != int64(len("[1] 3\ndone\n")) || a.PeakPids < 3 {
 				t.Errorf("ok: %+v", a)
 			}
 		}},
-		{securer.VerdictError, `stop("x")`, 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
+		{securer.VerdictError, `stop("x")`, 0, 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
 			if res.Error == nil || a.StderrBytes == 0 || a.Wall <= 0 {
 				t.Errorf("error: %+v %+v", a, res.Error)
 			}
 		}},
-		{securer.VerdictTimeout, "while (TRUE) {}", 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
+		{securer.VerdictTimeout, "while (TRUE) {}", 0, 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
 			// It spun until the timeout; how much CPU it got depends on
 			// the machine's load.
 			if a.Wall < 2*time.Second || a.Wall > 10*time.Second || a.CPUUser < 50*time.Millisecond {
 				t.Errorf("timeout: wall %s cpu %s", a.Wall, a.CPUUser)
 			}
 		}},
-		{securer.VerdictCanceled, "Sys.sleep(30)", 300 * time.Millisecond, func(t *testing.T, a securer.Accounting, res *securer.Result) {
+		{securer.VerdictCanceled, "Sys.sleep(30)", 300 * time.Millisecond, 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
 			// The cancel fires 300 ms after it is set, just before the
 			// execution starts.
 			if a.Wall < 200*time.Millisecond || a.Wall > 5*time.Second || a.CPUUser > 100*time.Millisecond {
 				t.Errorf("canceled: wall %s cpu %s", a.Wall, a.CPUUser)
 			}
 		}},
-		{securer.VerdictToolCallLimit, "for (i in 1:100) add(i, 1)", 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
+		{securer.VerdictToolCallLimit, "for (i in 1:100) add(i, 1)", 0, 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
 			if a.ToolCalls != 20 {
 				t.Errorf("tool_call_limit: %d calls", a.ToolCalls)
 			}
 		}},
-		{securer.VerdictOutputLimit, `repeat cat(strrep("y", 1000), "\n")`, 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
+		{securer.VerdictOutputLimit, `repeat cat(strrep("y", 1000), "\n")`, 0, 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
 			if a.StdoutBytes < 256<<10 || a.StdoutBytes > 16<<20 {
 				t.Errorf("output_limit: %d bytes", a.StdoutBytes)
 			}
 		}},
-		{securer.VerdictOutOfMemory, "x <- numeric(1e9); x[] <- 1", 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
+		// Filling 256 MiB takes a loaded machine more than 2 s.
+		{securer.VerdictOutOfMemory, "x <- numeric(1e9); x[] <- 1", 0, 60 * time.Second, func(t *testing.T, a securer.Accounting, res *securer.Result) {
 			if a.OOMKills < 1 || a.PeakMemoryBytes < 230<<20 || a.PeakMemoryBytes > 256<<20 {
 				t.Errorf("oom: %+v", a)
 			}
 		}},
-		{securer.VerdictKilled, `quit(save = "no", status = 5)`, 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
+		{securer.VerdictKilled, `quit(save = "no", status = 5)`, 0, 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
 			if res.Exit != "exit status 5" {
 				t.Errorf("killed: exit %q", res.Exit)
 			}
 		}},
-		{securer.VerdictProtocolError, `.rt <- get("rt", environment(body(add)[[4]][[1]])); .rt$send('{"type":"result","id":999}'); Sys.sleep(5)`, 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
+		{securer.VerdictProtocolError, `.rt <- get("rt", environment(body(add)[[4]][[1]])); .rt$send('{"type":"result","id":999}'); Sys.sleep(5)`, 0, 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
 			if res.Detail == "" || a.Wall > 3*time.Second {
 				t.Errorf("protocol_error: detail %q wall %s", res.Detail, a.Wall)
 			}
@@ -90,7 +92,7 @@ func TestVerdictAccounting(t *testing.T) {
 			if c.cancel > 0 {
 				time.AfterFunc(c.cancel, cancel)
 			}
-			res, err := s.Execute(ctx, c.code)
+			res, err := s.ExecuteWith(ctx, c.code, securer.ExecOptions{Timeout: c.timeout})
 			if res == nil || res.Verdict != c.verdict {
 				t.Fatalf("verdict %v, want %s (err %v)", res, c.verdict, err)
 			}
