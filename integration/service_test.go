@@ -476,7 +476,22 @@ func TestServiceClientStopsReading(t *testing.T) {
 	}
 	defer conn.Close()
 	fmt.Fprintln(conn, `{"op":"create_session","id":"1"}`)
-	time.Sleep(2 * time.Second) // the session starts; nothing is read
+	// Read up to the session's reply, then nothing more. (Waiting a fixed
+	// time instead let a slow start answer the execute below with
+	// not_found: no output, so nothing to drop the client for.)
+	lines := bufio.NewScanner(conn)
+	for lines.Scan() {
+		var ev map[string]any
+		if err := json.Unmarshal(lines.Bytes(), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev["id"] == "1" {
+			if ev["type"] != "session" {
+				t.Fatalf("create_session: %v", ev)
+			}
+			break
+		}
+	}
 	if ents, _ := os.ReadDir(filepath.Join(stateDir, "sessions")); len(ents) != 1 {
 		t.Fatalf("%d sessions before the flood, want 1", len(ents))
 	}
