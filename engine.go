@@ -60,6 +60,9 @@ func (hostEngine) prepare(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if err := statedir.Prepare(cfg.host.StateDir); err != nil {
+		if errors.Is(err, statedir.ErrNotPrivate) {
+			return fmt.Errorf("%w: Host.StateDir: %w", ErrInvalidConfig, err)
+		}
 		return err
 	}
 	if _, err := reaper.Reap(ctx, cfg.host.StateDir); err != nil {

@@ -12,10 +12,14 @@ import (
 
 // Execute runs code in the session, top-level expression by expression as
 // Rscript does, and returns when R has finished or the timeout has ended
-// it. The error is nil exactly when the verdict is VerdictOK; otherwise it
-// wraps ErrRError (an *RError), ErrTimeout, ErrCanceled, ErrOutOfMemory,
-// ErrKilled, ErrProtocol or ErrSessionClosed, and the Result still says
-// what happened.
+// it. The error is nil exactly when the verdict is VerdictOK. When the
+// code ran, the Result says what happened and the error wraps ErrRError
+// (an *RError), ErrTimeout, ErrCanceled, ErrOutOfMemory, ErrKilled,
+// ErrLimit (a budget: tool calls, output) or ErrProtocol. When nothing
+// ran, the Result is nil and the error wraps ErrBusy (another Execute or
+// a Restart is running), ErrSessionClosed, ErrRejected (the code was
+// refused: too long, a veto, MaxExecutions), ErrNeedsSandbox, or
+// ErrTimeout/ErrCanceled (ctx had already ended).
 func (s *Session) Execute(ctx context.Context, code string) (*Result, error) {
 	return s.ExecuteWith(ctx, code, ExecOptions{})
 }

@@ -49,11 +49,12 @@ type HostCheck struct {
 	Fix    string // how to provide it, when not OK
 }
 
-// Check reports, without starting anything, whether this host can give
-// sandboxed sessions on h the isolation they need. NewSession refuses to
+// Check reports, without starting anything, whether h's settings, rootfs
+// and state dir are usable and this host can give sandboxed sessions on h
+// the isolation they need. NewSession refuses to
 // start when any check fails, and names the failures.
 func (h Host) Check() []HostCheck {
-	var out []HostCheck
+	out := h.settingsChecks()
 	add := func(c HostCheck) { out = append(out, c) }
 
 	add(HostCheck{Name: "root", OK: os.Geteuid() == 0, Detail: "euid " + strconv.Itoa(os.Geteuid()),

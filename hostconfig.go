@@ -7,8 +7,10 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"unicode"
 
 	"github.com/securer-runc/securer-runc/internal/reaper"
+	"github.com/securer-runc/securer-runc/internal/statedir"
 	"github.com/securer-runc/securer-runc/rootfs"
 )
 
@@ -101,6 +103,30 @@ func (h Host) Reap(ctx context.Context) (Reaped, error) {
 	return r, errors.Join(sessionsErr, cgroupsErr)
 }
 
+// settingsChecks are Check's verdicts on h's own settings: the paths and
+// limits, the rootfs, and the state dir (a missing one is made later).
+func (h Host) settingsChecks() []HostCheck {
+	d, err := h.withDefaults(true)
+	if err != nil {
+		return []HostCheck{{Name: "host settings", Detail: err.Error(),
+			Fix: "correct the Host (or the --rootfs, --state and --cgroup-parent flags)"}}
+	}
+	out := []HostCheck{{Name: "host settings", OK: true,
+		Detail: fmt.Sprintf("rootfs %s, state %s, cgroup parent %s", d.RootFSDir, d.StateDir, d.CgroupParent)}}
+	rc := HostCheck{Name: "rootfs", OK: true, Fix: "securer-runc rootfs build --dir " + d.RootFSDir}
+	if m, err := rootfs.Check(d.RootFSDir); err != nil {
+		rc.OK, rc.Detail = false, err.Error()
+	} else {
+		rc.Detail = fmt.Sprintf("%s: R %s", rootfs.RootfsPath(d.RootFSDir), m.RVersion)
+	}
+	sc := HostCheck{Name: "state dir", OK: true, Detail: d.StateDir,
+		Fix: "give Host.StateDir (--state) a directory of this user that no one else can write, or a path that does not exist yet"}
+	if err := statedir.CheckPrivate(d.StateDir); err != nil {
+		sc.OK, sc.Detail = false, err.Error()
+	}
+	return append(out, rc, sc)
+}
+
 // withDefaults fills h's unset fields (the state dir's default depends on
 // whether sessions are sandboxed) and checks the paths.
 func (h Host) withDefaults(sandboxed bool) (Host, error) {
@@ -132,8 +158,17 @@ func (h Host) validate() error {
 	if p := h.CgroupParent; !strings.HasPrefix(p, "/") || path.Clean(p) != p || p == "/" || strings.Contains(p, "..") {
 		return fmt.Errorf("%w: Host.CgroupParent %q must be a clean absolute cgroup path below the root, without ..", ErrInvalidConfig, p)
 	}
-	if t := h.TotalLimits; t.MemoryBytes < 0 || t.Pids < 0 || t.CPUs < 0 {
-		return fmt.Errorf("%w: total limits must not be negative", ErrInvalidConfig)
+	if p := h.CgroupParent; strings.IndexFunc(p, func(r rune) bool { return !unicode.IsPrint(r) || unicode.IsSpace(r) }) >= 0 {
+		return fmt.Errorf("%w: Host.CgroupParent %q holds spaces or control characters", ErrInvalidConfig, p)
+	}
+	// After defaults: zero fields are filled, so these are what is written.
+	switch t := h.TotalLimits; {
+	case t.MemoryBytes != 0 && (t.MemoryBytes < 32<<20 || t.MemoryBytes > maxMemoryBytes): // 0: host memory unknown, no cap
+		return fmt.Errorf("%w: total limits: memory %d bytes must be between 32 MiB and %d", ErrInvalidConfig, t.MemoryBytes, int64(maxMemoryBytes))
+	case t.Pids < 2 || t.Pids > maxPids:
+		return fmt.Errorf("%w: total limits: pids %d must be between 2 and %d", ErrInvalidConfig, t.Pids, maxPids)
+	case !(t.CPUs == 0 || t.CPUs >= 0.01 && t.CPUs <= maxCPUs): // NaN fails too
+		return fmt.Errorf("%w: total limits: cpus %v must be 0 (no cap) or between 0.01 and %d", ErrInvalidConfig, t.CPUs, maxCPUs)
 	}
 	return nil
 }

@@ -112,9 +112,9 @@ func newPool(ctx context.Context, cfg Config, size int, reset ResetPolicy, newSe
 	return p, nil
 }
 
-// Acquire takes an idle session, waiting until one is free or ctx ends.
-// A session found dead is replaced in the background and another is
-// taken. Give it back with Release.
+// Acquire takes an idle session, waiting until one is free or ctx ends
+// (ErrTimeout or ErrCanceled). A session found dead is replaced in the
+// background and another is taken. Give it back with Release.
 func (p *Pool) Acquire(ctx context.Context) (*Session, error) {
 	for {
 		select {
@@ -145,7 +145,7 @@ func (p *Pool) Acquire(ctx context.Context) (*Session, error) {
 			p.mu.Unlock()
 			return s, nil
 		case <-ctx.Done():
-			return nil, fmt.Errorf("acquire a pool session: %w", ctx.Err())
+			return nil, endedContextError(ctx.Err(), "while waiting for a pool session")
 		case <-p.bgCtx.Done():
 			return nil, ErrPoolClosed
 		}

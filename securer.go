@@ -138,14 +138,25 @@ func (l Limits) WithDefaults() Limits {
 	return l
 }
 
+// Upper bounds on limits: beyond them a limit caps nothing (the kernel's
+// own pid ceiling, a petabyte) or the cgroup write fails after other
+// limits were set.
+const (
+	maxMemoryBytes = 1 << 50
+	maxPids        = 1 << 22
+	maxCPUs        = 1 << 12
+)
+
 func (l Limits) validate() error {
 	switch {
 	case l.MemoryBytes < 32<<20:
 		return fmt.Errorf("%w: memory limit %d bytes is below the 32 MiB R needs", ErrInvalidConfig, l.MemoryBytes)
-	case l.Pids < 2:
-		return fmt.Errorf("%w: pids limit must be at least 2", ErrInvalidConfig)
-	case l.CPUs < 0.01:
-		return fmt.Errorf("%w: cpu limit must be at least 0.01", ErrInvalidConfig)
+	case l.MemoryBytes > maxMemoryBytes:
+		return fmt.Errorf("%w: memory limit %d bytes is over the maximum %d", ErrInvalidConfig, l.MemoryBytes, int64(maxMemoryBytes))
+	case l.Pids < 2 || l.Pids > maxPids:
+		return fmt.Errorf("%w: pids limit %d must be between 2 and %d", ErrInvalidConfig, l.Pids, maxPids)
+	case !(l.CPUs >= 0.01 && l.CPUs <= maxCPUs): // NaN fails too
+		return fmt.Errorf("%w: cpu limit %v must be between 0.01 and %d", ErrInvalidConfig, l.CPUs, maxCPUs)
 	case l.TmpBytes < 0 || l.TmpBytes > l.MemoryBytes:
 		return fmt.Errorf("%w: /tmp size must be positive and at most the memory limit", ErrInvalidConfig)
 	case l.NoFile < 32:
@@ -349,7 +360,7 @@ func (c Config) withDefaults() Config {
 	if c.StartTimeout <= 0 {
 		c.StartTimeout = DefaultStartTimeout
 	}
-	if c.Output.KeepBytes <= 0 {
+	if c.Output.KeepBytes == 0 {
 		c.Output.KeepBytes = DefaultKeepOutputBytes
 	}
 	if c.MaxFrameBytes <= 0 {
@@ -376,6 +387,9 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	if err := c.Limits.validate(); err != nil {
 		return err
+	}
+	if c.Output.KeepBytes < 0 || c.Output.LimitBytes < 0 {
+		return fmt.Errorf("%w: Output.KeepBytes and Output.LimitBytes must not be negative (0: the default, no limit)", ErrInvalidConfig)
 	}
 	if c.UnsafeNoSandbox && len(c.Mounts) > 0 {
 		return fmt.Errorf("%w: Mounts need the sandbox (an unsandboxed R sees the whole host anyway)", ErrInvalidConfig)

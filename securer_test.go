@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"strings"
 	"testing"
 
@@ -29,6 +30,10 @@ func TestHostValidation(t *testing.T) {
 		{"cgroup root", Host{CgroupParent: "/"}, "CgroupParent"},
 		{"unclean cgroup parent", Host{CgroupParent: "/a//b/"}, "CgroupParent"},
 		{"negative total memory", Host{TotalLimits: TotalLimits{MemoryBytes: -1}}, "total limits"},
+		{"tiny total memory", Host{TotalLimits: TotalLimits{MemoryBytes: 1}}, "total limits"},
+		{"huge total pids", Host{TotalLimits: TotalLimits{Pids: math.MaxInt64}}, "total limits"},
+		{"NaN total cpus", Host{TotalLimits: TotalLimits{CPUs: math.NaN()}}, "total limits"},
+		{"newline in cgroup parent", Host{CgroupParent: "/a\nb"}, "CgroupParent"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := tc.host.withDefaults(true); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
@@ -40,10 +45,25 @@ func TestHostValidation(t *testing.T) {
 			if _, err := tc.host.Reap(context.Background()); !errors.Is(err, ErrInvalidConfig) {
 				t.Errorf("Reap = %v, want ErrInvalidConfig", err)
 			}
+			if c := tc.host.Check(); c[0].Name != "host settings" || c[0].OK || !strings.Contains(c[0].Detail, tc.want) {
+				t.Errorf("Check()[0] = %+v, want a failed host settings check naming %s", c[0], tc.want)
+			}
 		})
 	}
 	if _, err := (Host{StateDir: "/run/x", RootFSDir: "/var/lib/x", CgroupParent: "/a/b"}).withDefaults(true); err != nil {
 		t.Errorf("a valid host refused: %v", err)
+	}
+	// Check looks at the Host's own rootfs and state dir too.
+	loose := t.TempDir()
+	if err := os.Chmod(loose, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	failed := map[string]bool{}
+	for _, c := range (Host{RootFSDir: t.TempDir(), StateDir: loose}).Check() {
+		failed[c.Name] = !c.OK
+	}
+	if !failed["rootfs"] || !failed["state dir"] || failed["host settings"] {
+		t.Errorf("Check on an empty rootfs dir and a world-writable state dir: failed %v", failed)
 	}
 }
 
@@ -56,6 +76,12 @@ func TestConfigValidation(t *testing.T) {
 	}{
 		{"tiny memory", func(c *Config) { c.Limits.MemoryBytes = 1 << 20 }, "memory limit"},
 		{"one pid", func(c *Config) { c.Limits.Pids = 1 }, "pids"},
+		{"huge pids", func(c *Config) { c.Limits.Pids = math.MaxInt64 }, "pids"},
+		{"huge memory", func(c *Config) { c.Limits.MemoryBytes = math.MaxInt64 }, "memory limit"},
+		{"NaN cpus", func(c *Config) { c.Limits.CPUs = math.NaN() }, "cpu limit"},
+		{"infinite cpus", func(c *Config) { c.Limits.CPUs = math.Inf(1) }, "cpu limit"},
+		{"negative kept output", func(c *Config) { c.Output.KeepBytes = -1 }, "KeepBytes"},
+		{"negative output limit", func(c *Config) { c.Output.LimitBytes = -5 }, "LimitBytes"},
 		{"tmp over memory", func(c *Config) { c.Limits.MemoryBytes = 64 << 20; c.Limits.TmpBytes = 128 << 20 }, "/tmp"},
 		// RLIMIT_FSIZE of 2^63 and up reads as a negative offset: every
 		// write in the box failed silently.

@@ -217,3 +217,31 @@ with Client.spawn(cmd) as c:
 		t.Errorf("left behind: %v", left)
 	}
 }
+
+// TestToolsNamedLikeBase: host tools (and user code) named like the base R
+// functions the runtime itself uses shadow them for user code only; the
+// runtime still works (an outside review: a tool named cat broke every
+// execution, paste0 every start).
+func TestToolsNamedLikeBase(t *testing.T) {
+	cfg := baseConfig()
+	for _, name := range []string{"cat", "print", "paste0", "list", "c", "tryCatch", "stop"} {
+		cfg.Tools = append(cfg.Tools, securer.Tool{Name: name, Args: []securer.Arg{{Name: "x"}},
+			Handler: func(ctx context.Context, args map[string]securer.Value) (any, error) { return "tool " + name, nil }})
+	}
+	s := newSession(t, cfg)
+	if res := mustOK(t, s, "1 + 1"); res.Value.Go() != 2.0 || res.Stdout != "[1] 2\n" {
+		t.Errorf("1 + 1: %+v", res)
+	}
+	if res := mustOK(t, s, "cat(1)"); res.Value.Go() != "tool cat" {
+		t.Errorf("cat(1) called %v, want the tool", res.Value.Go())
+	}
+	res, err := s.Execute(context.Background(), `base::stop("boom")`)
+	if res == nil || res.Verdict != securer.VerdictError || !strings.Contains(res.Stderr, "boom") {
+		t.Errorf("an R error: %+v, %v", res, err)
+	}
+	// User code masking them in the global environment harms only itself.
+	mustOK(t, s, `cat <- function(...) base::stop("mine"); print <- cat; paste0 <- cat; invisible(NULL)`)
+	if res := mustOK(t, s, "x <- 40; x + 2"); res.Value.Go() != 42.0 {
+		t.Errorf("after masking in the global environment: %+v", res)
+	}
+}

@@ -11,7 +11,10 @@
 #   result.R      the result frame and the value it carries
 #   fresh.R       fresh executions in a forked copy; the box sweep
 #   values.R      the typed value codec (sourced into rt itself)
-local({
+# Its functions find base R's functions before the global environment and
+# the search path, where user code and host tools named like them (cat,
+# print, paste0, tryCatch...) would break the runtime.
+local(envir = new.env(parent = .BaseNamespaceEnv), {
   rt <- new.env(parent = baseenv())
   rt$dir <- commandArgs(trailingOnly = TRUE)[1]
   rt$sock <- commandArgs(trailingOnly = TRUE)[2]

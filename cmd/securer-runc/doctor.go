@@ -156,8 +156,8 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer, log
 
 	var checks []check
 	for _, h := range host.Check() {
-		if h.Name == "kernel" {
-			continue // kernelChecks says more
+		if h.Name == "kernel" || h.Name == "rootfs" {
+			continue // kernelChecks and the rootfs verification say more
 		}
 		checks = append(checks, check{name: h.Name, ok: h.OK, detail: h.Detail, fix: h.Fix})
 	}

@@ -95,11 +95,19 @@ func CheckPrivate(dir string) error {
 		return err
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !fi.IsDir() || fi.Mode()&os.ModeSymlink != 0 || !ok || st.Uid != uint32(os.Geteuid()) {
-		return fmt.Errorf("%s: not a directory owned by this user (refusing to use it)", dir)
-	}
-	if fi.Mode().Perm()&0o022 != 0 || fi.Mode()&os.ModeSticky != 0 {
-		return fmt.Errorf("%s: writable by others (mode %s; refusing to use it)", dir, fi.Mode().Perm())
+	switch {
+	case fi.Mode()&os.ModeSymlink != 0:
+		return fmt.Errorf("%s: a symlink, not a directory (%w)", dir, ErrNotPrivate)
+	case !fi.IsDir():
+		return fmt.Errorf("%s: not a directory (%w)", dir, ErrNotPrivate)
+	case !ok || st.Uid != uint32(os.Geteuid()):
+		return fmt.Errorf("%s: a directory not owned by this user (%w)", dir, ErrNotPrivate)
+	case fi.Mode().Perm()&0o022 != 0 || fi.Mode()&os.ModeSticky != 0:
+		return fmt.Errorf("%s: writable by others (mode %s; %w)", dir, fi.Mode().Perm(), ErrNotPrivate)
 	}
 	return nil
 }
+
+// ErrNotPrivate: a state path is not a private directory of this user,
+// so it is not used.
+var ErrNotPrivate = errors.New("refusing to use it")
