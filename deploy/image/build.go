@@ -145,6 +145,11 @@ func Build(ctx context.Context, o BuildOptions) (v1.Descriptor, error) {
 		})); err != nil {
 		return none, err
 	}
+	// go-containerregistry leaves blobs 0600 and index.json 0777: make
+	// the layout readable by a non-root skopeo or ctr, and not writable.
+	if err := normalizeModes(o.Out); err != nil {
+		return none, err
+	}
 	d, err := img.Digest()
 	if err != nil {
 		return none, err
@@ -154,6 +159,19 @@ func Build(ctx context.Context, o BuildOptions) (v1.Descriptor, error) {
 		return none, err
 	}
 	return v1.Descriptor{MediaType: types.OCIManifestSchema1, Digest: d, Size: size}, nil
+}
+
+func normalizeModes(dir string) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		mode := fs.FileMode(0o644)
+		if d.IsDir() {
+			mode = 0o755
+		}
+		return os.Chmod(p, mode)
+	})
 }
 
 // splitName splits name:tag (the tag is required; a registry port is not

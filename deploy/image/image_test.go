@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,6 +115,22 @@ func TestBuildThenVerify(t *testing.T) {
 	}
 	if want := []string{BinaryPath, "serve", "--listen", "unix:" + SocketPath}; strings.Join(rep.Command, " ") != strings.Join(want, " ") {
 		t.Errorf("command %q, want %q", rep.Command, want)
+	}
+
+	if err := filepath.WalkDir(out, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if want := fs.FileMode(0o644); !d.IsDir() && info.Mode().Perm() != want {
+			t.Errorf("%s: mode %v, want %v", p, info.Mode().Perm(), want)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 
 	idx, err := layout.ImageIndexFromPath(out)
