@@ -9,7 +9,7 @@ BIN      := bin/securer-runc
 ROOTFS   ?= /var/lib/securer-runc
 
 .PHONY: all build deps rootfs demo test unit integration integration-loaded rpkg rtest bench fuzz fuzz-short vet clean \
-	crash-cycles churn soak long hostile image image-test manifests-test
+	crash-cycles churn soak long hostile image image-check image-test manifests-test
 
 all: build
 
@@ -38,6 +38,17 @@ IMAGE_TOOL := cd deploy/image && $(GO) run .
 image: build
 	$(IMAGE_TOOL) build --binary $(CURDIR)/$(BIN) --rootfs $(ROOTFS) --out $(abspath $(IMAGE)) --name $(IMAGE_NAME)
 	$(IMAGE_TOOL) verify --layout $(abspath $(IMAGE))
+
+# A second reader of the layout: umoci (apt-get install umoci) unpacks
+# it, then the image's own binary checks the unpacked R rootfs against
+# the digest in its manifest.
+image-check:
+	@command -v umoci >/dev/null || { echo "image-check needs umoci: apt-get install umoci"; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		tag=$$(jq -r '.manifests[0].annotations["org.opencontainers.image.ref.name"]' $(IMAGE)/index.json) && \
+		umoci raw unpack --image $(IMAGE):$$tag "$$tmp/root" >/dev/null && \
+		"$$tmp/root/usr/local/bin/securer-runc" rootfs verify --dir "$$tmp/root/var/lib/securer-runc" > "$$tmp/verify.out" && \
+		head -1 "$$tmp/verify.out"
 
 # The image tool's own tests (no root, no rootfs needed).
 image-test:
