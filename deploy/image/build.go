@@ -141,7 +141,7 @@ func Build(ctx context.Context, o BuildOptions) (v1.Descriptor, error) {
 			// skopeo's oci:DIR:TAG looks up the tag; containerd's
 			// import takes the full name.
 			"org.opencontainers.image.ref.name": tag,
-			"io.containerd.image.name":          repo + ":" + tag,
+			"io.containerd.image.name":          fullName(repo) + ":" + tag,
 		})); err != nil {
 		return none, err
 	}
@@ -182,6 +182,21 @@ func splitName(name string) (repo, tag string, err error) {
 		return "", "", fmt.Errorf("--name %q: want NAME:TAG", name)
 	}
 	return name[:i], name[i+1:], nil
+}
+
+// fullName is repo the way the kubelet looks it up in containerd: with
+// no registry host it is on docker.io, and a one-part name is in
+// library/. Imported as just "securer-runc:dev", a pod's
+// image: securer-runc:dev would not find it.
+func fullName(repo string) string {
+	first, _, ok := strings.Cut(repo, "/")
+	if ok && (strings.ContainsAny(first, ".:") || first == "localhost") {
+		return repo
+	}
+	if !ok {
+		return "docker.io/library/" + repo
+	}
+	return "docker.io/" + repo
 }
 
 // prepareOut makes sure out may be written: it must not exist, or be an

@@ -188,6 +188,21 @@ func TestBuildThenVerify(t *testing.T) {
 	}
 }
 
+func TestFullName(t *testing.T) {
+	for in, want := range map[string]string{
+		"securer-runc":                   "docker.io/library/securer-runc",
+		"team/securer-runc":              "docker.io/team/securer-runc",
+		"example.org/team/securer-runc":  "example.org/team/securer-runc",
+		"registry:5000/securer-runc":     "registry:5000/securer-runc",
+		"localhost/securer-runc":         "localhost/securer-runc",
+		"docker.io/library/securer-runc": "docker.io/library/securer-runc",
+	} {
+		if got := fullName(in); got != want {
+			t.Errorf("fullName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestBuildRefuses(t *testing.T) {
 	ctx := context.Background()
 	bin, rootfs := fixture(t)
