@@ -21,6 +21,8 @@ deps:
 		debootstrap libseccomp-dev pkg-config gcc libc6-dev \
 		r-base-core r-cran-jsonlite r-cran-processx r-cran-r6 r-cran-testthat ca-certificates jq python3
 	$(GO) mod download
+	cd deploy/image && $(GO) mod download
+	cd deploy/kubernetes && $(GO) mod download
 
 build:
 	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/securer-runc
@@ -52,12 +54,12 @@ image-check:
 
 # The image tool's own tests (no root, no rootfs needed).
 image-test:
-	cd deploy/image && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd deploy/image && $(GO) mod tidy -diff && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # deploy/kubernetes: every manifest decoded strictly into the Kubernetes
 # API types (its own Go module, so k8s.io/api stays out of the engine's).
 manifests-test:
-	cd deploy/kubernetes && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd deploy/kubernetes && $(GO) mod tidy -diff && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # The main job: R code calling a host tool, inside the sandbox.
 demo: rootfs
