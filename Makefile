@@ -9,7 +9,7 @@ BIN      := bin/securer-runc
 ROOTFS   ?= /var/lib/securer-runc
 
 .PHONY: all build deps rootfs demo test unit integration integration-loaded rpkg rtest bench fuzz fuzz-short vet clean \
-	crash-cycles churn soak long hostile
+	crash-cycles churn soak long hostile image image-check image-test manifests-test
 
 all: build
 
@@ -21,12 +21,45 @@ deps:
 		debootstrap libseccomp-dev pkg-config gcc libc6-dev \
 		r-base-core r-cran-jsonlite r-cran-processx r-cran-r6 r-cran-testthat ca-certificates jq python3
 	$(GO) mod download
+	cd deploy/image && $(GO) mod download
+	cd deploy/kubernetes && $(GO) mod download
 
 build:
 	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/securer-runc
 
 rootfs: build
 	$(BIN) rootfs build --dir $(ROOTFS)
+
+# The sidecar image: an OCI image layout in $(IMAGE) holding the static
+# binary and the R rootfs in $(ROOTFS) (read, not rebuilt), entrypoint
+# securer-runc serve; built without Docker by deploy/image (its own Go
+# module), then read back and checked. Loading it: README, "Operating it".
+IMAGE      ?= bin/image
+IMAGE_NAME ?= securer-runc:$(VERSION)
+IMAGE_TOOL := cd deploy/image && $(GO) run .
+image: build
+	$(IMAGE_TOOL) build --binary $(CURDIR)/$(BIN) --rootfs $(ROOTFS) --out $(abspath $(IMAGE)) --name $(IMAGE_NAME)
+	$(IMAGE_TOOL) verify --layout $(abspath $(IMAGE))
+
+# A second reader of the layout: umoci (apt-get install umoci) unpacks
+# it, then the image's own binary checks the unpacked R rootfs against
+# the digest in its manifest.
+image-check:
+	@command -v umoci >/dev/null || { echo "image-check needs umoci: apt-get install umoci"; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		tag=$$(jq -r '.manifests[0].annotations["org.opencontainers.image.ref.name"]' $(IMAGE)/index.json) && \
+		umoci raw unpack --image $(IMAGE):$$tag "$$tmp/root" >/dev/null && \
+		"$$tmp/root/usr/local/bin/securer-runc" rootfs verify --dir "$$tmp/root/var/lib/securer-runc" > "$$tmp/verify.out" && \
+		head -1 "$$tmp/verify.out"
+
+# The image tool's own tests (no root, no rootfs needed).
+image-test:
+	cd deploy/image && $(GO) mod tidy -diff && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+# deploy/kubernetes: every manifest decoded strictly into the Kubernetes
+# API types (its own Go module, so k8s.io/api stays out of the engine's).
+manifests-test:
+	cd deploy/kubernetes && $(GO) mod tidy -diff && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # The main job: R code calling a host tool, inside the sandbox.
 demo: rootfs
@@ -49,7 +82,7 @@ unit:
 integration: rootfs
 	$(GO) test -tags '$(TAGS)' -count=1 -timeout 30m -v ./integration/ 2>&1 | tee integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; test $${PIPESTATUS[0]} -eq 0
 
-test: rootfs vet unit fuzz-short integration rtest
+test: rootfs vet unit image-test manifests-test fuzz-short integration rtest
 
 # The integration suite with every core kept busy by other processes,
 # LOADED_RUNS times in a row (each run must pass).
