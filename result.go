@@ -45,6 +45,8 @@ type Result struct {
 	Stdout  string `json:"stdout"`
 	Stderr  string `json:"stderr"`
 	// StdoutElided and StderrElided count bytes dropped by MaxOutputBytes.
+	// Output past OutputLimit is neither streamed nor kept here (the
+	// Accounting counts it): Stdout and Stderr hold what was streamed.
 	StdoutElided int64    `json:"stdout_elided,omitempty"`
 	StderrElided int64    `json:"stderr_elided,omitempty"`
 	Warnings     []string `json:"warnings"`
