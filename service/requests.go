@@ -26,7 +26,11 @@ func (c *conn) handle(line []byte) {
 		var head struct {
 			ID string `json:"id"`
 		}
-		_ = json.Unmarshal(line, &head)
+		if json.Unmarshal(line, &head) != nil {
+			// Not decodable as a whole (nested too deep, say): the id may
+			// still be found at its top level.
+			head.ID = requestID(line)
+		}
 		c.sendError(head.ID, fmt.Errorf("%w: %v", errBadRequest, err))
 		return
 	}
