@@ -54,6 +54,7 @@ func (c *conn) handle(line []byte) {
 			return
 		}
 		e.cancel()
+		e.closeCalls()
 		c.send(newReply("ok", req.ID))
 		return
 	case "ping":
@@ -135,6 +136,7 @@ func (c *conn) run(j *job) (ev any, err error) {
 func (c *conn) finish(j *job) {
 	if j.exec != nil {
 		j.exec.cancel()
+		j.exec.closeCalls()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
