@@ -338,6 +338,12 @@ func (c *conn) send(ev any) {
 }
 
 func (c *conn) sendError(id string, err error) {
+	if errors.Is(err, errDraining) {
+		// One code and message for whatever the drain refused or ended
+		// (what it interrupted, "context canceled" or a closed pool, is
+		// no news to the client).
+		err = errDraining
+	}
 	c.send(newErrorEvent(id, err))
 }
 
