@@ -48,3 +48,17 @@ func TestFreshForgedFrames(t *testing.T) {
 		})
 	}
 }
+
+// TestToolCallIDsPastScientific: R prints 100000 as 1e+05; a tool call id
+// written that way broke the protocol at an R's 100,000th tool call.
+func TestToolCallIDsPastScientific(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Tools = seedTools(nil)
+	s := newSession(t, cfg)
+	mustOK(t, s, `.rt <- get("rt", environment(body(add)[[4]][[1]])); .rt$next_id <- 99999`)
+	for range 2 {
+		if res := mustOK(t, s, "add(1, 2)"); res.Value.Go() != 3.0 {
+			t.Errorf("add: %v", res.Value.Go())
+		}
+	}
+}

@@ -22,7 +22,7 @@ rt$execute_fresh <- function(id, stale_interrupt) {
     # has it, it may kill this copy at any moment.
     rt$on_result <- function() parallel:::sendMaster(TRUE)
     try({
-      rt$send(paste0('{"type":"forked","id":', id, '}'))
+      rt$send(paste0('{"type":"forked","id":', rt$num(id), '}'))
       repeat {
         msg <- rt$receive()
         if (identical(msg$type, "code") && identical(as.numeric(msg$id), as.numeric(id))) break
@@ -45,7 +45,7 @@ rt$execute_fresh <- function(id, stale_interrupt) {
 # process's, and drops whatever came before it.
 rt$sweep <- function(msg) {
   rt$reset_box()
-  rt$send(paste0('{"type":"swept","id":', format(as.numeric(msg$id), scientific = FALSE),
+  rt$send(paste0('{"type":"swept","id":', rt$num(msg$id),
                  ',"token":', rt$q(msg$token), '}'))
 }
 
