@@ -28,6 +28,9 @@ type conn struct {
 	// spoke: its first line has been read (it is being checked, and will
 	// leave the unauthenticated books at once): not to be evicted.
 	spoke atomic.Bool
+	// entered is closed once enterPreauth has closed the connections it
+	// evicted to make room for this one (nil: not through enterPreauth).
+	entered chan struct{}
 
 	wmu  sync.Mutex // one event at a time on the wire
 	dead bool       // a write failed: the client is gone

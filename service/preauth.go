@@ -66,14 +66,14 @@ func (s *Server) enterPreauth(c *conn) {
 	s.preCount[c.addr]++
 	s.nPre++
 	s.evicted += len(victims)
-	// Closed before the lock goes: a connection out of the books must
-	// not still hold its fd. Closed after, a newcomer evicted in turn
-	// while it was still closing its own victims let its client leave
-	// with the server holding more connections than the cap.
+	c.entered = make(chan struct{})
+	s.mu.Unlock()
+	// Closed without the lock (a close waits for the victim's reads to
+	// return, which under load is slow); see evict for the order.
 	for _, v := range victims {
 		v.evict()
 	}
-	s.mu.Unlock()
+	close(c.entered)
 }
 
 // evictLocked takes an authenticating connection of addr out of the
