@@ -2,6 +2,7 @@ package securer
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -116,10 +117,43 @@ func (e *execution) end(started time.Time, outCap, errCap *capture.Capture) {
 	case inst.dead.Load():
 		s.destroy(inst)
 	case e.fresh:
-		inst.sweeping = e.id // the warm R sweeps; the next use waits for it
+		e.requestSweep()
 	default:
 		inst.killStrays(s.log)
 	}
+}
+
+// requestSweep ends what the fresh execution left running (its copy
+// included: it holds the bridge's connection and could go on writing
+// frames, or read the next execution's) and then asks the warm R to sweep
+// the box, with a token no process of the execution has seen. The next
+// use waits for the answer (settle).
+func (e *execution) requestSweep() {
+	s, inst := e.s, e.inst
+	if !inst.killStrays(s.log) {
+		inst.markDead("processes of a fresh execution survived its end")
+		s.destroy(inst)
+		return
+	}
+	token, err := sweepToken()
+	if err == nil {
+		err = s.send(inst, bridge.Sweep{Type: "sweep", ID: e.id, Token: token})
+	}
+	if err != nil {
+		inst.markDead("the sweep after a fresh execution could not be requested: " + err.Error())
+		s.destroy(inst)
+		return
+	}
+	inst.sweeping, inst.sweepToken = e.id, token
+}
+
+// sweepToken is a new random token for a Sweep.
+func sweepToken() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("sweep token: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
 }
 
 // sendCode sends the execute message; an error means the execution is

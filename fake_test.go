@@ -144,6 +144,7 @@ type hostMsg struct {
 	StaleInterrupt bool            `json:"stale_interrupt"`
 	Value          json.RawMessage `json:"value"`
 	Error          string          `json:"error"`
+	Token          string          `json:"token"`
 }
 
 // recv reads the host's next message (an error once R is dead).

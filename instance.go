@@ -45,8 +45,10 @@ type instance struct {
 	// interrupted: R was sent a SIGINT that may still be pending.
 	interrupted bool
 	// sweeping is the id of the fresh execution whose sweep the warm R
-	// has yet to confirm (0: none).
-	sweeping uint64
+	// has yet to confirm (0: none), and sweepToken the token its Swept
+	// must repeat.
+	sweeping   uint64
+	sweepToken string
 	// fingerprint is the warm R as it started (procfs.Fingerprint).
 	fingerprint string
 	// uidSlot is the host uid range the box holds (-1: none).
@@ -209,20 +211,10 @@ func (s *Session) settle(ctx context.Context, inst *instance) error {
 		if now, err := s.eng.fingerprint(inst.rPid); err != nil || procfs.Stopped(now) {
 			return fmt.Errorf("the warm R is stopped or gone (%v)", err)
 		}
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		select {
-		case f, ok := <-inst.frames:
-			sw, isSwept := f.msg.(*bridge.Swept)
-			if !ok || f.err != nil || !isSwept || sw.ID != inst.sweeping {
-				return fmt.Errorf("%w: expected the sweep of execution %d, got %T %v", ErrProtocol, inst.sweeping, f.msg, f.err)
-			}
-		case <-inst.run.Done():
-			return errors.New("R ended while sweeping")
-		case <-ctx.Done():
-			return fmt.Errorf("R did not finish sweeping: %w", ctx.Err())
+		if err := s.awaitSweep(ctx, inst); err != nil {
+			return err
 		}
-		inst.sweeping = 0
+		inst.sweeping, inst.sweepToken = 0, ""
 	}
 	now, err := s.eng.fingerprint(inst.rPid)
 	if err != nil {
@@ -232,6 +224,46 @@ func (s *Session) settle(ctx context.Context, inst *instance) error {
 		return fmt.Errorf("the warm R's process state changed (was %q, now %q)", firstLine(inst.fingerprint), firstLine(now))
 	}
 	return nil
+}
+
+// awaitSweep waits for the warm R's Swept with the token of the sweep the
+// host asked for. Frames before it were written by the fresh execution's
+// processes (its copy talking on the inherited connection after its
+// result, or forging a sweep report) before the host ended them: they
+// belong to a finished execution and are dropped, never left to fail or
+// answer for the next one. The token was sent only after those processes
+// were gone, so none of them can have forged this frame.
+func (s *Session) awaitSweep(ctx context.Context, inst *instance) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	dropped, first := 0, ""
+	defer func() {
+		if dropped > 0 {
+			s.log.Warn("dropped frames of a finished fresh execution", "id", inst.id, "execution", inst.sweeping, "frames", dropped, "first", first)
+			s.audit("stale_frames_dropped", "session", inst.id, "execution", inst.sweeping, "frames", dropped, "first", first)
+		}
+	}()
+	for {
+		select {
+		case f, ok := <-inst.frames:
+			if !ok || f.err != nil {
+				// The stream itself is broken (an over-long or unfinished
+				// frame): nothing after it can be trusted.
+				return fmt.Errorf("%w: while waiting for the sweep of execution %d: %v", ErrProtocol, inst.sweeping, f.err)
+			}
+			if sw, isSwept := f.msg.(*bridge.Swept); isSwept && sw.ID == inst.sweeping && sw.Token == inst.sweepToken {
+				return nil
+			}
+			if dropped == 0 {
+				first = fmt.Sprintf("%T", f.msg)
+			}
+			dropped++
+		case <-inst.run.Done():
+			return errors.New("R ended while sweeping")
+		case <-ctx.Done():
+			return fmt.Errorf("R did not finish sweeping: %w", ctx.Err())
+		}
+	}
 }
 
 func firstLine(s string) string {

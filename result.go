@@ -44,7 +44,10 @@ type Result struct {
 	Printed string `json:"printed"` // print() of Value when visible
 	Stdout  string `json:"stdout"`
 	Stderr  string `json:"stderr"`
-	// StdoutElided and StderrElided count bytes dropped by Config.Output.KeepBytes.
+	// StdoutElided and StderrElided count bytes dropped by
+	// Config.Output.KeepBytes. Output past Output.LimitBytes is neither
+	// streamed nor kept here (the Accounting counts it): Stdout and Stderr
+	// hold what was streamed.
 	StdoutElided int64    `json:"stdout_elided,omitempty"`
 	StderrElided int64    `json:"stderr_elided,omitempty"`
 	Warnings     []string `json:"warnings"`

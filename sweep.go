@@ -13,12 +13,12 @@ import (
 // execution started in the background does not outlive it. Processes forking
 // meanwhile are caught by the next round; if they keep outrunning the
 // rounds (a fork bomb), the box is frozen, so that nothing can fork, while
-// the rest are killed.
-func (inst *instance) killStrays(log *slog.Logger) {
+// the rest are killed. It reports whether none are left.
+func (inst *instance) killStrays(log *slog.Logger) bool {
 	const plainRounds = 5
 	for round := 0; round < plainRounds; round++ {
 		if inst.killRound(true) == 0 {
-			return
+			return true
 		}
 	}
 	if err := inst.run.Freeze(); err != nil {
@@ -29,17 +29,18 @@ func (inst *instance) killStrays(log *slog.Logger) {
 			// A frozen R would never answer: this instance is done.
 			log.Error("thawing the box after the sweep", "id", inst.id, "err", err)
 			inst.markDead("the box could not be thawed after killing background processes: " + err.Error())
-			return
+			return false
 		}
 		log.Debug("background processes kept forking: froze the box and killed them", "id", inst.id, "killed", killed)
 	}
 	// The killed may take a moment to go; none can fork any more.
 	for round := 0; round < 50; round++ {
 		if inst.killRound(true) == 0 {
-			return
+			return true
 		}
 	}
 	log.Warn("background processes survived the sweep", "id", inst.id)
+	return false
 }
 
 // killRound sends SIGKILL to every process of the box but init and R, and

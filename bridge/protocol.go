@@ -3,8 +3,8 @@
 // are buffered and strictly decoded, plus the R runtime itself (embedded).
 //
 // R -> host: hello, ready, forked, tool_call, result, swept. Host -> R:
-// init, execute, code, tool_result. Every message is one JSON object on
-// one line.
+// init, execute, code, tool_result, sweep. Every message is one JSON
+// object on one line.
 package bridge
 
 import (
@@ -62,9 +62,12 @@ type Forked struct {
 }
 
 // Swept is the warm R, done clearing the box after a fresh execution.
+// Token repeats the Sweep's: the host sends it only once the execution's
+// processes are gone, so no frame they wrote can carry it.
 type Swept struct {
-	Type string `json:"type"`
-	ID   uint64 `json:"id"`
+	Type  string `json:"type"`
+	ID    uint64 `json:"id"`
+	Token string `json:"token"`
 }
 
 // ToolCall is R asking the host to run a tool.
@@ -137,6 +140,15 @@ type Code struct {
 	Type string `json:"type"`
 	ID   uint64 `json:"id"`
 	Code string `json:"code"`
+}
+
+// Sweep asks the warm R to clear the box after fresh execution ID, once
+// the host has ended every process of the box but init and the warm R.
+// Token is random and new each time; the Swept answer repeats it.
+type Sweep struct {
+	Type  string `json:"type"`
+	ID    uint64 `json:"id"`
+	Token string `json:"token"`
 }
 
 // ToolResult answers a ToolCall with a value or an error message.

@@ -17,9 +17,16 @@ import (
 
 // Authentication: a client's first request on a server with a token.
 
-// evict closes a connection still authenticating, to make room.
+// evict closes a connection still authenticating, to make room. A
+// connection is closed only once the victims it evicted itself are: its
+// client may take the close for the end of its turn, and the server must
+// not then still hold more connections than the cap (a newcomer evicted
+// while still closing its own victims did).
 func (c *conn) evict() {
 	c.cancel()
+	if c.entered != nil {
+		<-c.entered
+	}
 	c.rw.Close()
 }
 

@@ -28,6 +28,9 @@ type conn struct {
 	// spoke: its first line has been read (it is being checked, and will
 	// leave the unauthenticated books at once): not to be evicted.
 	spoke atomic.Bool
+	// entered is closed once enterPreauth has closed the connections it
+	// evicted to make room for this one (nil: not through enterPreauth).
+	entered chan struct{}
 
 	wmu  sync.Mutex // one event at a time on the wire
 	dead bool       // a write failed: the client is gone
@@ -338,6 +341,12 @@ func (c *conn) send(ev any) {
 }
 
 func (c *conn) sendError(id string, err error) {
+	if errors.Is(err, errDraining) {
+		// One code and message for whatever the drain refused or ended
+		// (what it interrupted, "context canceled" or a closed pool, is
+		// no news to the client).
+		err = errDraining
+	}
 	c.send(newErrorEvent(id, err))
 }
 

@@ -22,6 +22,19 @@ type execution struct {
 	mu       sync.Mutex
 	calls    map[string]chan toolAnswer
 	nextCall int
+	// callsClosed: the execution was cancelled or has ended; no call
+	// waits for an answer any more, and none is made.
+	callsClosed bool
+}
+
+// closeCalls ends the waiting for the client's answers: from now on a
+// tool_result for any of this execution's calls is not_found, whether or
+// not the tool's handler has noticed the end yet.
+func (e *execution) closeCalls() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.callsClosed = true
+	clear(e.calls)
 }
 
 func (c *conn) canceledResult(j *job, detail string) any {

@@ -66,10 +66,14 @@ func (s *Server) enterPreauth(c *conn) {
 	s.preCount[c.addr]++
 	s.nPre++
 	s.evicted += len(victims)
+	c.entered = make(chan struct{})
 	s.mu.Unlock()
+	// Closed without the lock (a close waits for the victim's reads to
+	// return, which under load is slow); see evict for the order.
 	for _, v := range victims {
 		v.evict()
 	}
+	close(c.entered)
 }
 
 // evictLocked takes an authenticating connection of addr out of the

@@ -26,7 +26,11 @@ func (c *conn) handle(line []byte) {
 		var head struct {
 			ID string `json:"id"`
 		}
-		_ = json.Unmarshal(line, &head)
+		if json.Unmarshal(line, &head) != nil {
+			// Not decodable as a whole (nested too deep, say): the id may
+			// still be found at its top level.
+			head.ID = requestID(line)
+		}
 		c.sendError(head.ID, fmt.Errorf("%w: %v", errBadRequest, err))
 		return
 	}
@@ -50,6 +54,7 @@ func (c *conn) handle(line []byte) {
 			return
 		}
 		e.cancel()
+		e.closeCalls()
 		c.send(newReply("ok", req.ID))
 		return
 	case "ping":
@@ -131,6 +136,7 @@ func (c *conn) run(j *job) (ev any, err error) {
 func (c *conn) finish(j *job) {
 	if j.exec != nil {
 		j.exec.cancel()
+		j.exec.closeCalls()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

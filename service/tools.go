@@ -27,6 +27,10 @@ func (c *conn) clientTool(name string) securer.ToolFunc {
 			return nil, errors.New("tool called outside an execution")
 		}
 		e.mu.Lock()
+		if e.callsClosed {
+			e.mu.Unlock()
+			return nil, fmt.Errorf("the execution was cancelled: %w", context.Canceled)
+		}
 		e.nextCall++
 		call := e.id + "." + strconv.Itoa(e.nextCall)
 		ch := make(chan toolAnswer, 1)
@@ -49,20 +53,15 @@ func (c *conn) clientTool(name string) securer.ToolFunc {
 	}
 }
 
-// toolResult hands a client's answer to the waiting tool call.
+// toolResult hands a client's answer to the waiting tool call. A call
+// takes one answer: it stops waiting when answered, and when its
+// execution is cancelled or ends, so that any later answer is not_found,
+// however the tool's handler and the client's lines interleave.
 func (c *conn) toolResult(req *request) error {
-	c.mu.Lock()
-	var ch chan toolAnswer
-	for _, e := range c.execs {
-		e.mu.Lock()
-		if x, ok := e.calls[req.Call]; ok {
-			ch = x
-		}
-		e.mu.Unlock()
-	}
-	c.mu.Unlock()
-	if ch == nil {
-		return fmt.Errorf("%w: no tool call %q is waiting (answered already, or its execution ended)", errNotFound, req.Call)
+	notWaiting := fmt.Errorf("%w: no tool call %q is waiting (answered already, or its execution was cancelled or ended)", errNotFound, req.Call)
+	e := c.waitingCall(req.Call)
+	if e == nil {
+		return notWaiting
 	}
 	var a toolAnswer
 	switch {
@@ -77,10 +76,29 @@ func (c *conn) toolResult(req *request) error {
 	case len(req.Value) > 0:
 		a.value = json.RawMessage(req.Value)
 	}
-	select {
-	case ch <- a:
-	default:
-		return fmt.Errorf("%w: tool call %q was answered already", errBadRequest, req.Call)
+	// Taken under the lock: the answer goes to a call still waiting, once.
+	e.mu.Lock()
+	ch, ok := e.calls[req.Call]
+	delete(e.calls, req.Call)
+	e.mu.Unlock()
+	if !ok {
+		return notWaiting
+	}
+	ch <- a // buffered for its one answer
+	return nil
+}
+
+// waitingCall finds the execution whose tool call id waits for an answer.
+func (c *conn) waitingCall(call string) *execution {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.execs {
+		e.mu.Lock()
+		_, ok := e.calls[call]
+		e.mu.Unlock()
+		if ok {
+			return e
+		}
 	}
 	return nil
 }

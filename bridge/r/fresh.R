@@ -8,9 +8,11 @@
 # options, environment variables, attached packages and loaded code all
 # vanish with the copy. This process never sees the code: the copy asks
 # for it (forked) and reads it from the inherited socket, while this
-# process only waits for the copy to end. Then it sweeps the box and says
-# so (swept). If the copy dies before it reports (the host kills it at a
-# timeout), this process reports for it.
+# process only waits for the copy to end. If the copy dies before it
+# reports (the host kills it at a timeout), this process reports for it.
+# The box is swept when the host asks (sweep), not here: the host first
+# ends every process the execution left, so that none of them can write
+# a frame after the sweep's answer.
 rt$execute_fresh <- function(id, stale_interrupt) {
   if (rt$on_host) stop("fresh executions need the sandbox")
   job <- parallel:::mcfork()
@@ -20,7 +22,7 @@ rt$execute_fresh <- function(id, stale_interrupt) {
     # has it, it may kill this copy at any moment.
     rt$on_result <- function() parallel:::sendMaster(TRUE)
     try({
-      rt$send(paste0('{"type":"forked","id":', id, '}'))
+      rt$send(paste0('{"type":"forked","id":', rt$num(id), '}'))
       repeat {
         msg <- rt$receive()
         if (identical(msg$type, "code") && identical(as.numeric(msg$id), as.numeric(id))) break
@@ -36,8 +38,15 @@ rt$execute_fresh <- function(id, stale_interrupt) {
                       "(quit(), a crash, or killed at the time limit)"),
       class = c("securer_lost", "error", "condition"))))
   }
+}
+
+# sweep clears the box after fresh execution msg$id and says so, with the
+# host's token: the host knows the swept frame that carries it is this
+# process's, and drops whatever came before it.
+rt$sweep <- function(msg) {
   rt$reset_box()
-  rt$send(paste0('{"type":"swept","id":', id, '}'))
+  rt$send(paste0('{"type":"swept","id":', rt$num(msg$id),
+                 ',"token":', rt$q(msg$token), '}'))
 }
 
 # Everything a fresh execution could leave in the box goes: processes

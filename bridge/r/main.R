@@ -74,6 +74,7 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
         error = function(e) rt$send(rt$result_frame(msg$id, error = list(
           message = paste("securer runtime:", conditionMessage(e)),
           class = c("securer_runtime_error", "error", "condition"))))),
+      sweep = rt$sweep(msg),
       NULL
     )
   })

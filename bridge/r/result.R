@@ -15,7 +15,7 @@ rt$result_frame <- function(id, value = '{"type":"NULL"}', visible = FALSE, prin
     ',"call":', if (is.null(error$call)) "null" else rt$q(error$call),
     ',"class":', rt$qstrs(error$class), "}")
   paste0(
-    '{"type":"result","id":', id,
+    '{"type":"result","id":', rt$num(id),
     ',"value":', value,
     ',"visible":', if (visible) "true" else "false",
     ',"printed":', rt$q(printed),

@@ -32,7 +32,7 @@ rt$call_tool <- function(name, env, argnames) {
   id <- rt$next_id
   args <- if (length(present) == 0) "{}" else
     paste0("{", paste0(vapply(present, rt$q, character(1)), ":", encoded, collapse = ","), "}")
-  frame <- paste0('{"type":"tool_call","id":', id, ',"tool":', rt$q(name), ',"args":', args, "}")
+  frame <- paste0('{"type":"tool_call","id":', rt$num(id), ',"tool":', rt$q(name), ',"args":', args, "}")
   if (nchar(frame, type = "bytes") > rt$max_frame) {
     stop(sprintf("the arguments of tool '%s' are too large to send (%.0f bytes; the limit is %.0f)",
                  name, nchar(frame, type = "bytes"), rt$max_frame), call. = FALSE)

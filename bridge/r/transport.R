@@ -61,6 +61,9 @@ rt$q <- function(x) {
   if (any(bad)) x[bad] <- iconv(x[bad], "UTF-8", "UTF-8", sub = "byte")
   rt$.securer_json_str(x)
 }
+# JSON for a whole number (an id): R writes 100000 as 1e+05, which the
+# host's decoder rightly refuses for an id.
+rt$num <- function(x) format(x, scientific = FALSE, trim = TRUE)
 rt$qstrs <- function(x) {
   if (length(x) == 0) return("[]")
   paste0("[", paste(rt$q(x), collapse = ","), "]")

@@ -24,9 +24,13 @@ type Capture struct {
 	tail   []byte // ring of the last max/2 bytes once head is full
 	tailAt int
 	total  int64
-	live   io.Writer
-	// limit, when positive, is the most the stream may write: past it the
-	// live writer gets nothing more and overLimit is closed once.
+	// kept counts the bytes taken into head and tail: all of them but
+	// those past the limit.
+	kept int64
+	live io.Writer
+	// limit, when positive, is the most the stream may write: past it
+	// nothing more is passed on or kept (what the result keeps agrees with
+	// what was streamed), and overLimit is closed once.
 	limit     int64
 	overLimit chan struct{}
 }
@@ -39,7 +43,7 @@ func (c *Capture) OverLimit() <-chan struct{} { return c.overLimit }
 
 // New returns a capture that keeps max bytes (head and tail), writes
 // through to live (if not nil) and, when limit is positive, stops passing
-// output on past limit bytes and closes OverLimit.
+// on and keeping output past limit bytes and closes OverLimit.
 func New(max int, live io.Writer, limit int64) *Capture {
 	return &Capture{max: max, live: live, limit: limit, overLimit: make(chan struct{})}
 }
@@ -49,15 +53,16 @@ func (c *Capture) Write(p []byte) {
 	before := c.total
 	c.total += int64(len(p))
 	if c.limit > 0 && c.total > c.limit {
-		if before <= c.limit {
-			if c.live != nil {
-				_, _ = c.live.Write(p[:c.limit-before])
-			}
-			close(c.overLimit)
+		if before > c.limit {
+			return // past the limit: counted, neither passed on nor kept
 		}
-	} else if c.live != nil {
+		p = p[:c.limit-before]
+		defer close(c.overLimit)
+	}
+	if c.live != nil && len(p) > 0 {
 		_, _ = c.live.Write(p)
 	}
+	c.kept += int64(len(p))
 	headCap := c.max - c.max/2
 	if n := min(headCap-len(c.head), len(p)); n > 0 {
 		c.head = append(c.head, p[:n]...)
@@ -80,10 +85,11 @@ func (c *Capture) Write(p []byte) {
 	}
 }
 
-// Text returns the kept output and how many bytes were elided.
+// Text returns the kept output and how many bytes were elided from its
+// middle. Output past the limit is in neither (Total counts it).
 func (c *Capture) Text() (string, int64) {
 	tail := append(append([]byte(nil), c.tail[c.tailAt:]...), c.tail[:c.tailAt]...)
-	elided := c.total - int64(len(c.head)) - int64(len(tail))
+	elided := c.kept - int64(len(c.head)) - int64(len(tail))
 	if elided <= 0 {
 		return string(c.head) + string(tail), 0
 	}

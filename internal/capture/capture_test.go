@@ -42,6 +42,57 @@ func TestCapture(t *testing.T) {
 	}
 }
 
+// What is kept past an output limit agrees with what was passed on: the
+// bytes after the limit are counted in Total but neither streamed nor
+// kept, whatever the writes' sizes and the keeping budget.
+func TestCaptureLimit(t *testing.T) {
+	cases := []struct {
+		name   string
+		max    int
+		limit  int64
+		writes []string
+		want   string
+		elided int64
+	}{
+		{"under", 100, 20, []string{"hello ", "world"}, "hello world", 0},
+		{"at", 100, 11, []string{"hello ", "world"}, "hello world", 0},
+		{"cut inside a write", 100, 8, []string{"hello ", "world", "more"}, "hello wo", 0},
+		{"cut at a write's end", 100, 6, []string{"hello ", "world"}, "hello ", 0},
+		{"one big write", 100, 4, []string{strings.Repeat("x", 5000)}, "xxxx", 0},
+		{"limit over the budget", 10, 30, []string{strings.Repeat("a", 10), strings.Repeat("b", 10), strings.Repeat("c", 10), strings.Repeat("d", 4000)},
+			"aaaaa\n[... 20 bytes elided ...]\nccccc", 20},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var live strings.Builder
+			cp := New(c.max, &live, c.limit)
+			all := strings.Join(c.writes, "")
+			for _, w := range c.writes {
+				cp.Write([]byte(w))
+			}
+			got, elided := cp.Text()
+			if got != c.want || elided != c.elided {
+				t.Errorf("Text() = %q, %d; want %q, %d", got, elided, c.want, c.elided)
+			}
+			if want := all[:min(int64(len(all)), c.limit)]; live.String() != want {
+				t.Errorf("live writer got %q, want %q", live.String(), want)
+			}
+			if cp.Total() != int64(len(all)) {
+				t.Errorf("Total %d, want %d", cp.Total(), len(all))
+			}
+			over := false
+			select {
+			case <-cp.OverLimit():
+				over = true
+			default:
+			}
+			if over != (int64(len(all)) > c.limit) {
+				t.Errorf("OverLimit closed: %v", over)
+			}
+		})
+	}
+}
+
 // A flood keeps host memory at the cap.
 func TestCaptureBounded(t *testing.T) {
 	cp := New(1000, nil, 0)
@@ -79,7 +130,7 @@ func TestPipeDrainAndLimit(t *testing.T) {
 	}
 	p.Drain()
 	p.SetSink(nil)
-	if got, _ := c.Text(); got != "hello world" || c.Total() != 11 || live.String() != "hello" {
+	if got, _ := c.Text(); got != "hello" || c.Total() != 11 || live.String() != "hello" {
 		t.Errorf("kept %q (total %d), live %q", got, c.Total(), live.String())
 	}
 	w.Close()
