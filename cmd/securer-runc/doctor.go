@@ -140,7 +140,7 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	cgroupParent := fs.String("cgroup-parent", "", "parent cgroup for the probe (default "+securer.DefaultCgroupParent+")")
 	noUserNS := fs.Bool("unsafe-no-userns", false, "check for running without a user namespace (UNSAFE)")
 	allowOld := fs.Bool("allow-old-kernel", false, "accept a kernel older than "+minKernel.String()+" (its distribution backports fixes)")
-	logs := addLogFlags(fs, slog.LevelWarn)
+	logs := addLogFlags(fs, slog.LevelWarn, "warn")
 	setUsage(fs, "securer-runc doctor [flags]")
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code

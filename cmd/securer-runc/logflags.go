@@ -15,11 +15,13 @@ type logFlags struct {
 	def           slog.Level // when neither --log-level nor SECURER_DEBUG says
 }
 
-func addLogFlags(fs *flag.FlagSet, def slog.Level) *logFlags {
+// addLogFlags adds the flags to fs; def is the command's default level,
+// which defaultNote describes.
+func addLogFlags(fs *flag.FlagSet, def slog.Level, defaultNote string) *logFlags {
 	l := &logFlags{def: def}
 	fs.StringVar(&l.format, "log-format", "text", "log records on stderr as text (key=value) or json (one object a line)")
 	fs.StringVar(&l.level, "log-level", "", "least level logged: debug, info, warn or error (default "+
-		strings.ToLower(def.String())+"; debug when SECURER_DEBUG is set)")
+		defaultNote+"; debug when SECURER_DEBUG is set)")
 	return l
 }
 

@@ -32,7 +32,7 @@ func TestLogFlags(t *testing.T) {
 			t.Setenv("SECURER_DEBUG", tt.debug)
 			fs := flag.NewFlagSet("t", flag.ContinueOnError)
 			fs.SetOutput(io.Discard)
-			lf := addLogFlags(fs, tt.def)
+			lf := addLogFlags(fs, tt.def, "")
 			if err := fs.Parse(tt.args); err != nil {
 				t.Fatal(err)
 			}
@@ -56,7 +56,7 @@ func TestLogFlags(t *testing.T) {
 func TestLogFormat(t *testing.T) {
 	for _, format := range []string{"json", "text"} {
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)
-		lf := addLogFlags(fs, slog.LevelInfo)
+		lf := addLogFlags(fs, slog.LevelInfo, "info")
 		if err := fs.Parse([]string{"--log-format", format}); err != nil {
 			t.Fatal(err)
 		}

@@ -36,7 +36,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	outputLimit := fs.String("output-limit", defaultOutputLimit, "end the run after this much stdout or stderr (e.g. 100M; 0 or none: no limit)")
 	preload := fs.String("preload", "", "R packages to attach before the code runs, comma separated")
 	termGrace := fs.Duration("term-grace", 10*time.Second, "on SIGTERM, how long the running code may still take before it is stopped")
-	logs := addLogFlags(fs, slog.LevelWarn)
+	logs := addLogFlags(fs, slog.LevelWarn, "warn")
 	setUsage(fs, "securer-runc run [flags] [-e CODE | FILE | -]    (a file named help: ./help)")
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code

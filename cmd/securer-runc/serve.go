@@ -58,6 +58,11 @@ func cmdServe(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "securer-runc serve: give exactly one of --stdio and --listen unix:PATH or tcp:HOST:PORT")
 		return exitUsage
 	}
+	if f.stdio {
+		// The parent's stderr (a terminal, an R console's log): no
+		// record per execution unless asked.
+		f.logs.def = slog.LevelWarn
+	}
 	logger, err := f.logs.logger(stderr)
 	if err != nil {
 		return fail(stderr, exitUsage, err)
@@ -132,7 +137,7 @@ func newServeFlags(stderr io.Writer) *serveFlags {
 	fs.IntVar(&opts.Ceilings.MaxExecutions, "max-executions", 0, "most executions per session (0: no cap); also the default")
 	fs.StringVar(&f.maxOutput, "max-output", "0", "most output bytes per execution (0: no cap); also the default")
 	fs.StringVar(&f.adminListen, "admin-listen", "", "serve /healthz, /readyz and /metrics over HTTP on HOST:PORT or unix:PATH")
-	f.logs = addLogFlags(fs, slog.LevelInfo)
+	f.logs = addLogFlags(fs, slog.LevelInfo, "info; warn with --stdio, whose stderr is its parent's")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: securer-runc serve --stdio | --listen unix:PATH | --listen tcp:HOST:PORT --token-file FILE [flags]")
 		fs.PrintDefaults()
