@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -154,4 +155,45 @@ func unixTransport(path string) *http.Transport {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", path)
 	}}
+}
+
+// --admin-listen's address forms; a bad one is a usage error.
+func TestAdminListener(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "a.sock")
+	for _, tt := range []struct {
+		addr string
+		code int // 0: listens
+	}{
+		{"127.0.0.1:0", 0},
+		{"tcp:127.0.0.1:0", 0},
+		{"unix:" + sock, 0},
+		{"unix:", exitUsage},
+		{"9464", exitUsage},
+		{"localhost", exitUsage},
+	} {
+		ln, cleanup, err := adminListener(tt.addr)
+		if tt.code == 0 {
+			if err != nil {
+				t.Errorf("%s: %v", tt.addr, err)
+				continue
+			}
+			if tt.addr == "unix:"+sock {
+				if fi, err := os.Stat(sock); err != nil {
+					t.Errorf("admin socket: %v", err)
+				} else if fi.Mode().Perm() != 0o660 {
+					t.Errorf("admin socket mode %v, want 0660", fi.Mode().Perm())
+				}
+			}
+			ln.Close()
+			cleanup()
+			continue
+		}
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != tt.code {
+			t.Errorf("%s: %v, want exit code %d", tt.addr, err, tt.code)
+		}
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("the admin socket is left after cleanup: %v", err)
+	}
 }
