@@ -69,7 +69,7 @@ func adminAddr(t *testing.T, p *serveProc) string {
 
 // TestServeObservability: a serve with --admin-listen, after a serve that
 // was killed -9 with a session: the leftovers reaped at start are counted;
-// executions (ok, with a tool call, an R error, a timeout) and a refused
+// executions (ok, with a tool call, an R error, a timeout, an OOM kill) and a refused
 // request move their counters and histograms; the gauges show the live
 // session and client; each execution has a JSON log record naming its
 // client, session and request; /readyz turns 503 "draining" on SIGTERM
@@ -99,9 +99,13 @@ func TestServeObservability(t *testing.T) {
 	c := newSvcClient(t, p.dial(t))
 	c.wait("", "hello")
 	sess := c.request(map[string]any{"op": "create_session", "id": "cs", "tools": []any{addTool}}, "session")["session"].(string)
+	small := c.request(map[string]any{"op": "create_session", "id": "cs2", "options": map[string]any{"memory_bytes": 256 << 20}}, "session")["session"].(string)
 	run := func(id, code string, timeout float64, answer bool) string {
 		t.Helper()
 		req := map[string]any{"op": "execute", "id": id, "session": sess, "code": code}
+		if id == "oom" {
+			req["session"] = small
+		}
 		if timeout > 0 {
 			req["timeout"] = timeout
 		}
@@ -125,6 +129,7 @@ func TestServeObservability(t *testing.T) {
 		{"x2", "add(2, 3)", 0, true, "ok"},
 		{"x3", "stop('boom')", 0, false, "error"},
 		{"x4", "Sys.sleep(60)", 1, false, "timeout"},
+		{"oom", "x <- numeric(1e9); x[] <- 1", 0, false, "oom"},
 	} {
 		if v := run(x.id, x.code, x.timeout, x.answer); v != x.verdict {
 			t.Errorf("%s: verdict %q, want %q", x.code, v, x.verdict)
@@ -144,12 +149,16 @@ func TestServeObservability(t *testing.T) {
 	moved(`securer_executions_total{verdict="ok"}`, 2)
 	moved(`securer_executions_total{verdict="error"}`, 1)
 	moved(`securer_executions_total{verdict="timeout"}`, 1)
-	moved(`securer_execution_duration_seconds_count`, 4)
+	moved(`securer_executions_total{verdict="oom"}`, 1)
+	moved(`securer_execution_duration_seconds_count`, 5)
+	if d := after["securer_oom_kills_total"] - before["securer_oom_kills_total"]; d < 1 {
+		t.Errorf("securer_oom_kills_total moved by %g after an OOM kill", d)
+	}
 	moved(`securer_tool_calls_total{outcome="ok"}`, 1)
 	moved(`securer_tool_call_duration_seconds_count`, 1)
 	moved(`securer_errors_total{code="not_found"}`, 1)
-	if d := after[`securer_sandbox_starts_total{outcome="ok"}`] - before[`securer_sandbox_starts_total{outcome="ok"}`]; d < 1 {
-		t.Errorf("sandbox starts moved by %g, want at least the session's", d)
+	if d := after[`securer_sandbox_starts_total{outcome="ok"}`] - before[`securer_sandbox_starts_total{outcome="ok"}`]; d < 2 {
+		t.Errorf("sandbox starts moved by %g, want at least the two sessions'", d)
 	}
 	if after[`securer_sandbox_start_duration_seconds_count`] < 1 || after[`securer_sandbox_start_duration_seconds_sum`] <= 0 {
 		t.Errorf("no sandbox start latency recorded")
@@ -158,7 +167,7 @@ func TestServeObservability(t *testing.T) {
 	if above := after[`securer_execution_duration_seconds_count`] - after[`securer_execution_duration_seconds_bucket{le="1"}`]; above < 1 {
 		t.Errorf("no execution over 1 s in the histogram")
 	}
-	for key, want := range map[string]float64{"securer_sessions": 1, "securer_clients": 1, "securer_ready": 1, "securer_executions_running": 0} {
+	for key, want := range map[string]float64{"securer_sessions": 2, "securer_clients": 1, "securer_ready": 1, "securer_executions_running": 0} {
 		if after[key] != want {
 			t.Errorf("%s = %g, want %g", key, after[key], want)
 		}
@@ -173,12 +182,12 @@ func TestServeObservability(t *testing.T) {
 			continue
 		}
 		logged++
-		if rec["client"] == nil || rec["session"] != sess || rec["request"] == nil || rec["verdict"] == nil {
+		if rec["client"] == nil || (rec["session"] != sess && rec["session"] != small) || rec["request"] == nil || rec["verdict"] == nil {
 			t.Errorf("execution record without its fields: %s", l)
 		}
 	}
-	if logged != 4 {
-		t.Errorf("%d execution records, want 4:\n%s", logged, p.stderr.String())
+	if logged != 5 {
+		t.Errorf("%d execution records, want 5:\n%s", logged, p.stderr.String())
 	}
 
 	// A drain: not ready at once (an execution still running), alive.
