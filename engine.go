@@ -65,16 +65,20 @@ func (hostEngine) prepare(ctx context.Context, cfg Config) error {
 		}
 		return err
 	}
-	if _, err := reaper.Reap(ctx, cfg.host.StateDir); err != nil {
+	reaped, err := reaper.Reap(ctx, cfg.host.StateDir)
+	if err != nil {
 		cfg.Logger.Warn("reaping leftovers of crashed sessions", "err", err)
 	}
+	cfg.Hooks.reaped(len(reaped), 0)
 	if cfg.UnsafeNoSandbox {
 		cfg.Logger.Warn("UNSANDBOXED session: R runs on this host without isolation", "user", os.Geteuid(), "rscript", cfg.HostRscript)
 		return nil
 	}
-	if _, err := reaper.Cgroups(cfg.host.StateDir, cfg.host.CgroupParent); err != nil {
+	cgroups, err := reaper.Cgroups(cfg.host.StateDir, cfg.host.CgroupParent)
+	if err != nil {
 		cfg.Logger.Warn("reaping cgroups of crashed sessions", "err", err)
 	}
+	cfg.Hooks.reaped(0, len(cgroups))
 	t := cfg.host.TotalLimits
 	if _, err := cgroup.EnsureParent(cfg.host.CgroupParent, cgroup.Limits{MemoryBytes: t.MemoryBytes, Pids: t.Pids, CPUs: t.CPUs}); err != nil {
 		return fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)

@@ -327,6 +327,9 @@ type Config struct {
 	// summarised by type and size) and its outcome; limits hit; rejected
 	// code. OpenAuditLog makes a JSON Lines file.
 	Audit *slog.Logger
+	// Hooks, when set, are told of R starts and reaped leftovers (for
+	// metrics).
+	Hooks Hooks
 
 	// host is the Host the session was started on (with its defaults).
 	host Host

@@ -30,6 +30,7 @@ func (s *Session) start(parent context.Context) (_ *instance, retErr error) {
 		if parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(retErr, ErrTimeout) {
 			retErr = fmt.Errorf("%w: the start took longer than StartTimeout (%s): %w", ErrTimeout, s.cfg.StartTimeout, retErr)
 		}
+		s.cfg.Hooks.started(time.Since(began), retErr)
 	}()
 	if err := s.makeInstanceDir(inst); err != nil {
 		return nil, err
@@ -49,6 +50,7 @@ func (s *Session) start(parent context.Context) (_ *instance, retErr error) {
 		return nil, err
 	}
 	s.audit("session_start", "session", inst.id, "r_version", hello.RVersion, "took_ms", time.Since(began).Milliseconds())
+	s.cfg.Hooks.started(time.Since(began), nil)
 	s.log.Debug("session started", "id", inst.id, "r_version", hello.RVersion,
 		"sandboxed", !s.cfg.UnsafeNoSandbox, "launch", launched.Sub(began), "r_ready", time.Since(launched))
 	go s.watchIdle(inst)

@@ -17,6 +17,10 @@ import (
 func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, error) {
 	cfg := c.srv.opts.Base
 	cfg.Output.Stdout, cfg.Output.Stderr = nil, nil
+	if cfg.Logger != nil {
+		// The session's own records name its client.
+		cfg.Logger = cfg.Logger.With("client", c.who)
+	}
 	ceil := c.srv.opts.Ceilings
 	if o != nil {
 		max := c.srv.opts.Base.Limits
@@ -89,7 +93,7 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 		if err != nil {
 			return cfg, err
 		}
-		t := securer.Tool{Name: d.Name, Description: d.Description, Timeout: timeout, Handler: c.clientTool(d.Name)}
+		t := securer.Tool{Name: d.Name, Description: d.Description, Timeout: timeout, Handler: c.observedTool(c.clientTool(d.Name))}
 		for _, a := range d.Args {
 			t.Args = append(t.Args, securer.Arg{Name: a.Name, Type: a.Type})
 		}

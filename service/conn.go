@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -45,6 +46,8 @@ type conn struct {
 	// peer hung up, a pipe closed): its final events would go nowhere.
 	lost atomic.Bool
 	done chan struct{} // closed when cleanup has finished
+	who  string        // the client's name in log records: c1, c2...
+	log  *slog.Logger  // with who (request-scoped records)
 
 	mu       sync.Mutex
 	sessions map[string]*securer.Session
@@ -75,6 +78,8 @@ func newConn(ctx context.Context, s *Server, rw io.ReadWriteCloser) *conn {
 		pools: map[string]*clientPool{}, execs: map[string]*execution{}, tails: map[string]chan struct{}{},
 		gone: make(chan struct{}), done: make(chan struct{})}
 	c.ctx, c.cancel = context.WithCancel(ctx)
+	c.who = "c" + strconv.FormatUint(s.clientSeq.Add(1), 10)
+	c.log = s.log.With("client", c.who)
 	return c
 }
 
@@ -347,6 +352,7 @@ func (c *conn) sendError(id string, err error) {
 		// no news to the client).
 		err = errDraining
 	}
+	c.observeError(id, err)
 	c.send(newErrorEvent(id, err))
 }
 

@@ -64,6 +64,9 @@ type Options struct {
 	// Version is reported in the hello.
 	Version string
 	Logger  *slog.Logger
+	// Observer, when set, is told of executions, tool calls, sandbox
+	// starts, reaped leftovers and errors sent, for metrics.
+	Observer Observer
 }
 
 // Ceilings are the operator's caps on what clients ask for; zero means

@@ -75,6 +75,7 @@ func (c *conn) handle(line []byte) {
 	go func() {
 		defer c.work.Done()
 		ev, err := c.run(j)
+		c.observeJob(j, ev, err)
 		// Everything the request held is given back before its final
 		// event goes out: a client may reuse the id, or send more, as
 		// soon as it has read it.
@@ -103,6 +104,8 @@ type job struct {
 	chain      string
 	prev, mine chan struct{}
 	waited     bool // prev had ended when this one started
+
+	began time.Time // admitted (for the log)
 }
 
 // run serves a job; a bug serving one request must not take the server,
@@ -185,7 +188,7 @@ func (c *conn) explain(err error) error {
 // execution (so that a cancel on the next line finds it) and queues it
 // behind the requests already on its session.
 func (c *conn) prepare(req *request, size int64) (*job, error) {
-	j := &job{req: req, size: size}
+	j := &job{req: req, size: size, began: time.Now()}
 	switch req.Op {
 	case "create_session":
 		j.do = c.createSession

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	securer "github.com/securer-runc/securer-runc"
@@ -34,11 +35,14 @@ type Server struct {
 	draining bool
 	idle     *sync.Cond // signalled when executions end
 	running  int        // executions in flight, all clients
+
+	clientSeq atomic.Uint64 // names clients in log records
 }
 
 // New returns a server; it starts nothing until a client asks.
 func New(opts Options) *Server {
 	opts = opts.withDefaults()
+	opts.Base = withObserver(opts.Base, opts.Observer)
 	s := &Server{opts: opts, log: opts.Logger, conns: map[*conn]struct{}{}, preauth: map[*conn]*preEntry{},
 		preQ: map[string][]*preEntry{}, preCount: map[string]int{}, refQ: map[string][]*preEntry{},
 		starts: make(chan struct{}, opts.MaxStarts)}
@@ -51,6 +55,8 @@ func New(opts Options) *Server {
 // made. rw is closed on return.
 func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriteCloser) error {
 	c := newConn(ctx, s, rw)
+	c.log.Debug("client connected", "addr", c.addr)
+	defer c.log.Debug("client gone")
 	if s.opts.Token != "" {
 		// Admitted after it authenticates (conn.serve).
 		s.enterPreauth(c)

@@ -131,7 +131,7 @@ func probeChecks(ctx context.Context, host securer.Host, cfg securer.Config) []c
 	return append(out, c)
 }
 
-func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer, logger *slog.Logger) int {
+func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("rootfs", rootfs.DefaultDir, "rootfs directory")
@@ -140,12 +140,16 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer, log
 	cgroupParent := fs.String("cgroup-parent", "", "parent cgroup for the probe (default "+securer.DefaultCgroupParent+")")
 	noUserNS := fs.Bool("unsafe-no-userns", false, "check for running without a user namespace (UNSAFE)")
 	allowOld := fs.Bool("allow-old-kernel", false, "accept a kernel older than "+minKernel.String()+" (its distribution backports fixes)")
+	logs := addLogFlags(fs, slog.LevelWarn, "warn")
 	setUsage(fs, "securer-runc doctor [flags]")
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
+	logger, err := logs.logger(stderr)
+	if err != nil {
+		return fail(stderr, exitUsage, err)
+	}
 	host := securer.Host{CgroupParent: *cgroupParent, UnsafeNoUserNamespace: *noUserNS, UnsafeAllowOldKernel: *allowOld}
-	var err error
 	if host.RootFSDir, err = absDir("--rootfs", *dir); err != nil {
 		return fail(stderr, exitUsage, err)
 	}

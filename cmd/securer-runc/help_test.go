@@ -92,6 +92,13 @@ func TestDebugDocumented(t *testing.T) {
 	if !strings.Contains(stdout.String(), "SECURER_DEBUG") {
 		t.Errorf("securer-runc -h does not mention SECURER_DEBUG:\n%s", stdout.String())
 	}
+	logLevel := func() slog.Level {
+		l, err := (&logFlags{def: slog.LevelWarn}).levelOf()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
 	t.Setenv("SECURER_DEBUG", "1")
 	if logLevel() != slog.LevelDebug {
 		t.Errorf("SECURER_DEBUG=1: log level %v, want debug", logLevel())

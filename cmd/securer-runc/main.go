@@ -5,17 +5,18 @@
 //	securer-runc doctor                            check this host
 //	securer-runc rootfs build|verify|seal          manage the R rootfs
 //	securer-runc reap                              remove crashed sessions' leftovers
+//	securer-runc health --admin ADDR | --socket PATH probe a running serve
 //	securer-runc version
 //	securer-runc help [COMMAND]                    usage (also COMMAND -h, --help or help)
 //
-// SECURER_DEBUG set to anything non-empty logs debug detail on stderr.
+// SECURER_DEBUG set to anything non-empty logs debug detail on stderr (as
+// --log-level debug does).
 package main
 
 import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -64,6 +65,7 @@ commands:
   doctor   check that this host can provide the sandbox, and say what to fix
   rootfs   build, verify or seal the read-only R root filesystem
   reap     remove containers, cgroups and state left by crashed processes
+  health   probe a running serve (exit 0 when ready): for exec probes
   version  print versions
   help     print this, or with a COMMAND its usage
 
@@ -72,7 +74,12 @@ Run 'securer-runc COMMAND -h' (or --help, or help) for a command's flags.
 environment:
   SECURER_DEBUG  when set (non-empty), log debug detail on stderr: session
                  start-up and teardown, background-process sweeps, clients
-                 gone; otherwise only warnings are logged
+                 gone; a shortcut for --log-level debug (an explicit
+                 --log-level wins). Without either, run and doctor log
+                 warnings and errors, serve info too.
+
+run, serve and doctor take --log-format text|json and --log-level
+debug|info|warn|error; their log records go to stderr.
 `)
 }
 
@@ -89,44 +96,38 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		args = append(args[1:len(args):len(args)], "-h")
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel()}))
 	if args[0] == "serve" {
 		if wantsHelp(args[1:]) {
 			// Its flags' usage, on stdout: asked for, not an error.
-			cmdServe([]string{"-h"}, stdout, logger)
+			cmdServe([]string{"-h"}, stdout)
 			return exitOK
 		}
 		// serve handles its own signals: SIGTERM drains.
-		return cmdServe(args[1:], stderr, logger)
+		return cmdServe(args[1:], stderr)
 	}
 	if args[0] == "run" {
 		// run drains on SIGTERM (see cmdRun); Ctrl-C stops at once.
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 		defer stop()
-		return cmdRun(ctx, args[1:], stdin, stdout, stderr, logger)
+		return cmdRun(ctx, args[1:], stdin, stdout, stderr)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	switch args[0] {
 	case "doctor":
-		return cmdDoctor(ctx, args[1:], stdout, stderr, logger)
+		return cmdDoctor(ctx, args[1:], stdout, stderr)
 	case "rootfs":
 		return cmdRootfs(ctx, args[1:], stdout, stderr)
 	case "reap":
 		return cmdReap(ctx, args[1:], stdout, stderr)
+	case "health":
+		return cmdHealth(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		return cmdVersion(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "securer-runc: unknown command %q\n\n", args[0])
 	usage(stderr)
 	return exitUsage
-}
-
-func logLevel() slog.Level {
-	if os.Getenv("SECURER_DEBUG") != "" {
-		return slog.LevelDebug
-	}
-	return slog.LevelWarn
 }
 
 func fail(stderr io.Writer, code int, err error) int {

@@ -19,7 +19,7 @@ import (
 	securer "github.com/securer-runc/securer-runc"
 )
 
-func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, logger *slog.Logger) int {
+func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	// SIGTERM is caught from the start: one that arrives while the flags
 	// are read or the box starts still drains, and never kills the process
 	// with a box half made.
@@ -36,9 +36,14 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	outputLimit := fs.String("output-limit", defaultOutputLimit, "end the run after this much stdout or stderr (e.g. 100M; 0 or none: no limit)")
 	preload := fs.String("preload", "", "R packages to attach before the code runs, comma separated")
 	termGrace := fs.Duration("term-grace", 10*time.Second, "on SIGTERM, how long the running code may still take before it is stopped")
+	logs := addLogFlags(fs, slog.LevelWarn, "warn")
 	setUsage(fs, "securer-runc run [flags] [-e CODE | FILE | -]    (a file named help: ./help)")
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code
+	}
+	logger, err := logs.logger(stderr)
+	if err != nil {
+		return fail(stderr, exitUsage, err)
 	}
 	src, err := readCode(*code, fs.Args(), stdin)
 	if err != nil {

@@ -49,7 +49,7 @@ func (s stdio) Close() error { return errors.Join(s.in.Close(), s.out.Close()) }
 // cmdServe runs the session service: the flags become the server's
 // options (checked, with the host), then it serves until its stdio
 // client leaves or a signal drains it.
-func cmdServe(args []string, stderr io.Writer, logger *slog.Logger) int {
+func cmdServe(args []string, stderr io.Writer) int {
 	f := newServeFlags(stderr)
 	if err := f.fs.Parse(args); err != nil {
 		return exitUsage
@@ -58,15 +58,34 @@ func cmdServe(args []string, stderr io.Writer, logger *slog.Logger) int {
 		fmt.Fprintln(stderr, "securer-runc serve: give exactly one of --stdio and --listen unix:PATH or tcp:HOST:PORT")
 		return exitUsage
 	}
+	if f.stdio {
+		// The parent's stderr (a terminal, an R console's log): no
+		// record per execution unless asked.
+		f.logs.def = slog.LevelWarn
+	}
+	logger, err := f.logs.logger(stderr)
+	if err != nil {
+		return fail(stderr, exitUsage, err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	// The admin endpoints come first: alive (and not ready) while the
+	// host is checked and leftovers reaped.
+	adm, err := startAdmin(ctx, f.adminListen, logger)
+	if err != nil {
+		return failCode(stderr, err)
+	}
+	defer adm.stop()
+	if adm.metrics != nil {
+		f.opts.Observer = adm.metrics
+	}
 	opts, auditCloser, err := f.options(stderr, logger)
 	if err != nil {
 		return failCode(stderr, err)
 	}
 	defer auditCloser.Close()
 	srv := service.New(opts)
-
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
+	adm.serving(srv)
 	d := drainOnSignal(srv, f.termGrace, stop, logger)
 	defer d.stopWatching()
 	if err := f.serve(ctx, srv, stderr, logger); err != nil {
@@ -86,6 +105,8 @@ type serveFlags struct {
 	maxSessions                      int
 	termGrace                        time.Duration
 	maxMessage, maxQueued, maxOutput string
+	adminListen                      string
+	logs                             *logFlags
 	// opts holds the server options set by flags of their own.
 	opts service.Options
 }
@@ -115,6 +136,8 @@ func newServeFlags(stderr io.Writer) *serveFlags {
 	fs.IntVar(&opts.Ceilings.MaxToolCalls, "max-tool-calls", securer.DefaultMaxToolCalls, "most tool calls per execution a client may ask")
 	fs.IntVar(&opts.Ceilings.MaxExecutions, "max-executions", 0, "most executions per session (0: no cap); also the default")
 	fs.StringVar(&f.maxOutput, "max-output", "0", "most output bytes per execution (0: no cap); also the default")
+	fs.StringVar(&f.adminListen, "admin-listen", "", "serve /healthz, /readyz and /metrics over HTTP on HOST:PORT or unix:PATH")
+	f.logs = addLogFlags(fs, slog.LevelInfo, "info; warn with --stdio, whose stderr is its parent's")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: securer-runc serve --stdio | --listen unix:PATH | --listen tcp:HOST:PORT --token-file FILE [flags]")
 		fs.PrintDefaults()
@@ -188,7 +211,7 @@ func (f *serveFlags) options(stderr io.Writer, logger *slog.Logger) (service.Opt
 	if !base.UnsafeNoSandbox {
 		// Leftovers of a server that died (kill -9, a crash) go now, not
 		// at the first new session.
-		reapLeftovers(host, logger)
+		reapLeftovers(host, logger, opts.Observer)
 	}
 	opts.Host, opts.Base, opts.MaxSessions, opts.Version, opts.Logger, opts.Token = host, base, f.maxSessions, version, logger, token
 	// The memory clients can make the server hold is bounded by its
@@ -360,7 +383,7 @@ func (d *drain) finish(srv *service.Server, logger *slog.Logger) {
 // reapLeftovers removes what sessions of dead servers left under the
 // state dir and cgroup parent (as securer-runc reap does); live sessions
 // of other servers are left alone.
-func reapLeftovers(host securer.Host, logger *slog.Logger) {
+func reapLeftovers(host securer.Host, logger *slog.Logger, obs service.Observer) {
 	stateDir := host.StateDir
 	if stateDir == "" {
 		stateDir = securer.DefaultStateDir
@@ -375,6 +398,9 @@ func reapLeftovers(host securer.Host, logger *slog.Logger) {
 		logger.Warn("reaping leftovers at start-up", "err", err)
 	}
 	if n := len(reaped.Sessions) + len(reaped.Cgroups); n > 0 {
+		if obs != nil {
+			obs.Reaped(len(reaped.Sessions), len(reaped.Cgroups))
+		}
 		logger.Warn("removed leftovers of a server that died", "sessions", len(reaped.Sessions), "cgroups", len(reaped.Cgroups))
 	}
 }
