@@ -140,7 +140,10 @@ func (hostEngine) launch(ctx context.Context, s *Session, inst *instance) error 
 		return err
 	}
 	inst.conn, inst.rPid, err = acceptFrom(ctx, ln, inst.run)
-	return err
+	if err != nil {
+		return inst.startFailure(err)
+	}
+	return nil
 }
 
 // outputPipes makes the pipes R's stdout and stderr go to, read by inst,
@@ -169,6 +172,8 @@ func (inst *instance) outputPipes() (outW, errW *os.File, err error) {
 		errW.Close()
 		return nil, nil, err
 	}
+	inst.startErr = capture.New(startupStderrBytes, nil, 0)
+	inst.stderr.SetSink(inst.startErr)
 	return outW, errW, nil
 }
 

@@ -24,14 +24,17 @@ import (
 
 // instance is one container and its R process.
 type instance struct {
-	id         string
-	dir        string
-	run        runner.Runner
-	conn       net.Conn
-	frames     chan frame
-	stop       chan struct{} // closed by destroy: ends the frame reader
-	stdout     *capture.Pipe
-	stderr     *capture.Pipe
+	id     string
+	dir    string
+	run    runner.Runner
+	conn   net.Conn
+	frames chan frame
+	stop   chan struct{} // closed by destroy: ends the frame reader
+	stdout *capture.Pipe
+	stderr *capture.Pipe
+	// startErr keeps the tail of what R writes to stderr while it starts
+	// (nil once started): a start that fails says why in R's own words.
+	startErr   *capture.Capture
 	dead       atomic.Bool // must be replaced before the next Execute
 	cleanup    sync.Once
 	cleanupErr error
@@ -237,4 +240,31 @@ func (s *Session) settle(ctx context.Context, inst *instance) error {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
+}
+
+// startupStderrBytes is how much of R's start-up stderr a failed start
+// reports (the cause is at the end).
+const startupStderrBytes = 2048
+
+// endStartup stops keeping R's start-up stderr and returns its tail, or
+// "" when there was none. Everything R wrote before it exited is in the
+// pipe, so the drain in SetSink gets it all.
+func (inst *instance) endStartup() string {
+	c := inst.startErr
+	if c == nil || inst.stderr == nil {
+		return ""
+	}
+	inst.stderr.SetSink(nil)
+	inst.startErr = nil
+	text, _ := c.Text()
+	return strings.TrimSpace(text)
+}
+
+// startFailure is err with R's start-up stderr tail added, when R wrote
+// any: "R exited" alone does not say why.
+func (inst *instance) startFailure(err error) error {
+	if tail := inst.endStartup(); tail != "" {
+		return fmt.Errorf("%w; R's stderr: %s", err, tail)
+	}
+	return err
 }

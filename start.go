@@ -45,6 +45,8 @@ func (s *Session) start(parent context.Context) (_ *instance, retErr error) {
 	if err != nil {
 		return nil, err
 	}
+	// Started: from here R's stderr belongs to executions.
+	inst.endStartup()
 	if err := s.pin(inst); err != nil {
 		return nil, err
 	}
@@ -96,7 +98,7 @@ func (s *Session) handshake(ctx context.Context, inst *instance) (*bridge.Hello,
 		}
 		hello = h
 	case <-inst.run.Done():
-		return nil, fmt.Errorf("R exited during start-up (%s); its stderr went to the session's stderr", inst.run.ExitStatus())
+		return nil, inst.startFailure(fmt.Errorf("R exited during start-up (%s)", inst.run.ExitStatus()))
 	case <-ctx.Done():
 		return nil, fmt.Errorf("R did not start within %s: %w", s.cfg.StartTimeout, ctx.Err())
 	}
@@ -123,7 +125,7 @@ func (s *Session) handshake(ctx context.Context, inst *instance) (*bridge.Hello,
 			return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, ready.Error)
 		}
 	case <-inst.run.Done():
-		return nil, fmt.Errorf("R exited during start-up (%s)", inst.run.ExitStatus())
+		return nil, inst.startFailure(fmt.Errorf("R exited during start-up (%s)", inst.run.ExitStatus()))
 	case <-ctx.Done():
 		return nil, fmt.Errorf("R did not get ready within %s: %w", s.cfg.StartTimeout, ctx.Err())
 	}
