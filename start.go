@@ -43,7 +43,9 @@ func (s *Session) start(parent context.Context) (_ *instance, retErr error) {
 	go readFrames(reader, inst.frames, inst.stop)
 	hello, err := s.handshake(ctx, inst)
 	if err != nil {
-		return nil, err
+		// However it failed (R exited, closed the connection, hung), R's
+		// own words on stderr are the likeliest cause.
+		return nil, inst.startFailure(err)
 	}
 	// Started: from here R's stderr belongs to executions.
 	inst.endStartup()
@@ -71,7 +73,7 @@ func (s *Session) makeInstanceDir(inst *instance) error {
 	if err := statedir.MkdirPrivate(filepath.Dir(inst.dir), 0o711); err != nil {
 		return err
 	}
-	if err := os.Mkdir(inst.dir, 0o711); err != nil {
+	if err := statedir.Mkdir(inst.dir, statedir.SessionDirMode); err != nil {
 		return fmt.Errorf("session dir: %w", err)
 	}
 	rec, err := procfs.Record(os.Getpid())
@@ -98,7 +100,7 @@ func (s *Session) handshake(ctx context.Context, inst *instance) (*bridge.Hello,
 		}
 		hello = h
 	case <-inst.run.Done():
-		return nil, inst.startFailure(fmt.Errorf("R exited during start-up (%s)", inst.run.ExitStatus()))
+		return nil, fmt.Errorf("R exited during start-up (%s)", inst.run.ExitStatus())
 	case <-ctx.Done():
 		return nil, fmt.Errorf("R did not start within %s: %w", s.cfg.StartTimeout, ctx.Err())
 	}
@@ -125,7 +127,7 @@ func (s *Session) handshake(ctx context.Context, inst *instance) (*bridge.Hello,
 			return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, ready.Error)
 		}
 	case <-inst.run.Done():
-		return nil, inst.startFailure(fmt.Errorf("R exited during start-up (%s)", inst.run.ExitStatus()))
+		return nil, fmt.Errorf("R exited during start-up (%s)", inst.run.ExitStatus())
 	case <-ctx.Done():
 		return nil, fmt.Errorf("R did not get ready within %s: %w", s.cfg.StartTimeout, ctx.Err())
 	}
