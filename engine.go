@@ -91,6 +91,11 @@ func prepareSandbox(cfg Config) error {
 	if _, err := rootfs.Check(cfg.host.RootFSDir); err != nil {
 		return fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}
+	// A tree the box's user cannot get through fails here, naming the
+	// path, not later as R (or runc) denied access.
+	if err := rootfs.CheckAccess(cfg.host.RootFSDir, !cfg.host.UnsafeNoUserNamespace); err != nil {
+		return fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
+	}
 	for _, m := range cfg.Mounts {
 		if err := m.validate(rootfs.RootfsPath(cfg.host.RootFSDir)); err != nil {
 			return err

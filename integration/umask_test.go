@@ -193,3 +193,56 @@ func checkStateModes(t *testing.T, state string) {
 		}
 	}
 }
+
+// A rootfs the box's user cannot get through (here: its DIR made 0700, as
+// mkdir does under umask 077) is refused before any container starts,
+// naming the path and the fix, by run and by doctor; before, runc failed
+// with "remount-propagation ...: permission denied".
+func TestHardenedRootfsAccess(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "rootfs-dir")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// t.TempDir's own dirs are private too: open them, so that dir is the
+	// one closed path.
+	for p := filepath.Dir(dir); p != os.TempDir(); p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tree := filepath.Join(dir, "rootfs")
+	if err := os.Mkdir(tree, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "--bind", "-o", "ro", filepath.Join(rootfsDir, "rootfs"), tree).CombinedOutput(); err != nil {
+		t.Fatalf("bind the rootfs: %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", tree).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", tree, err, out)
+		}
+	})
+	manifest, err := os.ReadFile(filepath.Join(rootfsDir, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), manifest, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := dir + " has mode 0700, not searchable by others"
+	r := runCLI(t, "", "run", "--rootfs", dir, "-e", "1")
+	if r.code != 3 || !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "chmod o+x "+dir) {
+		t.Errorf("run: exit %d, stderr %q; want 3 naming %q", r.code, r.stderr, want)
+	}
+	r = runCLI(t, "", "doctor", "--rootfs", dir, "--state", stateDir, "--cgroup-parent", cgroupParent)
+	if r.code != 3 || !strings.Contains(r.stdout, "FAIL rootfs access") || !strings.Contains(r.stdout, want) ||
+		!strings.Contains(r.stdout, "probe container          not started") {
+		t.Errorf("doctor: exit %d\n%s", r.code, r.stdout)
+	}
+	if left := leftovers(); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
