@@ -66,6 +66,34 @@ integration-loaded: rootfs
 rpkg:
 	R CMD INSTALL r/securer
 
+# Install (PREFIX and DESTDIR as usual): the binary to $(PREFIX)/bin, where
+# the R package finds it on PATH, and the R package into R's site library
+# (RLIB: the first of R's .Library.site). Modes are set explicitly and R
+# installs under umask 022, so a hardened umask leaves them readable. The
+# Python client is one file to copy (clients/python/securer_client.py).
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
+RLIB       ?= $(patsubst %/,%,$(shell Rscript -e 'cat(.Library.site[1])' 2>/dev/null))
+SYSTEMDDIR ?= /etc/systemd/system
+.PHONY: install install-bin install-r install-systemd
+install: install-bin install-r
+
+install-bin: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/securer-runc
+
+install-r:
+	@test -n "$(RLIB)" || { echo "no R site library found (is R installed? set RLIB=DIR)"; exit 1; }
+	umask 022 && mkdir -p $(DESTDIR)$(RLIB) && R CMD INSTALL --library=$(DESTDIR)$(RLIB) r/securer
+
+# The systemd unit (deploy/systemd), only when asked; its ExecStart names
+# the installed binary.
+install-systemd:
+	umask 022 && mkdir -p $(DESTDIR)$(SYSTEMDDIR)
+	sed 's|/usr/local/bin/securer-runc|$(BINDIR)/securer-runc|' deploy/systemd/securer-runc.service >$(DESTDIR)$(SYSTEMDDIR)/securer-runc.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDDIR)/securer-runc.service
+	@echo "installed $(DESTDIR)$(SYSTEMDDIR)/securer-runc.service: systemctl daemon-reload && systemctl enable --now securer-runc"
+
 # The R package's testthat tests, against real containers (as root). Its
 # sessions live under their own state dir and cgroup, checked empty after.
 RTEST_STATE := /run/securer-rtest
