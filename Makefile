@@ -13,14 +13,19 @@ ROOTFS   ?= /var/lib/securer-runc
 
 all: build
 
-# Debian packages the build, the rootfs and the benchmarks need; then the
-# Go modules, staticcheck's too (through the module proxy).
+# Debian packages the build, the rootfs and the benchmarks need; the Go
+# toolchain go.mod pins, when go on PATH is not it (scripts/install-go.sh:
+# on a stock Debian 12, through Debian's golang-go and the module proxy,
+# into GOROOT_DIR); then the Go modules, staticcheck's too (through the
+# module proxy).
+GOROOT_DIR ?= /usr/local/go
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		debootstrap libseccomp-dev pkg-config gcc libc6-dev \
 		r-base-core r-cran-jsonlite r-cran-processx r-cran-r6 r-cran-testthat ca-certificates jq python3
-	$(GO) mod download
+	GOROOT_DIR=$(GOROOT_DIR) scripts/install-go.sh
+	PATH="$(GOROOT_DIR)/bin:$$PATH" $(GO) mod download
 
 build:
 	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/securer-runc
