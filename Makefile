@@ -1,12 +1,17 @@
 # securer-runc: build, rootfs, tests. Run as root for anything that starts
 # containers.
 SHELL    := /bin/bash
-GO       ?= go
+# go on PATH, or the toolchain make deps installed when PATH has none or
+# an old one (scripts/install-go.sh); evaluated when used, so that
+# `make deps build` finds what deps just installed.
+GO       ?= $(shell scripts/install-go.sh --which 2>/dev/null || echo go)
 TAGS     := seccomp netgo osusergo
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION) -extldflags -static
 BIN      := bin/securer-runc
 ROOTFS   ?= /var/lib/securer-runc
+GOROOT_DIR ?= /usr/local/go
+export GOROOT_DIR
 
 .PHONY: all build deps rootfs demo test unit integration integration-loaded rpkg rtest bench fuzz fuzz-short vet clean \
 	crash-cycles churn soak long hostile
@@ -18,14 +23,13 @@ all: build
 # on a stock Debian 12, through Debian's golang-go and the module proxy,
 # into GOROOT_DIR); then the Go modules, staticcheck's too (through the
 # module proxy).
-GOROOT_DIR ?= /usr/local/go
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		debootstrap libseccomp-dev pkg-config gcc libc6-dev \
 		r-base-core r-cran-jsonlite r-cran-processx r-cran-r6 r-cran-testthat ca-certificates jq python3
-	GOROOT_DIR=$(GOROOT_DIR) scripts/install-go.sh
-	PATH="$(GOROOT_DIR)/bin:$$PATH" $(GO) mod download
+	scripts/install-go.sh
+	$(GO) mod download
 
 build:
 	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/securer-runc

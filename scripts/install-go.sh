@@ -4,6 +4,7 @@
 # golang-go is 1.19). Everything comes through the Go module proxy.
 #
 #   scripts/install-go.sh            (GOROOT_DIR: where to install, default /usr/local/go)
+#   scripts/install-go.sh --which    prints the go command to use: the Makefile's GO
 #
 #  - `go` on PATH is the pinned version: nothing to do.
 #  - Go 1.21 or later: GOTOOLCHAIN=<pinned> makes it fetch the pinned
@@ -28,17 +29,28 @@ want=$(awk '$1 == "toolchain" { t = $2 } $1 == "go" && g == "" { g = "go" $2 } E
 [[ "$want" =~ ^go1\.[0-9]+(\.[0-9]+)?$ ]] || die "cannot read the pinned Go version from go.mod (got '$want')"
 dest=${GOROOT_DIR:-/usr/local/go}
 
+minor() { local v=${1#go1.}; echo "${v%%.*}"; }
 have=""
 if command -v go >/dev/null; then
   # `go env` would switch toolchains (or, before 1.21, refuse this go.mod):
   # ask outside the module, with the local toolchain.
   have=$(cd / && GOTOOLCHAIN=local go env GOVERSION 2>/dev/null || true)
 fi
+if [ "${1:-}" = --which ]; then
+  # go on PATH when it is the pinned one (or can switch to it: 1.21+),
+  # else the one this script installed, else go (whatever it says).
+  if [ "$have" != "$want" ] && [ -x "$dest/bin/go" ] &&
+     { [ -z "$have" ] || [ "$(minor "$have")" -lt 21 ]; }; then
+    echo "$dest/bin/go"
+  else
+    echo go
+  fi
+  exit 0
+fi
 if [ "$have" = "$want" ]; then
   log "go on PATH is $want"
   exit 0
 fi
-minor() { local v=${1#go1.}; echo "${v%%.*}"; }
 if [ -n "$have" ] && [ "$(minor "$have")" -ge 21 ]; then
   log "go on PATH is $have: fetching $want through the module proxy (GOTOOLCHAIN)"
   got=$(GOTOOLCHAIN=$want go env GOVERSION)
