@@ -24,17 +24,14 @@ import (
 
 // instance is one container and its R process.
 type instance struct {
-	id     string
-	dir    string
-	run    runner.Runner
-	conn   net.Conn
-	frames chan frame
-	stop   chan struct{} // closed by destroy: ends the frame reader
-	stdout *capture.Pipe
-	stderr *capture.Pipe
-	// startErr keeps the tail of what R writes to stderr while it starts
-	// (nil once started): a start that fails says why in R's own words.
-	startErr   *capture.Capture
+	id         string
+	dir        string
+	run        runner.Runner
+	conn       net.Conn
+	frames     chan frame
+	stop       chan struct{} // closed by destroy: ends the frame reader
+	stdout     *capture.Pipe
+	stderr     *capture.Pipe
 	dead       atomic.Bool // must be replaced before the next Execute
 	cleanup    sync.Once
 	cleanupErr error
@@ -56,6 +53,9 @@ type instance struct {
 	uidSlot int
 	// ended says why the instance is dead (the first reason given).
 	ended atomic.Pointer[string]
+	// startErr keeps R's stderr while it starts (nil once started): a
+	// start that fails quotes it, as the cause is in R's words there.
+	startErr *capture.Capture
 }
 
 // markDead records that the instance must be replaced, and why (the
@@ -243,11 +243,11 @@ func firstLine(s string) string {
 }
 
 // startupStderrBytes is how much of R's start-up stderr a failed start
-// reports (the cause is at the end).
+// quotes: its first and last halves (R's error first, then a backtrace).
 const startupStderrBytes = 2048
 
-// endStartup stops keeping R's start-up stderr and returns its tail, or
-// "" when there was none. Everything R wrote before it exited is in the
+// endStartup stops keeping R's start-up stderr and returns what was
+// kept, or "" when there was none. Everything R wrote before it exited is in the
 // pipe, so the drain in SetSink gets it all.
 func (inst *instance) endStartup() string {
 	c := inst.startErr
