@@ -17,8 +17,9 @@ import (
 // must not break sessions: every file and dir the engine makes gets its
 // mode explicitly. Each case starts from a state dir and cgroup parent
 // of its own, so that all of them are made under the umask: run -e (with
-// a host tool and an audit log), doctor's probe, and serve with a client,
-// whose live session's state is checked against the documented modes.
+// a host tool and an audit log), doctor's probe, serve with a client,
+// whose live session's state is checked against the documented modes, and
+// the start of a rootfs build.
 func TestHardenedUmask(t *testing.T) {
 	for _, mask := range []string{"077", "027"} {
 		t.Run(mask, func(t *testing.T) {
@@ -45,8 +46,26 @@ func TestHardenedUmask(t *testing.T) {
 				t.Errorf("doctor under umask %s: exit %d\n%s%s", mask, r.code, r.stdout, r.stderr)
 			}
 			serveUnderUmask(t, mask, state, cg)
+			rootfsBuildUnderUmask(t, mask)
 		})
 	}
+}
+
+// rootfsBuildUnderUmask starts a rootfs build under the umask, into a new
+// DIR two levels down, from a mirror that refuses connections (loopback):
+// the build fails in debootstrap, after the script made DIR and its log,
+// which must be readable by the box's user (the build runs under 022).
+func rootfsBuildUnderUmask(t *testing.T, mask string) {
+	t.Helper()
+	base := t.TempDir()
+	dir := filepath.Join(base, "a", "b")
+	r := runUnderUmask(t, mask, "rootfs", "build", "--dir", dir, "--mirror", "http://127.0.0.1:9/debian")
+	if r.code != 3 || !strings.Contains(r.stderr, "debootstrap failed") {
+		t.Fatalf("rootfs build from a closed mirror: exit %d, %q", r.code, r.stderr)
+	}
+	checkMode(t, filepath.Join(base, "a"), fs.ModeDir|0o755)
+	checkMode(t, dir, fs.ModeDir|0o755)
+	checkMode(t, filepath.Join(dir, "debootstrap.log"), 0o644)
 }
 
 // runUnderUmask runs the CLI with the umask set, as a hardened host's
