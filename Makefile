@@ -1,25 +1,34 @@
 # securer-runc: build, rootfs, tests. Run as root for anything that starts
 # containers.
 SHELL    := /bin/bash
-GO       ?= go
+# go on PATH, or the toolchain make deps installed when PATH has none or
+# an old one (scripts/install-go.sh); evaluated when used, so that
+# `make deps build` finds what deps just installed.
+GO       ?= $(shell scripts/install-go.sh --which 2>/dev/null || echo go)
 TAGS     := seccomp netgo osusergo
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION) -extldflags -static
 BIN      := bin/securer-runc
 ROOTFS   ?= /var/lib/securer-runc
+GOROOT_DIR ?= /usr/local/go
+export GOROOT_DIR
 
 .PHONY: all build deps rootfs demo test unit integration integration-loaded rpkg rtest bench fuzz fuzz-short vet clean \
 	crash-cycles churn soak long hostile image image-check image-test manifests-test
 
 all: build
 
-# Debian packages the build, the rootfs and the benchmarks need; then the
-# Go modules, staticcheck's too (through the module proxy).
+# Debian packages the build, the rootfs and the benchmarks need; the Go
+# toolchain go.mod pins, when go on PATH is not it (scripts/install-go.sh:
+# on a stock Debian 12, through Debian's golang-go and the module proxy,
+# into GOROOT_DIR); then the Go modules, staticcheck's too (through the
+# module proxy).
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		debootstrap libseccomp-dev pkg-config gcc libc6-dev \
 		r-base-core r-cran-jsonlite r-cran-processx r-cran-r6 r-cran-testthat ca-certificates jq python3
+	scripts/install-go.sh
 	$(GO) mod download
 	cd deploy/image && $(GO) mod download
 	cd deploy/kubernetes && $(GO) mod download
@@ -98,6 +107,34 @@ integration-loaded: rootfs
 # The R package (r/securer), installed into the site library.
 rpkg:
 	R CMD INSTALL r/securer
+
+# Install (PREFIX and DESTDIR as usual): the binary to $(PREFIX)/bin, where
+# the R package finds it on PATH, and the R package into R's site library
+# (RLIB: the first of R's .Library.site). Modes are set explicitly and R
+# installs under umask 022, so a hardened umask leaves them readable. The
+# Python client is one file to copy (clients/python/securer_client.py).
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
+RLIB       ?= $(patsubst %/,%,$(shell Rscript -e 'cat(.Library.site[1])' 2>/dev/null))
+SYSTEMDDIR ?= /etc/systemd/system
+.PHONY: install install-bin install-r install-systemd
+install: install-bin install-r
+
+install-bin: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/securer-runc
+
+install-r:
+	@test -n "$(RLIB)" || { echo "no R site library found (is R installed? set RLIB=DIR)"; exit 1; }
+	umask 022 && mkdir -p $(DESTDIR)$(RLIB) && R CMD INSTALL --library=$(DESTDIR)$(RLIB) r/securer
+
+# The systemd unit (deploy/systemd), only when asked; its ExecStart names
+# the installed binary.
+install-systemd:
+	umask 022 && mkdir -p $(DESTDIR)$(SYSTEMDDIR)
+	sed 's|/usr/local/bin/securer-runc|$(BINDIR)/securer-runc|' deploy/systemd/securer-runc.service >$(DESTDIR)$(SYSTEMDDIR)/securer-runc.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDDIR)/securer-runc.service
+	@echo "installed $(DESTDIR)$(SYSTEMDDIR)/securer-runc.service: systemctl daemon-reload && systemctl enable --now securer-runc"
 
 # The R package's testthat tests, against real containers (as root). Its
 # sessions live under their own state dir and cgroup, checked empty after.

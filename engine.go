@@ -98,6 +98,11 @@ func prepareSandbox(cfg Config) error {
 	if _, err := rootfs.Check(cfg.host.RootFSDir); err != nil {
 		return fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}
+	// A tree the box's user cannot get through fails here, naming the
+	// path, not later as R (or runc) denied access.
+	if err := rootfs.CheckAccess(cfg.host.RootFSDir, !cfg.host.UnsafeNoUserNamespace); err != nil {
+		return fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
+	}
 	for _, m := range cfg.Mounts {
 		if err := m.validate(rootfs.RootfsPath(cfg.host.RootFSDir)); err != nil {
 			return err
@@ -111,7 +116,7 @@ func prepareSandbox(cfg Config) error {
 // connection.
 func (hostEngine) launch(ctx context.Context, s *Session, inst *instance) error {
 	sockDir := filepath.Join(inst.dir, "sock")
-	if err := os.Mkdir(sockDir, 0o711); err != nil {
+	if err := statedir.Mkdir(sockDir, statedir.SocketDirMode); err != nil {
 		return err
 	}
 	sockPath := filepath.Join(sockDir, statedir.SocketName)
@@ -129,7 +134,7 @@ func (hostEngine) launch(ctx context.Context, s *Session, inst *instance) error 
 		_ = os.Remove(sockPath)
 	}()
 	// Only the session's R may connect (acceptFrom checks who did).
-	if err := os.Chmod(sockPath, 0o600); err != nil {
+	if err := os.Chmod(sockPath, statedir.SocketMode); err != nil {
 		return err
 	}
 	outW, errW, err := inst.outputPipes()
@@ -147,7 +152,10 @@ func (hostEngine) launch(ctx context.Context, s *Session, inst *instance) error 
 		return err
 	}
 	inst.conn, inst.rPid, err = acceptFrom(ctx, ln, inst.run)
-	return err
+	if err != nil {
+		return inst.startFailure(err)
+	}
+	return nil
 }
 
 // outputPipes makes the pipes R's stdout and stderr go to, read by inst,
@@ -176,6 +184,8 @@ func (inst *instance) outputPipes() (outW, errW *os.File, err error) {
 		errW.Close()
 		return nil, nil, err
 	}
+	inst.startErr = capture.New(startupStderrBytes, nil, 0)
+	inst.stderr.SetSink(inst.startErr)
 	return outW, errW, nil
 }
 
@@ -242,11 +252,11 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 // writeSyntheticProc writes the /proc files the box sees in place of the
 // host's (spec.SyntheticProc), readable by the box's user.
 func writeSyntheticProc(dir string, memoryBytes int64) error {
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	if err := statedir.Mkdir(dir, statedir.ProcDirMode); err != nil {
 		return fmt.Errorf("synthetic /proc: %w", err)
 	}
 	for name, text := range spec.SyntheticProc(memoryBytes, runtime.NumCPU()) {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o444); err != nil {
+		if err := statedir.WriteFile(filepath.Join(dir, name), []byte(text), statedir.ProcFileMode); err != nil {
 			return fmt.Errorf("synthetic /proc: %w", err)
 		}
 	}
@@ -258,7 +268,7 @@ func writeSyntheticProc(dir string, memoryBytes int64) error {
 // later Reap can end it if this process dies first.
 func (s *Session) startHost(inst *instance, sockPath string, stdout, stderr *os.File) (runner.Runner, error) {
 	tmp := filepath.Join(inst.dir, "tmp")
-	if err := os.Mkdir(tmp, 0o700); err != nil {
+	if err := statedir.Mkdir(tmp, statedir.HostTmpMode); err != nil {
 		return nil, err
 	}
 	r, err := runner.StartHost(s.cfg.HostRscript, []string{"--vanilla", "--default-packages=" + defaultPackages,

@@ -55,6 +55,9 @@ type instance struct {
 	uidSlot int
 	// ended says why the instance is dead (the first reason given).
 	ended atomic.Pointer[string]
+	// startErr keeps R's stderr while it starts (nil once started): a
+	// start that fails quotes it, as the cause is in R's words there.
+	startErr *capture.Capture
 }
 
 // markDead records that the instance must be replaced, and why (the
@@ -269,4 +272,31 @@ func (s *Session) awaitSweep(ctx context.Context, inst *instance) error {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
+}
+
+// startupStderrBytes is how much of R's start-up stderr a failed start
+// quotes: its first and last halves (R's error first, then a backtrace).
+const startupStderrBytes = 2048
+
+// endStartup stops keeping R's start-up stderr and returns what was
+// kept, or "" when there was none. Everything R wrote before it exited is in the
+// pipe, so the drain in SetSink gets it all.
+func (inst *instance) endStartup() string {
+	c := inst.startErr
+	if c == nil || inst.stderr == nil {
+		return ""
+	}
+	inst.stderr.SetSink(nil)
+	inst.startErr = nil
+	text, _ := c.Text()
+	return strings.TrimSpace(text)
+}
+
+// startFailure is err with R's start-up stderr tail added, when R wrote
+// any: "R exited" alone does not say why.
+func (inst *instance) startFailure(err error) error {
+	if tail := inst.endStartup(); tail != "" {
+		return fmt.Errorf("%w; R's stderr: %s", err, tail)
+	}
+	return err
 }

@@ -79,7 +79,7 @@ func newSession(ctx context.Context, h Host, cfg Config, eng engine) (*Session, 
 		s.byName[t.Name] = t
 	}
 	s.runtime = filepath.Join(cfg.host.StateDir, statedir.RuntimeDir, bridge.RuntimeDigest())
-	if err := statedir.MkdirPrivate(s.runtime, 0o755); err != nil {
+	if err := statedir.MkdirPrivate(s.runtime, statedir.RuntimeMode); err != nil {
 		return nil, err
 	}
 	if err := bridge.WriteRuntime(s.runtime); err != nil {

@@ -44,8 +44,12 @@ func (s *Session) start(parent context.Context) (_ *instance, retErr error) {
 	go readFrames(reader, inst.frames, inst.stop)
 	hello, err := s.handshake(ctx, inst)
 	if err != nil {
-		return nil, err
+		// However it failed (R exited, closed the connection, hung), R's
+		// own words on stderr are the likeliest cause.
+		return nil, inst.startFailure(err)
 	}
+	// Started: from here R's stderr belongs to executions.
+	inst.endStartup()
 	if err := s.pin(inst); err != nil {
 		return nil, err
 	}
@@ -71,7 +75,7 @@ func (s *Session) makeInstanceDir(inst *instance) error {
 	if err := statedir.MkdirPrivate(filepath.Dir(inst.dir), 0o711); err != nil {
 		return err
 	}
-	if err := os.Mkdir(inst.dir, 0o711); err != nil {
+	if err := statedir.Mkdir(inst.dir, statedir.SessionDirMode); err != nil {
 		return fmt.Errorf("session dir: %w", err)
 	}
 	rec, err := procfs.Record(os.Getpid())
@@ -98,7 +102,7 @@ func (s *Session) handshake(ctx context.Context, inst *instance) (*bridge.Hello,
 		}
 		hello = h
 	case <-inst.run.Done():
-		return nil, fmt.Errorf("R exited during start-up (%s); its stderr went to the session's stderr", inst.run.ExitStatus())
+		return nil, fmt.Errorf("R exited during start-up (%s)", inst.run.ExitStatus())
 	case <-ctx.Done():
 		return nil, fmt.Errorf("R did not start within %s: %w", s.cfg.StartTimeout, ctx.Err())
 	}

@@ -39,11 +39,16 @@ func RuntimeDigest() string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// WriteRuntime writes the R runtime files into dir (created 0755, files
-// 0644: the box reads them as an unprivileged user through a read-only
-// bind mount). Existing files are rewritten.
+// WriteRuntime writes the R runtime files into dir (made 0755, files
+// 0644, whatever the umask: the box reads them as an unprivileged user
+// through a read-only bind mount). Existing files are rewritten.
 func WriteRuntime(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	// The dir is this build's own (named by its digest): a mode a umask
+	// took bits from, now or in an earlier run, is put right.
+	if err := os.Chmod(dir, 0o755); err != nil {
 		return err
 	}
 	ents, err := runtimeFS.ReadDir("r")

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -130,6 +131,11 @@ func Start(ctx context.Context, stateRoot, id string, s *specs.Spec, stdio Stdio
 			_ = c.Destroy()
 		}
 	}()
+	// libcontainer makes its state dir 0711 less the umask: the mode it
+	// means, whatever the umask.
+	if err := os.Chmod(filepath.Join(stateRoot, id), 0o711); err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
 	nnp := true
 	proc := &libcontainer.Process{
 		Args:            s.Process.Args,

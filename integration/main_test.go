@@ -138,6 +138,11 @@ func mustOK(t *testing.T, s *securer.Session, code string) *securer.Result {
 // leftovers lists anything of this test run still on the host: session
 // and container state, cgroup leaves, mounts naming a session.
 func leftovers() []string {
+	return leftoversIn(stateDir, cgroupParent)
+}
+
+// leftoversIn is leftovers for the given state dir and cgroup parent.
+func leftoversIn(stateDir, cgroupParent string) []string {
 	var out []string
 	for _, sub := range []string{"sessions", "containers"} {
 		ents, _ := os.ReadDir(filepath.Join(stateDir, sub))

@@ -97,7 +97,11 @@ func cmdRootfs(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		if *force {
 			argv = append(argv, "--force")
 		}
-		cmd := exec.CommandContext(ctx, "bash", argv...)
+		// The image is read by the box's unprivileged user: whatever the
+		// caller's umask (a hardened host's 077 would make the dirs the
+		// script creates unreadable to it), the build runs under 022.
+		// debootstrap sets its own; the script's mkdirs and files need it.
+		cmd := exec.CommandContext(ctx, "bash", append([]string{"-c", `umask 022 && exec bash "$@"`, "bash"}, argv...)...)
 		cmd.Stdout, cmd.Stderr = stderr, stderr
 		if err := cmd.Run(); err != nil {
 			return fail(stderr, exitSandbox, fmt.Errorf("rootfs build: %w", err))

@@ -92,12 +92,12 @@ func probeChecks(ctx context.Context, host securer.Host, cfg securer.Config) []c
 	start := time.Now()
 	s, err := host.NewSession(ctx, cfg)
 	if err != nil {
-		return []check{{name: "probe container", detail: err.Error(), fix: "run with SECURER_DEBUG=1 for details"}}
+		return []check{probeFailure(err)}
 	}
 	defer s.Close()
 	res, err := s.Execute(ctx, probeCode)
 	if err != nil {
-		return []check{{name: "probe container", detail: err.Error(), fix: "run with SECURER_DEBUG=1 for details"}}
+		return []check{probeFailure(err)}
 	}
 	lines := strings.Split(strings.TrimSpace(res.Stdout), "\n")
 	if len(lines) != 8 {
@@ -129,6 +129,36 @@ func probeChecks(ctx context.Context, host securer.Host, cfg securer.Config) []c
 			l.MemoryBytes>>20, l.Pids, l.CPUs, want.MemoryBytes>>20, want.Pids, want.CPUs)
 	}
 	return append(out, c)
+}
+
+// probeFailure is the probe's failure with its likeliest cause named: a
+// start that failed carries R's stderr, and a permission denied there
+// says what the box's user could not reach.
+func probeFailure(err error) check {
+	msg := err.Error()
+	c := check{name: "probe container", detail: msg, fix: "run with SECURER_DEBUG=1 for details"}
+	head, rErr, hasStderr := strings.Cut(msg, "; R's stderr: ")
+	if hasStderr {
+		// The headline, then R's own lines (the first few: the error
+		// comes before the backtrace).
+		lines := strings.Split(strings.TrimSpace(rErr), "\n")
+		if len(lines) > 8 {
+			lines = append(lines[:8], "...")
+		}
+		c.detail = head + "\nR's stderr:\n  " + strings.Join(lines, "\n  ")
+	}
+	denied := strings.Contains(msg, "Permission denied") || strings.Contains(msg, "permission denied")
+	const mac = "; if every mode is right, a security module denied it: look for a denial in the kernel log (SELinux: ausearch -m avc; AppArmor: journalctl -k | grep DENIED)"
+	switch {
+	case !denied:
+	case strings.Contains(msg, "socket"):
+		c.fix = "R in the box could not connect to the bridge socket (permission denied). This build gives the socket dir and socket their modes whatever the umask: if an older securer-runc shares this --state, upgrade it" + mac
+	case strings.Contains(msg, "/run/securer/runtime") || strings.Contains(msg, "boot.R"):
+		c.fix = "R in the box could not read its runtime (permission denied): the rootfs's run/securer or the state dir's runtime/ lacks the bits for others; see the rootfs access line above" + mac
+	default:
+		c.fix = "the box's user was denied access to a file it needs (R's stderr above names it): a rootfs or --state dir made under a hardened umask (027, 077) by hand or by an older securer-runc lacks the bits for others; see the rootfs access line above" + mac
+	}
+	return c
 }
 
 func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -174,6 +204,12 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	} else {
 		checks = append(checks, check{name: "rootfs", ok: true, detail: fmt.Sprintf("%s: R %s, %s", filepath.Join(*dir, "rootfs"), m.RVersion, m.Digest)})
 	}
+	if err := rootfs.CheckAccess(*dir, !*noUserNS); err != nil {
+		checks = append(checks, check{name: "rootfs access", detail: err.Error(),
+			fix: "the box's unprivileged user must get through every dir on the way: chmod o+x the path named; a rootfs tree built or copied under umask 027/077 lacks the bits throughout: rebuild it (securer-runc rootfs build --force builds under umask 022)"})
+	} else {
+		checks = append(checks, check{name: "rootfs access", ok: true, detail: "readable by the box's user"})
+	}
 	if *probe {
 		if failed(checks) {
 			checks = append(checks, check{name: "probe container", detail: "not started: fix the failures above first"})
@@ -189,7 +225,9 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		case !c.ok:
 			mark = "FAIL"
 		}
-		fmt.Fprintf(stdout, "%s %-24s %s\n", mark, c.name, c.detail)
+		// A detail of several lines (R's stderr) goes on under itself.
+		detail := strings.ReplaceAll(c.detail, "\n", "\n"+strings.Repeat(" ", 30))
+		fmt.Fprintf(stdout, "%s %-24s %s\n", mark, c.name, detail)
 		if !c.ok && !c.note && c.fix != "" {
 			fmt.Fprintf(stdout, "     %-24s fix: %s\n", "", c.fix)
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -85,6 +86,35 @@ func TestSubIDOverlaps(t *testing.T) {
 			got := subIDOverlaps(tc.content, lo, hi)
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("subIDOverlaps = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// A failed probe names its likeliest cause from R's stderr.
+func TestProbeFailure(t *testing.T) {
+	const sockErr = "R exited before connecting (exit status 1); R's stderr: Error in `processx::conn_connect_unix_socket(rt$sock)`:\n" +
+		"! Cannot connect to socket (system error 13, Permission denied)\nExecution halted"
+	tests := []struct {
+		name       string
+		err        string
+		wantFix    string
+		wantDetail string
+	}{
+		{"socket denied", sockErr, "could not connect to the bridge socket", "R's stderr:\n  Error in `processx::conn_connect_unix_socket(rt$sock)`:\n  ! Cannot connect"},
+		{"runtime denied", "R exited during start-up (exit status 2); R's stderr: Fatal error: cannot open file '/run/securer/runtime/boot.R': Permission denied",
+			"could not read its runtime", "cannot open file"},
+		{"other denied", "R exited during start-up (exit status 1); R's stderr: cannot open file '/proc/stat': Permission denied",
+			"denied access to a file it needs", "/proc/stat"},
+		{"runc denied", "sandbox unavailable: start container x: remount-propagation dst=/x/rootfs: permission denied",
+			"denied access to a file it needs", "remount-propagation"},
+		{"not a permission", "R did not start within 30s: context deadline exceeded", "SECURER_DEBUG=1", "did not start"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := probeFailure(errors.New(tc.err))
+			if c.ok || c.name != "probe container" || !strings.Contains(c.fix, tc.wantFix) || !strings.Contains(c.detail, tc.wantDetail) {
+				t.Errorf("probeFailure = %+v; want fix with %q, detail with %q", c, tc.wantFix, tc.wantDetail)
 			}
 		})
 	}

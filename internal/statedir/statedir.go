@@ -3,14 +3,30 @@
 // writable by no one else, and records in it are written whole or not at
 // all. The reaper (internal/reaper) reads what this layout records.
 //
-// Layout, under Config.StateDir:
+// Layout, under Config.StateDir, with each entry's mode:
 //
-//	containers/<id>/    libcontainer's state
-//	sessions/<id>/owner the pid and start time of the host process
-//	sessions/<id>/sock/ the bridge socket (bind-mounted into the box)
-//	sessions/<id>/r     an unsandboxed R's pid and start time
-//	sessions/<id>/tmp/  an unsandboxed R's working and temp dir
-//	runtime/<digest>/   the R runtime files (bind-mounted read-only)
+//	                         0711 the state dir
+//	containers/              0711
+//	containers/<id>/         0711 libcontainer's state
+//	sessions/                0711
+//	sessions/<id>/           0700
+//	sessions/<id>/owner      0600 the pid and start time of the host process
+//	sessions/<id>/sock/      0711 bind-mounted into the box
+//	sessions/<id>/sock/bridge.sock 0600, owned by the box's R's host uid
+//	sessions/<id>/proc/      0700 the synthetic /proc files (0444), each bound
+//	sessions/<id>/r          0600 an unsandboxed R's pid and start time
+//	sessions/<id>/tmp/       0700 an unsandboxed R's working and temp dir
+//	runtime/                 0711
+//	runtime/<digest>/        0755 the R runtime files (0644), bound read-only
+//
+// Every mode is set explicitly, whatever the process's umask: a hardened
+// host's 027 or 077 must not take what the box's unprivileged user needs,
+// and nothing is looser than listed. The box's user reaches only what is
+// bound into it (the socket dir, the runtime, the /proc files): the
+// runtime makes the bind mounts from the host side, so the dirs above
+// them need no bits for others, and a session's dir is private. The
+// top-level dirs stay 0711 (traversable, not listable) as they always
+// were.
 package statedir
 
 import (
@@ -36,6 +52,19 @@ const (
 	IDPrefix = "securer-"
 )
 
+// The modes of the layout (see the package comment).
+const (
+	StateDirMode   os.FileMode = 0o711
+	SessionDirMode os.FileMode = 0o700
+	SocketDirMode  os.FileMode = 0o711
+	SocketMode     os.FileMode = 0o600
+	ProcDirMode    os.FileMode = 0o700
+	ProcFileMode   os.FileMode = 0o444
+	RuntimeMode    os.FileMode = 0o755
+	HostTmpMode    os.FileMode = 0o700
+	RecordMode     os.FileMode = 0o600
+)
+
 // NewID returns a new random session id.
 func NewID() string {
 	var b [8]byte
@@ -47,7 +76,8 @@ func NewID() string {
 // never see half a record).
 func WriteAtomic(path, content string) error {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+	// Private, and a umask can only take bits away from 0600.
+	if err := os.WriteFile(tmp, []byte(content), RecordMode); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)
@@ -57,15 +87,39 @@ func WriteAtomic(path, content string) error {
 // directory owned by us and writable by nobody else, so that nothing is
 // written, mounted into a box or reaped through a planted link.
 func Prepare(stateDir string) error {
-	if err := MkdirPrivate(stateDir, 0o711); err != nil {
+	if err := MkdirPrivate(stateDir, StateDirMode); err != nil {
 		return err
 	}
 	for _, sub := range []string{SessionsDir, ContainersDir, RuntimeDir} {
-		if err := MkdirPrivate(filepath.Join(stateDir, sub), 0o711); err != nil {
+		if err := MkdirPrivate(filepath.Join(stateDir, sub), StateDirMode); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// Mkdir makes dir with exactly mode, whatever the process's umask (a
+// hardened host's 027 or 077 would otherwise take the bits the box's
+// unprivileged user needs). It fails if dir exists.
+func Mkdir(dir string, mode os.FileMode) error {
+	if err := os.Mkdir(dir, mode); err != nil {
+		return err
+	}
+	return os.Chmod(dir, mode)
+}
+
+// WriteFile writes a new file with exactly mode, whatever the umask.
+func WriteFile(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(data)
+	err = errors.Join(werr, f.Chmod(mode), f.Close())
+	if err != nil {
+		_ = os.Remove(path)
+	}
+	return err
 }
 
 // MkdirPrivate makes sure dir is a real directory owned by this user and

@@ -1,9 +1,11 @@
 package statedir
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -70,5 +72,45 @@ func TestPrepareAndWriteAtomic(t *testing.T) {
 	}
 	if id := NewID(); !strings.HasPrefix(id, IDPrefix) || len(id) != len(IDPrefix)+16 || id == NewID() {
 		t.Errorf("NewID %q", id)
+	}
+}
+
+// Mkdir, WriteFile and Prepare give exactly the layout's modes under a
+// hardened host's umask (and a loose one). The umask is the process's:
+// this test must not run in parallel with others of the package.
+func TestModesWhateverTheUmask(t *testing.T) {
+	for _, mask := range []int{0o077, 0o027, 0o000} {
+		old := syscall.Umask(mask)
+		base := t.TempDir()
+		state := filepath.Join(base, "state")
+		err := errors.Join(Prepare(state),
+			Mkdir(filepath.Join(base, "dir"), SocketDirMode),
+			WriteFile(filepath.Join(base, "file"), []byte("x"), ProcFileMode))
+		syscall.Umask(old)
+		if err != nil {
+			t.Fatalf("umask %03o: %v", mask, err)
+		}
+		for _, c := range []struct {
+			path string
+			want os.FileMode
+		}{
+			{state, os.ModeDir | StateDirMode},
+			{filepath.Join(state, SessionsDir), os.ModeDir | StateDirMode},
+			{filepath.Join(state, ContainersDir), os.ModeDir | StateDirMode},
+			{filepath.Join(state, RuntimeDir), os.ModeDir | StateDirMode},
+			{filepath.Join(base, "dir"), os.ModeDir | 0o711},
+			{filepath.Join(base, "file"), 0o444},
+		} {
+			fi, err := os.Lstat(c.path)
+			if err != nil || fi.Mode() != c.want {
+				t.Errorf("umask %03o: %s: %v (%v), want %v", mask, c.path, fi.Mode(), err, c.want)
+			}
+		}
+		if err := Mkdir(filepath.Join(base, "dir"), SocketDirMode); !errors.Is(err, os.ErrExist) {
+			t.Errorf("Mkdir over an existing dir: %v, want ErrExist", err)
+		}
+		if err := WriteFile(filepath.Join(base, "file"), nil, ProcFileMode); !errors.Is(err, os.ErrExist) {
+			t.Errorf("WriteFile over an existing file: %v, want ErrExist", err)
+		}
 	}
 }
