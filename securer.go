@@ -338,7 +338,10 @@ type Config struct {
 // Output is what a session does with R's stdout and stderr.
 type Output struct {
 	// Stdout and Stderr, when set, receive R's output as it is written
-	// (ExecOptions can name others for one execution).
+	// (ExecOptions can name others for one execution). Their Write runs
+	// on the session's output path: it must not block for long (one that
+	// never returns holds the execution past its timeout, and Close); its
+	// errors are ignored, and one that panics gets nothing more.
 	Stdout, Stderr io.Writer
 	// KeepBytes caps each stream a Result keeps: the head and the tail
 	// are kept, the middle is dropped with a marker (default

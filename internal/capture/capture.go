@@ -60,7 +60,7 @@ func (c *Capture) Write(p []byte) {
 		defer close(c.overLimit)
 	}
 	if c.live != nil && len(p) > 0 {
-		_, _ = c.live.Write(p)
+		c.writeLive(p)
 	}
 	c.kept += int64(len(p))
 	headCap := c.max - c.max/2
@@ -182,4 +182,16 @@ func (p *Pipe) Drain() {
 // Close closes the pipe; the reader ends.
 func (p *Pipe) Close() {
 	_ = p.f.Close()
+}
+
+// writeLive passes p on to the caller's writer. A writer that panics gets
+// nothing more: its panic must not take down the program (R's output is
+// still kept), and a Write error is the writer's own business.
+func (c *Capture) writeLive(p []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.live = nil
+		}
+	}()
+	_, _ = c.live.Write(p)
 }

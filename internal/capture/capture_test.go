@@ -135,3 +135,21 @@ func TestPipeDrainAndLimit(t *testing.T) {
 	}
 	w.Close()
 }
+
+type panicWriter struct{ calls int }
+
+func (w *panicWriter) Write(p []byte) (int, error) {
+	w.calls++
+	panic("a caller's writer panicked")
+}
+
+// A live writer that panics is dropped; the capture keeps the output.
+func TestLiveWriterPanics(t *testing.T) {
+	w := &panicWriter{}
+	c := New(1<<10, w, 0)
+	c.Write([]byte("one "))
+	c.Write([]byte("two"))
+	if got, _ := c.Text(); got != "one two" || w.calls != 1 {
+		t.Errorf("kept %q after %d writer calls; want %q after 1", got, w.calls, "one two")
+	}
+}
