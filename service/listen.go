@@ -31,7 +31,7 @@ func ListenUnix(path string, mode os.FileMode, gid int) (net.Listener, error) {
 			c.Close()
 			return nil, fmt.Errorf("%s: another server is listening there", path)
 		}
-		if err := os.Remove(path); err != nil {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
 	}
@@ -71,19 +71,29 @@ func ListenUnix(path string, mode os.FileMode, gid int) (net.Listener, error) {
 	if err := os.Rename(tmp, path); err != nil {
 		return fail(fmt.Errorf("socket: %w", err))
 	}
-	return &unixListener{UnixListener: ln, path: path}, nil
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return fail(fmt.Errorf("socket: %w", err))
+	}
+	return &unixListener{UnixListener: ln, path: path, fi: fi}, nil
 }
 
 // unixListener removes its socket, by its final name, on Close.
 type unixListener struct {
 	*net.UnixListener
 	path string
+	fi   os.FileInfo // the socket as bound: only it is removed
 }
 
+// Close stops listening and removes the socket, unless another listener
+// has put its own at the path since (a late second Close must not remove
+// a new server's socket).
 func (l *unixListener) Close() error {
 	err := l.UnixListener.Close()
-	if rerr := os.Remove(l.path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-		err = errors.Join(err, rerr)
+	if fi, serr := os.Lstat(l.path); serr == nil && os.SameFile(fi, l.fi) {
+		if rerr := os.Remove(l.path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			err = errors.Join(err, rerr)
+		}
 	}
 	return err
 }

@@ -91,12 +91,21 @@ func (s *Server) admit(c *conn) error {
 // Serve accepts clients on ln until ctx ends, serving each on its own
 // goroutine. It closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	closed := make(chan struct{})
 	go func() {
 		<-ctx.Done()
 		ln.Close()
+		close(closed)
 	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// Closed (its socket removed) before Serve returns, so that a new
+	// server may take the path at once.
+	defer func() {
+		if ctx.Err() != nil {
+			<-closed
+		}
+	}()
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
