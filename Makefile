@@ -129,7 +129,7 @@ rvalues:
 # and the pod case; v2-test: the integration tests matching V2_RUN; v2-ci:
 # the subset CI runs; v2-full: the whole suite (1-2 h).
 V2_RUN ?= ^TestVerdict
-V2_CI_RUN ?= ^(TestAdversarialProcess|TestFaultMissingKernelFeature|TestReapCgroups|TestCgroupNamespaceRoot)$$
+V2_CI_RUN ?= ^(TestAdversarialProcess|TestFaultMissingKernelFeature|TestReapCgroups|TestCleanup|TestTotalLimits|TestVerdictAccounting)$$
 .PHONY: v2-deps v2-smoke v2-test v2-ci v2-full
 v2-deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 busybox-static cpio

@@ -112,29 +112,49 @@ guest_smoke() {
 	local bin=$V2_BIN/securer-runc
 	FAILED=0
 	: >/v2-results/summary.log
-	check "doctor" "$bin" doctor
+	# doctor's probe has 30 s to start R: a cold start through 9p under
+	# emulation can take about that long, so a first run warms the cache.
 	check "run ok" want '^\[1\] 2$' "$bin" run -e '1+1'
+	check "doctor" "$bin" doctor
 	check "verdict oom" want 'oom' "$bin" run --memory 64M -e 'x <- numeric(5e7); length(x)'
 	check "verdict timeout" want 'timeout' "$bin" run --timeout 3s -e 'Sys.sleep(60)'
 	check "pids limit" want 'cannot|fork|resource' "$bin" run --pids 8 -e 'for (i in 1:20) system("sleep 5 &")'
 	check "v2 parent limit" want '^[0-9]+$' cat /sys/fs/cgroup/securer-runc/memory.max
-	check "pod: cgroup namespace whose root holds processes" guest_pod "$bin"
+	check "pod: cgroup namespace whose top holds the executor's processes" guest_pod "$bin"
+	check "pod: top holds another's process: refused, cause named" want "not this executor's" guest_pod "$bin" 1
 	check "reap" "$bin" reap
 	echo "== smoke: $FAILED failed"
 	[ "$FAILED" -eq 0 ]
 }
 
 # guest_pod: what a pod or a container with cgroupns=private looks like
-# from inside: the namespace's root cgroup holds the container's own
-# processes (here: a sleeper and this shell), with the controllers
-# delegated to it. securer-runc must still start sessions there.
+# from inside: the namespace's top cgroup holds the container's own
+# processes (here: a sleeper and the shell), with the controllers
+# delegated to it. securer-runc must still start sessions there, moving
+# those processes into /init. With others=1 the top holds a process that
+# is not the executor's (the executor sits in a leaf of its own): it must
+# refuse, naming the cause, and move nothing.
 guest_pod() {
-	local bin=$1 pod=/sys/fs/cgroup/v2-pod rc=0
+	local bin=$1 others=${2:-0} pod=/sys/fs/cgroup/v2-pod-$RANDOM rc=0
 	mkdir -p "$pod"
 	sleep 600 &
 	local sleeper=$!
 	echo "$sleeper" >"$pod/cgroup.procs"
-	sh -c 'echo $$ > '"$pod"'/cgroup.procs && exec unshare -C -m sh -c "umount -l /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup && cat /proc/self/cgroup && '"$bin"' run -e 1+1 && '"$bin"' doctor && '"$bin"' reap"' || rc=$?
+	cat >/tmp/pod.sh <<EOS
+set -e
+umount -l /sys/fs/cgroup
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+if [ "$others" = 1 ]; then
+	mkdir /sys/fs/cgroup/exec
+	echo \$\$ >/sys/fs/cgroup/exec/cgroup.procs
+fi
+echo "own cgroup: \$(cat /proc/self/cgroup), top holds: \$(cat /sys/fs/cgroup/cgroup.procs | tr '\n' ' ')"
+$bin doctor 2>&1 | grep -A1 'cgroup delegation' || true
+$bin run -e 1+1
+$bin reap
+echo "after: top holds [\$(cat /sys/fs/cgroup/cgroup.procs | tr '\n' ' ')], /init holds [\$(cat /sys/fs/cgroup/init/cgroup.procs 2>/dev/null | tr '\n' ' ')], top enables: \$(cat /sys/fs/cgroup/cgroup.subtree_control)"
+EOS
+	sh -c 'echo $$ >'"$pod"'/cgroup.procs && exec unshare -C -m sh /tmp/pod.sh' || rc=$?
 	kill "$sleeper" 2>/dev/null || true
 	wait "$sleeper" 2>/dev/null || true
 	return "$rc"
