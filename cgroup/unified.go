@@ -119,21 +119,22 @@ func readProcs(file string) ([]int, error) {
 }
 
 // makeRoom clears the way for a parent cgroup under a v2 mount at root.
-// When the only obstacle is the top of the executor's own cgroup
-// namespace holding processes (the executor runs as a container's or
-// pod's main process), it moves every process of that cgroup (its own
-// cgroup: nobody else's) into the InitLeaf leaf, after which controllers
-// can be enabled at the top. Any other busy cgroup is an error naming it.
-// It reports how many processes it moved.
+// When the only obstacle is the executor's own cgroup holding processes
+// (the top of a container's or pod's cgroup namespace, or a systemd unit
+// with Delegate=yes given a parent below it), it moves every process of
+// that cgroup (its own: nobody else's) into its InitLeaf leaf, after
+// which controllers can be enabled in it. Any other busy cgroup is an
+// error naming it. It reports how many processes it moved.
 func makeRoom(root, self, parent string) (int, error) {
 	busy, err := busyAncestors(root, parent)
 	if err != nil || len(busy) == 0 {
 		return 0, err
 	}
-	if len(busy) > 1 || busy[0].path != "/" || self != "/" {
+	if !ownBusy(busy, self, parent) {
 		return 0, busyError(busy[0], self)
 	}
-	leaf := filepath.Join(root, InitLeaf)
+	top := filepath.Join(root, self)
+	leaf := filepath.Join(top, InitLeaf)
 	if err := os.Mkdir(leaf, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return 0, fmt.Errorf("create %s to move this cgroup's processes into: %w", leaf, err)
 	}
@@ -141,7 +142,7 @@ func makeRoom(root, self, parent string) (int, error) {
 	// starts in the leaf, one of a not yet moved one at the top again.
 	moved := 0
 	for range 20 {
-		procs, err := readProcs(filepath.Join(root, "cgroup.procs"))
+		procs, err := readProcs(filepath.Join(top, "cgroup.procs"))
 		if err != nil {
 			return moved, err
 		}
@@ -159,14 +160,21 @@ func makeRoom(root, self, parent string) (int, error) {
 			}
 		}
 	}
-	return moved, fmt.Errorf("%w: processes keep appearing in %s while they are moved into %s", ErrInternalProcesses, root, leaf)
+	return moved, fmt.Errorf("%w: processes keep appearing in %s while they are moved into %s", ErrInternalProcesses, top, leaf)
+}
+
+// ownBusy: the only busy cgroup is the executor's own, and the parent
+// lies strictly below it (so its processes may move into a leaf there).
+func ownBusy(busy []busyAncestor, self, parent string) bool {
+	return len(busy) == 1 && busy[0].path == self && parent != self &&
+		strings.HasPrefix(parent, strings.TrimSuffix(self, "/")+"/")
 }
 
 func busyError(b busyAncestor, self string) error {
 	return fmt.Errorf("%w: cgroup %s holds processes %v that are not this executor's (its cgroup is %s), so the controllers %s cannot be enabled in it: "+
-		"run securer-runc as the container's main process (it then moves its own cgroup's processes into a leaf %q), move those processes into a leaf cgroup, "+
-		"or give a --cgroup-parent under a subtree delegated to securer-runc (systemd: Delegate=yes)",
-		ErrInternalProcesses, b.path, b.procs, self, strings.Join(RequiredControllers, " "), "/"+InitLeaf)
+		"run securer-runc as the container's main process, or give a --cgroup-parent below its own cgroup (systemd: Delegate=yes): it then moves its own cgroup's processes into a leaf %q; "+
+		"or move those processes into a leaf cgroup",
+		ErrInternalProcesses, b.path, b.procs, self, strings.Join(RequiredControllers, " "), InitLeaf)
 }
 
 // explain turns an error from setting up the v2 parent into one that
@@ -229,9 +237,9 @@ func checkDelegation(root, self, path string) Delegation {
 	switch {
 	case len(busy) == 0:
 		return Delegation{OK: true, Detail: detail + ": controllers can be enabled"}
-	case len(busy) == 1 && busy[0].path == "/" && self == "/":
-		return Delegation{OK: true, Detail: fmt.Sprintf("%s: the top of this cgroup namespace holds %d process(es); the first session moves them into %s (no-internal-processes rule)",
-			detail, len(busy[0].procs), "/"+InitLeaf)}
+	case ownBusy(busy, self, path):
+		return Delegation{OK: true, Detail: fmt.Sprintf("%s: this executor's cgroup holds %d process(es); the first session moves them into %s (no-internal-processes rule)",
+			detail, len(busy[0].procs), filepath.Join(self, InitLeaf))}
 	}
 	err = busyError(busy[0], self)
 	cause, fix, _ := strings.Cut(err.Error(), ": run ")

@@ -53,6 +53,12 @@ func TestCheckDelegation(t *testing.T) {
 	}{
 		{"host root with processes", true, map[string][2]string{"/": {"1\n2\n", ""}}, "/", "/securer-runc", true, "can be enabled"},
 		{"pod top holding our processes", false, map[string][2]string{"/": {"1\n7\n", ""}}, "/", "/securer-runc", true, "moves them into /init"},
+		{"delegated unit, parent below it", true, map[string][2]string{"/": {"1\n", "cpu memory pids\n"}, "/s.slice": {"", "cpu memory pids\n"}, "/s.slice/x.service": {"5\n", ""}},
+			"/s.slice/x.service", "/s.slice/x.service/sessions", true, "moves them into /s.slice/x.service/init"},
+		{"delegated unit, parent is the unit", true, map[string][2]string{"/": {"1\n", "cpu memory pids\n"}, "/x.service": {"5\n", ""}},
+			"/x.service", "/x.service", false, "EBUSY"},
+		{"delegated unit, parent elsewhere", true, map[string][2]string{"/": {"1\n", "cpu memory pids\n"}, "/x.service": {"5\n", ""}},
+			"/x.service", "/securer-runc", true, "can be enabled"},
 		{"pod top, controllers already enabled", false, map[string][2]string{"/": {"", "cpu memory pids\n"}, "/init": {"1\n", ""}}, "/init", "/securer-runc", true, "can be enabled"},
 		{"pod top holding others' processes", false, map[string][2]string{"/": {"1\n", ""}, "/init": {"7\n", ""}}, "/init", "/securer-runc", false, "EBUSY"},
 		{"busy existing ancestor", true, map[string][2]string{"/": {"1\n", "cpu memory pids\n"}, "/a": {"9\n", "memory\n"}}, "/", "/a/securer-runc", false, "cgroup /a holds processes [9]"},

@@ -122,6 +122,7 @@ guest_smoke() {
 	check "v2 parent limit" want '^[0-9]+$' cat /sys/fs/cgroup/securer-runc/memory.max
 	check "pod: cgroup namespace whose top holds the executor's processes" guest_pod "$bin"
 	check "pod: top holds another's process: refused, cause named" want "not this executor's" guest_pod "$bin" 1
+	check "Delegate=yes unit: parent below the executor's own cgroup" guest_unit "$bin"
 	check "reap" "$bin" reap
 	echo "== smoke: $FAILED failed"
 	[ "$FAILED" -eq 0 ]
@@ -155,6 +156,22 @@ $bin reap
 echo "after: top holds [\$(cat /sys/fs/cgroup/cgroup.procs | tr '\n' ' ')], /init holds [\$(cat /sys/fs/cgroup/init/cgroup.procs 2>/dev/null | tr '\n' ' ')], top enables: \$(cat /sys/fs/cgroup/cgroup.subtree_control)"
 EOS
 	sh -c 'echo $$ >'"$pod"'/cgroup.procs && exec unshare -C -m sh /tmp/pod.sh' || rc=$?
+	kill "$sleeper" 2>/dev/null || true
+	wait "$sleeper" 2>/dev/null || true
+	return "$rc"
+}
+
+# guest_unit: a systemd unit with Delegate=yes, as seen by the executor:
+# its own cgroup (the unit's) holds it and a sibling process, and the
+# parent is given below it. The unit's processes move into its /init.
+guest_unit() {
+	local bin=$1 unit=/sys/fs/cgroup/v2-unit-$RANDOM.service rc=0
+	mkdir -p "$unit"
+	sleep 600 &
+	local sleeper=$!
+	echo "$sleeper" >"$unit/cgroup.procs"
+	sh -c 'echo $$ >'"$unit"'/cgroup.procs && '"$bin"' run --cgroup-parent '"${unit#/sys/fs/cgroup}"'/sessions -e 1+1 && '"$bin"' reap --cgroup-parent '"${unit#/sys/fs/cgroup}"'/sessions' || rc=$?
+	echo "after: unit holds [$(tr '\n' ' ' <"$unit/cgroup.procs")], its init holds [$(tr '\n' ' ' <"$unit/init/cgroup.procs" 2>/dev/null)]"
 	kill "$sleeper" 2>/dev/null || true
 	wait "$sleeper" 2>/dev/null || true
 	return "$rc"
