@@ -141,8 +141,7 @@ v2-test: rootfs
 	scripts/v2-guest.sh test '$(V2_RUN)'
 
 v2-ci: rootfs
-	scripts/v2-guest.sh smoke
-	scripts/v2-guest.sh test '$(V2_CI_RUN)'
+	scripts/v2-guest.sh ci '$(V2_CI_RUN)'
 
 v2-full: rootfs
 	scripts/v2-guest.sh full 2>&1 | tee v2-full.log | grep -E '^(== |--- FAIL|FAIL|ok|panic)' ; test $${PIPESTATUS[0]} -eq 0
