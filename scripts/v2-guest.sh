@@ -88,7 +88,7 @@ guest_tests() {
 	grep -E '^(--- FAIL|--- PASS|FAIL|ok|PASS|panic)' /v2-results/test.log >>/v2-results/summary.log || true
 	# What a leftover check that reads /proc/1/mountinfo sees here (the
 	# tests run in PID 1's mount namespace).
-	{ readlink /proc/1/ns/mnt /proc/self/ns/mnt; cat /proc/1/mountinfo; } >/v2-results/mountinfo.log 2>&1 || true
+	{ readlink /proc/1/ns/mnt /proc/self/ns/mnt /proc/1/exe; cat /proc/1/comm; grep -E ' /proc( |/)' /proc/self/mountinfo; echo; cat /proc/1/mountinfo; } >/v2-results/mountinfo.log 2>&1 || true
 	return "$rc"
 }
 
