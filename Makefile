@@ -185,10 +185,33 @@ hostile: rootfs
 long: crash-cycles churn soak fuzz
 
 clean:
-	rm -rf bin integration.log integration-loaded-*.log crash-cycles.log churn.log soak.log hostile.log
+	rm -rf bin integration.log integration-loaded-*.log crash-cycles.log churn.log soak.log hostile.log v2-full.log
 
 # The R package's copy of the value codec, from bridge/r/values.R (the one
 # source; bridge's TestRPackageValues fails when they differ).
 .PHONY: rvalues
 rvalues:
 	$(GO) generate ./bridge/
+
+# cgroup v2: a cgroup-v2-only guest (QEMU, software emulation, Debian's
+# kernel) with this host's / as its read-only root; see scripts/v2-guest.sh
+# and HARDENING.md ("cgroup v2"). v2-smoke: doctor, verdicts, limits, reap
+# and the pod case; v2-test: the integration tests matching V2_RUN; v2-ci:
+# the subset CI runs; v2-full: the whole suite (1-2 h).
+V2_RUN ?= ^TestVerdict
+V2_CI_RUN ?= ^(TestAdversarialProcess|TestFaultMissingKernelFeature|TestReapCgroups|TestCleanup|TestTotalLimits|TestVerdictAccounting)$$
+.PHONY: v2-deps v2-smoke v2-test v2-ci v2-full
+v2-deps:
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 busybox-static cpio
+
+v2-smoke: rootfs
+	scripts/v2-guest.sh smoke
+
+v2-test: rootfs
+	scripts/v2-guest.sh test '$(V2_RUN)'
+
+v2-ci: rootfs
+	scripts/v2-guest.sh ci '$(V2_CI_RUN)'
+
+v2-full: rootfs
+	scripts/v2-guest.sh full 2>&1 | tee v2-full.log | grep -E '^(== |--- FAIL|FAIL|ok|panic)' ; test $${PIPESTATUS[0]} -eq 0

@@ -116,7 +116,14 @@ func (h Host) Check() []HostCheck {
 	}
 	add(HostCheck{Name: "cgroup controllers", OK: err == nil && len(missing) == 0,
 		Detail: detail + listOr(missing, "; missing ", ""),
-		Fix:    "mount the memory, pids and cpu controllers (cgroup v2: enable them in cgroup.subtree_control)"})
+		Fix:    "mount the memory, pids and cpu controllers (cgroup v2: have them delegated to this cgroup: enabled in its parent's cgroup.subtree_control; systemd: Delegate=yes)"})
+
+	parent := h.CgroupParent
+	if parent == "" {
+		parent = DefaultCgroupParent
+	}
+	d := cgroup.CheckDelegation(parent)
+	add(HostCheck{Name: "cgroup delegation", OK: d.OK, Detail: d.Detail, Fix: d.Fix})
 	return out
 }
 

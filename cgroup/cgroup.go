@@ -130,16 +130,25 @@ func EnsureParent(path string, l Limits) (*Parent, error) {
 	p := &Parent{Path: path, mode: DetectMode()}
 	switch p.mode {
 	case Unified:
-		m, err := cgroup2.NewManager(Root, path, cgroup2.ToResources(l.resources()))
+		// Inside a container's or pod's cgroup namespace the top holds
+		// the container's processes: they go into a leaf first.
+		self, err := SelfCgroup()
 		if err != nil {
 			return nil, fmt.Errorf("create cgroup v2 parent %s: %w", path, err)
+		}
+		if _, err := makeRoom(Root, self, path); err != nil {
+			return nil, fmt.Errorf("create cgroup v2 parent %s: %w", path, err)
+		}
+		m, err := cgroup2.NewManager(Root, path, cgroup2.ToResources(l.resources()))
+		if err != nil {
+			return nil, fmt.Errorf("create cgroup v2 parent %s: %w", path, explain(err, Root))
 		}
 		// The parent's own limits need its controllers enabled from the
 		// root down (ToggleControllers writes the ancestors'
 		// subtree_control); libcontainer enables them in the parent's own
 		// subtree_control when it creates a leaf.
 		if err := m.ToggleControllers(RequiredControllers, cgroup2.Enable); err != nil {
-			return nil, fmt.Errorf("enable controllers in %s: %w", path, err)
+			return nil, fmt.Errorf("enable controllers in %s: %w", path, explain(err, Root))
 		}
 	case Legacy, Hybrid:
 		if _, err := cgroup1.New(cgroup1.StaticPath(path), l.resources(), cgroup1.WithHierarchy(limitHierarchy)); err != nil {

@@ -50,6 +50,7 @@ import (
 
 	securer "github.com/securer-runc/securer-runc"
 	"github.com/securer-runc/securer-runc/bridge"
+	"github.com/securer-runc/securer-runc/cgroup"
 	"github.com/securer-runc/securer-runc/rootfs"
 	"github.com/securer-runc/securer-runc/rvalue"
 )
@@ -408,8 +409,24 @@ func strs(v securer.Value) []string {
 	return nil
 }
 
+// cgroupFile is the path of a session leaf's file, named by its cgroup v1
+// controller and file name; on a v2 host, the one unified directory and
+// the v2 file that holds the same value.
 func cgroupFile(ctl, id, name string) string {
-	return filepath.Join("/sys/fs/cgroup", ctl, cgroupParent, id, name)
+	if cgroup.DetectMode() == cgroup.Unified {
+		if v2, ok := cgroupV2Files[name]; ok {
+			name = v2
+		}
+		return filepath.Join(cgroup.Root, cgroupParent, id, name)
+	}
+	return filepath.Join(cgroup.Root, ctl, cgroupParent, id, name)
+}
+
+// cgroupV2Files maps the v1 files tests read to their v2 equivalents.
+var cgroupV2Files = map[string]string{
+	"memory.limit_in_bytes": "memory.max",
+	"memory.usage_in_bytes": "memory.current",
+	"cpu.cfs_quota_us":      "cpu.max",
 }
 
 func readTrim(t *testing.T, path string) string {

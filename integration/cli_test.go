@@ -28,6 +28,11 @@ var (
 func cli(t *testing.T) string {
 	t.Helper()
 	cliOnce.Do(func() {
+		// A prebuilt binary (the v2 guest has no compiler to spare).
+		if p := os.Getenv("SECURER_IT_CLI"); p != "" {
+			cliPath = p
+			return
+		}
 		dir, err := os.MkdirTemp("", "securer-cli-")
 		if err != nil {
 			cliErr = err

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -340,11 +341,17 @@ func faultChild(kind string) {
 	case "seccomp":
 		err = over("/proc/sys/kernel/seccomp/actions_avail", "allow log\n")
 	case "pids":
-		target := "/sys/fs/cgroup/pids"
-		if cgroup.DetectMode() == cgroup.Unified {
-			target = "/sys/fs/cgroup"
+		if cgroup.DetectMode() != cgroup.Unified {
+			err = unix.Mount("tmpfs", "/sys/fs/cgroup/pids", "tmpfs", 0, "size=1m")
+			break
 		}
-		err = unix.Mount("tmpfs", target, "tmpfs", 0, "size=1m")
+		// v2: the same controller list without pids.
+		file := filepath.Join(cgroup.Root, "cgroup.controllers")
+		var b []byte
+		if b, err = os.ReadFile(file); err == nil {
+			rest := slices.DeleteFunc(strings.Fields(string(b)), func(c string) bool { return c == "pids" })
+			err = over(file, strings.Join(rest, " ")+"\n")
+		}
 	}
 	if err != nil {
 		fmt.Println("setup:", err)
