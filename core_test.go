@@ -141,7 +141,9 @@ func TestCoreLateToolAnswer(t *testing.T) {
 		}
 		return bridge.Result{Type: "result", ID: m.ID, Value: mustValue(t, tr.Value), Warnings: []string{}, Messages: []string{}}
 	})
-	s, _ := fakeSession(t, Config{Tools: []Tool{slow}, Timeout: 50 * time.Millisecond, InterruptGrace: time.Minute}, script)
+	// Long enough for the host to read the call before the deadline, on a
+	// loaded machine too (read after it, the call is refused unrun).
+	s, _ := fakeSession(t, Config{Tools: []Tool{slow}, Timeout: 400 * time.Millisecond, InterruptGrace: time.Minute}, script)
 	res, err := s.Execute(context.Background(), "slow()")
 	if !errors.Is(err, ErrTimeout) || res.Verdict != VerdictTimeout {
 		t.Fatalf("first execution: %+v, %v; want a timeout", res, err)
