@@ -132,6 +132,8 @@ guest_smoke() {
 	check "pod: top holds another's process: refused, cause named" want "not this executor's" guest_pod "$bin" 1
 	check "Delegate=yes unit: parent below the executor's own cgroup" guest_unit "$bin"
 	check "a box's mounts stay in its namespace" guest_mount_leak "$bin"
+	check "read-only cgroupfs: refused, cause named" want 'mounted read-only' \
+		unshare -m sh -c "mount -o remount,bind,ro /sys/fs/cgroup && $bin run -e 1+1"
 	check "reap" "$bin" reap
 	echo "== smoke: $FAILED failed"
 	[ "$FAILED" -eq 0 ]
