@@ -215,7 +215,7 @@ func CheckDelegation(path string) Delegation {
 		var st unix.Statfs_t
 		if unix.Statfs(d, &st) == nil && st.Flags&unix.ST_RDONLY != 0 {
 			return Delegation{Detail: d + " is mounted read-only",
-				Fix: "give the executor a writable cgroup filesystem (in a container: its own cgroup namespace with /sys/fs/cgroup mounted read-write; see the README's operator section)"}
+				Fix: "give the executor a writable cgroup filesystem (in a container: its own cgroup namespace with /sys/fs/cgroup mounted read-write; see the README, \"cgroup v2, containers and systemd\")"}
 		}
 	}
 	if mode != Unified {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -41,6 +42,14 @@ func envOr(k, def string) string {
 	}
 	return def
 }
+
+// init pins the main goroutine to the main thread while it is surely on
+// it: by the time TestMain runs, the testing package's start-up may have
+// moved it to another thread, and then libcontainer could leave the main
+// thread inside a box's mount namespace (container.MaybeInit's doc), so
+// that /proc/self and /proc/1 show the box's mounts (seen in the v2 guest:
+// every leftover check failed on a live session's mounts).
+func init() { runtime.LockOSThread() }
 
 func TestMain(m *testing.M) {
 	container.MaybeInit()

@@ -34,8 +34,9 @@ in_guest() {
 	local results=/v2-results repo
 	export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 	export HOME=/root LANG=C.UTF-8
-	mount -t proc proc /proc 2>/dev/null || true
-	mount -t sysfs sysfs /sys 2>/dev/null || true
+	# The initramfs moved /proc, /sys and /dev here already.
+	mountpoint -q /proc || mount -t proc proc /proc
+	mountpoint -q /sys || mount -t sysfs sysfs /sys
 	mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
 	mount -t tmpfs -o mode=0755,size=1G tmpfs /run
 	mount -t tmpfs -o mode=1777,size=2G tmpfs /tmp
@@ -130,6 +131,9 @@ guest_smoke() {
 	check "pod: cgroup namespace whose top holds the executor's processes" guest_pod "$bin"
 	check "pod: top holds another's process: refused, cause named" want "not this executor's" guest_pod "$bin" 1
 	check "Delegate=yes unit: parent below the executor's own cgroup" guest_unit "$bin"
+	check "a box's mounts stay in its namespace" guest_mount_leak "$bin"
+	check "read-only cgroupfs: refused, cause named" want 'mounted read-only' \
+		unshare -m sh -c "mount -o remount,bind,ro /sys/fs/cgroup && $bin run -e 1+1"
 	check "reap" "$bin" reap
 	echo "== smoke: $FAILED failed"
 	[ "$FAILED" -eq 0 ]
@@ -181,6 +185,27 @@ guest_unit() {
 	echo "after: unit holds [$(tr '\n' ' ' <"$unit/cgroup.procs")], its init holds [$(tr '\n' ' ' <"$unit/init/cgroup.procs" 2>/dev/null)]"
 	kill "$sleeper" 2>/dev/null || true
 	wait "$sleeper" 2>/dev/null || true
+	return "$rc"
+}
+
+# guest_mount_leak: while a session runs, no mount of its box may show in
+# this (the host's) mount namespace.
+guest_mount_leak() {
+	local bin=$1 pid rc=0 f
+	"$bin" run -e 'Sys.sleep(20)' &
+	pid=$!
+	while kill -0 "$pid" 2>/dev/null; do
+		for f in /proc/self/mountinfo /proc/1/mountinfo; do
+			if grep -q '/run/securer/' "$f"; then
+				echo "box mounts in $f:"
+				grep '/run/securer/\|/proc/meminfo' "$f"
+				rc=1
+			fi
+		done
+		[ "$rc" -eq 0 ] || break
+		sleep 1
+	done
+	wait "$pid" || rc=$?
 	return "$rc"
 }
 
