@@ -8,7 +8,10 @@ import (
 
 // Init must run first thing in every program that starts sandboxed
 // sessions: call it at the start of main, or from an init function of
-// package main.
+// package main. In a test binary, call it from an init function: by the
+// time TestMain runs, the testing package may have moved the main
+// goroutine off the main thread, and a box's set-up could then leave the
+// main thread in the box's mount namespace.
 //
 //	func main() {
 //		securer.Init()
