@@ -376,17 +376,7 @@ func Procs(paths map[string]string) ([]int, error) {
 			return nil, errors.New("no pids cgroup path")
 		}
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-	if err != nil {
-		return nil, err
-	}
-	var pids []int
-	for _, f := range strings.Fields(string(b)) {
-		if pid, err := strconv.Atoi(f); err == nil {
-			pids = append(pids, pid)
-		}
-	}
-	return pids, nil
+	return readProcs(filepath.Join(dir, "cgroup.procs"))
 }
 
 // ReadLimits reads the limits the kernel enforces on a leaf, given

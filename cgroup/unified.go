@@ -104,6 +104,7 @@ func busyAncestors(root, parent string) ([]busyAncestor, error) {
 	return out, nil
 }
 
+// readProcs reads a cgroup.procs file: the pids in it.
 func readProcs(file string) ([]int, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -197,4 +198,23 @@ func mountsIn(file, substr string) []string {
 		}
 	}
 	return out
+}
+
+// ownStateDir is a state dir and cgroup parent of the test's own (this
+// run's, with suffix); at the end it checks that nothing was left there,
+// then reaps and removes them.
+func ownStateDir(t *testing.T, suffix string) (state, cg string) {
+	t.Helper()
+	state, cg = stateDir+suffix, cgroupParent+suffix
+	t.Cleanup(func() {
+		if left := leftoversIn(state, cg); len(left) > 0 {
+			t.Errorf("left behind: %v", left)
+		}
+		_ = exec.Command(cli(t), "reap", "--state", state, "--cgroup-parent", cg).Run()
+		if p, err := cgroup.EnsureParent(cg, cgroup.Limits{}); err == nil {
+			_ = p.Remove()
+		}
+		_ = os.RemoveAll(state)
+	})
+	return state, cg
 }

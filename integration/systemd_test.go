@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/securer-runc/securer-runc/cgroup"
 )
 
 // The shipped unit keeps the directives its comments promise (the ones
@@ -78,17 +76,7 @@ func TestSystemdUnit(t *testing.T) {
 
 	// Sessions in the emulated sandbox, with a state dir and cgroup parent
 	// of their own (made there, under its umask).
-	state, cg := stateDir+"-systemd", cgroupParent+"-systemd"
-	t.Cleanup(func() {
-		if left := leftoversIn(state, cg); len(left) > 0 {
-			t.Errorf("left behind: %v", left)
-		}
-		_ = exec.Command(cli(t), "reap", "--state", state, "--cgroup-parent", cg).Run()
-		if p, err := cgroup.EnsureParent(cg, cgroup.Limits{}); err == nil {
-			_ = p.Remove()
-		}
-		_ = os.RemoveAll(state)
-	})
+	state, cg := ownStateDir(t, "-systemd")
 	sandbox, err := filepath.Abs("../deploy/systemd/try-sandbox.sh")
 	if err != nil {
 		t.Fatal(err)

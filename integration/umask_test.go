@@ -9,8 +9,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/securer-runc/securer-runc/cgroup"
 )
 
 // A hardened host's umask (CIS benchmarks: 027; systemd's UMask=0077)
@@ -23,17 +21,7 @@ import (
 func TestHardenedUmask(t *testing.T) {
 	for _, mask := range []string{"077", "027"} {
 		t.Run(mask, func(t *testing.T) {
-			state, cg := stateDir+"-umask"+mask, cgroupParent+"-umask"+mask
-			t.Cleanup(func() {
-				if left := leftoversIn(state, cg); len(left) > 0 {
-					t.Errorf("left behind: %v", left)
-				}
-				_ = exec.Command(cli(t), "reap", "--state", state, "--cgroup-parent", cg).Run()
-				if p, err := cgroup.EnsureParent(cg, cgroup.Limits{}); err == nil {
-					_ = p.Remove()
-				}
-				_ = os.RemoveAll(state)
-			})
+			state, cg := ownStateDir(t, "-umask"+mask)
 			audit := filepath.Join(t.TempDir(), "audit.log")
 			r := runUnderUmask(t, mask, "run", "--rootfs", rootfsDir, "--state", state, "--cgroup-parent", cg,
 				"--audit", audit, "--tools", "../examples/tools.json", "-e", "add(2, 3)")
