@@ -14,7 +14,7 @@ GOROOT_DIR ?= /usr/local/go
 export GOROOT_DIR
 
 .PHONY: all build deps rootfs demo test unit integration integration-loaded rpkg rtest bench fuzz fuzz-short vet clean \
-	crash-cycles churn soak long hostile image image-check image-test manifests-test
+	crash-cycles churn soak long hostile image image-check image-test manifests-test sidecar-e2e
 
 all: build
 
@@ -27,7 +27,8 @@ deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		debootstrap libseccomp-dev pkg-config gcc libc6-dev \
-		r-base-core r-cran-jsonlite r-cran-processx r-cran-r6 r-cran-testthat ca-certificates jq python3
+		r-base-core r-cran-jsonlite r-cran-processx r-cran-r6 r-cran-testthat ca-certificates jq python3 \
+		runc umoci
 	scripts/install-go.sh
 	$(GO) mod download
 	cd deploy/image && $(GO) mod download
@@ -68,7 +69,16 @@ image-test:
 # deploy/kubernetes: every manifest decoded strictly into the Kubernetes
 # API types (its own Go module, so k8s.io/api stays out of the engine's).
 manifests-test:
-	cd deploy/kubernetes && $(GO) mod tidy -diff && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd deploy/kubernetes && $(GO) mod tidy -diff && $(GO) vet ./... && $(GO) vet -tags sidecare2e ./... && $(GO) test -count=1 ./...
+
+# The sidecar end-to-end: the image run by runc the way a node runs the
+# pod of deploy/kubernetes (runtime config translated from the manifest:
+# its privileges and no more), an agent container calling a tool from R
+# through the shared socket, exec probes, a SIGTERM drain within the
+# pod's grace (deploy/kubernetes/e2e_test.go). Mode (b), privileged,
+# everywhere; mode (a), user namespaces, on cgroup v2 (make v2-ci).
+sidecar-e2e: image
+	cd deploy/kubernetes && SIDECAR_E2E_IMAGE=$(abspath $(IMAGE)) $(GO) test -tags sidecare2e -count=1 -timeout 20m -v -run TestSidecarEndToEnd .
 
 # The main job: R code calling a host tool, inside the sandbox.
 demo: rootfs
@@ -91,7 +101,7 @@ unit:
 integration: rootfs
 	$(GO) test -tags '$(TAGS)' -count=1 -timeout 30m -v ./integration/ 2>&1 | tee integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; test $${PIPESTATUS[0]} -eq 0
 
-test: rootfs vet unit image-test manifests-test fuzz-short integration rtest
+test: rootfs vet unit image-test manifests-test fuzz-short integration sidecar-e2e rtest
 
 # The integration suite with every core kept busy by other processes,
 # LOADED_RUNS times in a row (each run must pass).

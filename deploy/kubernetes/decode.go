@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -20,7 +21,7 @@ var ErrUnknownKind = errors.New("unknown apiVersion/kind")
 type Object struct {
 	Index int // the document's position in its file, from 0
 	Kind  string
-	Value any // *corev1.Pod or *appsv1.Deployment
+	Value any // *corev1.Pod, *appsv1.Deployment or *nodev1.RuntimeClass
 }
 
 // docSeparator is a YAML document separator line.
@@ -49,8 +50,8 @@ func hasContent(doc []byte) bool {
 }
 
 // Decode decodes every document of a manifest file strictly: a field the
-// API type does not have, a duplicate field or a kind outside Pod and
-// Deployment is an error.
+// API type does not have, a duplicate field or a kind outside Pod,
+// Deployment and RuntimeClass is an error.
 func Decode(data []byte) ([]Object, error) {
 	var objs []Object
 	for i, doc := range SplitDocuments(data) {
@@ -64,6 +65,8 @@ func Decode(data []byte) ([]Object, error) {
 			v = &corev1.Pod{}
 		case "apps/v1 Deployment":
 			v = &appsv1.Deployment{}
+		case "node.k8s.io/v1 RuntimeClass":
+			v = &nodev1.RuntimeClass{}
 		default:
 			return nil, fmt.Errorf("document %d: %w %q %q", i, ErrUnknownKind, tm.APIVersion, tm.Kind)
 		}

@@ -2,6 +2,7 @@ package kubernetes
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -15,12 +16,15 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 const (
 	sidecarName = "securer-runc"
 	socketPath  = "/run/securer/securer.sock"
+	// crioCgroupRW is CRI-O's pod annotation for a writable cgroup2 mount.
+	crioCgroupRW = "io.kubernetes.cri-o.cgroup2-mount-hierarchy-rw"
 )
 
 // manifests are the shipped manifest files, read and decoded.
@@ -164,12 +168,61 @@ func TestSidecarRecipe(t *testing.T) {
 	n := 0
 	for _, m := range readManifests(t) {
 		for _, o := range m.objs {
+			if o.PodSpec() == nil {
+				continue // the RuntimeClass
+			}
 			n++
 			t.Run(m.file+"/"+strconv.Itoa(o.Index), func(t *testing.T) { checkPod(t, o.PodSpec(), m.raw) })
 		}
 	}
 	if n < 3 {
 		t.Errorf("%d pods checked, want the 3 shipped", n)
+	}
+}
+
+// Mode (a) needs a writable cgroup filesystem: its pods name the shipped
+// RuntimeClass and carry CRI-O's annotation on the pod itself.
+func TestModeARuntimeClass(t *testing.T) {
+	classes := map[string]*nodev1.RuntimeClass{}
+	type podOf struct {
+		file        string
+		spec        *corev1.PodSpec
+		annotations map[string]string
+	}
+	var pods []podOf
+	for _, m := range readManifests(t) {
+		for _, o := range m.objs {
+			switch v := o.Value.(type) {
+			case *nodev1.RuntimeClass:
+				classes[v.Name] = v
+			case *corev1.Pod:
+				pods = append(pods, podOf{m.file, &v.Spec, v.Annotations})
+			case *appsv1.Deployment:
+				pods = append(pods, podOf{m.file, &v.Spec.Template.Spec, v.Spec.Template.Annotations})
+			}
+		}
+	}
+	modeA := 0
+	for _, p := range pods {
+		if p.spec.HostUsers == nil || *p.spec.HostUsers {
+			if p.spec.RuntimeClassName != nil {
+				t.Errorf("%s: mode (b) is privileged and needs no RuntimeClass", p.file)
+			}
+			continue
+		}
+		modeA++
+		name := p.spec.RuntimeClassName
+		if name == nil || classes[*name] == nil {
+			t.Errorf("%s: runtimeClassName %v, want one of the shipped RuntimeClasses %v", p.file, deref(name), slices.Collect(maps.Keys(classes)))
+		} else if classes[*name].Handler != *name {
+			t.Errorf("RuntimeClass %s: handler %q, want the name the node config in runtimeclass.yaml defines", *name, classes[*name].Handler)
+		}
+		if p.annotations[crioCgroupRW] != "true" {
+			t.Errorf("%s: the pod lacks the annotation %s: \"true\" (CRI-O reads the pod's)", p.file, crioCgroupRW)
+		}
+	}
+	if modeA != 2 {
+		t.Errorf("%d mode (a) pods, want 2 (deployment.yaml, pod.yaml)", modeA)
 	}
 }
 
