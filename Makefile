@@ -206,12 +206,13 @@ rvalues:
 # cgroup v2: a cgroup-v2-only guest (QEMU, software emulation, Debian's
 # kernel) with this host's / as its read-only root; see scripts/v2-guest.sh
 # and HARDENING.md ("cgroup v2"). v2-smoke: doctor, verdicts, limits, reap
-# and the pod case; v2-test: the integration tests matching V2_RUN; v2-ci:
-# the smoke and the tests CI runs, in one boot; v2-full: the whole suite
+# and the pod case; v2-sidecar: the sidecar end-to-end test, both modes;
+# v2-test: the integration tests matching V2_RUN; v2-ci: the smoke, the
+# sidecar and the tests CI runs, in one boot; v2-full: the whole suite
 # (1-2 h).
 V2_RUN ?= ^TestVerdict
 V2_CI_RUN ?= ^(TestFaultMissingKernelFeature|TestAdversarialProcess|TestReapCgroups|TestCleanup|TestTotalLimits)$$
-.PHONY: v2-deps v2-smoke v2-test v2-ci v2-full
+.PHONY: v2-deps v2-smoke v2-test v2-ci v2-full v2-sidecar
 v2-deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 busybox-static cpio
@@ -222,8 +223,11 @@ v2-smoke: rootfs
 v2-test: rootfs
 	scripts/v2-guest.sh test '$(V2_RUN)'
 
-v2-ci: rootfs
-	scripts/v2-guest.sh ci '$(V2_CI_RUN)'
+v2-ci: rootfs image
+	SIDECAR_E2E_IMAGE=$(abspath $(IMAGE)) scripts/v2-guest.sh ci '$(V2_CI_RUN)'
+
+v2-sidecar: rootfs image
+	SIDECAR_E2E_IMAGE=$(abspath $(IMAGE)) scripts/v2-guest.sh sidecar
 
 v2-full: rootfs
 	scripts/v2-guest.sh full 2>&1 | tee v2-full.log | grep -E '^(== |--- FAIL|FAIL|ok|panic)' ; test $${PIPESTATUS[0]} -eq 0

@@ -4,7 +4,8 @@
 #   scripts/v2-guest.sh smoke          doctor, verdicts, limits, reap, the pod case
 #   scripts/v2-guest.sh test REGEX     the integration tests matching REGEX
 #   scripts/v2-guest.sh full           the whole integration suite
-#   scripts/v2-guest.sh ci REGEX       smoke, then the tests matching REGEX (one boot)
+#   scripts/v2-guest.sh sidecar        the sidecar end-to-end test, both modes
+#   scripts/v2-guest.sh ci REGEX       smoke, the sidecar, then the tests matching REGEX (one boot)
 #   scripts/v2-guest.sh shell          an interactive shell in the guest
 #
 # The guest is QEMU with software emulation (TCG: a nested hypervisor's
@@ -66,8 +67,10 @@ in_guest() {
 	case $MODE in
 	smoke) guest_smoke || rc=$? ;;
 	test) guest_tests "$RUN" || rc=$? ;;
+	sidecar) guest_sidecar || rc=$? ;;
 	ci)
 		guest_smoke || rc=$?
+		guest_sidecar || rc=$?
 		guest_tests "$RUN" || rc=$?
 		;;
 	shell) setsid -c /bin/bash -l </dev/ttyS0 >/dev/ttyS0 2>&1 || true ;;
@@ -90,6 +93,19 @@ guest_tests() {
 	# What a leftover check that reads /proc/1/mountinfo sees here (the
 	# tests run in PID 1's mount namespace).
 	{ readlink /proc/1/ns/mnt /proc/self/ns/mnt /proc/1/exe; cat /proc/1/comm; grep -E ' /proc( |/)' /proc/self/mountinfo; echo; cat /proc/1/mountinfo; } >/v2-results/mountinfo.log 2>&1 || true
+	return "$rc"
+}
+
+# guest_sidecar runs the sidecar end-to-end test (deploy/kubernetes): the
+# image under runc in both modes, mode (a) in a user namespace with a
+# writable cgroup2, as on a v2 node configured as runtimeclass.yaml says.
+guest_sidecar() {
+	local rc=0
+	cd "$REPO/deploy/kubernetes"
+	SIDECAR_E2E_IMAGE=$V2_IMAGE SIDECAR_E2E_MODES=privileged,userns \
+		"$V2_BIN/sidecar-e2e.test" -test.count=1 -test.timeout 30m -test.v -test.run TestSidecarEndToEnd 2>&1 |
+		tee /v2-results/sidecar.log || rc=${PIPESTATUS[0]}
+	grep -E '^\s*(--- FAIL|--- PASS|FAIL|ok|PASS|panic)' /v2-results/sidecar.log | sed 's/^\s*//; s/^/sidecar: /' >>/v2-results/summary.log || true
 	return "$rc"
 }
 
@@ -224,7 +240,7 @@ usage() {
 MODE=${1:-}
 RUN=
 case $MODE in
-smoke | full | shell) ;;
+smoke | full | shell | sidecar) ;;
 test | ci)
 	RUN=${2:-}
 	[ -n "$RUN" ] || usage
@@ -302,6 +318,12 @@ echo "== building the CLI, the probe and the integration test binary"
 (cd "$REPO" && make -s build >/dev/null && cp bin/securer-runc "$bin/securer-runc")
 (cd "$REPO/integration" && CGO_ENABLED=0 go build -trimpath -o "$bin/probe" ./probe)
 (cd "$REPO" && CGO_ENABLED=1 go test -c -tags "$TAGS" -o "$bin/integration.test" ./integration)
+(cd "$REPO/deploy/kubernetes" && go test -c -tags sidecare2e -o "$bin/sidecar-e2e.test" .)
+# The sidecar image (make image) the end-to-end test runs.
+image=${SIDECAR_E2E_IMAGE:-$REPO/bin/image}
+if [ "$MODE" = sidecar ] || [ "$MODE" = ci ]; then
+	[ -f "$image/index.json" ] || { echo "v2-guest: no sidecar image at $image (make image)" >&2; exit 1; }
+fi
 
 results=$(mktemp -d "$CACHE/results-$MODE-XXXXXX")
 chmod 755 "$results"
@@ -310,12 +332,13 @@ MODE=$([ "$MODE" = full ] && echo test || echo "$MODE")
 RUN='${RUN//\'/}'
 REPO='$REPO'
 V2_BIN='$bin'
+V2_IMAGE='$image'
 V2_MODULES='$kdir/lib/modules/$kver'
 GO_TEST_TIMEOUT='${GO_TEST_TIMEOUT:-}'
 EOF
 
 case $MODE in
-smoke) timeout=${V2_TIMEOUT:-1800} ;;
+smoke | sidecar) timeout=${V2_TIMEOUT:-1800} ;;
 test | ci) timeout=${V2_TIMEOUT:-5400} ;;
 full) timeout=${V2_TIMEOUT:-12600} ;;
 shell) timeout=${V2_TIMEOUT:-86400} ;;
