@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	securer "github.com/securer-runc/securer-runc"
 )
 
 func TestParseKernel(t *testing.T) {
@@ -86,6 +88,52 @@ func TestSubIDOverlaps(t *testing.T) {
 			got := subIDOverlaps(tc.content, lo, hi)
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("subIDOverlaps = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// The box id line: silent on a host, a note in a namespace with few IDs,
+// a failure when no box fits (unless boxes need no IDs).
+func TestBoxIDCheck(t *testing.T) {
+	tooFew := errors.New("too few user and group IDs: 4096 IDs")
+	pod := securer.BoxIDs{First: 8192, Size: 2048, Boxes: 27, Available: 65536, Small: true}
+	for _, tc := range []struct {
+		name     string
+		ids      securer.BoxIDs
+		err      error
+		noUserNS bool
+		shown    bool
+		fails    bool
+		note     bool
+		says     []string
+	}{
+		{name: "host layout", ids: securer.BoxIDs{First: 100000, Size: 65536, Boxes: 1024, Available: 1<<32 - 1}},
+		{name: "pod", ids: pod, shown: true, note: true, says: []string{"65536 IDs", "at most 27 boxes", "2048 IDs each", "8192-63487"}},
+		{name: "too few", err: tooFew, shown: true, fails: true, says: []string{"4096 IDs"}},
+		{name: "too few, no user namespaces", err: tooFew, noUserNS: true, shown: true, note: true, says: []string{"need none", "4096 IDs"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, shown := boxIDCheck(tc.ids, tc.err, tc.noUserNS)
+			if shown != tc.shown {
+				t.Fatalf("shown = %v, want %v (%+v)", shown, tc.shown, c)
+			}
+			if !shown {
+				return
+			}
+			if got := failed([]check{c}); got != tc.fails {
+				t.Errorf("fails = %v, want %v (%+v)", got, tc.fails, c)
+			}
+			if c.note != tc.note {
+				t.Errorf("note = %v, want %v", c.note, tc.note)
+			}
+			if tc.fails && !strings.Contains(c.fix, "unsafe-no-userns") {
+				t.Errorf("fix %q names no way out", c.fix)
+			}
+			for _, s := range tc.says {
+				if !strings.Contains(c.detail, s) {
+					t.Errorf("detail %q does not say %q", c.detail, s)
+				}
 			}
 		})
 	}
