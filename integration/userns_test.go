@@ -71,6 +71,11 @@ func TestSmallUserNamespace(t *testing.T) {
 			}
 		}
 		env.checkClean(t, state, parent)
+		// A server refuses to start rather than fail every session.
+		r = env.run(t, ids, "serve", "--rootfs", env.rootfs, "--state", state, "--cgroup-parent", parent, "--listen", "unix:/run/s.sock")
+		if r.code != 3 || !strings.Contains(r.stderr, "too few user and group IDs") {
+			t.Errorf("serve: exit %d, stderr %q; want 3, too few IDs", r.code, r.stderr)
+		}
 	})
 
 	t.Run("doctor", func(t *testing.T) {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -163,6 +165,48 @@ func TestProbeFailure(t *testing.T) {
 			c := probeFailure(errors.New(tc.err))
 			if c.ok || c.name != "probe container" || !strings.Contains(c.fix, tc.wantFix) || !strings.Contains(c.detail, tc.wantDetail) {
 				t.Errorf("probeFailure = %+v; want fix with %q, detail with %q", c, tc.wantFix, tc.wantDetail)
+			}
+		})
+	}
+}
+
+// serve takes no more sessions than boxes fit in its user namespace's
+// IDs, and refuses to start when not one does.
+func TestBoxCapacity(t *testing.T) {
+	pod := securer.BoxIDs{First: 8192, Size: 2048, Boxes: 27, Available: 65536, Small: true}
+	host := securer.BoxIDs{First: 100000, Size: 65536, Boxes: 1024, Available: 1<<32 - 1}
+	for _, tc := range []struct {
+		name  string
+		max   int
+		ids   securer.BoxIDs
+		err   error
+		want  int
+		warns bool
+		fails bool
+	}{
+		{name: "host", max: 64, ids: host, want: 64},
+		{name: "pod, fewer asked", max: 4, ids: pod, want: 4},
+		{name: "pod, as many", max: 27, ids: pod, want: 27},
+		{name: "pod, more asked", max: 64, ids: pod, want: 27, warns: true},
+		{name: "too few IDs", max: 64, err: errors.New("too few user and group IDs"), fails: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			got, err := boxCapacity(tc.max, tc.ids, tc.err, slog.New(slog.NewTextHandler(&logs, nil)))
+			if (err != nil) != tc.fails {
+				t.Fatalf("err = %v, want failure %v", err, tc.fails)
+			}
+			if tc.fails {
+				if !strings.Contains(err.Error(), "too few user and group IDs") {
+					t.Errorf("err %q hides the cause", err)
+				}
+				return
+			}
+			if got != tc.want {
+				t.Errorf("boxCapacity = %d, want %d", got, tc.want)
+			}
+			if warned := strings.Contains(logs.String(), "level=WARN"); warned != tc.warns {
+				t.Errorf("warned = %v, want %v: %s", warned, tc.warns, logs.String())
 			}
 		})
 	}
