@@ -167,10 +167,10 @@ func failCode(stderr io.Writer, err error) int {
 }
 
 // boxCapacity is --max-sessions capped at the boxes the IDs of this
-// process's user namespace hold (ids, or err from securer.BoxIDLayout) (27 in a pod with hostUsers: false), so
-// that the server refuses the sessions past them as over capacity, and
-// its readiness says so, rather than failing each start. Too few IDs for
-// one box: it cannot sandbox at all.
+// process's user namespace hold (ids, or err, from securer.BoxIDLayout;
+// 27 in a pod with hostUsers: false), so that the server refuses the
+// sessions past them as over capacity, and its readiness says so, rather
+// than failing each start. Too few IDs for one box: it cannot sandbox.
 func boxCapacity(maxSessions int, ids securer.BoxIDs, err error, logger *slog.Logger) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("this host cannot sandbox: %w; securer-runc doctor tells more", err)
