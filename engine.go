@@ -194,7 +194,11 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 	hostUID, hostGID := boxUID, boxGID
 	var userNS *spec.IDMap
 	if !s.cfg.host.UnsafeNoUserNamespace {
-		slot, err := uidrange.Claim(inst.dir)
+		layout, err := uidrange.Detect()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
+		}
+		slot, err := uidrange.Claim(layout, inst.dir)
 		if errors.Is(err, uidrange.ErrExhausted) {
 			err = fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 		}
@@ -202,9 +206,7 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 			return nil, err
 		}
 		inst.uidSlot = slot
-		base := uidrange.Base(slot)
-		userNS = &spec.IDMap{HostBase: base, Size: uidrange.Size}
-		hostUID, hostGID = int(base)+boxUID, int(base)+boxGID
+		userNS, hostUID, hostGID = boxIDMap(layout, slot)
 	}
 	if err := os.Chown(sockPath, hostUID, hostGID); err != nil {
 		return nil, err
@@ -247,6 +249,13 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}
 	return runner.NewBox(box), nil
+}
+
+// boxIDMap is the user namespace mapping of a box holding slot k of l,
+// and the IDs its user (boxUID, boxGID) has outside it.
+func boxIDMap(l uidrange.Layout, k int) (m *spec.IDMap, hostUID, hostGID int) {
+	base := l.Base(k)
+	return &spec.IDMap{HostBase: base, Size: l.Size}, int(base) + boxUID, int(base) + boxGID
 }
 
 // writeSyntheticProc writes the /proc files the box sees in place of the

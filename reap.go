@@ -1,6 +1,7 @@
 package securer
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,10 +11,44 @@ import (
 	"github.com/securer-runc/securer-runc/internal/uidrange"
 )
 
-// HostIDRange is the span of host uids and gids boxes may be given:
-// [first, first+count).
+// HostIDRange is the span of uids and gids boxes may be given:
+// [first, first+count), as IDs of the user namespace this process runs in
+// (the host's, outside containers). It is empty when that namespace has
+// too few IDs for a box (BoxIDLayout says why).
 func HostIDRange() (first, count uint64) {
-	return uidrange.HostBase, uint64(uidrange.Slots) * uidrange.Size
+	l, err := uidrange.Detect()
+	if err != nil {
+		return 0, 0
+	}
+	return l.Span()
+}
+
+// BoxIDs is how the uids and gids of the user namespace this process runs
+// in are shared among boxes: Boxes ranges of Size IDs from First.
+type BoxIDs struct {
+	First, Size uint64
+	// Boxes is how many boxes can run at once (in all executors sharing
+	// this namespace).
+	Boxes int
+	// Available is how many IDs the namespace has (the largest run
+	// mapped as both uids and gids).
+	Available uint64
+	// Small: the namespace has too few IDs for the host layout (1024
+	// boxes of 65,536 IDs from 100,000), as in a Kubernetes pod with
+	// hostUsers: false; boxes get fewer IDs, and fewer fit.
+	Small bool
+}
+
+// BoxIDLayout reads this process's uid and gid maps and says how boxes'
+// ID ranges are cut from them. When not even one box fits it fails with
+// ErrSandboxUnavailable, saying how many IDs there are and how to get more.
+func BoxIDLayout() (BoxIDs, error) {
+	l, err := uidrange.Detect()
+	ids := BoxIDs{First: uint64(l.First), Size: uint64(l.Size), Boxes: l.Slots, Available: l.Space.Count, Small: l.Small}
+	if err != nil {
+		return ids, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
+	}
+	return ids, nil
 }
 
 // runnerLimits are l as a runner applies them.

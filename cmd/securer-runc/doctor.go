@@ -198,7 +198,13 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
 	checks = append(checks, kernelChecks(unix.ByteSliceToString(uts.Release[:]), *allowOld)...)
-	checks = append(checks, subIDChecks()...)
+	ids, idsErr := securer.BoxIDLayout()
+	if c, ok := boxIDCheck(ids, idsErr, *noUserNS); ok {
+		checks = append(checks, c)
+	}
+	if idsErr == nil {
+		checks = append(checks, subIDChecks(ids.First, uint64(ids.Boxes)*ids.Size)...)
+	}
 	if m, err := rootfs.Verify(ctx, *dir); err != nil {
 		checks = append(checks, check{name: "rootfs", detail: err.Error(), fix: "securer-runc rootfs build --dir " + *dir})
 	} else {
@@ -247,11 +253,30 @@ func failed(checks []check) bool {
 	return false
 }
 
+// boxIDCheck is the line on how boxes share the IDs of the executor's user
+// namespace, when there is something to say: a failure when not one box
+// fits (a note without user namespaces, which need none), a note when the
+// namespace has few IDs (a pod with hostUsers: false) and fewer boxes fit.
+func boxIDCheck(ids securer.BoxIDs, err error, noUserNS bool) (check, bool) {
+	const name = "box ids"
+	switch {
+	case err != nil && noUserNS:
+		return check{name: name, ok: true, note: true, detail: "boxes run without user namespaces (UNSAFE, as asked), so need none: " + err.Error()}, true
+	case err != nil:
+		return check{name: name, detail: err.Error(),
+			fix: "give the executor's container more IDs (a larger uid/gid map), or, knowingly, --unsafe-no-userns"}, true
+	case ids.Small:
+		return check{name: name, ok: true, note: true,
+			detail: fmt.Sprintf("the executor is in a user namespace with %d IDs: at most %d boxes at once (%d IDs each, %d-%d)",
+				ids.Available, ids.Boxes, ids.Size, ids.First, ids.First+uint64(ids.Boxes)*ids.Size-1)}, true
+	}
+	return check{}, false
+}
+
 // subIDChecks notes host users whose subordinate id ranges (rootless
-// containers' uids) overlap the ranges boxes are given: a box and such a
-// container could then share a host uid.
-func subIDChecks() []check {
-	first, count := securer.HostIDRange()
+// containers' uids) overlap the ranges boxes are given, [first,
+// first+count): a box and such a container could then share a host uid.
+func subIDChecks(first, count uint64) []check {
 	var out []check
 	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
 		b, err := os.ReadFile(f)

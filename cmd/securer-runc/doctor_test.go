@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
+
+	securer "github.com/securer-runc/securer-runc"
 )
 
 func TestParseKernel(t *testing.T) {
@@ -91,6 +95,52 @@ func TestSubIDOverlaps(t *testing.T) {
 	}
 }
 
+// The box id line: silent on a host, a note in a namespace with few IDs,
+// a failure when no box fits (unless boxes need no IDs).
+func TestBoxIDCheck(t *testing.T) {
+	tooFew := errors.New("too few user and group IDs: 4096 IDs")
+	pod := securer.BoxIDs{First: 8192, Size: 2048, Boxes: 27, Available: 65536, Small: true}
+	for _, tc := range []struct {
+		name     string
+		ids      securer.BoxIDs
+		err      error
+		noUserNS bool
+		shown    bool
+		fails    bool
+		note     bool
+		says     []string
+	}{
+		{name: "host layout", ids: securer.BoxIDs{First: 100000, Size: 65536, Boxes: 1024, Available: 1<<32 - 1}},
+		{name: "pod", ids: pod, shown: true, note: true, says: []string{"65536 IDs", "at most 27 boxes", "2048 IDs each", "8192-63487"}},
+		{name: "too few", err: tooFew, shown: true, fails: true, says: []string{"4096 IDs"}},
+		{name: "too few, no user namespaces", err: tooFew, noUserNS: true, shown: true, note: true, says: []string{"need none", "4096 IDs"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, shown := boxIDCheck(tc.ids, tc.err, tc.noUserNS)
+			if shown != tc.shown {
+				t.Fatalf("shown = %v, want %v (%+v)", shown, tc.shown, c)
+			}
+			if !shown {
+				return
+			}
+			if got := failed([]check{c}); got != tc.fails {
+				t.Errorf("fails = %v, want %v (%+v)", got, tc.fails, c)
+			}
+			if c.note != tc.note {
+				t.Errorf("note = %v, want %v", c.note, tc.note)
+			}
+			if tc.fails && !strings.Contains(c.fix, "unsafe-no-userns") {
+				t.Errorf("fix %q names no way out", c.fix)
+			}
+			for _, s := range tc.says {
+				if !strings.Contains(c.detail, s) {
+					t.Errorf("detail %q does not say %q", c.detail, s)
+				}
+			}
+		})
+	}
+}
+
 // A failed probe names its likeliest cause from R's stderr.
 func TestProbeFailure(t *testing.T) {
 	const sockErr = "R exited before connecting (exit status 1); R's stderr: Error in `processx::conn_connect_unix_socket(rt$sock)`:\n" +
@@ -115,6 +165,48 @@ func TestProbeFailure(t *testing.T) {
 			c := probeFailure(errors.New(tc.err))
 			if c.ok || c.name != "probe container" || !strings.Contains(c.fix, tc.wantFix) || !strings.Contains(c.detail, tc.wantDetail) {
 				t.Errorf("probeFailure = %+v; want fix with %q, detail with %q", c, tc.wantFix, tc.wantDetail)
+			}
+		})
+	}
+}
+
+// serve takes no more sessions than boxes fit in its user namespace's
+// IDs, and refuses to start when not one does.
+func TestBoxCapacity(t *testing.T) {
+	pod := securer.BoxIDs{First: 8192, Size: 2048, Boxes: 27, Available: 65536, Small: true}
+	host := securer.BoxIDs{First: 100000, Size: 65536, Boxes: 1024, Available: 1<<32 - 1}
+	for _, tc := range []struct {
+		name  string
+		max   int
+		ids   securer.BoxIDs
+		err   error
+		want  int
+		warns bool
+		fails bool
+	}{
+		{name: "host", max: 64, ids: host, want: 64},
+		{name: "pod, fewer asked", max: 4, ids: pod, want: 4},
+		{name: "pod, as many", max: 27, ids: pod, want: 27},
+		{name: "pod, more asked", max: 64, ids: pod, want: 27, warns: true},
+		{name: "too few IDs", max: 64, err: errors.New("too few user and group IDs"), fails: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			got, err := boxCapacity(tc.max, tc.ids, tc.err, slog.New(slog.NewTextHandler(&logs, nil)))
+			if (err != nil) != tc.fails {
+				t.Fatalf("err = %v, want failure %v", err, tc.fails)
+			}
+			if tc.fails {
+				if !strings.Contains(err.Error(), "too few user and group IDs") {
+					t.Errorf("err %q hides the cause", err)
+				}
+				return
+			}
+			if got != tc.want {
+				t.Errorf("boxCapacity = %d, want %d", got, tc.want)
+			}
+			if warned := strings.Contains(logs.String(), "level=WARN"); warned != tc.warns {
+				t.Errorf("warned = %v, want %v: %s", warned, tc.warns, logs.String())
 			}
 		})
 	}

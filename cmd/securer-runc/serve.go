@@ -166,6 +166,23 @@ func failCode(stderr io.Writer, err error) int {
 	return fail(stderr, code, err)
 }
 
+// boxCapacity is --max-sessions capped at the boxes the IDs of this
+// process's user namespace hold (ids, or err, from securer.BoxIDLayout;
+// 27 in a pod with hostUsers: false), so that the server refuses the
+// sessions past them as over capacity, and its readiness says so, rather
+// than failing each start. Too few IDs for one box: it cannot sandbox.
+func boxCapacity(maxSessions int, ids securer.BoxIDs, err error, logger *slog.Logger) (int, error) {
+	if err != nil {
+		return 0, fmt.Errorf("this host cannot sandbox: %w; securer-runc doctor tells more", err)
+	}
+	if ids.Boxes < maxSessions {
+		logger.Warn("this user namespace has IDs for fewer boxes than --max-sessions: serving at most that many sessions",
+			"max_sessions", maxSessions, "boxes", ids.Boxes, "namespace_ids", ids.Available, "ids_per_box", ids.Size)
+		return ids.Boxes, nil
+	}
+	return maxSessions, nil
+}
+
 // options checks the flags and the host and turns them into the
 // server's options; the returned closer ends the audit log. It also
 // prepares the process: OOM score, leftovers of a dead server, the
@@ -202,6 +219,14 @@ func (f *serveFlags) options(stderr io.Writer, logger *slog.Logger) (service.Opt
 			return refuse(exitSandbox, fmt.Errorf("this host cannot sandbox: %s: %s (fix: %s); securer-runc doctor tells more", c.Name, c.Detail, c.Fix))
 		}
 	}
+	maxSessions := f.maxSessions
+	if !base.UnsafeNoSandbox && !host.UnsafeNoUserNamespace {
+		ids, err := securer.BoxIDLayout()
+		maxSessions, err = boxCapacity(maxSessions, ids, err, logger)
+		if err != nil {
+			return refuse(exitSandbox, err)
+		}
+	}
 	if err := securer.ProtectFromOOM(); err != nil {
 		logger.Debug("could not lower the server's OOM score", "err", err)
 	}
@@ -213,7 +238,7 @@ func (f *serveFlags) options(stderr io.Writer, logger *slog.Logger) (service.Opt
 		// at the first new session.
 		reapLeftovers(host, logger, opts.Observer)
 	}
-	opts.Host, opts.Base, opts.MaxSessions, opts.Version, opts.Logger, opts.Token = host, base, f.maxSessions, version, logger, token
+	opts.Host, opts.Base, opts.MaxSessions, opts.Version, opts.Logger, opts.Token = host, base, maxSessions, version, logger, token
 	// The memory clients can make the server hold is bounded by its
 	// flags; as a soft limit it also makes the runtime give memory back
 	// once a burst is over.

@@ -2,7 +2,9 @@
 // boxes' user namespaces. Every executor on the host, whatever its state
 // dir, claims its boxes' ranges here, so that no two live boxes share a
 // host uid: per-user kernel limits and permissions keep them apart even
-// outside their namespaces.
+// outside their namespaces. Which IDs the ranges are depends on the user
+// namespace the executor runs in (a Layout): the host's full space, or the
+// few IDs of a container's or pod's.
 package uidrange
 
 import (
@@ -19,7 +21,8 @@ import (
 	"github.com/securer-runc/securer-runc/internal/statedir"
 )
 
-// Slot k maps a box's IDs [0, Size) to host IDs from HostBase + k*Size.
+// The default layout (a namespace with the full ID space): slot k maps a
+// box's IDs [0, Size) to host IDs from HostBase + k*Size.
 const (
 	HostBase = 100000
 	Size     = 65536
@@ -33,9 +36,6 @@ const Registry = "/run/securer-runc-uids"
 
 // ErrExhausted: every range is held.
 var ErrExhausted = errors.New("all host uid ranges are in use")
-
-// Base is the first host ID of slot k.
-func Base(k int) uint32 { return uint32(HostBase + k*Size) }
 
 // lock opens the registry, private to this user, and locks it: shared
 // to claim or free a slot of one's own, exclusive to reap. The lock ends
@@ -55,17 +55,21 @@ func lock(how int) (func(), error) {
 	return func() { unix.Close(fd) }, nil
 }
 
-// Claim takes a free slot for the session whose dir is sessionDir. The
-// claim is a symlink, which the kernel creates atomically or not at all.
-func Claim(sessionDir string) (int, error) {
+// Claim takes a free slot of layout l for the session whose dir is
+// sessionDir. The claim is a symlink, which the kernel creates atomically
+// or not at all.
+func Claim(l Layout, sessionDir string) (int, error) {
 	unlock, err := lock(unix.LOCK_SH)
 	if err != nil {
 		return -1, err
 	}
 	defer unlock()
-	start := rand.IntN(Slots) // spread claims: fewer collisions between executors
-	for i := range Slots {
-		k := (start + i) % Slots
+	if l.Slots <= 0 {
+		return -1, fmt.Errorf("%w (the layout has no slot)", ErrExhausted)
+	}
+	start := rand.IntN(l.Slots) // spread claims: fewer collisions between executors
+	for i := range l.Slots {
+		k := (start + i) % l.Slots
 		err := os.Symlink(sessionDir, filepath.Join(Registry, strconv.Itoa(k)))
 		if err == nil {
 			return k, nil
@@ -74,7 +78,7 @@ func Claim(sessionDir string) (int, error) {
 			return -1, fmt.Errorf("claim a host uid range: %w", err)
 		}
 	}
-	return -1, fmt.Errorf("%w (%d)", ErrExhausted, Slots)
+	return -1, fmt.Errorf("%w (%d)", ErrExhausted, l.Slots)
 }
 
 // Release frees slot k if the session at sessionDir holds it.

@@ -19,9 +19,3 @@ func TestClaimTarget(t *testing.T) {
 		}
 	}
 }
-
-func TestBase(t *testing.T) {
-	if Base(0) != HostBase || Base(1) != HostBase+Size || Base(Slots-1)+Size-1 > 1<<31 {
-		t.Errorf("bases %d %d %d", Base(0), Base(1), Base(Slots-1))
-	}
-}
