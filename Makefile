@@ -28,7 +28,7 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		debootstrap libseccomp-dev pkg-config gcc libc6-dev \
 		r-base-core r-cran-jsonlite r-cran-processx r-cran-r6 r-cran-testthat ca-certificates jq python3 \
-		runc umoci
+		runc crun umoci
 	scripts/install-go.sh
 	$(GO) mod download
 	cd deploy/image && $(GO) mod download

@@ -20,11 +20,15 @@ package kubernetes
 //	SIDECAR_E2E_MODES   privileged,userns (default: both on cgroup v2;
 //	                    privileged on v1, where a user namespace's root
 //	                    cannot be handed cgroup v1 hierarchies)
-//	RUNC                the runtime binary (default runc)
+//	SIDECAR_E2E_RUNTIME the OCI runtime for every mode (default: runc for
+//	                    mode (b), containerd's default; crun for mode
+//	                    (a), CRI-O's: Debian 12's runc 1.1 does not hand
+//	                    a user-namespaced container its cgroup, crun does)
 
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,11 +57,12 @@ type e2eMode struct {
 	name     string
 	manifest string
 	userNS   bool
+	runtime  string
 }
 
 var e2eModes = []e2eMode{
-	{name: "privileged", manifest: "deployment-privileged.yaml"},
-	{name: "userns", manifest: "pod.yaml", userNS: true},
+	{name: "privileged", manifest: "deployment-privileged.yaml", runtime: "runc"},
+	{name: "userns", manifest: "pod.yaml", userNS: true, runtime: "crun"},
 }
 
 func TestSidecarEndToEnd(t *testing.T) {
@@ -76,13 +81,6 @@ func TestSidecarEndToEnd(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(clientDir, "securer_client.py")); err != nil {
 		t.Fatalf("SIDECAR_E2E_CLIENT: %v", err)
 	}
-	runc := os.Getenv("RUNC")
-	if runc == "" {
-		runc = "runc"
-	}
-	if _, err := exec.LookPath(runc); err != nil {
-		t.Fatalf("the OCI runtime %q: %v (apt-get install runc)", runc, err)
-	}
 	v2 := cgroupV2()
 	modes := os.Getenv("SIDECAR_E2E_MODES")
 	if modes == "" {
@@ -94,13 +92,20 @@ func TestSidecarEndToEnd(t *testing.T) {
 		}
 	}
 	img, tag := readImage(t, layout)
+	// One unpacked image for every mode (umoci takes a minute under
+	// emulation): mode (b) first, then mode (a) shifts its owners.
+	rootfs := unpackImage(t, layout, tag)
 	for _, m := range e2eModes {
 		if !slices.Contains(strings.Split(modes, ","), m.name) {
 			continue
 		}
+		runtime := cmp.Or(os.Getenv("SIDECAR_E2E_RUNTIME"), m.runtime)
+		if _, err := exec.LookPath(runtime); err != nil {
+			t.Fatalf("the OCI runtime %q: %v (apt-get install %s)", runtime, err, runtime)
+		}
 		t.Run(m.name, func(t *testing.T) {
-			h := newE2EHarness(t, m, runc, v2, clientDir)
-			h.run(t, layout, tag, img)
+			h := newE2EHarness(t, m, runtime, v2, clientDir)
+			h.run(t, rootfs, img)
 		})
 	}
 }
@@ -145,44 +150,27 @@ func newE2EHarness(t *testing.T, m e2eMode, runc string, v2 bool, clientDir stri
 	return h
 }
 
-func (h *e2eHarness) run(t *testing.T, layout, tag string, img Image) {
+func (h *e2eHarness) run(t *testing.T, rootfs string, img Image) {
 	h.makeVolumes(t)
-	rootfs := filepath.Join(h.dir, "sidecar")
-	start := time.Now()
-	out, err := exec.Command("umoci", "raw", "unpack", "--image", layout+":"+tag, rootfs).CombinedOutput()
-	if err != nil {
-		t.Fatalf("umoci raw unpack: %v\n%s", err, out)
-	}
 	if h.mode.userNS {
 		shiftOwners(t, rootfs, h.idBase)
 	}
-	t.Logf("image unpacked in %s", time.Since(start).Round(time.Millisecond))
 
 	name := "securer-runc"
 	sidecarSpec := h.spec(t, name, img, rootfs)
-	t.Logf("sidecar: uid %d, capabilities %v, user namespace %v, seccomp %v, masked paths %d",
-		sidecarSpec.Process.User.UID, sidecarSpec.Process.Capabilities.Bounding,
+	t.Logf("sidecar under %s: uid %d, capabilities %v, user namespace %v, seccomp %v, masked paths %d",
+		h.runc, sidecarSpec.Process.User.UID, sidecarSpec.Process.Capabilities.Bounding,
 		h.mode.userNS, sidecarSpec.Linux.Seccomp != nil, len(sidecarSpec.Linux.MaskedPaths))
 	sidecarID := "sidecar-" + h.mode.name
 	sidecar := h.start(t, sidecarID, sidecarSpec)
 	go io.Copy(sidecar.cmd.Stderr, sidecar.stdout) // serve logs to stderr; keep stdout drained too
 
 	// Probes as the kubelet runs them: exec in the sidecar's namespaces.
-	c, _ := FindContainer(h.pod, name)
-	probe := c.StartupProbe.Exec.Command
 	ready := time.Now()
-	deadline := ready.Add(3 * time.Minute)
-	for {
-		out, err := exec.Command(h.runc, append([]string{"--root", h.runcRoot, "exec", sidecarID}, probe...)...).CombinedOutput()
-		if err == nil {
-			t.Logf("startup probe passed after %s: %s", time.Since(ready).Round(time.Millisecond), bytes.TrimSpace(out))
-			break
-		}
-		if sidecar.exited() || time.Now().After(deadline) {
-			t.Fatalf("the sidecar never became ready (last probe: %v: %s)\nsidecar log:\n%s", err, out, sidecar.log())
-		}
-		time.Sleep(time.Second)
+	if err := h.waitReady(sidecarID, sidecar, 3*time.Minute); err != nil {
+		t.Fatalf("the sidecar: %v\nsidecar log:\n%s", err, sidecar.log())
 	}
+	t.Logf("startup probe passed after %s", time.Since(ready).Round(time.Millisecond))
 
 	// The agent calls a tool from R through the socket.
 	lines := h.agent(t, "agent-call-"+h.mode.name, "call", nil)
@@ -233,6 +221,65 @@ func (h *e2eHarness) run(t *testing.T, layout, tag string, img Image) {
 	if !strings.Contains(sidecar.log(), "shutting down") {
 		t.Errorf("the sidecar's log does not show the drain:\n%s", sidecar.log())
 	}
+	if os.Getenv("SIDECAR_E2E_TRIM") != "" && !t.Failed() {
+		h.trim(t, rootfs, img, sidecarSpec.Process.Capabilities.Bounding)
+	}
+}
+
+// trim checks that the manifest asks for no capability it does not need:
+// the sidecar without each one in turn must fail to run the agent's R
+// code (SIDECAR_E2E_TRIM=1; mode (a), whose list is the least-privilege
+// recipe).
+func (h *e2eHarness) trim(t *testing.T, rootfs string, img Image, caps []string) {
+	if !h.mode.userNS {
+		return
+	}
+	for _, drop := range caps {
+		s := h.spec(t, "securer-runc", img, rootfs)
+		c := s.Process.Capabilities
+		c.Bounding = slices.DeleteFunc(slices.Clone(c.Bounding), func(x string) bool { return x == drop })
+		c.Effective, c.Permitted = c.Bounding, c.Bounding
+		id := "trim-" + strings.ToLower(strings.TrimPrefix(drop, "CAP_"))
+		sidecar := h.start(t, id, s)
+		go io.Copy(sidecar.cmd.Stderr, sidecar.stdout)
+		verdict := "needed"
+		why := ""
+		if err := h.waitReady(id, sidecar, time.Minute); err != nil {
+			why = "serve does not start: " + lastLine(sidecar.log())
+		} else if _, err := h.tryAgent(t, "agent-"+id, "call", nil); err != nil {
+			why = "no session: " + lastLine(err.Error())
+		} else {
+			verdict = "NOT needed"
+			t.Errorf("the sidecar runs R calling a tool without %s: drop it from the manifest", drop)
+		}
+		t.Logf("%s: %s (%s)", drop, verdict, why)
+		exec.Command(h.runc, "--root", h.runcRoot, "kill", id, "KILL").Run()
+		sidecar.wait(time.Minute)
+		exec.Command(h.runc, "--root", h.runcRoot, "delete", "--force", id).Run()
+	}
+}
+
+// waitReady runs the startup probe until it passes, the container ends,
+// or d passes.
+func (h *e2eHarness) waitReady(id string, c *container, d time.Duration) error {
+	sc, _ := FindContainer(h.pod, "securer-runc")
+	probe := sc.StartupProbe.Exec.Command
+	deadline := time.Now().Add(d)
+	for {
+		out, err := exec.Command(h.runc, append([]string{"--root", h.runcRoot, "exec", id}, probe...)...).CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		if c.exited() || time.Now().After(deadline) {
+			return fmt.Errorf("never ready (last probe: %v: %s)", err, bytes.TrimSpace(out))
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
 
 // spec translates the manifest's container and fixes what the node
@@ -289,6 +336,15 @@ func (h *e2eHarness) makeVolumes(t *testing.T) {
 // and mode's script, calling each JSON line to onLine as it comes, and
 // returns the lines.
 func (h *e2eHarness) agent(t *testing.T, id, mode string, onLine func(map[string]any)) []map[string]any {
+	lines, err := h.tryAgent(t, id, mode, onLine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lines
+}
+
+// tryAgent is agent, returning the agent's failure as an error.
+func (h *e2eHarness) tryAgent(t *testing.T, id, mode string, onLine func(map[string]any)) ([]map[string]any, error) {
 	rootfs := filepath.Join(h.dir, id)
 	for _, d := range []string{"usr", "etc", "proc", "dev", "sys", "tmp", "run/securer", "client/lib"} {
 		must(t, os.MkdirAll(filepath.Join(rootfs, d), 0o755))
@@ -330,9 +386,9 @@ func (h *e2eHarness) agent(t *testing.T, id, mode string, onLine func(map[string
 	}
 	code, err := c.wait(2 * time.Minute)
 	if err != nil || code != 0 {
-		t.Fatalf("agent %s: status %d, %v\nagent stderr:\n%s", mode, code, err, c.log())
+		return lines, fmt.Errorf("agent %s: status %d, %v\nagent stderr:\n%s", mode, code, err, c.log())
 	}
-	return lines
+	return lines, nil
 }
 
 // container is a `runc run` in the foreground: its status is the
@@ -502,6 +558,24 @@ func cgroupRoots(v2 bool) []string {
 		}
 	}
 	return roots
+}
+
+// unpackImage unpacks the layout's image into a dir the pod's root can
+// reach, removed at the end.
+func unpackImage(t *testing.T, layout, tag string) string {
+	dir, err := os.MkdirTemp("/var/tmp", "securer-e2e-image-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	must(t, os.Chmod(dir, 0o755))
+	rootfs := filepath.Join(dir, "rootfs")
+	start := time.Now()
+	if out, err := exec.Command("umoci", "raw", "unpack", "--image", layout+":"+tag, rootfs).CombinedOutput(); err != nil {
+		t.Fatalf("umoci raw unpack: %v\n%s", err, out)
+	}
+	t.Logf("image unpacked in %s", time.Since(start).Round(time.Millisecond))
+	return rootfs
 }
 
 // shiftOwners makes the unpacked image owned by the pod's IDs, as a

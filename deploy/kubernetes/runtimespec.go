@@ -158,7 +158,9 @@ func RuntimeSpec(pod *corev1.PodSpec, name string, img Image, node Node) (*specs
 	}
 	readOnlyRoot := sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem
 	s := &specs.Spec{
-		Version:  specs.Version,
+		// 1.0.2: the version every runtime tested here accepts (crun 1.8
+		// refuses newer ones); no field used is newer.
+		Version:  "1.0.2",
 		Root:     &specs.Root{Path: node.RootFS, Readonly: readOnlyRoot},
 		Hostname: node.Hostname,
 		Process:  process,
