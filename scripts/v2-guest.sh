@@ -102,7 +102,7 @@ guest_tests() {
 guest_sidecar() {
 	local rc=0
 	cd "$REPO/deploy/kubernetes"
-	SIDECAR_E2E_IMAGE=$V2_IMAGE SIDECAR_E2E_MODES=privileged,userns SIDECAR_E2E_TRIM=$SIDECAR_E2E_TRIM \
+	SIDECAR_E2E_IMAGE=$V2_IMAGE SIDECAR_E2E_MODES=$SIDECAR_E2E_MODES SIDECAR_E2E_TRIM=$SIDECAR_E2E_TRIM \
 		"$V2_BIN/sidecar-e2e.test" -test.count=1 -test.timeout 30m -test.v -test.run TestSidecarEndToEnd 2>&1 |
 		tee /v2-results/sidecar.log || rc=${PIPESTATUS[0]}
 	grep -E '^\s*(--- FAIL|--- PASS|FAIL|ok|PASS|panic)' /v2-results/sidecar.log | sed 's/^\s*//; s/^/sidecar: /' >>/v2-results/summary.log || true
@@ -334,6 +334,7 @@ REPO='$REPO'
 V2_BIN='$bin'
 V2_IMAGE='$image'
 SIDECAR_E2E_TRIM='${SIDECAR_E2E_TRIM:-}'
+SIDECAR_E2E_MODES='${SIDECAR_E2E_MODES:-privileged,userns}'
 V2_MODULES='$kdir/lib/modules/$kver'
 GO_TEST_TIMEOUT='${GO_TEST_TIMEOUT:-}'
 EOF
