@@ -174,21 +174,8 @@ func (h *e2eHarness) run(t *testing.T, rootfs string, img Image) {
 
 	// The agent calls a tool from R through the socket.
 	lines := h.agent(t, "agent-call-"+h.mode.name, "call", nil)
-	hello := find(t, lines, "hello")
-	if hello["sandboxed"] != true {
-		t.Errorf("hello: sandboxed = %v, want true", hello["sandboxed"])
-	}
-	if uid, _ := hello["uid"].(float64); uid != 1000 {
-		t.Errorf("the agent runs as uid %v, want the manifest's 1000", hello["uid"])
-	}
-	if r := find(t, lines, "tool"); r["verdict"] != "ok" || fmt.Sprint(r["value"]) != "50" {
-		t.Errorf("R calling the agent's tool: %v, want ok 50", r)
-	}
-	if r := find(t, lines, "box_uid"); r["verdict"] != "ok" || fmt.Sprint(r["value"]) != "1000" {
-		t.Errorf("R's uid in its box: %v, want 1000", r)
-	}
-	if r := find(t, lines, "calls"); fmt.Sprint(r["calls"]) != "[[2 3]]" {
-		t.Errorf("tool calls answered by the agent: %v, want [[2 3]]", r["calls"])
+	for _, problem := range checkCall(lines) {
+		t.Error(problem)
 	}
 
 	// SIGTERM while an execution runs: it finishes, the sidecar exits
@@ -226,6 +213,36 @@ func (h *e2eHarness) run(t *testing.T, rootfs string, img Image) {
 	}
 }
 
+// checkCall lists what is wrong in the agent's "call" lines.
+func checkCall(lines []map[string]any) []string {
+	var problems []string
+	line := func(what string) map[string]any {
+		for _, l := range lines {
+			if l["what"] == what {
+				return l
+			}
+		}
+		problems = append(problems, fmt.Sprintf("the agent printed no %q line", what))
+		return map[string]any{}
+	}
+	want := func(what, verdict, value string) {
+		if r := line(what); r["verdict"] != verdict || (value != "" && fmt.Sprint(r["value"]) != value) {
+			problems = append(problems, fmt.Sprintf("%s: %v, want %s %s", what, r, verdict, value))
+		}
+	}
+	if hello := line("hello"); hello["sandboxed"] != true || hello["uid"] != float64(1000) {
+		problems = append(problems, fmt.Sprintf("hello: %v, want sandboxed, agent uid 1000 (the manifest's)", hello))
+	}
+	want("tool", "ok", "50")      // R called the agent's tool
+	want("box_uid", "ok", "1000") // R's uid in its box
+	if r := line("calls"); fmt.Sprint(r["calls"]) != "[[2 3]]" {
+		problems = append(problems, fmt.Sprintf("tool calls answered by the agent: %v, want [[2 3]]", r["calls"]))
+	}
+	want("timeout", "timeout", "") // R interrupted: the sidecar signals the box
+	want("after_timeout", "ok", "2")
+	return problems
+}
+
 // trim checks that the manifest asks for no capability it does not need:
 // the sidecar without each one in turn must fail to run the agent's R
 // code (SIDECAR_E2E_TRIM=1; mode (a), whose list is the least-privilege
@@ -246,8 +263,10 @@ func (h *e2eHarness) trim(t *testing.T, rootfs string, img Image, caps []string)
 		why := ""
 		if err := h.waitReady(id, sidecar, time.Minute); err != nil {
 			why = "serve does not start: " + lastLine(sidecar.log())
-		} else if _, err := h.tryAgent(t, "agent-"+id, "call", nil); err != nil {
+		} else if lines, err := h.tryAgent(t, "agent-"+id, "call", nil); err != nil {
 			why = "no session: " + lastLine(err.Error())
+		} else if problems := checkCall(lines); len(problems) > 0 {
+			why = strings.Join(problems, "; ")
 		} else {
 			verdict = "NOT needed"
 			t.Errorf("the sidecar runs R calling a tool without %s: drop it from the manifest", drop)

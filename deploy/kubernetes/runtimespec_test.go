@@ -45,7 +45,7 @@ func TestRuntimeSpecOfManifests(t *testing.T) {
 		wantCgroup     string // the cgroup mount's ro/rw
 		wantMasked     bool
 	}{
-		{"pod.yaml", true, []string{"CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETFCAP", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL", "CAP_SETPCAP", "CAP_SYS_PTRACE", "CAP_SYS_CHROOT"}, true, "rw", false},
+		{"pod.yaml", true, []string{"CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_KILL", "CAP_SYS_PTRACE", "CAP_SYS_CHROOT"}, true, "rw", false},
 		{"pod.yaml", false, nil, true, "ro", false},
 		{"deployment-privileged.yaml", false, allCaps, false, "rw", false},
 	}

@@ -38,6 +38,8 @@ with Client.connect(addr[len("unix:"):]) as client:
     if mode == "call":
         report("tool", session.execute("add(2, 3) * 10"))
         report("box_uid", session.execute('file.info("/proc/self")$uid'))
+        report("timeout", session.execute("Sys.sleep(60)", timeout=2))
+        report("after_timeout", session.execute("1 + 1"))
         print(json.dumps({"what": "calls", "calls": calls}), flush=True)
     elif mode == "drain":
         # The test sends SIGTERM once it reads "executing"; the execution
