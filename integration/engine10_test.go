@@ -77,7 +77,7 @@ func TestStateLostIsReported(t *testing.T) {
 	if res := mustOK(t, s, "kept <- 42"); res.StateLost {
 		t.Fatalf("first execution reports lost state: %q", res.StateLostReason)
 	}
-	if res := execute(t, s, "x <- numeric(1e9); x[] <- 1"); res.Verdict != securer.VerdictOutOfMemory {
+	if res := execute(t, s, oomCode); res.Verdict != securer.VerdictOutOfMemory {
 		t.Fatalf("verdict %s, want oom", res.Verdict)
 	}
 	ctx, cancel := hangGuard()
@@ -179,7 +179,7 @@ func TestServiceFsizeAndStateLost(t *testing.T) {
 	if r := exec("5", "kept"); r["state_lost"] != false {
 		t.Errorf("state_lost after a refused write: %v", r)
 	}
-	if r := exec("6", "x <- numeric(1e9); x[] <- 1"); r["verdict"] != "oom" {
+	if r := exec("6", oomCode); r["verdict"] != "oom" {
 		t.Fatalf("verdict %v, want oom", r["verdict"])
 	}
 	r = exec("7", `exists("kept")`)
@@ -202,13 +202,13 @@ cmd = [sys.argv[1], "serve", "--stdio", "--state", sys.argv[2], "--cgroup-parent
 with Client.spawn(cmd) as c:
     s = c.create_session()
     print("first", s.execute("kept <- 1")["state_lost"])
-    print("oom", s.execute("x <- numeric(1e9); x[] <- 1")["verdict"])
+    print("oom", s.execute(sys.argv[4])["verdict"])
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         r = s.execute('exists("kept")')
     print("lost", r["state_lost"], r["value_plain"], [type(x.message).__name__ for x in w])
 `
-	out, err := osexec.Command(py, "-c", script, cli(t), stateDir, cgroupParent).CombinedOutput()
+	out, err := osexec.Command(py, "-c", script, cli(t), stateDir, cgroupParent, oomCode).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "first False\n") || !strings.Contains(string(out), "oom oom\n") ||
 		!strings.Contains(string(out), "lost True False ['StateLostWarning']\n") {
 		t.Errorf("python client: %v\n%s", err, out)

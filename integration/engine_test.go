@@ -327,7 +327,7 @@ func TestMemoryLimit(t *testing.T) {
 	cfg.Limits.MemoryBytes = 256 << 20
 	cfg.Limits.TmpBytes = 32 << 20
 	s := newSession(t, cfg)
-	res, err := s.Execute(context.Background(), "x <- numeric(1e9); x[] <- 1")
+	res, err := s.Execute(context.Background(), oomCode)
 	if !errors.Is(err, securer.ErrOutOfMemory) || res.Verdict != securer.VerdictOutOfMemory {
 		t.Fatalf("verdict %s err %v detail %q", res.Verdict, err, res.Detail)
 	}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -261,20 +262,42 @@ func TestFaultDrain(t *testing.T) {
 		name, grace, code, want string
 		exit                    int
 	}{
-		{"CLI finishes the run", "10s", `Sys.sleep(2); cat("finished\n")`, "finished", 0},
-		{"CLI stops at the end of the grace", "500ms", `Sys.sleep(60); cat("finished\n")`, "", 130},
+		{"CLI finishes the run", "10s", `cat("started\n"); Sys.sleep(2); cat("finished\n")`, "finished", 0},
+		{"CLI stops at the end of the grace", "500ms", `cat("started\n"); Sys.sleep(60); cat("finished\n")`, "", 130},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(cli(t), "run", "--state", stateDir, "--cgroup-parent", cgroupParent, "--term-grace", tc.grace, "-e", tc.code)
+			// SIGTERM once the code runs (a fixed delay lands in the
+			// start-up on a slow machine, and then nothing is running).
+			pr, pw := io.Pipe()
 			var stdout strings.Builder
-			cmd.Stdout = &stdout
+			started := make(chan struct{})
+			copied := make(chan struct{})
+			go func() {
+				defer close(copied)
+				sc := bufio.NewScanner(pr)
+				for sc.Scan() {
+					stdout.WriteString(sc.Text() + "\n")
+					if sc.Text() == "started" {
+						close(started)
+					}
+				}
+			}()
+			cmd.Stdout = pw
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(1200 * time.Millisecond)
+			select {
+			case <-started:
+			case <-time.After(2 * time.Minute):
+				_ = cmd.Process.Kill()
+				t.Fatal("the code never started")
+			}
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			start := time.Now()
 			err := cmd.Wait()
+			pw.Close()
+			<-copied
 			code := 0
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {

@@ -129,7 +129,7 @@ func TestServeObservability(t *testing.T) {
 		{"x2", "add(2, 3)", 0, true, "ok"},
 		{"x3", "stop('boom')", 0, false, "error"},
 		{"x4", "Sys.sleep(60)", 1, false, "timeout"},
-		{"oom", "x <- numeric(1e9); x[] <- 1", 0, false, "oom"},
+		{"oom", oomCode, 0, false, "oom"},
 	} {
 		if v := run(x.id, x.code, x.timeout, x.answer); v != x.verdict {
 			t.Errorf("%s: verdict %q, want %q", x.code, v, x.verdict)

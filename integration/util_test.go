@@ -47,3 +47,9 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// oomCode fills memory until the cgroup's limit kills R. It allocates in
+// 160 MB steps, each touched: one 8 GB vector (what these tests asked for
+// before) is a malloc failure, not an OOM kill, on a host with little
+// memory or strict overcommit (found in the cgroup v2 guest, 6 GiB).
+const oomCode = "x <- list(); for (i in 1:400) { v <- numeric(2e7); v[] <- i; x[[i]] <- v }"

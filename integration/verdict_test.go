@@ -69,7 +69,7 @@ func TestVerdictAccounting(t *testing.T) {
 			}
 		}},
 		// Filling 256 MiB takes a loaded machine more than 2 s.
-		{securer.VerdictOutOfMemory, "x <- numeric(1e9); x[] <- 1", 0, 60 * time.Second, func(t *testing.T, a securer.Accounting, res *securer.Result) {
+		{securer.VerdictOutOfMemory, oomCode, 0, 60 * time.Second, func(t *testing.T, a securer.Accounting, res *securer.Result) {
 			if a.OOMKills < 1 || a.PeakMemoryBytes < 230<<20 || a.PeakMemoryBytes > 256<<20 {
 				t.Errorf("oom: %+v", a)
 			}

@@ -239,7 +239,10 @@ func checkCall(lines []map[string]any) []string {
 		problems = append(problems, fmt.Sprintf("tool calls answered by the agent: %v, want [[2 3]]", r["calls"]))
 	}
 	want("timeout", "timeout", "") // R interrupted: the sidecar signals the box
-	want("after_timeout", "ok", "2")
+	want("after_timeout", "ok", "7")
+	if r := line("after_timeout"); r["state_lost"] != false {
+		problems = append(problems, fmt.Sprintf("after the timeout the session lost its state (R killed, not interrupted): %v", r))
+	}
 	return problems
 }
 

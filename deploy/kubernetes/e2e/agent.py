@@ -28,7 +28,7 @@ def add(a, b):
 
 def report(what, r):
     print(json.dumps({"what": what, "verdict": r["verdict"], "value": r.get("value_plain"),
-                      "stdout": r.get("stdout", "")}), flush=True)
+                      "stdout": r.get("stdout", ""), "state_lost": r.get("state_lost")}), flush=True)
 
 
 with Client.connect(addr[len("unix:"):]) as client:
@@ -38,8 +38,11 @@ with Client.connect(addr[len("unix:"):]) as client:
     if mode == "call":
         report("tool", session.execute("add(2, 3) * 10"))
         report("box_uid", session.execute('file.info("/proc/self")$uid'))
+        # A timeout interrupts R (the sidecar signals the box's processes):
+        # the session keeps its state.
+        session.execute("kept <- 7")
         report("timeout", session.execute("Sys.sleep(60)", timeout=2))
-        report("after_timeout", session.execute("1 + 1"))
+        report("after_timeout", session.execute("kept"))
         print(json.dumps({"what": "calls", "calls": calls}), flush=True)
     elif mode == "drain":
         # The test sends SIGTERM once it reads "executing"; the execution

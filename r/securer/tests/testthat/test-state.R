@@ -5,7 +5,7 @@ test_that("a result says when the session's R was replaced and its state lost", 
   s <- SecureSession$new(sandbox = TRUE, limits = list(memory = 128 * 1024^2))
   on.exit(s$close())
   s$execute("kept <- 42")
-  expect_error(s$execute("x <- numeric(1e9); x[] <- 1"), "oom")
+  expect_error(s$execute("x <- list(); for (i in 1:400) { v <- numeric(2e7); v[] <- i; x[[i]] <- v }"), "oom")
   expect_warning(gone <- s$execute('exists("kept")'), class = "securer_state_lost")
   expect_false(gone)
   # Reported once: the next execution runs in the same (new) R.
