@@ -88,7 +88,9 @@ func TestFreshVerdicts(t *testing.T) {
 	for _, code := range []string{"while (TRUE) {}", "Sys.sleep(30)", "slow(30)"} {
 		start := time.Now()
 		res, err = s.ExecuteFresh(context.Background(), code)
-		if !errors.Is(err, securer.ErrTimeout) || time.Since(start) > 3*time.Second {
+		// Ended by the 1 s timeout, not the 30 s the code asks for
+		// (3.5 s seen under emulation).
+		if !errors.Is(err, securer.ErrTimeout) || time.Since(start) > 15*time.Second {
 			t.Errorf("%s: verdict %s err %v after %s", code, res.Verdict, err, time.Since(start))
 		}
 		if s.ID() != id {
