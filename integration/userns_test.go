@@ -20,12 +20,16 @@ import (
 )
 
 // nsHostBase is where the test's user namespaces start on the host: IDs
-// a Kubernetes node would give a pod with hostUsers: false.
-const nsHostBase = 100000
+// a Kubernetes node would give a pod with hostUsers: false (a multiple
+// of 65536). Outside the host layout's ranges (uidrange.HostBase +
+// k*uidrange.Size, k < uidrange.Slots): boxes of executors running on the
+// host meanwhile (other tests, other runs) hold those, and the
+// namespace's root must not be one of their IDs.
+const nsHostBase = 2001 * 65536
 
 // TestSmallUserNamespace runs the CLI the way it runs in a pod with
 // hostUsers: false: as root of a user namespace that has only a few IDs
-// (/proc/self/uid_map "0 100000 65536"), with a mount namespace of its
+// (/proc/self/uid_map "0 131137536 65536"), with a mount namespace of its
 // own. Boxes then get small ID ranges inside that space; with too few IDs
 // the start fails, saying how many there are and what to do.
 //

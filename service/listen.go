@@ -60,13 +60,8 @@ func ListenUnix(path string, mode os.FileMode, gid int) (net.Listener, error) {
 		_ = os.Remove(tmp)
 		return nil, err
 	}
-	if gid >= 0 {
-		if err := os.Chown(tmp, -1, gid); err != nil {
-			return fail(fmt.Errorf("socket group: %w", err))
-		}
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		return fail(fmt.Errorf("socket mode: %w", err))
+	if err := setSocketAttrs(fd, tmpName, mode, gid); err != nil {
+		return fail(err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fail(fmt.Errorf("socket: %w", err))
@@ -99,3 +94,40 @@ func (l *unixListener) Close() error {
 }
 
 func (l *unixListener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
+
+// setSocketAttrs gives the socket name in the dir dirFD its group (when
+// gid >= 0) and mode. The dir may be writable by the clients (a pod's
+// shared emptyDir is mode 0777, without the sticky bit): one could swap
+// the name for a symlink between bind and chmod and have this process,
+// often root, chown and chmod the link's target. So the name is opened
+// without following links, must be a socket this process owns, and is
+// changed through that descriptor.
+func setSocketAttrs(dirFD int, name string, mode os.FileMode, gid int) error {
+	fd, err := unix.Openat(dirFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("socket: %s was replaced while it was set up (mode %o, owner %d)", name, st.Mode, st.Uid)
+	}
+	if gid >= 0 {
+		if err := unix.Fchownat(fd, "", -1, gid, unix.AT_EMPTY_PATH); err != nil {
+			return fmt.Errorf("socket group: %w", err)
+		}
+	}
+	// No fchmod on an O_PATH descriptor: its /proc link names the very
+	// inode opened. Without /proc, the name itself, checked just above.
+	via := fmt.Sprintf("/proc/self/fd/%d", fd)
+	if _, err := os.Stat(via); err != nil {
+		return unix.Fchmodat(dirFD, name, uint32(mode.Perm()), 0)
+	}
+	if err := os.Chmod(via, mode); err != nil {
+		return fmt.Errorf("socket mode: %w", err)
+	}
+	return nil
+}

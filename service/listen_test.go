@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // ListenUnix leaves the socket at path with exactly the mode asked, and
@@ -73,5 +75,43 @@ func TestListenUnix(t *testing.T) {
 	}
 	if _, err := ListenUnix(path, 0o600, -1); err == nil {
 		t.Error("ListenUnix replaced a regular file")
+	}
+}
+
+// setSocketAttrs refuses a name that is no longer this process's socket
+// (a client swapped it, in a dir it may write), leaving the target of a
+// planted symlink as it was.
+func TestSetSocketAttrsRefusesSwaps(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	if err := os.WriteFile(target, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "sock"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dfd)
+	for _, name := range []string{"link", "target"} {
+		if err := setSocketAttrs(dfd, name, 0o666, -1); err == nil {
+			t.Errorf("%s: set up as the socket, want an error", name)
+		}
+	}
+	if fi, err := os.Stat(target); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the link's target: %v, %v; want mode 0600 untouched", fi, err)
+	}
+	if err := setSocketAttrs(dfd, "sock", 0o640, os.Getegid()); err != nil {
+		t.Fatalf("the socket itself: %v", err)
+	}
+	if fi, err := os.Lstat(filepath.Join(dir, "sock")); err != nil || fi.Mode() != os.ModeSocket|0o640 {
+		t.Errorf("the socket: %v, %v; want mode 0640", fi, err)
 	}
 }

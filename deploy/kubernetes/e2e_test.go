@@ -185,6 +185,14 @@ func (h *e2eHarness) run(t *testing.T, rootfs string, img Image) {
 	drainLines := h.agent(t, "agent-drain-"+h.mode.name, "drain", func(line map[string]any) {
 		if line["what"] == "executing" {
 			time.Sleep(time.Second) // the execution has reached R
+			// The sandbox's cgroup is below the pod's, so the pod's
+			// limits and the kubelet's accounting cover it (the
+			// manifests' memory limit counts on it).
+			if leaves := h.sessionCgroups(); len(leaves) == 0 {
+				t.Errorf("no session cgroup below the pod's cgroup %s while an execution runs: the sandbox escapes the pod's limits", h.cgroup)
+			} else {
+				t.Logf("session cgroups below the pod: %v", leaves)
+			}
 			termAt = time.Now()
 			if out, err := exec.Command(h.runc, "--root", h.runcRoot, "kill", sidecarID, "TERM").CombinedOutput(); err != nil {
 				t.Errorf("runc kill TERM: %v: %s", err, out)
@@ -514,6 +522,22 @@ func (h *e2eHarness) cleanup(t *testing.T) {
 	if os.Getenv("SIDECAR_E2E_KEEP") == "" {
 		os.RemoveAll(h.dir)
 	}
+}
+
+// sessionCgroups are the session leaves (named by the session's id,
+// "securer-" and hex) below the pod's cgroup, in any hierarchy.
+func (h *e2eHarness) sessionCgroups() []string {
+	var found []string
+	for _, root := range cgroupRoots(h.v2) {
+		pod := filepath.Join(root, h.cgroup)
+		_ = filepath.WalkDir(pod, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() && strings.HasPrefix(d.Name(), "securer-") && d.Name() != "securer-runc" {
+				found = append(found, strings.TrimPrefix(p, root))
+			}
+			return nil
+		})
+	}
+	return found
 }
 
 func dirsOnly(es []fs.DirEntry) []fs.DirEntry {

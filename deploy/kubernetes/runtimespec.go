@@ -170,10 +170,17 @@ func RuntimeSpec(pod *corev1.PodSpec, name string, img Image, node Node) (*specs
 			Namespaces: []specs.LinuxNamespace{
 				{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace},
 				{Type: specs.UTSNamespace}, {Type: specs.MountNamespace},
-				{Type: specs.NetworkNamespace}, {Type: specs.CgroupNamespace},
+				{Type: specs.NetworkNamespace},
 			},
 			Resources: containerResources(c, privileged),
 		},
+	}
+	// containerd's CRI and CRI-O give a container its own cgroup
+	// namespace only on cgroup v2 nodes, and never a privileged one: a
+	// privileged container sees the node's whole hierarchy from its
+	// root (containerd/cri#1371, #1415; CRI-O likewise).
+	if node.CgroupV2 && !privileged {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
 	}
 	unmasked := sc.ProcMount != nil && *sc.ProcMount == corev1.UnmaskedProcMount
 	if !privileged && !unmasked {

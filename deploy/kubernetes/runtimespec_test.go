@@ -44,10 +44,11 @@ func TestRuntimeSpecOfManifests(t *testing.T) {
 		wantUserNS     bool
 		wantCgroup     string // the cgroup mount's ro/rw
 		wantMasked     bool
+		wantCgroupNS   bool // on this v2 node
 	}{
-		{"pod.yaml", true, []string{"CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_KILL", "CAP_SYS_PTRACE", "CAP_SYS_CHROOT"}, true, "rw", false},
-		{"pod.yaml", false, nil, true, "ro", false},
-		{"deployment-privileged.yaml", false, allCaps, false, "rw", false},
+		{"pod.yaml", true, []string{"CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_KILL", "CAP_SYS_PTRACE", "CAP_SYS_CHROOT"}, true, "rw", false, true},
+		{"pod.yaml", false, nil, true, "ro", false, true},
+		{"deployment-privileged.yaml", false, allCaps, false, "rw", false, false},
 	}
 	for _, c := range cases {
 		pod := decodePod(t, c.file)
@@ -64,6 +65,10 @@ func TestRuntimeSpecOfManifests(t *testing.T) {
 		hasUserNS := slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace })
 		if hasUserNS != c.wantUserNS || (c.wantUserNS && (len(s.Linux.UIDMappings) != 1 || s.Linux.UIDMappings[0].Size != PodIDs)) {
 			t.Errorf("%s: user namespace %v %+v, want %v with %d IDs", c.file, hasUserNS, s.Linux.UIDMappings, c.wantUserNS, PodIDs)
+		}
+		hasCgroupNS := slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.CgroupNamespace })
+		if hasCgroupNS != c.wantCgroupNS {
+			t.Errorf("%s: cgroup namespace %v, want %v (runtimes give none to privileged containers)", c.file, hasCgroupNS, c.wantCgroupNS)
 		}
 		if m := mountOf(s, "/sys/fs/cgroup"); m == nil || m.Type != "cgroup2" || !slices.Contains(m.Options, c.wantCgroup) {
 			t.Errorf("%s (cgroup writable %v): cgroup mount %+v, want cgroup2 %s", c.file, c.cgroupWritable, m, c.wantCgroup)
@@ -136,6 +141,20 @@ func TestRuntimeSpecRefuses(t *testing.T) {
 		mutate(p)
 		if _, err := RuntimeSpec(p, "securer-runc", Image{}, node); err == nil {
 			t.Errorf("%s: translated, want an error", name)
+		}
+	}
+}
+
+// On a cgroup v1 node no container gets a cgroup namespace of its own.
+func TestRuntimeSpecNoCgroupNamespaceOnV1(t *testing.T) {
+	vols := map[string]string{"securer-socket": "/v/sock", "securer-run": "/v/run", "securer-tmp": "/v/tmp"}
+	for _, file := range []string{"pod.yaml", "deployment-privileged.yaml"} {
+		s, err := RuntimeSpec(decodePod(t, file), "securer-runc", Image{}, Node{RootFS: "/r", Volumes: vols, PodIDBase: 1 << 20})
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		if slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.CgroupNamespace }) {
+			t.Errorf("%s on cgroup v1: a cgroup namespace, want none", file)
 		}
 	}
 }
