@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/securer-runc/securer-runc/cgroup"
 	"github.com/securer-runc/securer-runc/internal/reaper"
 	"github.com/securer-runc/securer-runc/internal/statedir"
 	"github.com/securer-runc/securer-runc/rootfs"
@@ -196,4 +197,27 @@ func (t TotalLimits) withDefaults() TotalLimits {
 		t.Pids = d.Pids
 	}
 	return t
+}
+
+// CgroupBelowSelf resolves a cgroup parent named relative to this
+// process's own cgroup, as "./NAME": on cgroup v2, NAME below the cgroup
+// /proc/self/cgroup shows (a container without its own cgroup namespace,
+// such as a privileged pod's, sits deep in the node's tree, and sessions
+// must stay inside its limits); on v1, NAME below the root of the
+// hierarchies this process sees (in a container, the runtime mounts its
+// own cgroup there). Resolve it once, before the first session: that
+// session may move this process into a leaf of its cgroup.
+func CgroupBelowSelf(rel string) (string, error) {
+	name, ok := strings.CutPrefix(rel, "./")
+	if !ok || name == "" || path.Clean(name) != name || strings.HasPrefix(name, "/") || strings.Contains(name, "..") {
+		return "", fmt.Errorf("%w: cgroup parent %q: want ./NAME, a clean path below this process's cgroup", ErrInvalidConfig, rel)
+	}
+	if cgroup.DetectMode() != cgroup.Unified {
+		return "/" + name, nil
+	}
+	self, err := cgroup.SelfCgroup()
+	if err != nil {
+		return "", fmt.Errorf("cgroup parent %q: %w", rel, err)
+	}
+	return path.Join(self, name), nil
 }

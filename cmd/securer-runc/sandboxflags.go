@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"time"
 
 	securer "github.com/securer-runc/securer-runc"
@@ -26,15 +27,16 @@ type sandboxFlags struct {
 // addSandboxFlags registers them on fs; limitNote ends each limit's help.
 func addSandboxFlags(fs *flag.FlagSet, timeoutHelp, limitNote string) *sandboxFlags {
 	return &sandboxFlags{
-		timeout:  fs.Duration("timeout", securer.DefaultTimeout, timeoutHelp),
-		memory:   fs.String("memory", "512M", "memory limit (bytes, or with K/M/G suffix; no swap)"+limitNote),
-		pids:     fs.Int64("pids", 64, "process limit"+limitNote),
-		cpus:     fs.Float64("cpus", 1, "CPU limit, in CPUs"+limitNote),
-		tmp:      fs.String("tmp", "64M", "size of the writable /tmp"+limitNote),
-		fsize:    fs.String("fsize", "", "largest file R may write (bytes, or with K/M/G suffix; default: the size of /tmp); a larger write is an R error"+limitNote),
-		rootfs:   fs.String("rootfs", "", "rootfs directory (default /var/lib/securer-runc)"),
-		state:    fs.String("state", "", "state directory (default "+securer.DefaultStateDir+")"),
-		cgroup:   fs.String("cgroup-parent", "", "cgroup all sessions live under (default "+securer.DefaultCgroupParent+")"),
+		timeout: fs.Duration("timeout", securer.DefaultTimeout, timeoutHelp),
+		memory:  fs.String("memory", "512M", "memory limit (bytes, or with K/M/G suffix; no swap)"+limitNote),
+		pids:    fs.Int64("pids", 64, "process limit"+limitNote),
+		cpus:    fs.Float64("cpus", 1, "CPU limit, in CPUs"+limitNote),
+		tmp:     fs.String("tmp", "64M", "size of the writable /tmp"+limitNote),
+		fsize:   fs.String("fsize", "", "largest file R may write (bytes, or with K/M/G suffix; default: the size of /tmp); a larger write is an R error"+limitNote),
+		rootfs:  fs.String("rootfs", "", "rootfs directory (default /var/lib/securer-runc)"),
+		state:   fs.String("state", "", "state directory (default "+securer.DefaultStateDir+")"),
+		cgroup: fs.String("cgroup-parent", "", "cgroup all sessions live under (default "+securer.DefaultCgroupParent+
+			"); ./NAME: NAME below this process's own cgroup (a container without its own cgroup namespace)"),
 		noUserNS: fs.Bool("unsafe-no-userns", false, "UNSAFE: run without a user namespace (uid 1000 in the box is uid 1000 on the host)"),
 		audit:    fs.String("audit", "", "append a JSON Lines audit log to this file (mode 0600)"),
 		noSandbox: fs.Bool("unsafe-no-sandbox", false, "UNSAFE: run R as a plain child process on this host, as this user, with no isolation "+
@@ -50,6 +52,11 @@ func addSandboxFlags(fs *flag.FlagSet, timeoutHelp, limitNote string) *sandboxFl
 func (f *sandboxFlags) host() (securer.Host, error) {
 	h := securer.Host{CgroupParent: *f.cgroup, UnsafeNoUserNamespace: *f.noUserNS, UnsafeAllowOldKernel: *f.oldKernel}
 	var err error
+	if strings.HasPrefix(h.CgroupParent, "./") {
+		if h.CgroupParent, err = securer.CgroupBelowSelf(h.CgroupParent); err != nil {
+			return securer.Host{}, fmt.Errorf("--cgroup-parent: %w", err)
+		}
+	}
 	if h.RootFSDir, err = absDir("--rootfs", *f.rootfs); err != nil {
 		return securer.Host{}, err
 	}
