@@ -46,7 +46,7 @@ func TestRuntimeSpecOfManifests(t *testing.T) {
 		wantMasked     bool
 		wantCgroupNS   bool // on this v2 node
 	}{
-		{"pod.yaml", true, []string{"CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_KILL", "CAP_SYS_PTRACE", "CAP_SYS_CHROOT"}, true, "rw", false, true},
+		{"pod.yaml", true, []string{"CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_SYS_PTRACE", "CAP_SYS_CHROOT"}, true, "rw", false, true},
 		{"pod.yaml", false, nil, true, "ro", false, true},
 		{"deployment-privileged.yaml", false, allCaps, false, "rw", false, false},
 	}
