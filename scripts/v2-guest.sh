@@ -100,12 +100,19 @@ guest_tests() {
 # image under runc in both modes, mode (a) in a user namespace with a
 # writable cgroup2, as on a v2 node configured as runtimeclass.yaml says.
 guest_sidecar() {
-	local rc=0
+	local rc=0 try
 	cd "$REPO/deploy/kubernetes"
-	SIDECAR_E2E_IMAGE=$V2_IMAGE SIDECAR_E2E_MODES=$SIDECAR_E2E_MODES SIDECAR_E2E_TRIM=$SIDECAR_E2E_TRIM \
-		"$V2_BIN/sidecar-e2e.test" -test.count=1 -test.timeout 30m -test.v -test.run TestSidecarEndToEnd 2>&1 |
-		tee /v2-results/sidecar.log || rc=${PIPESTATUS[0]}
-	grep -E '^\s*(--- FAIL|--- PASS|FAIL|ok|PASS|panic)' /v2-results/sidecar.log | sed 's/^\s*//; s/^/sidecar: /' >>/v2-results/summary.log || true
+	# A second try only after a failure, both logged: once in many runs
+	# an emulated guest under a loaded host stalled in a runc init
+	# (HARDENING.md); a real failure fails both.
+	for try in 1 2; do
+		rc=0
+		SIDECAR_E2E_IMAGE=$V2_IMAGE SIDECAR_E2E_MODES=$SIDECAR_E2E_MODES SIDECAR_E2E_TRIM=$SIDECAR_E2E_TRIM \
+			"$V2_BIN/sidecar-e2e.test" -test.count=1 -test.timeout 15m -test.v -test.run TestSidecarEndToEnd 2>&1 |
+			tee /v2-results/sidecar-$try.log || rc=${PIPESTATUS[0]}
+		grep -E '^\s*(--- FAIL|--- PASS|FAIL|ok|PASS|panic)' /v2-results/sidecar-$try.log | sed "s/^\s*//; s/^/sidecar (try $try): /" >>/v2-results/summary.log || true
+		[ "$rc" -eq 0 ] && break
+	done
 	return "$rc"
 }
 
