@@ -211,7 +211,7 @@ rvalues:
 # sidecar and the tests CI runs, in one boot; v2-full: the whole suite
 # (1-2 h).
 V2_RUN ?= ^TestVerdict
-V2_CI_RUN ?= ^(TestFaultMissingKernelFeature|TestAdversarialProcess|TestReapCgroups|TestCleanup|TestTotalLimits)$$
+V2_CI_RUN ?= ^(TestFaultMissingKernelFeature|TestAdversarialProcess|TestReapCgroups|TestCleanup|TestTotalLimits|TestVerdictAccounting)$$
 .PHONY: v2-deps v2-smoke v2-test v2-ci v2-full v2-sidecar
 v2-deps:
 	apt-get update -qq
