@@ -26,6 +26,10 @@ const (
 // ErrPoolClosed is returned by a closed Pool.
 var ErrPoolClosed = errors.New("pool closed")
 
+// ErrPoolBusy is returned when every session of a Pool stayed busy for
+// the whole wait the caller allowed (ExecuteWithin, AcquireWithin).
+var ErrPoolBusy = errors.New("all sessions of the pool are busy")
+
 // PoolStatus is a snapshot of a Pool.
 type PoolStatus struct {
 	Total    int // sessions owned: idle + busy + starting
@@ -52,12 +56,16 @@ type Pool struct {
 	// newSession starts a session of cfg (NewSession; tests give a fake).
 	newSession func(context.Context, Config) (*Session, error)
 
-	// idle hands sessions to Acquire; the state map is the truth, and an
-	// entry whose state is not idle is skipped.
-	idle chan *Session
-
-	mu       sync.Mutex
-	state    map[*Session]slotState
+	mu    sync.Mutex
+	state map[*Session]slotState
+	// idle holds the idle sessions, the most recently released last:
+	// Acquire takes from the end (as securer 0.2.0 reused the session
+	// freed last), so the warmest session serves the next request.
+	idle []*Session
+	// freed is closed (and replaced) whenever a session becomes idle:
+	// Acquire waits on it.
+	freed    chan struct{}
+	waiters  int // Acquires waiting for a free session
 	starting int // new sessions being started
 	dead     int
 	closed   bool
@@ -89,7 +97,7 @@ func newPool(ctx context.Context, cfg Config, size int, reset ResetPolicy, newSe
 	}
 	bgCtx, stop := context.WithCancel(context.Background())
 	p := &Pool{cfg: cfg, size: size, reset: reset, log: cfg.withDefaults().Logger, newSession: newSession,
-		idle: make(chan *Session, size), state: map[*Session]slotState{}, bgCtx: bgCtx, stop: stop,
+		state: map[*Session]slotState{}, freed: make(chan struct{}), bgCtx: bgCtx, stop: stop,
 		drain: make(chan struct{}), released: make(chan struct{})}
 	errs := make(chan error, size)
 	for i := 0; i < size; i++ {
@@ -116,40 +124,105 @@ func newPool(ctx context.Context, cfg Config, size int, reset ResetPolicy, newSe
 // (ErrTimeout or ErrCanceled). A session found dead is replaced in the
 // background and another is taken. Give it back with Release.
 func (p *Pool) Acquire(ctx context.Context) (*Session, error) {
+	return p.AcquireWithin(ctx, -1)
+}
+
+// AcquireWithin is Acquire waiting at most wait for a free session, then
+// failing with ErrPoolBusy; a wait of 0 takes an idle session or fails at
+// once, a negative one waits as long as ctx allows.
+func (p *Pool) AcquireWithin(ctx context.Context, wait time.Duration) (*Session, error) {
+	var expired <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		expired = t.C
+	}
 	for {
 		select {
 		case <-p.drain:
 			return nil, ErrPoolClosed
 		default:
 		}
-		select {
-		case <-p.drain:
-			return nil, ErrPoolClosed
-		case s := <-p.idle:
-			p.mu.Lock()
-			if p.closed {
-				p.mu.Unlock()
-				return nil, ErrPoolClosed
-			}
-			if st, ok := p.state[s]; !ok || st != slotIdle {
-				p.mu.Unlock()
-				continue // stale hand-off
-			}
-			if !s.Alive() || s.exhausted() {
-				p.retireLocked(s)
-				p.mu.Unlock()
-				s.Close()
-				continue
-			}
-			p.state[s] = slotBusy
-			p.mu.Unlock()
+		s, freed, err := p.takeIdle()
+		if err != nil {
+			return nil, err
+		}
+		if s != nil {
 			return s, nil
-		case <-ctx.Done():
-			return nil, endedContextError(ctx.Err(), "while waiting for a pool session")
-		case <-p.bgCtx.Done():
-			return nil, ErrPoolClosed
+		}
+		if wait == 0 {
+			return nil, ErrPoolBusy
+		}
+		p.mu.Lock()
+		p.waiters++
+		p.mu.Unlock()
+		err = p.await(ctx, freed, expired)
+		p.mu.Lock()
+		p.waiters--
+		p.mu.Unlock()
+		if err != nil {
+			if errors.Is(err, ErrPoolBusy) {
+				err = fmt.Errorf("%w (waited %s)", err, wait)
+			}
+			return nil, err
 		}
 	}
+}
+
+// await waits for a session to be freed; it fails when expired fires
+// (ErrPoolBusy), ctx ends or the pool closes.
+func (p *Pool) await(ctx context.Context, freed <-chan struct{}, expired <-chan time.Time) error {
+	select {
+	case <-freed:
+		return nil
+	case <-expired:
+		return ErrPoolBusy
+	case <-p.drain:
+		return ErrPoolClosed
+	case <-ctx.Done():
+		return endedContextError(ctx.Err(), "while waiting for a pool session")
+	case <-p.bgCtx.Done():
+		return ErrPoolClosed
+	}
+}
+
+// takeIdle takes the most recently released live idle session and marks
+// it busy; when none is idle it returns the channel closed at the next
+// release. Dead or used-up sessions met on the way are replaced.
+func (p *Pool) takeIdle() (*Session, <-chan struct{}, error) {
+	var retired []*Session
+	defer func() {
+		for _, s := range retired {
+			s.Close() // outside the lock
+		}
+	}()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, nil, ErrPoolClosed
+	}
+	for n := len(p.idle); n > 0; n = len(p.idle) {
+		s := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		if !s.Alive() || s.exhausted() {
+			p.retireLocked(s)
+			retired = append(retired, s)
+			continue
+		}
+		p.state[s] = slotBusy
+		return s, nil, nil
+	}
+	return nil, p.freed, nil
+}
+
+// idleLocked makes s idle and wakes the Acquires waiting. p.mu must be
+// held.
+func (p *Pool) idleLocked(s *Session) {
+	p.state[s] = slotIdle
+	p.idle = append(p.idle, s)
+	close(p.freed)
+	p.freed = make(chan struct{})
 }
 
 // Release gives an acquired session back. Releasing one that is not
@@ -194,12 +267,10 @@ func (p *Pool) releaseLocked(s *Session) (retired bool) {
 				go s.Close()
 				return
 			}
-			p.state[s] = slotIdle
-			p.idle <- s
+			p.idleLocked(s)
 		}, func() { s.Close() })
 	default:
-		p.state[s] = slotIdle
-		p.idle <- s // never blocks: at most size sessions are idle
+		p.idleLocked(s)
 	}
 	return false
 }
@@ -213,7 +284,15 @@ func (p *Pool) Execute(ctx context.Context, code string) (*Result, error) {
 // ExecuteWith is Execute adjusted by opts (the pool's ResetFresh makes
 // every execution fresh).
 func (p *Pool) ExecuteWith(ctx context.Context, code string, opts ExecOptions) (*Result, error) {
-	s, err := p.Acquire(ctx)
+	return p.ExecuteWithin(ctx, code, opts, -1)
+}
+
+// ExecuteWithin is ExecuteWith waiting at most acquireWait for a free
+// session (as AcquireWithin: 0 fails at once with ErrPoolBusy when none
+// is idle, a negative wait is bounded by ctx only). The execution itself
+// is not bounded by acquireWait.
+func (p *Pool) ExecuteWithin(ctx context.Context, code string, opts ExecOptions, acquireWait time.Duration) (*Result, error) {
+	s, err := p.AcquireWithin(ctx, acquireWait)
 	if err != nil {
 		return nil, err
 	}
@@ -291,6 +370,8 @@ func (p *Pool) Close() error {
 		sessions = append(sessions, s)
 	}
 	clear(p.state)
+	clear(p.idle)
+	p.idle = nil
 	p.releasedLocked()
 	p.mu.Unlock()
 	p.stop()
@@ -343,8 +424,7 @@ func (p *Pool) adopt(s *Session) {
 		s.Close() // before the caller's goroutine ends: Close waits for it
 		return
 	}
-	p.state[s] = slotIdle
-	p.idle <- s
+	p.idleLocked(s)
 	p.mu.Unlock()
 }
 
