@@ -37,6 +37,8 @@ type instance struct {
 	cleanupErr error
 	// rPid is R's host pid (a container's init is tini).
 	rPid int
+	// boxPid is R's pid as R sees it (in the box), from its hello.
+	boxPid int
 	// rPidfd pins R's process (-1: none). Interrupts go to R through it
 	// directly: a signal forwarded by tini arrives whenever tini next
 	// runs, which under load can be after the next execution began.

@@ -187,6 +187,36 @@ func (s *Session) ID() string {
 	return s.inst.id
 }
 
+// Pid is the current R's process id as R reports it, inside the box
+// (0 once the session is closed). It changes on restart.
+func (s *Session) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inst == nil {
+		return 0
+	}
+	return s.inst.boxPid
+}
+
+// Sandbox kinds (Session.SandboxKind).
+const (
+	SandboxContainer         = "container"           // a container in its own user namespace
+	SandboxContainerNoUserNS = "container-no-userns" // Host.UnsafeNoUserNamespace
+	SandboxNone              = "none"                // Config.UnsafeNoSandbox: R on the host
+)
+
+// SandboxKind names how the session's R is isolated: SandboxContainer,
+// SandboxContainerNoUserNS or SandboxNone.
+func (s *Session) SandboxKind() string {
+	switch {
+	case s.cfg.UnsafeNoSandbox:
+		return SandboxNone
+	case s.cfg.host.UnsafeNoUserNamespace:
+		return SandboxContainerNoUserNS
+	}
+	return SandboxContainer
+}
+
 // Alive reports whether the session has a running R.
 func (s *Session) Alive() bool {
 	s.mu.Lock()

@@ -48,6 +48,7 @@ func (s *Session) start(parent context.Context) (_ *instance, retErr error) {
 		// own words on stderr are the likeliest cause.
 		return nil, inst.startFailure(err)
 	}
+	inst.boxPid = hello.Pid
 	// Started: from here R's stderr belongs to executions.
 	inst.endStartup()
 	if err := s.pin(inst); err != nil {
