@@ -207,11 +207,15 @@ const (
 
 // SandboxKind names how the session's R is isolated: SandboxContainer,
 // SandboxContainerNoUserNS or SandboxNone.
-func (s *Session) SandboxKind() string {
+func (s *Session) SandboxKind() string { return s.cfg.host.SandboxKind(s.cfg) }
+
+// SandboxKind names how sessions of cfg on h are isolated (as
+// Session.SandboxKind).
+func (h Host) SandboxKind(cfg Config) string {
 	switch {
-	case s.cfg.UnsafeNoSandbox:
+	case cfg.UnsafeNoSandbox:
 		return SandboxNone
-	case s.cfg.host.UnsafeNoUserNamespace:
+	case h.UnsafeNoUserNamespace:
 		return SandboxContainerNoUserNS
 	}
 	return SandboxContainer

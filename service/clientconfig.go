@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	securer "github.com/securer-runc/securer-runc"
@@ -13,9 +14,24 @@ import (
 // ceilings.
 
 // config turns a client's tools and options into a session config within
-// the operator's limits and ceilings.
-func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, error) {
+// the operator's limits and ceilings. With clamp, a limit asked above its
+// ceiling is lowered to the ceiling instead of refused, and its option
+// name is in clamped; what is negative (or a zero memory) stays refused.
+func (c *conn) config(tools []toolDecl, o *sessionOptions, clamp bool) (cfg securer.Config, clamped []string, err error) {
+	cfg, err = c.configClamping(tools, o, clamp, &clamped)
+	return cfg, clamped, err
+}
+
+func (c *conn) configClamping(tools []toolDecl, o *sessionOptions, clamp bool, clamped *[]string) (securer.Config, error) {
 	cfg := c.srv.opts.Base
+	// lower is called for a value over its ceiling: it reports whether
+	// the value is to be lowered to the ceiling (and notes it) or refused.
+	lower := func(name string) bool {
+		if clamp {
+			*clamped = append(*clamped, name)
+		}
+		return clamp
+	}
 	cfg.Output.Stdout, cfg.Output.Stderr = nil, nil
 	if cfg.Logger != nil {
 		// The session's own records name its client.
@@ -25,8 +41,14 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 	if o != nil {
 		max := c.srv.opts.Base.Limits
 		pick := func(name string, asked, ceiling int64, into *int64) error {
-			if asked < 0 || (ceiling > 0 && asked > ceiling) {
-				return fmt.Errorf("%w: %s %d is over the server's %d", securer.ErrInvalidConfig, name, asked, ceiling)
+			if asked < 0 {
+				return fmt.Errorf("%w: %s must not be negative, got %d", securer.ErrInvalidConfig, optionName(name), asked)
+			}
+			if ceiling > 0 && asked > ceiling {
+				if !lower(optionName(name)) {
+					return fmt.Errorf("%w: %s %d is over the server's %d", securer.ErrInvalidConfig, name, asked, ceiling)
+				}
+				asked = ceiling
 			}
 			if asked > 0 {
 				*into = asked
@@ -34,8 +56,15 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 			return nil
 		}
 		var maxCalls, maxExecs int64
+		memory := int64(0)
+		if o.MemoryBytes != nil {
+			// Zero is not "the default" here: the member was given.
+			if memory = *o.MemoryBytes; memory <= 0 {
+				return cfg, fmt.Errorf("%w: memory_bytes must be a positive number of bytes, got %d", securer.ErrInvalidConfig, memory)
+			}
+		}
 		if err := errors.Join(
-			pick("memory_bytes", o.MemoryBytes, max.MemoryBytes, &cfg.Limits.MemoryBytes),
+			pick("memory_bytes", memory, max.MemoryBytes, &cfg.Limits.MemoryBytes),
 			pick("pids", o.Pids, max.Pids, &cfg.Limits.Pids),
 			pick("tmp_bytes", o.TmpBytes, max.TmpBytes, &cfg.Limits.TmpBytes),
 			pick("max_tool_calls (--max-tool-calls)", int64(o.MaxToolCalls), int64(ceil.MaxToolCalls), &maxCalls),
@@ -47,7 +76,7 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 		// the operator's /tmp size), itself capped at the engine's maximum
 		// so that a huge operator value cannot wrap to "no ceiling".
 		fsize := int64(cfg.Limits.FileSizeBytes)
-		if o.FsizeBytes > securer.MaxFileSizeBytes {
+		if o.FsizeBytes > securer.MaxFileSizeBytes && !clamp {
 			return cfg, fmt.Errorf("%w: fsize_bytes %d is over the maximum %d", securer.ErrInvalidConfig, o.FsizeBytes, int64(securer.MaxFileSizeBytes))
 		}
 		if err := pick("fsize_bytes", o.FsizeBytes, int64(min(max.FileSizeBytes, securer.MaxFileSizeBytes)), &fsize); err != nil {
@@ -60,24 +89,41 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 		if maxExecs > 0 {
 			cfg.MaxExecutions = int(maxExecs)
 		}
-		if o.CPUs < 0 || (max.CPUs > 0 && o.CPUs > max.CPUs) {
-			return cfg, fmt.Errorf("%w: cpus %g is over the server's %g", securer.ErrInvalidConfig, o.CPUs, max.CPUs)
+		cpus := o.CPUs
+		switch {
+		case cpus < 0 || cpus != cpus:
+			return cfg, fmt.Errorf("%w: cpus must not be negative, got %g", securer.ErrInvalidConfig, cpus)
+		case max.CPUs > 0 && cpus > max.CPUs && lower("cpus"):
+			cpus = max.CPUs
+		case max.CPUs > 0 && cpus > max.CPUs:
+			return cfg, fmt.Errorf("%w: cpus %g is over the server's %g", securer.ErrInvalidConfig, cpus, max.CPUs)
 		}
-		if o.CPUs > 0 {
-			cfg.Limits.CPUs = o.CPUs
+		if cpus > 0 {
+			cfg.Limits.CPUs = cpus
 		}
-		d, err := c.timeout("timeout", o.Timeout)
+		asked := o.Timeout
+		if ceil := c.srv.opts.Ceilings.Timeout; ceil > 0 && asked > ceil.Seconds() && lower("timeout") {
+			asked = ceil.Seconds()
+		}
+		d, err := c.timeout("timeout", asked)
 		if err != nil {
 			return cfg, err
 		}
 		if d > 0 {
 			cfg.Timeout = d
 		}
-		if o.MaxCodeBytes < 0 || o.MaxCodeBytes > c.srv.opts.Base.MaxCodeBytes {
-			return cfg, fmt.Errorf("%w: max_code_bytes %d is over the server's %d", securer.ErrInvalidConfig, o.MaxCodeBytes, c.srv.opts.Base.MaxCodeBytes)
+		maxCode := o.MaxCodeBytes
+		if maxCode > c.srv.opts.Base.MaxCodeBytes && lower("max_code_bytes") {
+			maxCode = c.srv.opts.Base.MaxCodeBytes
 		}
-		if o.MaxCodeBytes > 0 {
-			cfg.MaxCodeBytes = o.MaxCodeBytes
+		if maxCode < 0 {
+			return cfg, fmt.Errorf("%w: max_code_bytes must not be negative, got %d", securer.ErrInvalidConfig, maxCode)
+		}
+		if maxCode > c.srv.opts.Base.MaxCodeBytes {
+			return cfg, fmt.Errorf("%w: max_code_bytes %d is over the server's %d", securer.ErrInvalidConfig, maxCode, c.srv.opts.Base.MaxCodeBytes)
+		}
+		if maxCode > 0 {
+			cfg.MaxCodeBytes = maxCode
 		}
 		cfg.Preload = slices.Concat(cfg.Preload, o.Preload)
 	}
@@ -103,6 +149,12 @@ func (c *conn) config(tools []toolDecl, o *sessionOptions) (securer.Config, erro
 		return cfg, err
 	}
 	return cfg, nil
+}
+
+// optionName is an option's name without the flag a message adds to it.
+func optionName(name string) string {
+	n, _, _ := strings.Cut(name, " (")
+	return n
 }
 
 // timeout is seconds checked against the operator's --max-timeout.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	securer "github.com/securer-runc/securer-runc"
@@ -50,6 +51,14 @@ func (c *conn) execute(j *job) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The wait for a pool's free session: unbounded (but by the
+	// execution's cancellation) unless acquire_timeout is given.
+	acquire := time.Duration(-1)
+	if req.AcquireTimeout != nil {
+		if acquire, err = seconds("acquire_timeout", *req.AcquireTimeout); err != nil {
+			return nil, err
+		}
+	}
 	if err := c.srv.admitExecution(); err != nil {
 		return nil, err
 	}
@@ -61,7 +70,7 @@ func (c *conn) execute(j *job) (any, error) {
 	if j.sess != nil {
 		res, err = j.sess.ExecuteWith(ctx, req.Code, opts)
 	} else {
-		res, err = j.pool.pool.ExecuteWith(ctx, req.Code, opts)
+		res, err = j.pool.pool.ExecuteWithin(ctx, req.Code, opts, acquire)
 	}
 	stdout.flush()
 	stderr.flush()

@@ -81,7 +81,7 @@ func TestToolDeclarationLimits(t *testing.T) {
 	c := newConn(context.Background(), s, &bufConn{})
 	ts := many(256)
 	ts[0] = toolDecl{Name: strings.Repeat("a", 128), Description: strings.Repeat("d", 4096), Args: manyArgs[:64]}
-	if _, err := c.config(ts, nil); err != nil {
+	if _, _, err := c.config(ts, nil, false); err != nil {
 		t.Errorf("declarations at the limits refused: %v", err)
 	}
 }

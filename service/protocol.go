@@ -34,6 +34,9 @@ type request struct {
 	Options *sessionOptions `json:"options,omitempty"`
 	Size    int             `json:"size,omitempty"`
 	Reset   string          `json:"reset,omitempty"`
+	// Clamp lowers limits asked above the operator's ceilings to them
+	// instead of refusing the request.
+	Clamp bool `json:"clamp,omitempty"`
 
 	// execute, close_session, restart_session, close_pool, pool_status
 	Session string  `json:"session,omitempty"`
@@ -41,6 +44,9 @@ type request struct {
 	Code    string  `json:"code,omitempty"`
 	Fresh   bool    `json:"fresh,omitempty"`
 	Timeout float64 `json:"timeout,omitempty"` // seconds
+	// AcquireTimeout (seconds, pool execute) bounds the wait for a free
+	// session; absent: as long as the execution may wait.
+	AcquireTimeout *float64 `json:"acquire_timeout,omitempty"`
 
 	// tool_result
 	Call  string         `json:"call,omitempty"`
@@ -71,7 +77,7 @@ type argDecl struct {
 // sessionOptions are what a client may choose; everything else (rootfs,
 // state, cgroups, isolation) is the operator's.
 type sessionOptions struct {
-	MemoryBytes   int64    `json:"memory_bytes,omitempty"`
+	MemoryBytes   *int64   `json:"memory_bytes,omitempty"` // given as 0: refused
 	Pids          int64    `json:"pids,omitempty"`
 	CPUs          float64  `json:"cpus,omitempty"`
 	TmpBytes      int64    `json:"tmp_bytes,omitempty"`
@@ -90,9 +96,9 @@ type sessionOptions struct {
 var opMembers = map[string][]string{
 	"auth":            {"token"},
 	"ping":            nil,
-	"create_session":  {"tools", "options"},
-	"create_pool":     {"size", "reset", "tools", "options"},
-	"execute":         {"session", "pool", "code", "fresh", "timeout"},
+	"create_session":  {"tools", "options", "clamp"},
+	"create_pool":     {"size", "reset", "tools", "options", "clamp"},
+	"execute":         {"session", "pool", "code", "fresh", "timeout", "acquire_timeout"},
 	"tool_result":     {"call", "value", "typed", "error"},
 	"cancel":          {"target"},
 	"restart_session": {"session"},
@@ -149,6 +155,7 @@ const (
 	CodeNotFound      = "not_found"
 	CodeInvalidConfig = "invalid_config"
 	CodeBusy          = "busy"
+	CodePoolBusy      = "pool_busy"
 	CodeClosed        = "closed"
 	CodeRejected      = "rejected"
 	CodeUnavailable   = "sandbox_unavailable"
@@ -185,6 +192,8 @@ func errCode(err error) string {
 		return CodeInvalidConfig
 	case errors.Is(err, securer.ErrBusy):
 		return CodeBusy
+	case errors.Is(err, securer.ErrPoolBusy):
+		return CodePoolBusy
 	case errors.Is(err, securer.ErrSessionClosed), errors.Is(err, securer.ErrPoolClosed):
 		return CodeClosed
 	case errors.Is(err, securer.ErrRejected):

@@ -207,6 +207,9 @@ func (c *conn) prepare(req *request, size int64) (*job, error) {
 		if (req.Session == "") == (req.Pool == "") {
 			return nil, fmt.Errorf("%w: execute needs exactly one of session and pool", errBadRequest)
 		}
+		if req.AcquireTimeout != nil && req.Pool == "" {
+			return nil, fmt.Errorf("%w: acquire_timeout is for an execute on a pool", errBadRequest)
+		}
 		// Code over the server's ceiling is refused before it is queued:
 		// waiting requests must not hold much memory.
 		if len(req.Code) > c.srv.opts.Base.MaxCodeBytes {

@@ -212,7 +212,7 @@ func (s *Server) reserve(n int) error {
 		return errDraining
 	}
 	if n < 0 || n > s.opts.MaxSessions-s.sessions {
-		return &retryError{fmt.Errorf("%w: the server has no room for %d more session(s) now", errTooMany, n), 5 * time.Second}
+		return &retryError{fmt.Errorf("%w: the server has no room for %d more session(s) now (--max-sessions)", errTooMany, n), 5 * time.Second}
 	}
 	s.sessions += n
 	return nil

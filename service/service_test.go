@@ -116,7 +116,7 @@ func TestErrCodes(t *testing.T) {
 		errBadRequest: CodeBadRequest, errNotFound: CodeNotFound, errDraining: CodeDraining, errTooMany: CodeLimit,
 		securer.ErrInvalidConfig: CodeInvalidConfig, securer.ErrBusy: CodeBusy, securer.ErrSessionClosed: CodeClosed,
 		securer.ErrPoolClosed: CodeClosed, securer.ErrRejected: CodeRejected, securer.ErrSandboxUnavailable: CodeUnavailable, securer.ErrNeedsSandbox: CodeNeedsSandbox,
-		errors.New("other"): CodeInternal,
+		securer.ErrPoolBusy: CodePoolBusy, errors.New("other"): CodeInternal,
 	} {
 		if got := errCode(errors.Join(errors.New("context"), err)); got != code {
 			t.Errorf("errCode(%v) = %s, want %s", err, got, code)
@@ -162,6 +162,11 @@ func TestOpMembers(t *testing.T) {
 		{`{"op":"auth","id":"2","token":"x"}`, true},
 		{`{"op":"close_pool","id":"2","pool":"p1"}`, true},
 		{`{"op":"close_pool","id":"2","session":"s1"}`, false},
+		{`{"op":"execute","id":"1","pool":"p1","code":"1","acquire_timeout":0}`, true},
+		{`{"op":"create_pool","id":"1","size":2,"acquire_timeout":1}`, false},
+		{`{"op":"create_session","id":"1","clamp":true}`, true},
+		{`{"op":"create_pool","id":"1","size":2,"clamp":true}`, true},
+		{`{"op":"execute","id":"1","session":"s1","code":"1","clamp":true}`, false},
 	} {
 		_, err := decodeRequest([]byte(tc.line))
 		if (err == nil) != tc.ok {
@@ -253,7 +258,7 @@ func TestConfigFileSizeBound(t *testing.T) {
 			var opts Options
 			opts.Base.Limits.FileSizeBytes = tt.ceiling
 			c := &conn{srv: New(opts)}
-			cfg, err := c.config(nil, &sessionOptions{FsizeBytes: tt.asked})
+			cfg, _, err := c.config(nil, &sessionOptions{FsizeBytes: tt.asked}, false)
 			if tt.ok {
 				if err != nil || cfg.Limits.FileSizeBytes != uint64(tt.asked) {
 					t.Errorf("fsize_bytes %d: %v, limit %d", tt.asked, err, cfg.Limits.FileSizeBytes)

@@ -17,7 +17,7 @@ func (c *conn) hold(n int) error {
 	if c.held+n > c.srv.opts.MaxSessionsPerClient {
 		held := c.held
 		c.mu.Unlock()
-		return fmt.Errorf("%w: this connection holds %d session(s), pool members included; %d more would pass its quota of %d",
+		return fmt.Errorf("%w: this connection holds %d session(s), pool members included; %d more would pass its quota of %d (--max-sessions-per-client)",
 			errTooMany, held, n, c.srv.opts.MaxSessionsPerClient)
 	}
 	c.held += n
@@ -65,7 +65,7 @@ func (c *conn) starting(f func() error) error {
 }
 
 func (c *conn) createSession(j *job) (any, error) {
-	cfg, err := c.config(j.req.Tools, j.req.Options)
+	cfg, clamped, err := c.config(j.req.Tools, j.req.Options, j.req.Clamp)
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +87,7 @@ func (c *conn) createSession(j *job) (any, error) {
 	}
 	c.sessions[name] = s
 	c.mu.Unlock()
-	return sessionEvent{Type: "session", ID: j.req.ID, Session: name, Sandboxed: !cfg.UnsafeNoSandbox}, nil
+	return newSessionEvent(j.req.ID, name, s, cfg, clamped), nil
 }
 
 func (c *conn) closeSession(j *job) (any, error) {
@@ -126,10 +126,18 @@ func (c *conn) createPool(j *job) (any, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: reset must be fresh, none or restart, not %q", errBadRequest, req.Reset)
 	}
-	if req.Size < 1 || req.Size > c.srv.opts.MaxSessions {
-		return nil, fmt.Errorf("%w: pool size must be between 1 and the server's %d sessions, got %d", errBadRequest, c.srv.opts.MaxSessions, req.Size)
+	if req.Size < 1 {
+		return nil, fmt.Errorf("%w: pool size must be at least 1, got %d", errBadRequest, req.Size)
 	}
-	cfg, err := c.config(req.Tools, req.Options)
+	// A pool larger than a cap can never be made on this server: say
+	// which flag would allow it. (Its members count as sessions.)
+	if max := c.srv.opts.MaxSessions; req.Size > max {
+		return nil, fmt.Errorf("%w: pool size %d is over the server's %d sessions in all (--max-sessions)", errBadRequest, req.Size, max)
+	}
+	if max := c.srv.opts.MaxSessionsPerClient; req.Size > max {
+		return nil, fmt.Errorf("%w: pool size %d is over the %d sessions one connection may hold (--max-sessions-per-client)", errTooMany, req.Size, max)
+	}
+	cfg, clamped, err := c.config(req.Tools, req.Options, req.Clamp)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +159,9 @@ func (c *conn) createPool(j *job) (any, error) {
 	}
 	c.pools[name] = &clientPool{pool: p, size: req.Size}
 	c.mu.Unlock()
-	return newPoolEvent(req.ID, name, p.Status()), nil
+	ev := newPoolEvent(req.ID, name, p.Status())
+	ev.Sandbox, ev.Limits, ev.Clamped = c.srv.opts.Host.SandboxKind(cfg), toWireLimits(cfg), clamped
+	return ev, nil
 }
 
 func (c *conn) poolStatus(j *job) (any, error) {

@@ -2,6 +2,7 @@ package service
 
 import (
 	"encoding/json"
+	"time"
 
 	securer "github.com/securer-runc/securer-runc"
 	"github.com/securer-runc/securer-runc/bridge"
@@ -41,12 +42,24 @@ type (
 		ID        string `json:"id"`
 		Session   string `json:"session"`
 		Sandboxed bool   `json:"sandboxed"`
+		// Pid is R's process id as R sees it in the box; Sandbox the
+		// session's kind of isolation (securer.Session.SandboxKind).
+		Pid     int    `json:"pid"`
+		Sandbox string `json:"sandbox"`
+		// Limits are those the session got; Clamped names the options
+		// a clamp request lowered to the operator's ceilings.
+		Limits  *wireLimits `json:"limits"`
+		Clamped []string    `json:"clamped,omitempty"`
 	}
 	poolEvent struct {
 		Type   string          `json:"type"` // pool
 		ID     string          `json:"id"`
 		Pool   string          `json:"pool"`
 		Status *wirePoolStatus `json:"status,omitempty"`
+		// Set in create_pool's reply only, as in the session event.
+		Sandbox string      `json:"sandbox,omitempty"`
+		Limits  *wireLimits `json:"limits,omitempty"`
+		Clamped []string    `json:"clamped,omitempty"`
 	}
 	// okEvent is a reply that carries nothing but its type: ok, pong,
 	// closed, restarted.
@@ -127,6 +140,49 @@ type wirePoolStatus struct {
 	Busy     int `json:"busy"`
 	Starting int `json:"starting"`
 	Dead     int `json:"dead"`
+}
+
+// wireLimits are the limits a session was created with, named as the
+// options that ask for them; timeout in seconds; 0 for max_executions and
+// output_limit: none.
+type wireLimits struct {
+	MemoryBytes   int64   `json:"memory_bytes"`
+	Pids          int64   `json:"pids"`
+	CPUs          float64 `json:"cpus"`
+	TmpBytes      int64   `json:"tmp_bytes"`
+	FsizeBytes    uint64  `json:"fsize_bytes"`
+	Timeout       float64 `json:"timeout"`
+	MaxToolCalls  int     `json:"max_tool_calls"`
+	OutputLimit   int64   `json:"output_limit"`
+	MaxExecutions int     `json:"max_executions"`
+	MaxCodeBytes  int     `json:"max_code_bytes"`
+}
+
+// toWireLimits are cfg's limits as a session of it gets them (the
+// engine's defaults where cfg leaves one unset).
+func toWireLimits(cfg securer.Config) *wireLimits {
+	or := func(v, def time.Duration) time.Duration {
+		if v > 0 {
+			return v
+		}
+		return def
+	}
+	l := cfg.Limits.WithDefaults()
+	w := &wireLimits{MemoryBytes: l.MemoryBytes, Pids: l.Pids, CPUs: l.CPUs, TmpBytes: l.TmpBytes, FsizeBytes: l.FileSizeBytes,
+		Timeout: or(cfg.Timeout, securer.DefaultTimeout).Seconds(), MaxToolCalls: cfg.MaxToolCalls, OutputLimit: cfg.Output.LimitBytes,
+		MaxExecutions: cfg.MaxExecutions, MaxCodeBytes: cfg.MaxCodeBytes}
+	if w.MaxToolCalls <= 0 {
+		w.MaxToolCalls = securer.DefaultMaxToolCalls
+	}
+	if w.MaxCodeBytes <= 0 {
+		w.MaxCodeBytes = securer.DefaultMaxCodeBytes
+	}
+	return w
+}
+
+func newSessionEvent(id, name string, s *securer.Session, cfg securer.Config, clamped []string) sessionEvent {
+	return sessionEvent{Type: "session", ID: id, Session: name, Sandboxed: s.Sandboxed(), Pid: s.Pid(), Sandbox: s.SandboxKind(),
+		Limits: toWireLimits(cfg), Clamped: clamped}
 }
 
 func toWireResult(r *securer.Result) *wireResult {

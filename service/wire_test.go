@@ -40,7 +40,12 @@ func TestWireGolden(t *testing.T) {
 	}{
 		{"hello", newHello(hello)},
 		{"hello_unsandboxed", newHello(Options{Version: "v1.2.3", Base: securer.Config{UnsafeNoSandbox: true}})},
-		{"session", sessionEvent{Type: "session", ID: "1", Session: "s1", Sandboxed: true}},
+		{"session", sessionEvent{Type: "session", ID: "1", Session: "s1", Sandboxed: true, Pid: 2, Sandbox: securer.SandboxContainer,
+			Limits: toWireLimits(securer.Config{Timeout: 30 * time.Second, MaxToolCalls: 10000, MaxCodeBytes: 1 << 20})}},
+		{"session_clamped", sessionEvent{Type: "session", ID: "1", Session: "s1", Sandboxed: true, Pid: 2, Sandbox: securer.SandboxContainer,
+			Limits: toWireLimits(securer.Config{Limits: securer.Limits{MemoryBytes: 1 << 30, Pids: 128, CPUs: 2, TmpBytes: 1 << 26, FileSizeBytes: 1 << 26},
+				Timeout: 3600 * time.Second, MaxToolCalls: 5, MaxExecutions: 7, MaxCodeBytes: 1 << 20, Output: securer.Output{LimitBytes: 1 << 20}}),
+			Clamped: []string{"memory_bytes", "timeout"}}},
 		{"pool", newPoolEvent("2", "p2", securer.PoolStatus{Total: 4, Idle: 1, Busy: 2, Starting: 1, Dead: 3})},
 		{"ok", newReply("ok", "3")},
 		{"pong", newReply("pong", "4")},
@@ -128,7 +133,7 @@ func TestWireCarriesEveryField(t *testing.T) {
 // json tag, never by its Go name.
 func TestWireNamesExplicit(t *testing.T) {
 	for _, v := range []any{helloEvent{}, errorEvent{}, errorBody{}, sessionEvent{}, poolEvent{}, okEvent{}, textEvent{},
-		toolCallEvent{}, resultEvent{}, wireResult{}, wireRError{}, wireAccounting{}, wirePoolStatus{}} {
+		toolCallEvent{}, resultEvent{}, wireResult{}, wireRError{}, wireAccounting{}, wirePoolStatus{}, wireLimits{}} {
 		typ := reflect.TypeOf(v)
 		for i := range typ.NumField() {
 			f := typ.Field(i)
