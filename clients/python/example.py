@@ -50,3 +50,7 @@ with client:
     r = session.execute("Sys.sleep(5)", timeout=0.5)
     print("timeout:", r["verdict"])
     session.close()
+    print("session:", session.info["sandbox"], "pid" if session.info["pid"] > 0 else "no pid")
+    big = client.create_session(clamp=True, memory_bytes=1 << 40)  # over the server's --memory: lowered to it
+    print("clamped:", big.info["clamped"], big.info["limits"]["memory_bytes"] < 1 << 40)
+    big.close()

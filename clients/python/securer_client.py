@@ -127,23 +127,34 @@ class Client:
             if ev["type"] == want:
                 return ev
 
-    def create_session(self, tools=(), **options):
-        """Options: memory_bytes, pids, cpus, tmp_bytes, timeout (s), max_tool_calls, ..."""
-        ev = self._request({"op": "create_session", "tools": [t.decl() for t in tools], "options": options}, "session")
+    def create_session(self, tools=(), clamp=False, **options):
+        """Options: memory_bytes, pids, cpus, tmp_bytes, timeout (s), max_tool_calls, ...
+
+        clamp=True lowers options above the server's ceilings to them instead
+        of failing; session.info["limits"] and ["clamped"] say what applied."""
+        msg = {"op": "create_session", "tools": [t.decl() for t in tools], "options": options}
+        if clamp:
+            msg["clamp"] = True
+        ev = self._request(msg, "session")
         self._tools[ev["session"]] = {t.name: t for t in tools}
-        return Session(self, ev["session"], "session")
+        return Session(self, ev["session"], "session", ev)
 
-    def create_pool(self, size, tools=(), reset="fresh", **options):
-        ev = self._request({"op": "create_pool", "size": size, "reset": reset,
-                            "tools": [t.decl() for t in tools], "options": options}, "pool")
+    def create_pool(self, size, tools=(), reset="fresh", clamp=False, **options):
+        msg = {"op": "create_pool", "size": size, "reset": reset,
+               "tools": [t.decl() for t in tools], "options": options}
+        if clamp:
+            msg["clamp"] = True
+        ev = self._request(msg, "pool")
         self._tools[ev["pool"]] = {t.name: t for t in tools}
-        return Session(self, ev["pool"], "pool")
+        return Session(self, ev["pool"], "pool", ev)
 
-    def _execute(self, target, kind, code, timeout, fresh, on_stdout, on_stderr):
+    def _execute(self, target, kind, code, timeout, fresh, on_stdout, on_stderr, acquire_timeout=None):
         rid = str(next(self._ids))
         msg = {"op": "execute", "id": rid, kind: target, "code": code, "fresh": fresh}
         if timeout:
             msg["timeout"] = timeout
+        if acquire_timeout is not None:
+            msg["acquire_timeout"] = acquire_timeout
         self._send(msg)
         tools = self._tools[target]
         while True:
@@ -180,16 +191,28 @@ class Client:
 class Session:
     """A session or a pool on the server."""
 
-    def __init__(self, client, name, kind):
+    def __init__(self, client, name, kind, info=None):
         self._client, self.name, self._kind = client, name, kind
+        # The create reply: pid (R's, in the box), sandbox, limits, clamped.
+        self.info = info or {}
 
-    def execute(self, code, timeout=None, fresh=False, on_stdout=None, on_stderr=None):
+    def __repr__(self):
+        tools = len(self._client._tools.get(self.name, {}))
+        if self._kind == "pool":
+            return f"<SecurePool {self.name}> sandbox={self.info.get('sandbox')} tools={tools}"
+        return f"<SecureSession {self.name}> pid={self.info.get('pid')} sandbox={self.info.get('sandbox')} tools={tools}"
+
+    def execute(self, code, timeout=None, fresh=False, on_stdout=None, on_stderr=None, acquire_timeout=None):
         """Run code; returns the result (verdict, value, value_plain, stdout, ...).
 
         result["state_lost"] is True (and a StateLostWarning is issued) when
         the code ran in a new R because the session's R had died: variables
-        of earlier executions are gone."""
-        return self._client._execute(self.name, self._kind, code, timeout, fresh, on_stdout, on_stderr)
+        of earlier executions are gone.
+
+        On a pool, acquire_timeout (seconds) bounds the wait for a free
+        session: past it (at once with 0) ServerError with code "pool_busy"
+        ("all sessions are busy"); None waits as long as it takes."""
+        return self._client._execute(self.name, self._kind, code, timeout, fresh, on_stdout, on_stderr, acquire_timeout)
 
     def close(self):
         op = "close_session" if self._kind == "session" else "close_pool"
