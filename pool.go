@@ -120,6 +120,33 @@ func newPool(ctx context.Context, cfg Config, size int, reset ResetPolicy, newSe
 	return p, nil
 }
 
+// StartGate bounds sandbox starts: it is called before each start and
+// returns the func that ends it (a slot of a limiter that several pools
+// and sessions share, say), or why the start may not happen.
+type StartGate func(ctx context.Context) (release func(), err error)
+
+// NewPoolGated is NewPool with every start of a session of the pool (the
+// first ones and replacements) made inside gate, so that a large pool
+// does not start all its sandboxes at once. A nil gate is NewPool.
+func (h Host) NewPoolGated(ctx context.Context, cfg Config, size int, reset ResetPolicy, gate StartGate) (*Pool, error) {
+	return newPool(ctx, cfg, size, reset, gated(gate, h.NewSession))
+}
+
+// gated is start made inside gate.
+func gated(gate StartGate, start func(context.Context, Config) (*Session, error)) func(context.Context, Config) (*Session, error) {
+	if gate == nil {
+		return start
+	}
+	return func(ctx context.Context, cfg Config) (*Session, error) {
+		release, err := gate(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		return start(ctx, cfg)
+	}
+}
+
 // Acquire takes an idle session, waiting until one is free or ctx ends
 // (ErrTimeout or ErrCanceled). A session found dead is replaced in the
 // background and another is taken. Give it back with Release.

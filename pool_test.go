@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -242,5 +243,58 @@ func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	for !cond() {
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// A gated pool starts its sessions inside the gate: never more at once
+// than the gate lets through, all of them in the end; a gate that refuses
+// fails the pool with its error, and nothing is left started.
+func TestPoolStartGate(t *testing.T) {
+	script := serve(t, func(r *fakeR, m hostMsg) any { return result(m.ID, 1.0) })
+	eng := &fakeEngine{script: script}
+	h := Host{StateDir: t.TempDir()}
+	start := func(ctx context.Context, cfg Config) (*Session, error) { return newSession(ctx, h, cfg, eng) }
+	tests := []struct {
+		name  string
+		slots int
+		size  int
+	}{
+		{"one slot", 1, 5},
+		{"two slots", 2, 9},
+		{"more slots than sessions", 16, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			slots := make(chan struct{}, tt.slots)
+			var mu sync.Mutex
+			in, most, started := 0, 0, 0
+			gate := func(ctx context.Context) (func(), error) {
+				slots <- struct{}{}
+				mu.Lock()
+				in, started = in+1, started+1
+				most = max(most, in)
+				mu.Unlock()
+				return func() {
+					mu.Lock()
+					in--
+					mu.Unlock()
+					<-slots
+				}, nil
+			}
+			p, err := newPool(context.Background(), Config{}, tt.size, ResetNone, gated(gate, start))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			if st := p.Status(); st.Idle != tt.size || started != tt.size || most > tt.slots || most < 1 {
+				t.Errorf("status %+v, %d starts gated, at most %d at once (gate of %d)", st, started, most, tt.slots)
+			}
+		})
+	}
+	refused := errors.New("no slot")
+	before := eng.launches()
+	_, err := newPool(context.Background(), Config{}, 3, ResetNone, gated(func(context.Context) (func(), error) { return nil, refused }, start))
+	if !errors.Is(err, refused) || eng.launches() != before {
+		t.Errorf("refusing gate: %v, %d sessions launched", err, eng.launches()-before)
 	}
 }

@@ -149,3 +149,17 @@ func started(left []string) bool {
 	}
 	return false
 }
+
+// A pool's members start one start slot each: with one slot, a pool of 3
+// still starts (one after the other), and its executions run.
+func TestServicePoolStartsInSlots(t *testing.T) {
+	_, path := startServiceWith(t, service.Options{MaxSessions: 4, MaxStarts: 1, StartWait: 2 * time.Minute})
+	c := dialService(t, path)
+	ev := c.request(map[string]any{"op": "create_pool", "id": "1", "size": 3}, "pool")
+	if st, _ := ev["status"].(map[string]any); st["total"] != 3.0 {
+		t.Fatalf("a pool of 3 on a server with one start slot: %v", ev)
+	}
+	if ev := c.request(map[string]any{"op": "execute", "id": "2", "pool": ev["pool"], "code": "6 * 7"}, "result"); ev["value_plain"] != 42.0 {
+		t.Errorf("execute on it: %v", ev)
+	}
+}

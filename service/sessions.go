@@ -144,10 +144,12 @@ func (c *conn) createPool(j *job) (any, error) {
 	if err := c.hold(req.Size); err != nil {
 		return nil, err
 	}
-	var p *securer.Pool
-	if err := c.starting(func() (err error) { p, err = c.srv.opts.Host.NewPool(c.ctx, cfg, req.Size, reset); return err }); err != nil {
+	// Each member starts in a start slot of its own (as a session does),
+	// so that a large pool does not start all its sandboxes at once.
+	p, err := c.srv.opts.Host.NewPoolGated(c.ctx, cfg, req.Size, reset, c.srv.startSlot)
+	if err != nil {
 		c.unhold(req.Size)
-		return nil, err
+		return nil, startErr(err)
 	}
 	name := c.name("p")
 	c.mu.Lock()
