@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	securer "github.com/securer-runc/securer-runc"
 )
@@ -146,7 +148,7 @@ func (c *conn) createPool(j *job) (any, error) {
 	}
 	// Each member starts in a start slot of its own (as a session does),
 	// so that a large pool does not start all its sandboxes at once.
-	p, err := c.srv.opts.Host.NewPoolGated(c.ctx, cfg, req.Size, reset, c.srv.startSlot)
+	p, err := c.srv.opts.Host.NewPoolGated(c.ctx, cfg, req.Size, reset, c.srv.poolGate())
 	if err != nil {
 		c.unhold(req.Size)
 		return nil, startErr(err)
@@ -190,4 +192,46 @@ func (c *conn) closePool(j *job) (any, error) {
 		return nil, err
 	}
 	return newReply("closed", j.req.ID), nil
+}
+
+// poolGate is the start gate of one pool's members: each takes a start
+// slot of its own. A member waits for one while the pool makes progress
+// (one of its members got or gave back a slot within --start-wait), so a
+// pool larger than --max-starts is not refused for waiting its turn; it
+// gets busy once no member got or gave back a slot for --start-wait.
+func (s *Server) poolGate() securer.StartGate {
+	var mu sync.Mutex
+	var last time.Time // a member got or gave back a slot
+	progress := func() {
+		mu.Lock()
+		last = time.Now()
+		mu.Unlock()
+	}
+	return func(ctx context.Context) (func(), error) {
+		began := time.Now()
+		for {
+			mu.Lock()
+			from := began
+			if last.After(from) {
+				from = last
+			}
+			wait := time.Until(from.Add(s.opts.StartWait))
+			mu.Unlock()
+			if wait <= 0 {
+				return nil, &retryError{fmt.Errorf("%w: sandboxes are starting for other requests; a member of the pool waited %s", securer.ErrBusy, s.opts.StartWait), 2 * time.Second}
+			}
+			t := time.NewTimer(wait)
+			select {
+			case s.starts <- struct{}{}:
+				t.Stop()
+				progress()
+				return func() { <-s.starts; progress() }, nil
+			case <-t.C:
+				// The pool may have made progress meanwhile: look again.
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			}
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -134,5 +135,46 @@ func TestAcquireTimeoutChecked(t *testing.T) {
 		if _, err := c.execute(j); errCode(err) != CodeInvalidConfig || !strings.Contains(err.Error(), "acquire_timeout") {
 			t.Errorf("acquire_timeout %g: %v, want invalid_config naming it", v, err)
 		}
+	}
+}
+
+// A pool member waits for a start slot while its pool makes progress
+// (here: 40 members through one slot, each holding it 40 ms, far longer
+// in all than StartWait), and hears busy, after at least StartWait, once
+// nothing moves (the only slot held by someone else).
+func TestPoolGate(t *testing.T) {
+	s := New(Options{MaxStarts: 1, StartWait: time.Second})
+	gate := s.poolGate()
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for range 40 {
+		wg.Go(func() {
+			release, err := gate(context.Background())
+			if err != nil {
+				errs <- err
+				return
+			}
+			time.Sleep(40 * time.Millisecond)
+			release()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("a member of a progressing pool: %v", err)
+	}
+	s.starts <- struct{}{} // the only slot, held elsewhere
+	began := time.Now()
+	_, err := s.poolGate()(context.Background())
+	if errCode(err) != CodeBusy || retryAfter(err) <= 0 {
+		t.Errorf("no progress: %v, want busy with a retry hint", err)
+	}
+	if took := time.Since(began); took < s.opts.StartWait {
+		t.Errorf("busy after %s, before StartWait (%s)", took, s.opts.StartWait)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.poolGate()(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
 	}
 }
