@@ -74,6 +74,12 @@ func TestServiceSessionReply(t *testing.T) {
 	if res := c.request(map[string]any{"op": "execute", "id": "2", "session": ev["session"], "code": "Sys.getpid()"}, "result"); res["value_plain"] != pid {
 		t.Errorf("R says its pid is %v, the reply said %v", res["value_plain"], pid)
 	}
+	// A restart's reply gives the new R's pid.
+	name := ev["session"]
+	ev = c.request(map[string]any{"op": "restart_session", "id": "r", "session": name}, "restarted")
+	if res := c.request(map[string]any{"op": "execute", "id": "r2", "session": name, "code": "Sys.getpid()"}, "result"); ev["pid"] == nil || res["value_plain"] != ev["pid"] {
+		t.Errorf("after restart R says its pid is %v, the reply said %v", res["value_plain"], ev["pid"])
+	}
 	over := map[string]any{"memory_bytes": 1 << 30, "pids": 64}
 	if ev := c.request(map[string]any{"op": "create_session", "id": "3", "options": over}, "session"); errCodeOf(ev) != "invalid_config" {
 		t.Errorf("memory over the ceiling without clamp: %v", ev)

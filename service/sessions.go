@@ -115,7 +115,7 @@ func (c *conn) restartSession(j *job) (any, error) {
 	if err := c.starting(func() error { return j.sess.Restart(c.ctx) }); err != nil {
 		return nil, err
 	}
-	return newReply("restarted", j.req.ID), nil
+	return restartedEvent{Type: "restarted", ID: j.req.ID, Pid: j.sess.Pid()}, nil
 }
 
 var resets = map[string]securer.ResetPolicy{

@@ -67,6 +67,12 @@ type (
 		Type string `json:"type"`
 		ID   string `json:"id"`
 	}
+	// restartedEvent answers restart_session: R's new in-box pid.
+	restartedEvent struct {
+		Type string `json:"type"` // restarted
+		ID   string `json:"id"`
+		Pid  int    `json:"pid"`
+	}
 	textEvent struct {
 		Type string `json:"type"` // stdout, stderr
 		ID   string `json:"id"`

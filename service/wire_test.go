@@ -50,7 +50,7 @@ func TestWireGolden(t *testing.T) {
 		{"ok", newReply("ok", "3")},
 		{"pong", newReply("pong", "4")},
 		{"closed", newReply("closed", "5")},
-		{"restarted", newReply("restarted", "6")},
+		{"restarted", restartedEvent{Type: "restarted", ID: "6", Pid: 3}},
 		{"stdout", textEvent{Type: "stdout", ID: "7", Text: "hi\n"}},
 		{"stderr", textEvent{Type: "stderr", ID: "7", Text: "oh\n"}},
 		{"tool_call", newToolCallEvent("7", "7.1", "add", map[string]rvalue.Value{"b": rvalue.Doubles(3), "a": rvalue.Doubles(2)})},
@@ -132,7 +132,7 @@ func TestWireCarriesEveryField(t *testing.T) {
 // TestWireNamesExplicit: every member of every wire type is named by a
 // json tag, never by its Go name.
 func TestWireNamesExplicit(t *testing.T) {
-	for _, v := range []any{helloEvent{}, errorEvent{}, errorBody{}, sessionEvent{}, poolEvent{}, okEvent{}, textEvent{},
+	for _, v := range []any{helloEvent{}, errorEvent{}, errorBody{}, sessionEvent{}, poolEvent{}, okEvent{}, restartedEvent{}, textEvent{},
 		toolCallEvent{}, resultEvent{}, wireResult{}, wireRError{}, wireAccounting{}, wirePoolStatus{}, wireLimits{}} {
 		typ := reflect.TypeOf(v)
 		for i := range typ.NumField() {
