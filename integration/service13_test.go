@@ -100,8 +100,8 @@ func TestServiceSessionReply(t *testing.T) {
 
 // A create that fails after the container started (R cannot attach a
 // preloaded package), and one whose client disconnects while the
-// container starts, leave nothing: no state dir, container, cgroup, uid
-// range or mount.
+// container starts (a session's or a pool's), leave nothing: no state
+// dir, container, cgroup, uid range or mount.
 func TestServiceFailedCreateLeavesNothing(t *testing.T) {
 	_, path := startServiceWith(t, service.Options{MaxSessions: 4})
 	clean := func(what string) {
@@ -120,24 +120,29 @@ func TestServiceFailedCreateLeavesNothing(t *testing.T) {
 	}
 	clean("a create that failed in R's init")
 
-	c2 := dialService(t, path)
-	c2.send(map[string]any{"op": "create_session", "id": "1"})
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(time.Millisecond) {
-		if started(leftovers()) {
-			break
+	for _, create := range []map[string]any{
+		{"op": "create_session", "id": "1"},
+		{"op": "create_pool", "id": "1", "size": 2},
+	} {
+		c2 := dialService(t, path)
+		c2.send(create)
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(time.Millisecond) {
+			if started(leftovers()) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no container appeared: %v", create["op"], leftovers())
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no container appeared: %v", leftovers())
+		c2.mu.Lock()
+		replied := len(c2.events["1"]) > 0
+		c2.mu.Unlock()
+		c2.conn.Close()
+		if replied {
+			t.Errorf("%s ended before the client left: not a disconnect in the middle of a create", create["op"])
 		}
+		clean(fmt.Sprintf("%s abandoned by its client", create["op"]))
 	}
-	c2.mu.Lock()
-	replied := len(c2.events["1"]) > 0
-	c2.mu.Unlock()
-	c2.conn.Close()
-	if replied {
-		t.Errorf("the create ended before the client left: not a disconnect in the middle of a create")
-	}
-	clean("a create abandoned by its client")
 	// The server still serves.
 	c3 := dialService(t, path)
 	ev = c3.request(map[string]any{"op": "create_session", "id": "1"}, "session")
