@@ -180,7 +180,11 @@ print.securer_plot <- function(x, ...) {
 .securer_sanitize <- function(msg) {
   msg <- gsub("(^|[^A-Za-z0-9_.:/])(/[^/[:space:]'\",:;)}]+)+/?", "\\1[path]", msg, perl = TRUE)
   msg <- gsub("\\b(?:\\d{1,3}\\.){3}\\d{1,3}(?::\\d{1,5})?\\b", "[host]", msg, perl = TRUE)
-  msg <- gsub("\\[?\\b(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{0,4}\\b\\]?(?::\\d{1,5})?", "[host]", msg, perl = TRUE)
+  # IPv6: eight groups, or groups around "::" (with a digit, so that
+  # pkg::fun stays).
+  msg <- gsub("\\[?(?<![\\w:])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![\\w:])\\]?(?::\\d{1,5})?", "[host]", msg, perl = TRUE)
+  msg <- gsub("\\[?(?<![\\w:])(?=[0-9A-Fa-f:]*\\d)(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4})*)?::(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4})*)?(?![\\w:])\\]?(?::\\d{1,5})?",
+              "[host]", msg, perl = TRUE)
   msg <- gsub("\\bport\\s*:?\\s*\\d+", "port [port]", msg, perl = TRUE, ignore.case = TRUE)
   msg <- gsub("(\\b[A-Za-z][-A-Za-z0-9.]*):\\d{2,5}\\b", "\\1:[port]", msg, perl = TRUE)
   msg <- gsub("\\b(pid|process)(\\s*[:=]?\\s*'?)\\d+'?", "\\1 [pid]", msg, perl = TRUE, ignore.case = TRUE)
@@ -251,7 +255,8 @@ print.securer_plot <- function(x, ...) {
     stop("audit_log must be a single file path", call. = FALSE)
   }
   path <- path.expand(path)
-  if (nzchar(Sys.readlink(path))) stop(sprintf("audit_log '%s' is a symbolic link; refusing it", path), call. = FALSE)
+  target <- Sys.readlink(path) # NA when path does not exist
+  if (!is.na(target) && nzchar(target)) stop(sprintf("audit_log '%s' is a symbolic link; refusing it", path), call. = FALSE)
   if (file.exists(path)) {
     if (!identical(.securer_file_type(path), "regular")) {
       stop(sprintf("audit_log '%s' is not a regular file; refusing it", path), call. = FALSE)
