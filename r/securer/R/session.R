@@ -172,6 +172,15 @@
 print.securer_plot <- function(x, ...) {
   cat(sprintf("<securer_plot> PNG %sx%s px, %s bytes\n", attr(x, "width") %||% "?", attr(x, "height") %||% "?",
               format(length(unclass(x)))))
+  # Interactively (RStudio's plot pane, a graphics window), draw it when
+  # the png package can read it.
+  if (interactive() && requireNamespace("png", quietly = TRUE)) {
+    img <- tryCatch(png::readPNG(unclass(x)), error = function(e) NULL)
+    if (!is.null(img)) {
+      grid::grid.newpage()
+      grid::grid.raster(img)
+    }
+  }
   invisible(x)
 }
 
