@@ -48,7 +48,13 @@
       "or run R as root so that securer can start one itself. ",
       "sandbox = FALSE runs code without a sandbox, for trusted code only."), call. = FALSE)
   }
-  hello <- .securer_read(link, 30000)
+  hello <- tryCatch(.securer_read(link, 30000), error = function(e) {
+    .securer_disconnect(link)
+    stop(e)
+  }, interrupt = function(e) {
+    .securer_disconnect(link)
+    stop("securer: interrupted while connecting", call. = FALSE)
+  })
   if (!identical(hello$type, "hello") || !identical(as.integer(hello$protocol), 1L)) {
     .securer_disconnect(link)
     stop("securer: the server did not greet with protocol 1", call. = FALSE)
@@ -88,12 +94,23 @@
           "with no isolation (only memory, open-file and file-size limits). Use it for trusted code only.")
 }
 
+# .securer_disconnect closes the link. A spawned server is let finish:
+# the end of its stdin makes it drain (close its sessions and their
+# containers, PROTOCOL "Shutdown"); a server still busy after a while
+# (a start in progress) gets SIGTERM, which drains too, and only one that
+# outlives the drain timeout is killed, since a kill would leave its
+# containers for the next start's reap.
 .securer_disconnect <- function(link) {
-  if (isTRUE(link$closed)) return(invisible())
+  if (isTRUE(link$disconnected)) return(invisible())
   link$closed <- TRUE
+  link$disconnected <- TRUE
   try(close(link$write), silent = TRUE)
   if (!is.null(link$proc)) {
     link$proc$wait(5000)
+    if (link$proc$is_alive()) {
+      try(link$proc$signal(tools::SIGTERM), silent = TRUE)
+      link$proc$wait(1000 * getOption("securer.drain_timeout", 120))
+    }
     if (link$proc$is_alive()) link$proc$kill()
   }
   invisible()

@@ -8,11 +8,9 @@
   sandbox
 }
 
-.securer_audit <- function(path, event, ...) {
-  if (is.null(path)) return(invisible())
-  rec <- c(list(time = format(Sys.time(), "%Y-%m-%dT%H:%M:%OS3Z", tz = "UTC"), event = event), list(...))
-  cat(jsonlite::toJSON(rec, auto_unbox = TRUE, null = "null"), "\n", file = path, append = TRUE, sep = "")
-}
+`%||%` <- function(a, b) if (is.null(a)) b else a
+
+.securer_say <- function(verbose, ...) if (isTRUE(verbose)) message("securer: ", ...)
 
 # .securer_lines(text, handler) calls handler on each complete line of
 # text and returns what is left after the last newline.
@@ -23,18 +21,26 @@
   if (endsWith(text, "\n") || length(parts) == 0) "" else parts[length(parts)]
 }
 
+# .securer_handle calls the user's output_handler; as in 0.2.0, an error in
+# the handler is ignored (the execution goes on).
+.securer_handle <- function(handler, line) {
+  tryCatch(handler(line), error = function(e) NULL)
+  invisible()
+}
+
 # .securer_answer(link, ev, tools, ...) runs the tool R called, here in the
 # calling process, and sends its value (typed) or its error back.
-.securer_answer <- function(link, ev, tools, n_calls, max_tool_calls, audit_log) {
+.securer_answer <- function(link, ev, tools, n_calls, max_tool_calls, audit, verbose) {
   reply <- list(op = "tool_result", call = ev$call)
   tool <- tools[[ev$tool]]
-  .securer_audit(audit_log, "tool_call", tool = ev$tool)
+  args <- tryCatch(lapply(ev$args, .securer_decode), error = function(e) ev$args_plain)
+  .securer_audit_write(audit, "tool_call", tool = ev$tool, args = ev$args_plain %||% args)
+  .securer_say(verbose, "tool call ", ev$tool, "()")
   if (!is.null(max_tool_calls) && n_calls > max_tool_calls) {
     reply$error <- sprintf("Maximum tool calls (%d) exceeded", as.integer(max_tool_calls))
   } else if (is.null(tool)) {
     reply$error <- sprintf("unknown tool '%s'", ev$tool)
   } else {
-    args <- lapply(ev$args, .securer_decode)
     value <- tryCatch(list(ok = do.call(tool$fn, args)), error = function(e) list(err = conditionMessage(e)))
     if (!is.null(value$err)) {
       reply$error <- value$err
@@ -42,15 +48,23 @@
       reply$typed <- structure(.securer_encode(value$ok), class = "json")
     }
   }
+  if (is.null(reply$error)) {
+    .securer_audit_write(audit, "tool_result", tool = ev$tool, ok = TRUE)
+  } else {
+    .securer_audit_write(audit, "tool_result", tool = ev$tool, ok = FALSE, error = reply$error)
+    .securer_say(verbose, "tool ", ev$tool, "() failed: ", reply$error)
+  }
   .securer_send(link, reply)
 }
 
 # .securer_run sends one execute request and serves its events until the
 # result: output to the handler, tool calls answered here. An interrupt
-# (or any error) on this side cancels the execution.
-.securer_run <- function(link, target, kind, code, timeout, tools, output_handler, max_tool_calls, audit_log) {
+# (or any error) on this side cancels the execution. extra holds further
+# members of the request (acquire_timeout).
+.securer_run <- function(link, target, kind, code, timeout, tools, output_handler, max_tool_calls,
+                         audit = NULL, verbose = FALSE, extra = list()) {
   id <- .securer_new_id(link)
-  msg <- list(op = "execute", id = id, code = code)
+  msg <- c(list(op = "execute", id = id, code = code), extra)
   msg[[kind]] <- target
   if (!is.null(timeout)) msg$timeout <- as.numeric(timeout)
   .securer_send(link, msg)
@@ -64,7 +78,9 @@
       }
     }, silent = TRUE)
   })
-  out <- character()
+  # The two streams stay apart (the auto-print is stripped from stdout
+  # only), in the order they arrived.
+  events <- list()
   partial <- ""
   calls <- 0L
   repeat {
@@ -72,17 +88,19 @@
     if (!identical(ev$id, id)) next
     switch(ev$type,
       stdout = , stderr = {
-        out <- c(out, ev$text)
-        if (!is.null(output_handler)) partial <- .securer_lines(paste0(partial, ev$text), output_handler)
+        events[[length(events) + 1L]] <- list(stream = ev$type, text = ev$text)
+        if (!is.null(output_handler)) {
+          partial <- .securer_lines(paste0(partial, ev$text), function(l) .securer_handle(output_handler, l))
+        }
       },
       tool_call = {
         calls <- calls + 1L
-        .securer_answer(link, ev, tools, calls, max_tool_calls, audit_log)
+        .securer_answer(link, ev, tools, calls, max_tool_calls, audit, verbose)
       },
       result = {
         done <- TRUE
-        if (nzchar(partial) && !is.null(output_handler)) output_handler(partial)
-        return(list(result = ev$result, output = paste(out, collapse = "")))
+        if (nzchar(partial) && !is.null(output_handler)) .securer_handle(output_handler, partial)
+        return(list(result = ev$result, events = events))
       },
       error = {
         done <- TRUE
@@ -91,12 +109,103 @@
   }
 }
 
-# .securer_value turns a result into what execute() returns or raises;
-# timeout is the one that applied (the call's, else the session's or
-# pool's limits$cpu), NULL when it was the server's default.
-.securer_value <- function(res, timeout, max_output_lines, sanitize_errors) {
+# .securer_strip_stdout(events, n) removes n bytes from the end of the
+# stdout stream (what the value's auto-print wrote), leaving stderr alone.
+.securer_strip_stdout <- function(events, n) {
+  i <- length(events)
+  while (n > 0 && i > 0) {
+    if (identical(events[[i]]$stream, "stdout")) {
+      b <- charToRaw(enc2utf8(events[[i]]$text))
+      if (length(b) <= n) {
+        n <- n - length(b)
+        events[[i]]$text <- ""
+      } else {
+        events[[i]]$text <- rawToChar(b[seq_len(length(b) - n)])
+        Encoding(events[[i]]$text) <- "UTF-8"
+        n <- 0
+      }
+    }
+    i <- i - 1L
+  }
+  events
+}
+
+.securer_stream <- function(events, stream) {
+  paste(vapply(Filter(function(e) identical(e$stream, stream), events), function(e) e$text, ""), collapse = "")
+}
+
+# .securer_output(res) -> the lines the code printed, without the auto-print
+# of a visible value: printed_bytes from the end of stdout (the server's
+# count), else the printed text when stdout ends with it.
+.securer_output <- function(res) {
   r <- res$result
-  clean <- function(m) if (isTRUE(sanitize_errors)) gsub("(/[A-Za-z0-9._-]+)+", "<path>", m) else m
+  events <- res$events
+  elided <- (r$stdout_elided %||% 0) > 0
+  if (isTRUE(r$visible) && !elided) {
+    n <- r$printed_bytes
+    if (is.null(n) && nzchar(r$printed %||% "")) {
+      tail <- paste0(r$printed, "\n")
+      if (endsWith(.securer_stream(events, "stdout"), tail)) n <- length(charToRaw(enc2utf8(tail)))
+    }
+    if (!is.null(n) && n > 0) events <- .securer_strip_stdout(events, n)
+  }
+  text <- paste(vapply(events, function(e) e$text, ""), collapse = "")
+  if (!nzchar(text)) return(character())
+  strsplit(sub("\n$", "", text), "\n", fixed = TRUE)[[1]]
+}
+
+# .securer_plots(r) -> the PNG plots of a result: a list of raw vectors
+# of class securer_plot, or NULL.
+.securer_plots <- function(r) {
+  plots <- list()
+  for (d in r$displays) {
+    png <- d$data[["image/png"]]
+    if (is.null(png)) next
+    plots[[length(plots) + 1L]] <- structure(jsonlite::base64_dec(png), class = "securer_plot",
+                                             width = d$metadata$width, height = d$metadata$height,
+                                             dpi = d$metadata$dpi)
+  }
+  if (length(plots)) plots else NULL
+}
+
+#' @export
+print.securer_plot <- function(x, ...) {
+  cat(sprintf("<securer_plot> PNG %sx%s px, %s bytes\n", attr(x, "width") %||% "?", attr(x, "height") %||% "?",
+              format(length(unclass(x)))))
+  # Interactively (RStudio's plot pane, a graphics window), draw it when
+  # the png package can read it.
+  if (interactive() && requireNamespace("png", quietly = TRUE)) {
+    img <- tryCatch(png::readPNG(unclass(x)), error = function(e) NULL)
+    if (!is.null(img)) {
+      grid::grid.newpage()
+      grid::grid.raster(img)
+    }
+  }
+  invisible(x)
+}
+
+# .securer_sanitize(msg) masks what an error message may tell of the host:
+# absolute paths, IP addresses, ports and process ids.
+.securer_sanitize <- function(msg) {
+  msg <- gsub("(^|[^A-Za-z0-9_.:/])(/[^/[:space:]'\",:;)}]+)+/?", "\\1[path]", msg, perl = TRUE)
+  msg <- gsub("\\b(?:\\d{1,3}\\.){3}\\d{1,3}(?::\\d{1,5})?\\b", "[host]", msg, perl = TRUE)
+  # IPv6: eight groups, or groups around "::" (with a digit, so that
+  # pkg::fun stays).
+  msg <- gsub("\\[?(?<![\\w:])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![\\w:])\\]?(?::\\d{1,5})?", "[host]", msg, perl = TRUE)
+  msg <- gsub("\\[?(?<![\\w:])(?=[0-9A-Fa-f:]*\\d)(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4})*)?::(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4})*)?(?![\\w:])\\]?(?::\\d{1,5})?",
+              "[host]", msg, perl = TRUE)
+  msg <- gsub("\\bport\\s*:?\\s*\\d+", "port [port]", msg, perl = TRUE, ignore.case = TRUE)
+  msg <- gsub("(\\b[A-Za-z][-A-Za-z0-9.]*):\\d{2,5}\\b", "\\1:[port]", msg, perl = TRUE)
+  msg <- gsub("\\b(pid|process)(\\s*[:=]?\\s*'?)\\d+'?", "\\1 [pid]", msg, perl = TRUE, ignore.case = TRUE)
+  msg
+}
+
+# .securer_outcome turns a result into what execute() returns or raises:
+# list(value, visible, output, plots) or list(error = <condition>).
+# timeout is the one that applied, NULL when it was the server's default.
+.securer_outcome <- function(res, timeout, max_output_lines, sanitize_errors) {
+  r <- res$result
+  clean <- function(m) if (isTRUE(sanitize_errors)) .securer_sanitize(m) else m
   # The code ran in a new R: the session's earlier variables are gone.
   if (isTRUE(r$state_lost)) {
     warning(structure(class = c("securer_state_lost", "warning", "condition"), list(
@@ -105,27 +214,125 @@
                        "; earlier variables are gone"),
       call = NULL)))
   }
-  switch(r$verdict,
-    ok = NULL,
-    error = stop(clean(r$error$message), call. = FALSE),
-    timeout = stop(if (is.null(timeout)) "Execution timed out (the server's default timeout)"
-                   else sprintf("Execution timed out after %s second(s)", format(timeout)), call. = FALSE),
-    stop(sprintf("securer: execution ended: %s%s", r$verdict,
-                 if (nzchar(r$detail %||% "")) paste0(" (", clean(r$detail), ")") else ""), call. = FALSE))
-  value <- .securer_decode(r$value)
-  # What the code printed, without the auto-print of the value returned.
-  output <- res$output
-  if (isTRUE(r$visible) && nzchar(r$printed %||% "")) {
-    tail <- paste0(r$printed, "\n")
-    if (endsWith(output, tail)) output <- substr(output, 1, nchar(output) - nchar(tail))
+  output <- .securer_output(res)
+  if (!is.null(max_output_lines) && length(output) > max_output_lines) output <- utils::tail(output, max_output_lines)
+  plots <- .securer_plots(r)
+  fail <- function(message, classes = character(), traceback = character(), call = NULL) {
+    list(error = structure(class = unique(c("securer_execution_error", classes, "error", "condition")),
+                           list(message = message, call = call, output = output,
+                                traceback = traceback, plots = plots)),
+         output = output, plots = plots)
   }
-  lines <- if (nzchar(output)) strsplit(sub("\n$", "", output), "\n", fixed = TRUE)[[1]] else character()
-  if (!is.null(max_output_lines) && length(lines) > max_output_lines) lines <- utils::tail(lines, max_output_lines)
-  if (length(lines) > 0 && !is.null(value)) attr(value, "output") <- lines
-  if (isTRUE(r$visible)) value else invisible(value)
+  if (!identical(r$verdict, "ok")) {
+    return(switch(r$verdict,
+      error = fail(clean(r$error$message %||% "error"),
+                   setdiff(unlist(r$error$class), c("error", "condition")),
+                   vapply(r$error$traceback %||% list(), function(x) clean(as.character(x)), ""),
+                   if (nzchar(r$error$call %||% "")) r$error$call),
+      timeout = fail(if (is.null(timeout)) "Execution timed out (the server's default timeout)"
+                     else sprintf("Execution timed out after %s second(s)", format(timeout)), "securer_timeout"),
+      fail(sprintf("securer: execution ended: %s%s", r$verdict,
+                   if (nzchar(r$detail %||% "")) paste0(" (", clean(r$detail), ")") else ""))))
+  }
+  value <- .securer_decode(r$value)
+  if (!is.null(value)) {
+    if (length(output) > 0) attr(value, "output") <- output
+    if (!is.null(plots)) attr(value, "plots") <- plots
+  }
+  list(value = value, visible = isTRUE(r$visible), output = output, plots = plots)
 }
 
-`%||%` <- function(a, b) if (is.null(a)) b else a
+# .securer_deliver raises an outcome's error or returns its value; a NULL
+# value's output goes to the console when no handler saw it (what R itself
+# would have shown), since NULL cannot carry it.
+.securer_deliver <- function(out, handler_given) {
+  if (!is.null(out$error)) stop(out$error)
+  if (is.null(out$value) && !handler_given && length(out$output) > 0) writeLines(out$output)
+  if (is.null(out$value) && !is.null(out$plots) && !handler_given) for (p in out$plots) print(p)
+  if (out$visible) out$value else invisible(out$value)
+}
+
+# The audit log (audit_log =): JSON lines in securer 0.2.0's schema.
+
+# .securer_audit_open(path) checks the path and makes the file (mode 0600,
+# its directory created): a symlink or anything but a regular file is
+# refused. R opens by name (no O_NOFOLLOW), so a swap between this check
+# and a write is not excluded.
+.securer_audit_open <- function(path, session_id = NA_character_) {
+  if (is.null(path)) return(NULL)
+  if (!is.character(path) || length(path) != 1 || is.na(path) || !nzchar(path)) {
+    stop("audit_log must be a single file path", call. = FALSE)
+  }
+  path <- path.expand(path)
+  target <- Sys.readlink(path) # NA when path does not exist
+  if (!is.na(target) && nzchar(target)) stop(sprintf("audit_log '%s' is a symbolic link; refusing it", path), call. = FALSE)
+  if (file.exists(path)) {
+    if (!identical(.securer_file_type(path), "regular")) {
+      stop(sprintf("audit_log '%s' is not a regular file; refusing it", path), call. = FALSE)
+    }
+  } else {
+    dir.create(dirname(path), recursive = TRUE, showWarnings = FALSE, mode = "0700")
+    old <- Sys.umask("077")
+    on.exit(Sys.umask(old))
+    if (!file.create(path, showWarnings = FALSE)) stop(sprintf("cannot create audit_log '%s'", path), call. = FALSE)
+  }
+  Sys.chmod(path, "0600", use_umask = FALSE)
+  audit <- new.env(parent = emptyenv())
+  audit$path <- path
+  audit$session_id <- session_id
+  audit
+}
+
+# .securer_file_type(path) -> "regular", "other"; base R cannot tell a
+# device from a file (file_test("-f", "/dev/null") is TRUE), stat(1) can.
+.securer_file_type <- function(path) {
+  info <- file.info(path)
+  if (isTRUE(info$isdir)) return("other")
+  linux <- tryCatch(processx::run("stat", c("-c", "%F", path), error_on_status = FALSE), error = function(e) NULL)
+  t <- if (!is.null(linux) && linux$status == 0) linux$stdout else {
+    bsd <- tryCatch(processx::run("stat", c("-f", "%HT", path), error_on_status = FALSE), error = function(e) NULL)
+    if (!is.null(bsd) && bsd$status == 0) bsd$stdout else ""
+  }
+  if (grepl("^regular", trimws(tolower(t)))) "regular" else "other"
+}
+
+.securer_audit_write <- function(audit, event, ...) {
+  if (is.null(audit)) return(invisible())
+  rec <- c(list(timestamp = format(Sys.time(), "%Y-%m-%dT%H:%M:%OS3Z", tz = "UTC"), event = event,
+                session_id = audit$session_id), list(...))
+  line <- tryCatch(jsonlite::toJSON(rec, auto_unbox = TRUE, null = "null", force = TRUE, digits = NA),
+                   error = function(e) jsonlite::toJSON(rec[1:3], auto_unbox = TRUE))
+  cat(line, "\n", file = audit$path, append = TRUE, sep = "")
+  invisible()
+}
+
+# .securer_hook runs pre_execute_hook: FALSE blocks the execution, an
+# error in the hook stops it with the hook's message.
+.securer_hook <- function(hook, code) {
+  if (is.null(hook)) return(invisible())
+  ok <- tryCatch(hook(code), error = function(e) {
+    stop(paste("pre_execute_hook error:", conditionMessage(e)), call. = FALSE)
+  })
+  if (identical(ok, FALSE)) stop("Execution blocked by pre_execute_hook", call. = FALSE)
+  invisible()
+}
+
+.securer_check_code <- function(code, max_code_length, validate) {
+  code <- paste(code, collapse = "\n")
+  if (!is.null(max_code_length) && nchar(code) > max_code_length) {
+    stop(sprintf("Code too long: %d characters (max_code_length = %d)", nchar(code), as.integer(max_code_length)),
+         call. = FALSE)
+  }
+  if (isTRUE(validate)) {
+    v <- validate_code(code)
+    if (!v$valid) stop(paste("Code has a syntax error:", v$error), call. = FALSE)
+  }
+  code
+}
+
+.securer_tools_list <- function(tools) {
+  lapply(tools, function(t) list(name = t$name, description = t$description, args = .securer_tool_args(t)))
+}
 
 #' A persistent sandboxed R session.
 SecureSession <- R6::R6Class("SecureSession",
@@ -135,45 +342,78 @@ SecureSession <- R6::R6Class("SecureSession",
                           pre_execute_hook = NULL, sanitize_errors = FALSE) {
       private$sandbox <- .securer_check_sandbox(sandbox)
       private$tool_list <- .securer_check_tools(tools)
-      private$verbose <- verbose
-      private$audit_log <- audit_log
+      private$verbose <- isTRUE(verbose)
       private$hook <- pre_execute_hook
       private$sanitize <- sanitize_errors
+      if (!is.null(max_executions)) {
+        if (!is.numeric(max_executions) || length(max_executions) != 1 || is.na(max_executions) || max_executions < 1) {
+          stop("max_executions must be a positive number", call. = FALSE)
+        }
+        private$max_exec <- as.integer(max_executions)
+      }
       private$opts <- .securer_options(limits, max_executions)
+      private$audit <- .securer_audit_open(audit_log)
       private$link <- .securer_connect(verbose, sandbox)
       private$start()
     },
     execute = function(code, timeout = 30, validate = TRUE, output_handler = NULL, max_tool_calls = NULL,
                        max_code_length = 100000, max_output_lines = NULL) {
-      code <- paste(code, collapse = "\n")
-      if (nchar(code) > max_code_length) {
-        stop(sprintf("Code exceeds the maximum length of %d characters", as.integer(max_code_length)), call. = FALSE)
+      if (is.null(private$name) || isTRUE(private$link$closed)) stop("Session is not running.", call. = FALSE)
+      # limits$cpu is the default timeout; a given timeout (NULL: the
+      # session's, else the server's default) wins.
+      if (missing(timeout)) timeout <- private$opts$timeout %||% timeout
+      else if (is.null(timeout)) timeout <- private$opts$timeout
+      if (!is.null(private$max_exec) && private$n_exec >= private$max_exec) {
+        stop(sprintf("Maximum executions (%d) reached", private$max_exec), call. = FALSE)
       }
-      if (isTRUE(validate)) {
-        v <- validate_code(code)
-        if (!v$valid) stop(paste("Syntax error:", v$error), call. = FALSE)
+      code <- .securer_check_code(code, max_code_length, validate)
+      .securer_hook(private$hook, code)
+      private$n_exec <- private$n_exec + 1L
+      .securer_audit_write(private$audit, "execute_start", code = code)
+      .securer_say(private$verbose, "executing ", nchar(code), " characters of code in ", private$name)
+      t0 <- Sys.time()
+      res <- tryCatch(
+        .securer_run(private$link, private$name, "session", code, timeout, private$tool_list,
+                     output_handler, max_tool_calls, private$audit, private$verbose),
+        error = function(e) {
+          .securer_audit_write(private$audit, "execute_error", error = conditionMessage(e),
+                               elapsed = as.numeric(Sys.time() - t0, units = "secs"))
+          stop(e)
+        })
+      out <- .securer_outcome(res, timeout, max_output_lines, private$sanitize)
+      elapsed <- as.numeric(Sys.time() - t0, units = "secs")
+      private$last <- out$output
+      private$last_plot_list <- out$plots
+      if (is.null(out$error)) {
+        .securer_audit_write(private$audit, "execute_complete", elapsed = elapsed)
+        .securer_say(private$verbose, "execution done in ", format(round(elapsed, 3)), " s")
+      } else {
+        .securer_audit_write(private$audit, "execute_error", error = conditionMessage(out$error), elapsed = elapsed)
+        .securer_say(private$verbose, "execution failed in ", format(round(elapsed, 3)), " s: ", conditionMessage(out$error))
       }
-      if (!is.null(private$hook) && identical(private$hook(code), FALSE)) {
-        stop("Execution blocked by pre_execute_hook", call. = FALSE)
-      }
-      if (is.null(private$name)) stop("securer: the session is closed", call. = FALSE)
-      .securer_audit(private$audit_log, "execute", code_chars = nchar(code))
-      res <- .securer_run(private$link, private$name, "session", code, timeout, private$tool_list,
-                          output_handler, max_tool_calls, private$audit_log)
-      .securer_audit(private$audit_log, "result", verdict = res$result$verdict)
-      .securer_value(res, timeout %||% private$opts$timeout, max_output_lines, private$sanitize)
+      .securer_deliver(out, !is.null(output_handler))
     },
+    last_output = function() private$last,
+    last_plots = function() private$last_plot_list,
     close = function() {
+      was <- private$name
       if (!is.null(private$name) && !isTRUE(private$link$closed)) {
         try(.securer_request(private$link, list(op = "close_session", session = private$name), "closed"), silent = TRUE)
       }
       private$name <- NULL
-      .securer_disconnect(private$link)
+      if (!is.null(private$link)) .securer_disconnect(private$link)
+      if (!is.null(was)) {
+        .securer_audit_write(private$audit, "session_close")
+        .securer_say(private$verbose, "session ", was, " closed")
+      }
       invisible(self)
     },
     restart = function() {
-      if (is.null(private$name)) stop("securer: the session is closed", call. = FALSE)
+      if (is.null(private$name) || isTRUE(private$link$closed)) stop("Session is not running.", call. = FALSE)
       .securer_request(private$link, list(op = "restart_session", session = private$name), "restarted")
+      private$n_exec <- 0L
+      .securer_audit_write(private$audit, "session_restart")
+      .securer_say(private$verbose, "session ", private$name, " restarted")
       invisible(self)
     },
     is_alive = function() {
@@ -184,37 +424,90 @@ SecureSession <- R6::R6Class("SecureSession",
       }, error = function(e) FALSE)
       ok
     },
-    tools = function() {
-      unname(lapply(private$tool_list, function(t) list(name = t$name, args = .securer_tool_args(t))))
+    tools = function() .securer_tools_list(private$tool_list),
+    format = function(...) {
+      running <- !is.null(private$name) && !isTRUE(private$link$closed)
+      sprintf("<SecureSession> [%s] pid=%s sandbox=%s tools=%d", if (running) "running" else "stopped",
+              if (running && !is.null(private$pid)) format(private$pid) else "NA",
+              if (private$sandbox) "container" else "none", length(private$tool_list))
     },
     print = function(...) {
-      cat("<SecureSession>", if (self$is_alive()) "alive" else "closed",
-          if (private$sandbox) "| sandbox: container (securer-runc) | tools:"
-          else "| sandbox: NONE (R on this host) | tools:",
-          if (length(private$tool_list)) paste(names(private$tool_list), collapse = ", ") else "none", "\n")
+      cat(self$format(), "\n", sep = "")
+      if (!private$sandbox) cat("  sandbox: NONE (R on this host, no isolation)\n")
+      if (length(private$tool_list)) cat("  tools:", paste(names(private$tool_list), collapse = ", "), "\n")
       invisible(self)
     }
   ),
   private = list(
-    link = NULL, name = NULL, tool_list = NULL, verbose = FALSE, audit_log = NULL, sandbox = TRUE,
-    hook = NULL, sanitize = FALSE, opts = NULL,
+    link = NULL, name = NULL, pid = NULL, tool_list = NULL, verbose = FALSE, audit = NULL, sandbox = TRUE,
+    hook = NULL, sanitize = FALSE, opts = NULL, max_exec = NULL, n_exec = 0L, last = character(),
+    last_plot_list = NULL,
     start = function() {
       msg <- list(op = "create_session", tools = .securer_tool_decls(private$tool_list))
       if (!is.null(private$opts)) msg$options <- private$opts
-      ev <- tryCatch(.securer_request(private$link, msg, "session"), error = function(e) {
-        .securer_disconnect(private$link)
-        stop(e)
-      })
+      msg$clamp <- TRUE
+      ev <- .securer_create(private$link, msg, "session")
       if (private$sandbox && identical(ev$sandboxed, FALSE)) {
         .securer_disconnect(private$link)
         stop("securer: the server made a session without a sandbox although sandbox = TRUE was asked", call. = FALSE)
       }
+      .securer_warn_clamped(ev)
       private$name <- ev$session
-      .securer_audit(private$audit_log, "session_start", session = ev$session)
+      private$pid <- ev$pid
+      if (!is.null(private$audit)) private$audit$session_id <- ev$session
+      .securer_audit_write(private$audit, "session_start", sandbox = private$sandbox,
+                           tools = unname(names(private$tool_list)))
+      .securer_say(private$verbose, "session ", ev$session, " started",
+                   if (!is.null(ev$pid)) paste0(" (R pid ", ev$pid, ")") else "")
     },
     finalize = function() self$close()
   )
 )
+
+# .securer_create sends a create request; any failure or an interrupt
+# while it runs disconnects, so that the server drains and closes what it
+# started (a spawned server is asked to finish before it is killed). A
+# server older than the clamp member is asked again without it (limits
+# over its ceilings are then an error, as before).
+.securer_create <- function(link, msg, want) {
+  tryCatch(.securer_retry_without(link, msg, want, "clamp"),
+           error = function(e) {
+             .securer_disconnect(link)
+             stop(e)
+           },
+           interrupt = function(e) {
+             .securer_disconnect(link)
+             stop("securer: interrupted while the session started; it was closed", call. = FALSE)
+           })
+}
+
+# .securer_refused_member(e, member): the error is the server refusing a
+# member it does not know (an older server).
+.securer_refused_member <- function(e, member) {
+  m <- conditionMessage(e)
+  grepl(sprintf('does not take "%s"', member), m, fixed = TRUE) ||
+    grepl(sprintf('unknown object member name "%s"', member), m, fixed = TRUE) ||
+    grepl(sprintf('unknown field "%s"', member), m, fixed = TRUE)
+}
+
+# .securer_retry_without sends msg; when the server does not know the
+# optional member (it refuses members it does not take), again without it.
+.securer_retry_without <- function(link, msg, want, member) {
+  tryCatch(.securer_request(link, msg, want), error = function(e) {
+    if (is.null(msg[[member]]) || !.securer_refused_member(e, member)) stop(e)
+    msg[[member]] <- NULL
+    .securer_request(link, msg, want)
+  })
+}
+
+# The server clamped limits over its ceilings (clamp = TRUE): say which.
+.securer_warn_clamped <- function(ev) {
+  cl <- ev$clamped
+  if (length(cl) == 0) return(invisible())
+  what <- if (is.character(cl)) cl else names(cl)
+  warning(sprintf("securer: limits over the server's ceilings were lowered to them: %s",
+                  paste(what, collapse = ", ")), call. = FALSE)
+}
 
 #' A pool of warm sandboxed sessions.
 SecureSessionPool <- R6::R6Class("SecureSessionPool",
@@ -222,55 +515,91 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
     initialize = function(size = 4, tools = list(), sandbox = TRUE, limits = NULL, verbose = FALSE,
                           reset_between_uses = FALSE) {
       sandbox <- .securer_check_sandbox(sandbox)
-      if (!is.numeric(size) || length(size) != 1 || size < 1) stop("size must be a positive number", call. = FALSE)
+      if (!is.numeric(size) || length(size) != 1 || is.na(size) || size < 1) {
+        stop("Pool size must be at least 1", call. = FALSE)
+      }
+      if (size > 100) stop("Pool size must be at most 100", call. = FALSE)
       private$tool_list <- .securer_check_tools(tools)
       private$n <- as.integer(size)
       private$sandbox <- sandbox
+      private$verbose <- isTRUE(verbose)
       private$link <- .securer_connect(verbose, sandbox)
       # Without the sandbox there are no fresh executions (their clean-up
       # would run on the host): a reset is a new R.
       reset <- if (!isTRUE(reset_between_uses)) "none" else if (sandbox) "fresh" else "restart"
       msg <- list(op = "create_pool", size = private$n, reset = reset,
-                  tools = .securer_tool_decls(private$tool_list))
+                  tools = .securer_tool_decls(private$tool_list), clamp = TRUE)
       opts <- .securer_options(limits)
       if (!is.null(opts)) msg$options <- opts
       private$timeout <- opts$timeout
-      ev <- tryCatch(.securer_request(private$link, msg, "pool"), error = function(e) {
-        .securer_disconnect(private$link)
+      ev <- tryCatch(.securer_create(private$link, msg, "pool"), error = function(e) {
+        m <- conditionMessage(e)
+        if (grepl("(limit)", m, fixed = TRUE) || grepl("quota", m)) {
+          stop(sprintf(paste0("Pool size %d is over what this securer-runc server allows (%s); its operator ",
+                              "raises it with serve --max-sessions-per-client and --max-sessions"), private$n, m),
+               call. = FALSE)
+        }
         stop(e)
       })
+      .securer_warn_clamped(ev)
       private$name <- ev$pool
+      .securer_say(private$verbose, "pool ", ev$pool, " of ", private$n, " sessions started")
     },
     execute = function(code, timeout = NULL, acquire_timeout = NULL) {
-      if (is.null(private$name)) stop("securer: the pool is closed", call. = FALSE)
-      code <- paste(code, collapse = "\n")
-      v <- validate_code(code)
-      if (!v$valid) stop(paste("Syntax error:", v$error), call. = FALSE)
-      res <- .securer_run(private$link, private$name, "pool", code, timeout, private$tool_list, NULL, NULL, NULL)
-      .securer_value(res, timeout %||% private$timeout, NULL, FALSE)
+      if (is.null(private$name) || isTRUE(private$link$closed)) stop("Pool is closed", call. = FALSE)
+      code <- .securer_check_code(code, NULL, TRUE)
+      extra <- list()
+      if (!is.null(acquire_timeout)) {
+        if (!is.numeric(acquire_timeout) || length(acquire_timeout) != 1 || is.na(acquire_timeout) || acquire_timeout < 0) {
+          stop("acquire_timeout must be a non-negative number of seconds", call. = FALSE)
+        }
+        extra$acquire_timeout <- as.numeric(acquire_timeout)
+      }
+      .securer_say(private$verbose, "executing ", nchar(code), " characters of code in pool ", private$name)
+      run <- function(extra) .securer_run(private$link, private$name, "pool", code, timeout, private$tool_list,
+                                          NULL, NULL, NULL, private$verbose, extra)
+      # A server older than acquire_timeout refuses the member: it waits
+      # for a session as it always did.
+      res <- tryCatch(run(extra), error = function(e) {
+        if (is.null(extra$acquire_timeout) || !.securer_refused_member(e, "acquire_timeout")) stop(e)
+        run(list())
+      })
+      out <- .securer_outcome(res, timeout %||% private$timeout, NULL, FALSE)
+      private$last <- out$output
+      .securer_deliver(out, FALSE)
     },
-    size = function() private$n,
+    last_output = function() private$last,
+    size = function() if (is.null(private$name)) 0L else private$n,
     available = function() self$status()$idle,
     status = function() {
-      if (is.null(private$name)) return(list(total = 0L, busy = 0L, idle = 0L, dead = 0L))
+      if (is.null(private$name) || isTRUE(private$link$closed)) return(list(total = 0L, busy = 0L, idle = 0L, dead = 0L))
       st <- .securer_request(private$link, list(op = "pool_status", pool = private$name), "pool")$status
       list(total = as.integer(st$total), busy = as.integer(st$busy), idle = as.integer(st$idle), dead = as.integer(st$dead))
     },
     close = function() {
+      was <- private$name
       if (!is.null(private$name) && !isTRUE(private$link$closed)) {
         try(.securer_request(private$link, list(op = "close_pool", pool = private$name), "closed"), silent = TRUE)
       }
       private$name <- NULL
-      .securer_disconnect(private$link)
+      if (!is.null(private$link)) .securer_disconnect(private$link)
+      if (!is.null(was)) .securer_say(private$verbose, "pool ", was, " closed")
       invisible(self)
     },
+    format = function(...) {
+      st <- tryCatch(self$status(), error = function(e) list(idle = NA, busy = NA))
+      sprintf("<SecureSessionPool> [%s] size=%d idle=%s busy=%s sandbox=%s tools=%d",
+              if (is.null(private$name)) "closed" else "running", self$size(), format(st$idle), format(st$busy),
+              if (private$sandbox) "container" else "none", length(private$tool_list))
+    },
     print = function(...) {
-      cat("<SecureSessionPool> size", private$n, if (private$sandbox) "| sandbox: container" else "| sandbox: NONE",
-          if (is.null(private$name)) "(closed)" else "", "\n")
+      cat(self$format(), "\n", sep = "")
+      if (!private$sandbox) cat("  sandbox: NONE (R on this host, no isolation)\n")
       invisible(self)
     }
   ),
   private = list(link = NULL, name = NULL, n = 0L, tool_list = NULL, sandbox = TRUE, timeout = NULL,
+                 verbose = FALSE, last = character(),
                  finalize = function() self$close())
 )
 
@@ -280,7 +609,9 @@ execute_r <- function(code, tools = list(), timeout = 30, sandbox = TRUE, limits
   session <- SecureSession$new(tools = tools, sandbox = sandbox, limits = limits, verbose = verbose,
                                sandbox_strict = sandbox_strict, audit_log = audit_log)
   on.exit(session$close())
-  session$execute(code, timeout = timeout, validate = validate)
+  # Without a timeout given, limits$cpu applies (else 30 s).
+  if (missing(timeout)) session$execute(code, validate = validate)
+  else session$execute(code, timeout = timeout, validate = validate)
 }
 
 #' Call fn with a new session, always closing it.
@@ -288,18 +619,4 @@ with_secure_session <- function(fn, tools = list(), sandbox = TRUE, ...) {
   session <- SecureSession$new(tools = tools, sandbox = sandbox, ...)
   on.exit(session$close())
   fn(session)
-}
-
-#' An ellmer tool that runs R code in a sandbox (needs the ellmer package).
-as_ellmer_tool <- function(session = NULL, tools = list(), sandbox = TRUE, limits = NULL, timeout = 30) {
-  if (!requireNamespace("ellmer", quietly = TRUE)) {
-    stop("as_ellmer_tool() needs the ellmer package", call. = FALSE)
-  }
-  if (is.null(session)) session <- SecureSession$new(tools = tools, sandbox = sandbox, limits = limits)
-  run <- function(code) {
-    out <- tryCatch(session$execute(code, timeout = timeout), error = function(e) paste("Error:", conditionMessage(e)))
-    paste(utils::capture.output(print(out)), collapse = "\n")
-  }
-  ellmer::tool(run, "Execute R code in a secure sandbox and return the printed result.",
-               arguments = list(code = ellmer::type_string("R code to execute")), name = "execute_r_code")
 }

@@ -5,8 +5,10 @@ test_that("limits$cpu is the default timeout when execute() has none", {
   s <- SecureSession$new(sandbox = TRUE, limits = list(cpu = 1))
   on.exit(s$close())
   expect_error(s$execute("Sys.sleep(10)", timeout = NULL), "Execution timed out after 1 second\\(s\\)")
-  # SecureSession$execute's own default (30 s, as in securer 0.2.0) wins.
-  expect_equal(s$execute("Sys.sleep(2); 'slept'"), "slept")
+  # Without a timeout given, limits$cpu applies too (not execute()'s 30 s).
+  expect_error(s$execute("Sys.sleep(10)"), "Execution timed out after 1 second\\(s\\)")
+  # A timeout given wins.
+  expect_equal(s$execute("Sys.sleep(2); 'slept'", timeout = 30), "slept")
   expect_error(s$execute("Sys.sleep(10)", timeout = 1.5), "Execution timed out after 1.5 second\\(s\\)")
 })
 

@@ -13,16 +13,16 @@ test_that("a session keeps state, streams output and survives errors and timeout
   expect_error(s$execute('stop("inner boom")'), "inner boom")
   expect_error(s$execute("Sys.sleep(10)", timeout = 1), "Execution timed out after 1 second\\(s\\)")
   expect_equal(s$execute("x"), 40) # still usable, state kept
-  expect_error(s$execute("1 +"), "Syntax error")
+  expect_error(s$execute("1 +"), "syntax error")
   expect_equal(s$execute("x"), 40)
   s$restart()
   expect_false(s$execute('exists("x")'))
   expect_equal(s$tools()[[1]]$name, "add")
   expect_equal(s$tools()[[1]]$args, c(a = "numeric", b = "numeric"))
-  expect_output(print(s), "SecureSession> alive")
+  expect_output(print(s), "<SecureSession> \\[running\\]")
   s$close()
   expect_false(s$is_alive())
-  expect_error(s$execute("1"), "closed")
+  expect_error(s$execute("1"), "Session is not running.", fixed = TRUE)
 })
 
 test_that("hooks and budgets", {
@@ -31,7 +31,7 @@ test_that("hooks and budgets", {
   on.exit(s$close())
   expect_error(s$execute("forbidden <- 1"), "blocked by pre_execute_hook")
   expect_error(s$execute(strrep("1;", 100)), NA)
-  expect_error(s$execute("1", max_code_length = 0), "maximum length")
+  expect_error(s$execute("1", max_code_length = 0), "Code too long")
   expect_error(s$execute("for (i in 1:5) add(i, 1)", max_tool_calls = 3), "Maximum tool calls \\(3\\) exceeded")
   v <- s$execute('for (i in 1:10) cat(i, "\\n"); 1', max_output_lines = 2)
   expect_equal(length(attr(v, "output")), 2)

@@ -17,7 +17,7 @@ test_that("the six type strings are checked before the tool runs", {
     expect_equal(ran, before, info = type)
   }
   expect_error(securer_tool("f", "x", function(x) x, args = list(x = "float")), "unknown type")
-  expect_error(securer_tool("bad name", "x", function() 1), "must match")
+  expect_error(securer_tool("bad name", "x", function() 1), "valid R identifier")
   expect_error(securer_tool("f", "x", function(x) x, args = list(y = "numeric")), NA)
 })
 
