@@ -161,7 +161,7 @@ func TestUnmarshalRejects(t *testing.T) {
 		{"empty", ``, "value:"},
 		{"trailing", `{"type":"NULL"} 1`, "unexpected data after value"},
 		{"missing type", `{"value":[1]}`, `missing member "type"`},
-		{"unknown type", `{"type":"closure"}`, `value.type: unknown type "closure"`},
+		{"unknown type", `{"type":"bytecode"}`, `value.type: unknown type "bytecode"`},
 		{"type not string", `{"type":1}`, "value.type: want string, got number"},
 		{"unknown member", `{"type":"NULL","extra":1}`, `unknown member "extra"`},
 		{"duplicate member", `{"type":"NULL","type":"NULL"}`, "duplicate"},
