@@ -531,6 +531,12 @@ print.securer_unsupported <- function(x, ...) {
 # securer_s4 placeholder holding the slots.
 .securer_dec_s4 <- function(cl, slots) {
   def <- if (isNamespaceLoaded("methods")) methods::getClassDef(cl) else NULL
+  # The box defined the class in its global environment; the host may have
+  # it under another package name (a package, a test's environment).
+  if (is.null(def) && isNamespaceLoaded("methods") && !is.null(attr(cl, "package"))) {
+    def <- methods::getClassDef(as.vector(cl))
+    if (!is.null(def)) cl <- def@className
+  }
   if (is.null(def)) {
     return(structure(list(class = cl, slots = slots), class = c("securer_s4", "securer_unsupported")))
   }
