@@ -272,6 +272,9 @@ func FuzzUnmarshal(f *testing.F) {
 		`{"type":"unsupported","class":["function"],"repr":"function (x) x"}`,
 		`{"value":[2,null],"type":"integer","attributes":{"levels":{"type":"character","value":["a","b"]},"class":{"type":"character","value":["factor"]}}}`,
 		`{"type":"integer","value":[1,2,3,4],"attributes":{"dim":{"type":"integer","value":[2,2]},"dimnames":{"type":"list","value":[{"type":"NULL"},{"type":"character","value":["x","y"]}]}}}`,
+		wFormula, wClosure, wCycle, wS4,
+		`{"type":"primitive","name":"sum"}`,
+		`{"type":"list","value":[` + wMissing + `],"attributes":{"names":{"type":"character","value":["i"]}},"pairlist":true,"s4":true}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -299,6 +302,8 @@ func FuzzUnmarshal(f *testing.F) {
 		_ = v.Go()
 		_, _ = v.PlainJSON()
 		_ = v.Describe()
+		_ = v.String()
+		_ = v.IsCode()
 		for _, c := range CheckTypes {
 			_ = v.Check(c)
 		}
