@@ -214,6 +214,11 @@ func TestRRoundTripGoOriginated(t *testing.T) {
 		{name: "json scalar", v: must(FromRawJSON(json.RawMessage(`"x"`))), want: Strings("x")},
 		{name: "json null", v: must(FromRawJSON(json.RawMessage(`null`))), want: Null()},
 		{name: "json in list", v: List(must(FromRawJSON(json.RawMessage(`[true,false]`)))), want: List(Logicals(True, False))},
+		{name: "symbol", v: Symbol("abc")},
+		{name: "primitive", v: Primitive("sum")},
+		// R adds the display text (repr) of a call; Equal ignores it.
+		{name: "call", v: must(Call([]string{"", "", "na.rm"}, Symbol("sum"), Symbol("x"), Bools(true)))},
+		{name: "code in list", v: List(Symbol("x"), must(Call(nil, Symbol("f"))))},
 	}
 
 	var in bytes.Buffer
