@@ -530,13 +530,14 @@ print.securer_unsupported <- function(x, ...) {
 # initialize methods); a class the host does not define gives a
 # securer_s4 placeholder holding the slots.
 .securer_dec_s4 <- function(cl, slots) {
-  def <- if (isNamespaceLoaded("methods")) methods::getClassDef(cl) else NULL
-  # The box defined the class in its global environment; the host may have
-  # it under another package name (a package, a test's environment).
-  if (is.null(def) && isNamespaceLoaded("methods") && !is.null(attr(cl, "package"))) {
-    def <- methods::getClassDef(as.vector(cl))
-    if (!is.null(def)) cl <- def@className
+  # By name only, looked up from the global environment: getClassDef()
+  # would load the package a class's "package" attribute names. The host's
+  # class may live under another package name than the box's (a package,
+  # a test's environment), so the host's className is kept.
+  def <- if (isNamespaceLoaded("methods")) {
+    methods::getClassDef(as.vector(cl), where = globalenv(), package = "")
   }
+  if (!is.null(def)) cl <- def@className
   if (is.null(def)) {
     return(structure(list(class = cl, slots = slots), class = c("securer_s4", "securer_unsupported")))
   }

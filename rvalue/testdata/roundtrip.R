@@ -122,6 +122,11 @@ local(get_n <- function() n, envir = cyc)
 fit <- lm(mpg ~ wt, data = mtcars)
 gfit <- glm(am ~ wt, data = mtcars, family = binomial)
 nd <- data.frame(wt = c(2.5, 3, 4.5))
+# An S4 object whose class names a package the host has not loaded:
+# decoding must not load it (getClassDef() with the package would).
+tcltk_checked <- isNamespaceLoaded("tcltk") && stop("tcltk is loaded before the test")
+elsewhere <- methods::new("RtPoint", x = 2, label = "q")
+attr(elsewhere, "class") <- structure("RtNowhere", package = "tcltk")
 code_cases <- list(
   code_fn = list(function(x, y = 2L, ...) x^y + length(list(...)),
                  function(o, b) identical(formals(b), formals(o)) && identical(body(b), body(o)) && b(3) == 9),
@@ -139,6 +144,13 @@ code_cases <- list(
   code_s4 = list(methods::new("RtPoint", x = 1.5, label = "p"), identical),
   code_s4_gone = list(methods::new("RtGone", v = 1:3),
                       function(o, b) inherits(b, "securer_s4") && identical(b$slots$v, 1:3)),
+  code_s4_pkg = list(elsewhere, function(o, b) {
+    # Only the first decode (R's own, before report()) can tell: report()'s
+    # is.numeric() dispatches on the class and so loads the package.
+    unloaded <- tcltk_checked || !isNamespaceLoaded("tcltk")
+    tcltk_checked <<- TRUE
+    unloaded && inherits(b, "securer_s4") && identical(b$slots$x, 2)
+  }),
   code_s4_bit = list(asS4(structure(list(1), class = "x")), identical),
   code_lm = list(fit, function(o, b) identical(predict(b, nd), predict(o, nd)) &&
                    identical(predict(b, nd, interval = "confidence"), predict(o, nd, interval = "confidence"))),
