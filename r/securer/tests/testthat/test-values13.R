@@ -95,3 +95,13 @@ test_that("a tool can receive a function from the box", {
   echo <- securer_tool("echo", "Return the argument", fn = function(x) x)
   expect_identical(execute_r("identical(echo(y ~ x), y ~ x)", tools = list(echo)), TRUE)
 })
+
+test_that("a value the package cannot rebuild is a placeholder with a warning", {
+  dec <- getFromNamespace(".securer_decode", "securer")
+  expect_warning(x <- dec(list(type = "bogus")), "could not be decoded")
+  expect_s3_class(x, "securer_unsupported")
+  expect_warning(y <- dec(list(type = "environment", kind = "local", ref = "e9")), "unknown environment ref")
+  expect_s3_class(y, "securer_unsupported")
+  expect_warning(z <- dec(list(type = "primitive", name = "not_a_primitive")), "could not be decoded")
+  expect_s3_class(z, "securer_unsupported")
+})
