@@ -119,6 +119,19 @@ cyc <- new.env()
 assign("n", 2L, cyc)
 assign("self", cyc, cyc)
 local(get_n <- function() n, envir = cyc)
+# Seven local environments, each holding the next: the sixth and seventh
+# come without bindings. A binding over 1 MB is a placeholder.
+deep_env <- new.env()
+cur <- deep_env
+for (i in 1:6) { nxt <- new.env(); assign("child", nxt, cur); assign("i", i, cur); cur <- nxt }
+assign("big", runif(2e5), deep_env)
+env_depth_ok <- function(o, b) {
+  for (i in 1:5) {
+    if (!identical(get("i", b), i)) return(FALSE)
+    b <- get("child", b)
+  }
+  length(ls(b)) == 0L && identical(attr(b, "securer_dropped"), 2L)
+}
 fit <- lm(mpg ~ wt, data = mtcars)
 gfit <- glm(am ~ wt, data = mtcars, family = binomial)
 nd <- data.frame(wt = c(2.5, 3, 4.5))
@@ -139,8 +152,10 @@ code_cases <- list(
   code_symbol = list(as.name("abc"), identical),
   code_sum = list(sum, identical),
   code_mean = list(mean, function(o, b) identical(b(c(1, 2, 6)), 3)),
+  code_env_empty = list(new.env(), function(o, b) is.environment(b) && length(ls(b)) == 0L),
   code_env_cycle = list(cyc, function(o, b) is.environment(b) && identical(b$self, b) &&
                           identical(b$get_n(), 2L) && identical(environment(b$get_n), b)),
+  code_env_deep = list(deep_env, function(o, b) env_depth_ok(o, b) && inherits(b$big, "securer_unsupported")),
   code_s4 = list(methods::new("RtPoint", x = 1.5, label = "p"), identical),
   code_s4_gone = list(methods::new("RtGone", v = 1:3),
                       function(o, b) inherits(b, "securer_s4") && identical(b$slots$v, 1:3)),

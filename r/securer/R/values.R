@@ -179,6 +179,7 @@ print.securer_unsupported <- function(x, ...) {
 }
 
 .securer_enc_names <- function(parts) {
+  if (length(parts) == 0L) return("[]")
   nms <- names(parts)
   if (is.null(nms)) nms <- character(length(parts))
   nms[is.na(nms)] <- ""
@@ -269,6 +270,9 @@ print.securer_unsupported <- function(x, ...) {
   id <- paste0("e", length(st$envs))
   nm <- sort(ls(e, all.names = TRUE))
   kept <- if (st$env_depth >= 5L) character() else utils::head(nm, 100L)
+  # Names with invalid bytes are sent repaired; two that repair alike would
+  # be one name twice, which the host refuses: the later one is dropped.
+  kept <- kept[!duplicated(.securer_lossy_utf8(kept))]
   vals <- character(length(kept))
   st$env_depth <- st$env_depth + 1L
   on.exit(st$env_depth <- st$env_depth - 1L)
@@ -280,7 +284,8 @@ print.securer_unsupported <- function(x, ...) {
   }
   attrs <- .securer_enc_attrs(e, depth, st)
   paste0("{\"type\":\"environment\",\"kind\":\"local\",\"name\":\"\",\"id\":\"", id,
-         "\",\"names\":[", paste(.securer_json_str(.securer_lossy_utf8(kept)), collapse = ","),
+         # paste0() of an empty vector with quotes would give one "".
+         "\",\"names\":[", if (length(kept)) paste(.securer_json_str(.securer_lossy_utf8(kept)), collapse = ","),
          "],\"values\":[", paste(vals, collapse = ","),
          "],\"dropped\":", length(nm) - length(kept),
          if (!is.null(attrs)) paste0(",\"attributes\":", attrs), "}")
