@@ -51,6 +51,9 @@ test_that("environments come back bounded, with cycles kept", {
   big <- execute_r("e <- new.env(); for (i in 1:10000) e[[paste0('v', i)]] <- i; e")
   expect_length(ls(big), 100)
   expect_identical(attr(big, "securer_dropped"), 9900L)
+  empty <- execute_r("new.env()")
+  expect_true(is.environment(empty))
+  expect_length(ls(empty), 0)
 })
 
 test_that("S4 objects come back, or as a placeholder when the host lacks the class", {
