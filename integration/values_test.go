@@ -39,6 +39,10 @@ func TestValueRoundTrip(t *testing.T) {
 		"empty":          "list(integer(0), character(0), double(0), logical(0), list())",
 		"raw":            "as.raw(c(0, 255, 16))",
 		"complex":        "c(1+2i, NA)",
+		"formula":        "y ~ x + log(z)",
+		"call":           "quote(f(x, y = 2))",
+		"symbol":         "as.name('a')",
+		"function":       "function(x, y = 2) x + y",
 	}
 	for name, expr := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -93,8 +97,42 @@ func TestValuesToHost(t *testing.T) {
 	if v := get("as.Date('2024-02-29')"); v.Go() != "2024-02-29" {
 		t.Errorf("Date arrived as %#v", v.Go())
 	}
-	if v := get("function(x) x"); v.Type() != rvalue.TypeUnsupported {
+	if v := get("function(x) x"); v.Type() != rvalue.TypeClosure {
 		t.Errorf("a closure arrived as %s", v.Type())
+	}
+}
+
+// TestValueModels: a fitted model crosses as data plus its code (terms),
+// and the invisible function definition of an assignment is no error.
+func TestValueModels(t *testing.T) {
+	s := newSession(t, baseConfig())
+	res := mustOK(t, s, "lm(mpg ~ wt, data = mtcars)")
+	fit := res.Value
+	if !fit.Inherits("lm") || !fit.IsCode() {
+		t.Fatalf("lm arrived as %s (%v)", fit.Describe(), fit.Class())
+	}
+	coef, _ := fit.Get("coefficients")
+	if coef.Type() != rvalue.TypeDouble || coef.Len() != 2 || coef.Names()[1] != "wt" {
+		t.Errorf("coefficients = %s %v", coef.Describe(), coef.Names())
+	}
+	terms, _ := fit.Get("terms")
+	if terms.Type() != rvalue.TypeLanguage || !terms.Inherits("terms") || terms.String() != "mpg ~ wt" {
+		t.Errorf("terms = %s %v %q", terms.Type(), terms.Class(), terms.String())
+	}
+	if env, _ := terms.Attr(".Environment"); env.EnvKind() != rvalue.EnvGlobal {
+		t.Errorf("terms .Environment = %s", env.Describe())
+	}
+	if call, _ := fit.Get("call"); call.Type() != rvalue.TypeLanguage || len(call.Parts()) != 3 || call.PartNames()[2] != "data" {
+		t.Errorf("call = %s %v", call, call.PartNames())
+	}
+	res = mustOK(t, s, "square <- function(x) x^2")
+	if res.Value.Type() != rvalue.TypeClosure || res.Visible || !strings.Contains(res.Value.Source(), "x^2") {
+		t.Errorf("an assignment returned %s, visible %v", res.Value, res.Visible)
+	}
+	// An invisible value that cannot cross is NULL, not a placeholder.
+	res = mustOK(t, s, `p <- methods::new("externalptr")`)
+	if res.Value.Type() != rvalue.TypeNull || res.Visible {
+		t.Errorf("an invisible external pointer returned %s, visible %v", res.Value.Describe(), res.Visible)
 	}
 }
 

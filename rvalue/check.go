@@ -66,6 +66,23 @@ func (v Value) Describe() string {
 			return v.class[0]
 		}
 		return "unsupported"
+	case TypeSymbol:
+		return "symbol"
+	case TypeClosure, TypePrimitive:
+		return "function"
+	case TypeEnvironment:
+		if v.envKind == EnvLocal {
+			return "environment"
+		}
+		return string(v.envKind) + " environment"
+	case TypeLanguage, TypeS4:
+		if cls := v.Class(); len(cls) > 0 {
+			return cls[0]
+		}
+		if v.typeOf() == TypeS4 {
+			return "S4"
+		}
+		return "call"
 	}
 	if v.IsDataFrame() {
 		return fmt.Sprintf("data.frame %dx%d", v.NRow(), v.Len())

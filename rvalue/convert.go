@@ -176,12 +176,31 @@ func intsValue(s []int64) (Value, error) {
 //   - Data frames -> []map[string]any, one map per row.
 //   - Lists with names -> map[string]any (empty or NA names become the
 //     1-based position, as jsonlite does); without -> []any.
+//   - Symbols, calls, formulas and functions -> their display text (Repr);
+//     environments -> map[string]any of the bindings sent; S4 objects ->
+//     map[string]any of their slots.
 //
 // Names, dim and other attributes of atomic vectors are dropped.
 func (v Value) Go() any {
 	switch v.typeOf() {
 	case TypeNull, TypeUnsupported:
 		return nil
+	case TypeSymbol, TypeLanguage, TypeClosure, TypePrimitive:
+		return v.Repr()
+	case TypeEnvironment, TypeS4:
+		names, vals := v.Bindings()
+		m := make(map[string]any, len(vals))
+		for i, e := range vals {
+			m[names[i]] = e.Go()
+		}
+		if v.typeOf() == TypeS4 {
+			for _, a := range v.attrs {
+				if a.Name != "class" {
+					m[a.Name] = a.Value.Go()
+				}
+			}
+		}
+		return m
 	case TypeJSON:
 		var out any
 		if err := json.Unmarshal(v.json, &out); err != nil {

@@ -23,7 +23,10 @@ import (
 // factors are their labels, Dates "YYYY-MM-DD", POSIXct
 // "YYYY-MM-DDTHH:MM:SS" in their tzone (UTC when unset or unknown), raw is
 // one base64 string and complex numbers are strings like "1+2i". A json
-// value is passed through. Unsupported values are an error.
+// value is passed through. Calls, formulas, functions, symbols and
+// primitives are their display text (Repr); an environment is an object of
+// the bindings that were sent, an S4 object an object of its slots.
+// Unsupported values are an error.
 func (v Value) PlainJSON() ([]byte, error) {
 	return plain{}.append(nil, v, 1)
 }
@@ -51,6 +54,11 @@ func (p plain) append(b []byte, v Value, depth int) ([]byte, error) {
 		return append(b, "{}"...), nil
 	case TypeUnsupported:
 		return nil, fmt.Errorf("rvalue: PlainJSON: cannot convert %s", v.Describe())
+	case TypeSymbol, TypeLanguage, TypeClosure, TypePrimitive:
+		// Code is shown as its text, never run or parsed.
+		return plainString(b, v.Repr())
+	case TypeEnvironment, TypeS4:
+		return p.appendObject(b, v, depth)
 	case TypeJSON:
 		c, err := compactJSON(v.json)
 		if err != nil {
@@ -110,6 +118,36 @@ func (p plain) append(b []byte, v Value, depth int) ([]byte, error) {
 		}
 	}
 	return append(b, ']'), nil
+}
+
+// appendObject writes an environment's bindings or an S4 object's slots
+// (its attributes other than class) as an object.
+func (p plain) appendObject(b []byte, v Value, depth int) ([]byte, error) {
+	names, vals := v.Bindings()
+	if v.typeOf() == TypeS4 {
+		names, vals = nil, nil
+		for _, a := range v.attrs {
+			if a.Name != "class" {
+				names = append(names, a.Name)
+				vals = append(vals, a.Value)
+			}
+		}
+	}
+	b = append(b, '{')
+	var err error
+	for i, e := range vals {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if b, err = plainString(b, names[i]); err != nil {
+			return nil, err
+		}
+		b = append(b, ':')
+		if b, err = p.append(b, e, depth+1); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, '}'), nil
 }
 
 // appendArray writes an R array (column-major) as jsonlite does: nested

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -213,6 +214,11 @@ func TestRRoundTripGoOriginated(t *testing.T) {
 		{name: "json scalar", v: must(FromRawJSON(json.RawMessage(`"x"`))), want: Strings("x")},
 		{name: "json null", v: must(FromRawJSON(json.RawMessage(`null`))), want: Null()},
 		{name: "json in list", v: List(must(FromRawJSON(json.RawMessage(`[true,false]`)))), want: List(Logicals(True, False))},
+		{name: "symbol", v: Symbol("abc")},
+		{name: "primitive", v: Primitive("sum")},
+		// R adds the display text (repr) of a call; Equal ignores it.
+		{name: "call", v: must(Call([]string{"", "", "na.rm"}, Symbol("sum"), Symbol("x"), Bools(true)))},
+		{name: "code in list", v: List(Symbol("x"), must(Call(nil, Symbol("f"))))},
 	}
 
 	var in bytes.Buffer
@@ -362,7 +368,10 @@ func TestRRoundTripROriginated(t *testing.T) {
 		{"factor", must(Factor([]string{"lo", "hi"}, []int32{1, 2, NAInteger, 1}))},
 		{"date", Date(time.Date(2024, 2, 29, 0, 0, 0, 0, time.UTC))},
 		{"posixct", POSIXct("America/New_York", time.Unix(1710088496, 0))},
-		{"unsup_fn", Unsupported([]string{"function"}, "function (x) \nx + 1")},
+		{"unsup_ptr", Unsupported([]string{"externalptr"}, "<pointer: (nil)>")},
+		{"code_call", must(Call(nil, Symbol("+"), Symbol("x"), Doubles(1)))},
+		{"code_symbol", Symbol("abc")},
+		{"code_sum", Primitive("sum")},
 	}
 	for _, e := range expect {
 		got, ok := byName[e.name]
@@ -386,7 +395,48 @@ func TestRRoundTripROriginated(t *testing.T) {
 	if len(rows) != 3 || fmt.Sprint(rows[0]) != "map[d:2024-01-01 f:u n:1 s:a x:1.5]" || rows[1]["x"] != nil {
 		t.Errorf("df rows = %v", rows)
 	}
-	if got := byName["unsup_in_list"].List(); len(got) != 3 || got[0].Type() != TypeUnsupported || got[1].Describe() != "environment" {
+	if got := byName["unsup_in_list"].List(); len(got) != 2 || got[0].Type() != TypeUnsupported || got[1].Describe() != "double(1)" {
 		t.Errorf("unsup_in_list = %v", got)
+	}
+	checkCodeShapes(t, byName)
+}
+
+// checkCodeShapes looks at the Go side of the code, environment and S4
+// values R sent: the type tree a Go user reads.
+func checkCodeShapes(t *testing.T, byName map[string]Value) {
+	t.Helper()
+	fn := byName["code_fn"]
+	if names, defs := fn.Formals(); fn.Type() != TypeClosure || !slices.Equal(names, []string{"x", "y", "..."}) ||
+		!Equal(defs[0], Symbol("")) || !Equal(defs[1], Integers(2)) || fn.Env().EnvKind() != EnvGlobal ||
+		fn.Body().Type() != TypeLanguage || !strings.Contains(fn.Source(), "x^y") {
+		t.Errorf("code_fn = %s", fn)
+	}
+	if f := byName["code_formula"]; f.Type() != TypeLanguage || !f.Inherits("formula") || f.String() != "y ~ x + log(z)" {
+		t.Errorf("code_formula = %s (%v)", f, f.Class())
+	} else if env, _ := f.Attr(".Environment"); env.EnvKind() != EnvGlobal {
+		t.Errorf("code_formula .Environment = %v", env.EnvKind())
+	}
+	if m := byName["code_mean"]; m.Type() != TypeClosure || m.Env().EnvKind() != EnvNamespace || m.Env().Name() != "base" {
+		t.Errorf("code_mean = %s in %v", m, m.Env().EnvKind())
+	}
+	env := byName["code_env_cycle"]
+	self, _ := env.Binding("self")
+	getN, _ := env.Binding("get_n")
+	if env.EnvID() == "" || self.EnvRef() != env.EnvID() || getN.Env().EnvRef() != env.EnvID() || env.Dropped() != 0 {
+		t.Errorf("code_env_cycle: id %q, self ref %q, get_n env ref %q", env.EnvID(), self.EnvRef(), getN.Env().EnvRef())
+	}
+	if p := byName["code_s4"]; p.Type() != TypeS4 || p.Describe() != "RtPoint" || !p.IsS4() {
+		t.Errorf("code_s4 = %s", p.Describe())
+	} else if x, _ := p.Attr("x"); !Equal(x, Doubles(1.5)) {
+		t.Errorf("code_s4 slot x = %v", x)
+	}
+	if b := byName["code_s4_bit"]; b.Type() != TypeList || !b.IsS4() {
+		t.Errorf("code_s4_bit: %s, S4 %v", b.Type(), b.IsS4())
+	}
+	fit := byName["code_lm"]
+	coef, _ := fit.Get("coefficients")
+	terms, _ := fit.Get("terms")
+	if len(coef.Doubles()) != 2 || terms.Type() != TypeLanguage || !terms.Inherits("terms") || !fit.IsCode() {
+		t.Errorf("code_lm: coefficients %s, terms %s %v", coef.Describe(), terms.Type(), terms.Class())
 	}
 }

@@ -27,16 +27,53 @@ const (
 	TypeComplex     Type = "complex"
 	TypeJSON        Type = "json"
 	TypeUnsupported Type = "unsupported"
+
+	// Language objects, functions, environments and S4 objects (R to host,
+	// and back as they came). Code-bearing values are data here: nothing
+	// in Go evaluates them.
+	TypeSymbol      Type = "symbol"
+	TypeLanguage    Type = "language"
+	TypeClosure     Type = "closure"
+	TypePrimitive   Type = "primitive"
+	TypeEnvironment Type = "environment"
+	TypeS4          Type = "S4"
 )
 
 func (t Type) valid() bool {
 	switch t {
 	case TypeNull, TypeLogical, TypeInteger, TypeDouble, TypeCharacter, TypeList,
-		TypeRaw, TypeComplex, TypeJSON, TypeUnsupported:
+		TypeRaw, TypeComplex, TypeJSON, TypeUnsupported,
+		TypeSymbol, TypeLanguage, TypeClosure, TypePrimitive, TypeEnvironment, TypeS4:
 		return true
 	}
 	return false
 }
+
+// EnvKind says which environment an environment value stands for.
+type EnvKind string
+
+// The environment kinds. Only local environments carry bindings; the
+// others are the receiving side's own (global, base, ...).
+const (
+	EnvGlobal    EnvKind = "global"
+	EnvBase      EnvKind = "base"
+	EnvEmpty     EnvKind = "empty"
+	EnvNamespace EnvKind = "namespace"
+	EnvPackage   EnvKind = "package"
+	EnvLocal     EnvKind = "local"
+)
+
+func (k EnvKind) valid() bool {
+	switch k {
+	case EnvGlobal, EnvBase, EnvEmpty, EnvNamespace, EnvPackage, EnvLocal:
+		return true
+	}
+	return false
+}
+
+// MaxEnvBindings is the most bindings one environment value may carry; R
+// sends the first ones by name and counts the rest in Dropped.
+const MaxEnvBindings = 100
 
 // Logical is one element of an R logical vector: FALSE, TRUE or NA.
 type Logical int8
@@ -98,8 +135,22 @@ type Value struct {
 	cplx  []complex128
 	json  json.RawMessage
 	class []string // unsupported only: the R class of the value that could not cross
-	repr  string   // unsupported only
+	repr  string   // unsupported and language: display text, never parsed
 	attrs []Attribute
+
+	// Language, closure and environment values reuse list for their parts,
+	// formal defaults and binding values, with names beside them.
+	names    []string
+	name     string // symbol: its name; primitive: its name; environment: namespace/package name
+	body     *Value // closure
+	env      *Value // closure: its environment
+	source   string // closure: its text, for display
+	envKind  EnvKind
+	envID    string // local environment: its id, named by refs
+	envRef   string // local environment seen before: the id it refers to
+	dropped  int    // local environment: bindings not sent
+	s4       bool   // vectors and lists with R's S4 bit
+	pairlist bool   // list: a pairlist (formals inside a function(...) call)
 }
 
 // Null returns R's NULL.
@@ -312,10 +363,18 @@ func (v Value) isVector() bool {
 	return false
 }
 
-// Len returns R's length(): elements of a vector, 0 for NULL, 1 for json
-// and unsupported values (whose R length is unknown here).
+// Len returns R's length(): elements of a vector, parts of a call, bindings
+// of an environment (including dropped ones), 0 for NULL, and 1 for json,
+// unsupported and the other single objects (whose R length is not needed
+// here).
 func (v Value) Len() int {
 	switch v.typeOf() {
+	case TypeLanguage:
+		return len(v.list)
+	case TypeEnvironment:
+		return len(v.names) + v.dropped
+	case TypeSymbol, TypeClosure, TypePrimitive, TypeS4:
+		return 1
 	case TypeLogical:
 		return len(v.lgl)
 	case TypeInteger:
@@ -377,14 +436,32 @@ func (v Value) Raw() []byte { return v.raw }
 // Complexes returns the elements of a complex vector.
 func (v Value) Complexes() []complex128 { return v.cplx }
 
-// List returns the elements of a list.
-func (v Value) List() []Value { return v.list }
+// List returns the elements of a list (nil for other types, including
+// calls: see Parts).
+func (v Value) List() []Value {
+	if v.typeOf() != TypeList {
+		return nil
+	}
+	return v.list
+}
 
 // RawJSON returns the payload of a json value.
 func (v Value) RawJSON() json.RawMessage { return v.json }
 
-// Repr returns the short deparse of an unsupported value.
-func (v Value) Repr() string { return v.repr }
+// Repr returns display text: the short deparse of an unsupported value or
+// of a call, a function's source, a symbol's or primitive's name, and ""
+// for other values. It is for people: nothing ever parses it.
+func (v Value) Repr() string {
+	switch v.typeOf() {
+	case TypeClosure:
+		return v.source
+	case TypeSymbol:
+		return v.name
+	case TypePrimitive:
+		return `.Primitive("` + v.name + `")`
+	}
+	return v.repr
+}
 
 // IsNA reports whether element i is NA (for doubles: NA_real_, not NaN).
 // It panics if i is out of range, like indexing.
@@ -534,7 +611,7 @@ func (v Value) Get(name string) (Value, bool) {
 // identical(): NA equals NA, NaN equals NaN, 0 equals -0, attributes
 // compare as a set. json payloads compare byte for byte.
 func Equal(a, b Value) bool {
-	if a.typeOf() != b.typeOf() || len(a.attrs) != len(b.attrs) {
+	if a.typeOf() != b.typeOf() || len(a.attrs) != len(b.attrs) || a.s4 != b.s4 || a.pairlist != b.pairlist {
 		return false
 	}
 	for _, x := range a.attrs {
@@ -565,7 +642,7 @@ func Equal(a, b Value) bool {
 	case TypeUnsupported:
 		return slices.Equal(a.class, b.class) && a.repr == b.repr
 	}
-	return true
+	return equalCode(a, b)
 }
 
 func sameDouble(x, y float64) bool {
@@ -576,11 +653,18 @@ func sameDouble(x, y float64) bool {
 }
 
 // Count is the number of value objects in v: itself, its list elements and
-// attributes, recursively (what DecodeOptions.MaxValues counts).
+// attributes, the parts of code and bindings of environments, recursively
+// (what DecodeOptions.MaxValues counts).
 func (v Value) Count() int {
 	n := 1
 	for _, e := range v.list {
 		n += e.Count()
+	}
+	if v.body != nil {
+		n += v.body.Count()
+	}
+	if v.env != nil {
+		n += v.env.Count()
 	}
 	for _, a := range v.attrs {
 		n += a.Value.Count()

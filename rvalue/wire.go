@@ -62,6 +62,9 @@ func Decode(data []byte, opts DecodeOptions) (Value, error) {
 	if err != nil {
 		return Value{}, err
 	}
+	if err := checkRefs(v); err != nil {
+		return Value{}, err
+	}
 	return v, nil
 }
 
@@ -83,6 +86,9 @@ func (v Value) MarshalJSON() ([]byte, error) {
 
 // AppendJSON appends the wire form of v to dst.
 func (v Value) AppendJSON(dst []byte) ([]byte, error) {
+	if err := checkRefs(v); err != nil {
+		return nil, err
+	}
 	return appendValue(dst, v, 1, pathRoot{})
 }
 
@@ -230,6 +236,9 @@ func (p *parser) value(d *jsontext.Decoder, depth int, at path) (Value, error) {
 	if err := m.check(v.typ, at); err != nil {
 		return Value{}, err
 	}
+	if err := checkCode(&v, at); err != nil {
+		return Value{}, err
+	}
 	if m.haveAttrs {
 		if err := checkAttrs(v, at); err != nil {
 			return Value{}, err
@@ -260,6 +269,9 @@ func (p *parser) enter(depth int, at path) error {
 type members struct {
 	haveValue, haveAttrs, haveClass, haveRepr bool
 	pendingValue, pendingAttrs, pendingClass  jsontext.Value
+	// The members of the code, environment and S4 types (code.go).
+	code    codeMembers
+	pending []pendingMember
 }
 
 // member parses one member of a value object into v.
@@ -313,7 +325,18 @@ func (p *parser) member(d *jsontext.Decoder, v *Value, m *members, depth int, at
 			return err
 		}
 	default:
-		return errAt(at, "unknown member %q", name)
+		if !isCodeMember(name) {
+			return errAt(at, "unknown member %q", name)
+		}
+		if v.typ == "" {
+			raw, err := p.buffer(d, mat)
+			if err != nil {
+				return err
+			}
+			m.pending = append(m.pending, pendingMember{name, raw})
+			return nil
+		}
+		return p.codeMember(d, v, m, name, depth, mat)
 	}
 	return nil
 }
@@ -362,6 +385,12 @@ func (p *parser) pendingMembers(v *Value, m *members, depth int, at path) error 
 			return err
 		}
 	}
+	for _, pm := range m.pending {
+		sub := jsontext.NewDecoder(bytes.NewReader(pm.raw))
+		if err := p.codeMember(sub, v, m, pm.name, depth, pathName{at, pm.name}); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -380,15 +409,22 @@ func (m *members) check(typ Type, at path) error {
 		if !m.haveClass || !m.haveRepr {
 			return errAt(at, "unsupported needs \"class\" and \"repr\"")
 		}
+	case TypeClosure, TypePrimitive, TypeEnvironment, TypeS4:
+		if m.haveValue {
+			return errAt(at, "%s has no \"value\"", typ)
+		}
 	default:
 		if !m.haveValue {
 			return errAt(at, "missing member \"value\"")
 		}
 	}
-	if typ != TypeUnsupported && (m.haveClass || m.haveRepr) {
-		return errAt(at, "\"class\" and \"repr\" belong to unsupported values only")
+	if typ != TypeUnsupported && m.haveClass {
+		return errAt(at, "\"class\" belongs to unsupported values only")
 	}
-	return nil
+	if typ != TypeUnsupported && typ != TypeLanguage && m.haveRepr {
+		return errAt(at, "\"repr\" belongs to unsupported values and calls only")
+	}
+	return m.code.check(typ, at)
 }
 
 // shapeCost is the number of rows or nested arrays that v's data-frame
@@ -486,6 +522,18 @@ func (p *parser) payload(d *jsontext.Decoder, v *Value, depth int, at path) erro
 		return p.jsonPayload(d, v, depth, at)
 	case TypeRaw:
 		return p.rawPayload(d, v, at)
+	case TypeSymbol:
+		name, err := p.stringToken(d, "string", at)
+		if err != nil {
+			return err
+		}
+		if strings.IndexByte(name, 0) >= 0 {
+			return errAt(at, "R symbols cannot contain NUL")
+		}
+		v.name = name
+		return nil
+	case TypeClosure, TypePrimitive, TypeEnvironment, TypeS4:
+		return errAt(at, "%s has no value", v.typ)
 	}
 	return p.vectorPayload(d, v, depth, at)
 }
@@ -545,7 +593,7 @@ func (p *parser) vectorPayload(d *jsontext.Decoder, v *Value, depth int, at path
 		v.dbls = []float64{}
 	case TypeCharacter:
 		v.strs = []string{}
-	case TypeList:
+	case TypeList, TypeLanguage:
 		v.list = []Value{}
 	case TypeComplex:
 		v.cplx = []complex128{}
@@ -568,7 +616,7 @@ func (p *parser) vectorPayload(d *jsontext.Decoder, v *Value, depth int, at path
 // element parses one element of a vector and appends it to v.
 func (p *parser) element(d *jsontext.Decoder, v *Value, depth int, at path) error {
 	switch v.typ {
-	case TypeList:
+	case TypeList, TypeLanguage:
 		e, err := p.value(d, depth+1, at)
 		if err != nil {
 			return err
@@ -780,9 +828,17 @@ func checkAttrs(v Value, at path) error {
 	}
 	aat := pathName{at, "attributes"}
 	switch v.typeOf() {
-	case TypeNull, TypeJSON, TypeUnsupported:
+	case TypeNull, TypeJSON, TypeUnsupported, TypeSymbol, TypePrimitive:
 		return errAt(aat, "%s values cannot have attributes", v.typeOf())
+	case TypeEnvironment:
+		if v.envKind != EnvLocal || v.envRef != "" {
+			return errAt(aat, "only a local environment sent in full can have attributes")
+		}
 	}
+	if v.pairlist && (len(v.attrs) != 1 || v.attrs[0].Name != "names") {
+		return errAt(aat, "a pairlist has only names")
+	}
+	vector := v.isVector()
 	seen := make(map[string]bool, len(v.attrs))
 	for _, a := range v.attrs {
 		nat := pathName{aat, a.Name}
@@ -801,6 +857,14 @@ func checkAttrs(v Value, at path) error {
 			return errAt(nat, "an attribute cannot be %s", t)
 		}
 		av := a.Value
+		if !vector {
+			// Calls keep argument names in "names"; S4 slots, functions and
+			// environments have no R shape invariants.
+			if a.Name == "names" && v.typeOf() == TypeLanguage {
+				return errAt(nat, "a call's names go in its \"names\" member")
+			}
+			continue
+		}
 		switch a.Name {
 		case "names":
 			if av.typeOf() != TypeCharacter {
@@ -859,6 +923,9 @@ func checkAttrs(v Value, at path) error {
 func appendValue(b []byte, v Value, depth int, at path) ([]byte, error) {
 	if depth > DefaultMaxDepth {
 		return nil, errAt(at, "nested deeper than %d levels", DefaultMaxDepth)
+	}
+	if err := checkCode(&v, at); err != nil {
+		return nil, err
 	}
 	if err := checkAttrs(v, at); err != nil {
 		return nil, err
@@ -953,6 +1020,11 @@ func appendValue(b []byte, v Value, depth int, at path) ([]byte, error) {
 			}
 		}
 		b = append(b, ']')
+	case TypeSymbol, TypePrimitive, TypeLanguage, TypeClosure, TypeEnvironment, TypeS4:
+		var done bool
+		if b, done, err = appendCode(b, v, depth, at); err != nil || done {
+			return b, err
+		}
 	default:
 		return nil, errAt(at, "unknown type %q", t)
 	}
@@ -972,6 +1044,12 @@ func appendValue(b []byte, v Value, depth int, at path) ([]byte, error) {
 			}
 		}
 		b = append(b, '}')
+	}
+	if v.s4 {
+		b = append(b, `,"s4":true`...)
+	}
+	if v.pairlist {
+		b = append(b, `,"pairlist":true`...)
 	}
 	return append(b, '}'), nil
 }

@@ -161,7 +161,7 @@ func TestUnmarshalRejects(t *testing.T) {
 		{"empty", ``, "value:"},
 		{"trailing", `{"type":"NULL"} 1`, "unexpected data after value"},
 		{"missing type", `{"value":[1]}`, `missing member "type"`},
-		{"unknown type", `{"type":"closure"}`, `value.type: unknown type "closure"`},
+		{"unknown type", `{"type":"bytecode"}`, `value.type: unknown type "bytecode"`},
 		{"type not string", `{"type":1}`, "value.type: want string, got number"},
 		{"unknown member", `{"type":"NULL","extra":1}`, `unknown member "extra"`},
 		{"duplicate member", `{"type":"NULL","type":"NULL"}`, "duplicate"},
@@ -272,6 +272,9 @@ func FuzzUnmarshal(f *testing.F) {
 		`{"type":"unsupported","class":["function"],"repr":"function (x) x"}`,
 		`{"value":[2,null],"type":"integer","attributes":{"levels":{"type":"character","value":["a","b"]},"class":{"type":"character","value":["factor"]}}}`,
 		`{"type":"integer","value":[1,2,3,4],"attributes":{"dim":{"type":"integer","value":[2,2]},"dimnames":{"type":"list","value":[{"type":"NULL"},{"type":"character","value":["x","y"]}]}}}`,
+		wFormula, wClosure, wCycle, wS4,
+		`{"type":"primitive","name":"sum"}`,
+		`{"type":"list","value":[` + wMissing + `],"attributes":{"names":{"type":"character","value":["i"]}},"pairlist":true,"s4":true}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -299,6 +302,8 @@ func FuzzUnmarshal(f *testing.F) {
 		_ = v.Go()
 		_, _ = v.PlainJSON()
 		_ = v.Describe()
+		_ = v.String()
+		_ = v.IsCode()
 		for _, c := range CheckTypes {
 			_ = v.Check(c)
 		}

@@ -27,15 +27,24 @@ rt$result_frame <- function(id, value = '{"type":"NULL"}', visible = FALSE, prin
 }
 
 # The last value as a wire value. Invisible values (assignments) are
-# sent only when small; anything that cannot cross, or would not fit in a
+# sent only when small and encodable: otherwise NULL (they stay invisible),
+# never an error. A visible value that cannot cross, or would not fit in a
 # frame, becomes "unsupported" with a note, never a broken session.
 rt$result_value <- function(last) {
   x <- last$value
-  if (!isTRUE(last$visible) && utils::object.size(x) > 1e6) return('{"type":"NULL"}')
+  invisible <- !isTRUE(last$visible)
+  if (invisible && utils::object.size(x) > 1e6) return('{"type":"NULL"}')
   v <- tryCatch(rt$.securer_encode(x), error = function(e) e)
-  if (inherits(v, "error")) return(rt$unsupported(x, paste("cannot be returned:", conditionMessage(v))))
+  if (inherits(v, "error")) {
+    if (invisible) return('{"type":"NULL"}')
+    return(rt$unsupported(x, paste("cannot be returned:", conditionMessage(v))))
+  }
+  # An invisible value the box cannot send as itself (an external
+  # pointer...) is not worth a placeholder either.
+  if (invisible && startsWith(v, '{"type":"unsupported"')) return('{"type":"NULL"}')
   n <- nchar(v, type = "bytes")
   if (n > rt$max_value) {
+    if (invisible) return('{"type":"NULL"}')
     return(rt$unsupported(x, sprintf("too large to return (%.0f bytes encoded, the limit is %.0f): print it or return less", n, rt$max_value)))
   }
   v

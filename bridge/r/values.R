@@ -9,27 +9,73 @@
 
 # .securer_encode(x) -> length-1 character: the JSON wire value of x.
 .securer_encode <- function(x) {
-  .securer_enc(x, 1L)
+  .securer_enc(x, 1L, .securer_enc_state())
 }
 
 # .securer_decode(v) -> R value, where v is
 # jsonlite::fromJSON(txt, simplifyVector = FALSE) of a wire value.
+# It never fails: a value that cannot be rebuilt becomes a
+# securer_unsupported placeholder, with a warning saying why.
 .securer_decode <- function(v) {
-  .securer_dec(v, 1L)
+  tryCatch(.securer_dec(v, 1L, new.env(parent = emptyenv())), error = function(e) {
+    warning("securer: a value could not be decoded and is a placeholder: ",
+            conditionMessage(e), call. = FALSE)
+    cls <- if (is.list(v)) v[["class"]] else NULL
+    if (is.null(cls)) cls <- if (is.list(v) && is.character(v[["type"]])) v[["type"]] else "unknown"
+    .securer_placeholder(cls, paste("cannot decode:", conditionMessage(e)))
+  })
+}
+
+# A value that did not cross: the R class it had and a short description.
+.securer_placeholder <- function(class, repr) {
+  structure(list(class = as.character(unlist(class)), repr = as.character(repr)),
+            class = "securer_unsupported")
+}
+
+print.securer_unsupported <- function(x, ...) {
+  cat("<securer: a value that did not cross (", paste(x$class, collapse = "/"), ")>\n", sep = "")
+  if (length(x$repr) && nzchar(x$repr)) cat(x$repr, "\n", sep = "")
+  invisible(x)
 }
 
 # ---- encoding -------------------------------------------------------------
 
-.securer_enc <- function(x, depth) {
+# Per-encode state: the local environments already sent (cycles and shared
+# environments become references to their id) and the current nesting of
+# local environments.
+.securer_enc_state <- function() {
+  st <- new.env(parent = emptyenv())
+  st$envs <- list()
+  st$env_depth <- 0L
+  st
+}
+
+.securer_enc <- function(x, depth, st = .securer_enc_state()) {
   if (depth > 100L) {
     stop("cannot send value: nested deeper than 100 levels", call. = FALSE)
   }
-  if (isS4(x) || !(typeof(x) %in% c("NULL", "logical", "integer", "double",
-                                     "character", "list", "raw", "complex"))) {
+  t <- typeof(x)
+  s4 <- isS4(x)
+  switch(t,
+    symbol = return(paste0("{\"type\":\"symbol\",\"value\":",
+                           .securer_json_str(as.character(x)), "}")),
+    language = return(.securer_enc_language(x, depth, st)),
+    closure = return(.securer_enc_closure(x, depth, st)),
+    builtin = , special = return(paste0("{\"type\":\"primitive\",\"name\":",
+                                        .securer_json_str(.securer_primitive_name(x)), "}")),
+    environment = return(.securer_enc_env(x, depth, st)),
+    S4 = {
+      attrs <- .securer_enc_attrs(x, depth, st)
+      return(paste0("{\"type\":\"S4\"", if (!is.null(attrs)) paste0(",\"attributes\":", attrs), "}"))
+    },
+    pairlist = return(.securer_enc_pairlist(x, depth, st)))
+  if (!(t %in% c("NULL", "logical", "integer", "double", "character", "list", "raw", "complex"))) {
     return(.securer_enc_unsupported(x))
   }
   if (is.null(x)) return("{\"type\":\"NULL\"}")
-  attrs <- .securer_enc_attrs(x, depth)
+  # Environments are numbered in wire order (the elements, then the
+  # attributes), so the attributes are encoded after the elements.
+  a <- x
   # Work on the bare vector so class methods (length, is.na, as.list...)
   # cannot change what is sent.
   x <- unclass(x)
@@ -74,18 +120,31 @@
       # A plain loop, not vapply: each vapply level costs ~2x the C stack,
       # and 100 nested levels must fit in R's default 8 MB stack.
       s <- character(length(x))
-      for (i in seq_along(x)) s[i] <- .securer_enc(x[[i]], depth + 1L)
+      for (i in seq_along(x)) s[i] <- .securer_enc(x[[i]], depth + 1L, st)
       .securer_json_array(s)
     },
     # base64_enc wraps lines; the wire wants one unbroken string.
     raw = paste0("\"", gsub("\n", "", jsonlite::base64_enc(x), fixed = TRUE), "\"")
   )
+  attrs <- .securer_enc_attrs(a, depth, st)
   out <- paste0("{\"type\":\"", typeof(x), "\",\"value\":", val)
   if (!is.null(attrs)) out <- paste0(out, ",\"attributes\":", attrs)
+  if (s4) out <- paste0(out, ",\"s4\":true")
   paste0(out, "}")
 }
 
-.securer_enc_attrs <- function(x, depth) {
+# Types the encoder can send as themselves (anything else is unsupported).
+.securer_sendable <- function(x) {
+  typeof(x) %in% c("NULL", "logical", "integer", "double", "character", "list",
+                   "raw", "complex", "symbol", "language", "closure", "builtin",
+                   "special", "environment", "S4", "pairlist")
+}
+
+# Source references point into parse data on the sending side; they are
+# dropped, and the code travels as its structure.
+.securer_srcref_attrs <- c("srcref", "srcfile", "wholeSrcref")
+
+.securer_enc_attrs <- function(x, depth, st) {
   a <- attributes(x)
   if (is.null(a)) return(NULL)
   # attributes() expands compact row names (c(NA, -n)) to 1:n, and setting
@@ -93,26 +152,145 @@
   if (!is.null(a[["row.names"]])) a[["row.names"]] <- .row_names_info(x, 0L)
   # Attributes that cannot cross (e.g. data.table's external pointer) are
   # dropped rather than making the whole value unsupported.
-  keep <- vapply(a, function(v) {
-    !isS4(v) && typeof(v) %in% c("logical", "integer", "double", "character",
-                                 "list", "raw", "complex")
-  }, NA, USE.NAMES = FALSE)
+  keep <- vapply(a, function(v) !is.null(v) && .securer_sendable(v), NA, USE.NAMES = FALSE)
+  keep <- keep & !(names(a) %in% .securer_srcref_attrs)
   a <- a[keep]
   if (length(a) == 0L) return(NULL)
   vals <- character(length(a))
-  for (i in seq_along(a)) vals[i] <- .securer_enc(a[[i]], depth + 1L)
+  for (i in seq_along(a)) vals[i] <- .securer_enc(a[[i]], depth + 1L, st)
   keys <- .securer_json_str(names(a))
   paste0("{", paste0(keys, ":", vals, collapse = ","), "}")
 }
 
-.securer_enc_unsupported <- function(x) {
+# The empty symbol (a missing argument) cannot be passed to a function
+# without an error, so parts and formals are tested for it in place.
+.securer_missing_arg <- "{\"type\":\"symbol\",\"value\":\"\"}"
+
+# Elements of a call, pairlist or formals, encoded one by one.
+.securer_enc_parts <- function(parts, depth, st) {
+  vals <- character(length(parts))
+  for (i in seq_along(parts)) {
+    vals[i] <- if (identical(parts[[i]], quote(expr = ))) .securer_missing_arg
+               else .securer_enc(parts[[i]], depth + 1L, st)
+  }
+  vals
+}
+
+.securer_enc_names <- function(parts) {
+  if (length(parts) == 0L) return("[]")
+  nms <- names(parts)
+  if (is.null(nms)) nms <- character(length(parts))
+  nms[is.na(nms)] <- ""
+  paste0("[", paste(.securer_json_str(.securer_lossy_utf8(nms)), collapse = ","), "]")
+}
+
+# deparse() for display only: clipped, never parsed back.
+.securer_repr <- function(x, limit = 1000L) {
+  r <- tryCatch(paste(deparse(x, width.cutoff = 80L, nlines = 40L), collapse = "\n"),
+                error = function(e) paste0("<", typeof(x), ">"))
+  r <- .securer_lossy_utf8(r)
+  if (nchar(r) > limit) r <- paste0(substr(r, 1L, limit - 3L), "...")
+  r
+}
+
+.securer_enc_language <- function(x, depth, st) {
+  parts <- as.list(x)
+  # function(...) calls carry the srcref of their text as a 4th part.
+  if (length(parts) == 4L && identical(parts[[1L]], as.name("function"))) parts[4L] <- list(NULL)
+  vals <- .securer_enc_parts(parts, depth, st)
+  attrs <- .securer_enc_attrs(x, depth, st)
+  paste0("{\"type\":\"language\",\"value\":[", paste(vals, collapse = ","),
+         "],\"names\":", .securer_enc_names(parts),
+         ",\"repr\":", .securer_json_str(.securer_repr(x)),
+         if (!is.null(attrs)) paste0(",\"attributes\":", attrs), "}")
+}
+
+# A pairlist (the formals inside a function(...) call) travels as a list
+# flagged "pairlist".
+.securer_enc_pairlist <- function(x, depth, st) {
+  parts <- as.list(x)
+  nms <- names(parts)
+  out <- paste0("{\"type\":\"list\",\"value\":[",
+                paste(.securer_enc_parts(parts, depth, st), collapse = ","), "]")
+  if (!is.null(nms)) {
+    nms[is.na(nms)] <- ""
+    out <- paste0(out, ",\"attributes\":{\"names\":{\"type\":\"character\",\"value\":[",
+                  paste(.securer_json_str(.securer_lossy_utf8(nms)), collapse = ","), "]}}")
+  }
+  paste0(out, ",\"pairlist\":true}")
+}
+
+.securer_enc_closure <- function(x, depth, st) {
+  f <- formals(x)
+  src <- attr(x, "srcref")
+  src <- if (is.null(src)) .securer_repr(x, 10000L) else
+    .securer_lossy_utf8(paste(as.character(src), collapse = "\n"))
+  fv <- .securer_enc_parts(f, depth, st)
+  body <- .securer_enc(body(x), depth + 1L, st)
+  env <- .securer_enc_env(environment(x), depth + 1L, st)
+  attrs <- .securer_enc_attrs(x, depth, st)
+  paste0("{\"type\":\"closure\",\"formals\":{\"names\":",
+         if (length(f)) .securer_enc_names(f) else "[]",
+         ",\"values\":[", paste(fv, collapse = ","),
+         "]},\"body\":", body, ",\"env\":", env,
+         ",\"source\":", .securer_json_str(src),
+         if (!is.null(attrs)) paste0(",\"attributes\":", attrs), "}")
+}
+
+.securer_primitive_name <- function(x) {
+  sub("^\\.Primitive\\(\"(.*)\"\\)$", "\\1", deparse(x)[1L])
+}
+
+# Environments: the well-known ones by kind (never their bindings); a local
+# one with at most 100 bindings (sorted by name), local environments
+# nested at most 5 deep (deeper ones are sent without bindings), and each
+# environment once: a second sighting (a cycle, a shared environment) is a
+# reference to the id of the first.
+.securer_enc_env <- function(e, depth, st) {
+  if (depth > 100L) stop("cannot send value: nested deeper than 100 levels", call. = FALSE)
+  kind <- if (identical(e, globalenv())) "global" else
+    if (identical(e, baseenv())) "base" else
+    if (identical(e, emptyenv())) "empty" else
+    if (isNamespace(e)) "namespace" else
+    if (is.character(attr(e, "name")) && nzchar(attr(e, "name")[1L])) "package" else "local"
+  if (kind != "local") {
+    name <- if (kind == "namespace") getNamespaceName(e) else
+      if (kind == "package") as.character(attr(e, "name"))[1L] else ""
+    return(paste0("{\"type\":\"environment\",\"kind\":\"", kind, "\",\"name\":",
+                  .securer_json_str(.securer_lossy_utf8(name)), "}"))
+  }
+  for (i in seq_along(st$envs)) {
+    if (identical(st$envs[[i]], e)) {
+      return(paste0("{\"type\":\"environment\",\"kind\":\"local\",\"name\":\"\",\"ref\":\"e", i, "\"}"))
+    }
+  }
+  st$envs[[length(st$envs) + 1L]] <- e
+  id <- paste0("e", length(st$envs))
+  nm <- sort(ls(e, all.names = TRUE))
+  kept <- if (st$env_depth >= 5L) character() else utils::head(nm, 100L)
+  # Names with invalid bytes are sent repaired; two that repair alike would
+  # be one name twice, which the host refuses: the later one is dropped.
+  kept <- kept[!duplicated(.securer_lossy_utf8(kept))]
+  vals <- character(length(kept))
+  st$env_depth <- st$env_depth + 1L
+  on.exit(st$env_depth <- st$env_depth - 1L)
+  for (i in seq_along(kept)) {
+    v <- tryCatch(get(kept[i], envir = e, inherits = FALSE), error = function(err) err)
+    vals[i] <- if (inherits(v, "error")) .securer_enc_unsupported(NULL, "<missing or failing binding>")
+      else if (utils::object.size(v) > 1e6) .securer_enc_unsupported(v, "<binding larger than 1 MB>")
+      else .securer_enc(v, depth + 1L, st)
+  }
+  attrs <- .securer_enc_attrs(e, depth, st)
+  paste0("{\"type\":\"environment\",\"kind\":\"local\",\"name\":\"\",\"id\":\"", id,
+         # paste0() of an empty vector with quotes would give one "".
+         "\",\"names\":[", if (length(kept)) paste(.securer_json_str(.securer_lossy_utf8(kept)), collapse = ","),
+         "],\"values\":[", paste(vals, collapse = ","),
+         "],\"dropped\":", length(nm) - length(kept),
+         if (!is.null(attrs)) paste0(",\"attributes\":", attrs), "}")
+}
+
+.securer_enc_unsupported <- function(x, repr = .securer_repr(x)) {
   cls <- .securer_lossy_utf8(as.character(class(x)))
-  repr <- tryCatch(
-    paste(deparse(x, width.cutoff = 80L, nlines = 40L), collapse = "\n"),
-    error = function(e) paste0("<", typeof(x), ">")
-  )
-  repr <- .securer_lossy_utf8(repr)
-  if (nchar(repr) > 1000L) repr <- paste0(substr(repr, 1L, 997L), "...")
   paste0("{\"type\":\"unsupported\",\"class\":[",
          paste(.securer_json_str(cls), collapse = ","),
          "],\"repr\":", .securer_json_str(repr), "}")
@@ -196,18 +374,56 @@
 
 # ---- decoding -------------------------------------------------------------
 
-.securer_dec <- function(v, depth) {
+# refs is the per-decode table of local environments by wire id (box-chosen
+# strings, used only as keys here).
+.securer_dec <- function(v, depth, refs = new.env(parent = emptyenv())) {
   if (depth > 100L) stop("cannot decode value: nested deeper than 100 levels", call. = FALSE)
   type <- v[["type"]]
   if (!is.character(type) || length(type) != 1L) {
     stop("malformed wire value: missing type", call. = FALSE)
   }
+  code <- type %in% c("language", "closure") && identical(getOption("securer.decode_code", TRUE), FALSE)
+  if (code) {
+    return(.securer_placeholder(if (type == "closure") "function" else "call",
+                                paste(unlist(v[[if (type == "closure") "source" else "repr"]]), collapse = "\n")))
+  }
   val <- v[["value"]]
   x <- switch(type,
     "NULL" = return(NULL),
     json = return(.securer_dec_json(val)),
-    unsupported = stop("cannot decode a value of type \"unsupported\" (class ",
-                       paste(unlist(v[["class"]]), collapse = "/"), ")", call. = FALSE),
+    unsupported = return(.securer_placeholder(v[["class"]], paste(unlist(v[["repr"]]), collapse = ""))),
+    symbol = return(.securer_dec_symbol(val)),
+    primitive = return(.Primitive(.securer_dec_string(v[["name"]], "primitive name"))),
+    environment = return(.securer_dec_env(v, depth, refs)),
+    language = {
+      parts <- .securer_dec_parts(val, depth, refs)
+      if (length(parts) == 0L) stop("malformed wire value: empty call", call. = FALSE)
+      nm <- as.character(unlist(v[["names"]]))
+      if (length(nm) == length(parts) && any(nzchar(nm))) names(parts) <- nm
+      as.call(parts)
+    },
+    closure = {
+      fm <- v[["formals"]]
+      fv <- .securer_dec_parts(fm[["values"]], depth, refs)
+      fn <- as.character(unlist(fm[["names"]]))
+      if (length(fn) != length(fv)) stop("malformed wire value: formals names and values differ", call. = FALSE)
+      body <- .securer_dec(v[["body"]], depth + 1L, refs)
+      env <- .securer_dec_env(v[["env"]], depth + 1L, refs)
+      names(fv) <- fn
+      f <- function() NULL
+      formals(f) <- fv
+      body(f) <- body
+      environment(f) <- env
+      f
+    },
+    S4 = {
+      at <- v[["attributes"]]
+      cl <- if (!is.null(at[["class"]])) .securer_dec(at[["class"]], depth + 1L, refs)
+      if (!is.character(cl) || length(cl) != 1L) stop("malformed wire value: S4 without a class", call. = FALSE)
+      slots <- list()
+      for (n in setdiff(names(at), "class")) slots[[n]] <- .securer_dec(at[[n]], depth + 1L, refs)
+      return(.securer_dec_s4(cl, slots))
+    },
     logical = as.logical(.securer_dec_atomic(val, NA)),
     integer = as.integer(.securer_dec_atomic(val, NA_integer_)),
     character = as.character(.securer_dec_atomic(val, NA_character_)),
@@ -222,10 +438,16 @@
     },
     raw = jsonlite::base64_dec(val),
     list = {
+      if (isTRUE(v[["pairlist"]])) {
+        out <- .securer_dec_parts(val, depth, refs)
+        nm <- v[["attributes"]][["names"]]
+        if (!is.null(nm)) names(out) <- as.character(unlist(nm[["value"]]))
+        return(as.pairlist(out))
+      }
       # Loop rather than lapply to keep deep nesting within the C stack.
       out <- vector("list", length(val))
       for (i in seq_along(val)) {
-        d <- .securer_dec(val[[i]], depth + 1L)
+        d <- .securer_dec(val[[i]], depth + 1L, refs)
         if (!is.null(d)) out[[i]] <- d
       }
       out
@@ -234,10 +456,100 @@
   )
   at <- v[["attributes"]]
   if (length(at) > 0L) {
-    for (i in seq_along(at)) at[[i]] <- .securer_dec(at[[i]], depth + 1L)
-    attributes(x) <- at
+    for (i in seq_along(at)) at[[i]] <- .securer_dec(at[[i]], depth + 1L, refs)
+    attributes(x) <- c(attributes(x), at)
   }
+  if (isTRUE(v[["s4"]])) x <- asS4(x)
   x
+}
+
+.securer_dec_string <- function(s, what) {
+  if (!is.character(s) || length(s) != 1L || is.na(s)) stop("malformed wire value: bad ", what, call. = FALSE)
+  s
+}
+
+.securer_dec_symbol <- function(val) {
+  s <- .securer_dec_string(val, "symbol")
+  if (!nzchar(s)) quote(expr = ) else as.name(s)
+}
+
+# Parts of a call, pairlist or formals; the empty symbol (a missing
+# argument) is put in place, never passed around.
+.securer_dec_parts <- function(val, depth, refs) {
+  out <- vector("list", length(val))
+  for (i in seq_along(val)) {
+    p <- val[[i]]
+    if (identical(p[["type"]], "symbol") && identical(p[["value"]], "")) {
+      out[i] <- list(quote(expr = ))
+    } else {
+      d <- .securer_dec(p, depth + 1L, refs)
+      if (!is.null(d)) out[[i]] <- d
+    }
+  }
+  out
+}
+
+# Well-known environments become the host's own (a namespace only if it is
+# already loaded: decoding never loads code); a local one becomes a new
+# environment whose parent is the global environment, so that what a
+# formula or function calls resolves on the host.
+.securer_dec_env <- function(v, depth, refs) {
+  if (depth > 100L) stop("cannot decode value: nested deeper than 100 levels", call. = FALSE)
+  if (!identical(v[["type"]], "environment")) stop("malformed wire value: env is not an environment", call. = FALSE)
+  kind <- .securer_dec_string(v[["kind"]], "environment kind")
+  switch(kind,
+    global = , package = globalenv(),
+    base = baseenv(),
+    empty = emptyenv(),
+    namespace = {
+      name <- .securer_dec_string(v[["name"]], "namespace name")
+      if (isNamespaceLoaded(name)) asNamespace(name) else new.env(parent = globalenv())
+    },
+    local = {
+      ref <- v[["ref"]]
+      if (!is.null(ref)) {
+        ref <- .securer_dec_string(ref, "environment ref")
+        if (!exists(ref, envir = refs, inherits = FALSE)) stop("malformed wire value: unknown environment ref", call. = FALSE)
+        return(get(ref, envir = refs, inherits = FALSE))
+      }
+      id <- .securer_dec_string(v[["id"]], "environment id")
+      e <- new.env(parent = globalenv())
+      assign(id, e, envir = refs)
+      nm <- as.character(unlist(v[["names"]]))
+      vals <- v[["values"]]
+      if (length(nm) != length(vals)) stop("malformed wire value: environment names and values differ", call. = FALSE)
+      for (i in seq_along(nm)) {
+        d <- .securer_dec(vals[[i]], depth + 1L, refs)
+        assign(nm[[i]], d, envir = e)
+      }
+      dropped <- v[["dropped"]]
+      if (is.numeric(dropped) && dropped > 0) attr(e, "securer_dropped") <- as.integer(dropped)
+      at <- v[["attributes"]]
+      for (n in names(at)) attr(e, n) <- .securer_dec(at[[n]], depth + 1L, refs)
+      e
+    },
+    stop("malformed wire value: unknown environment kind", call. = FALSE))
+}
+
+# An S4 object from the class's prototype on the host (new() would run
+# initialize methods); a class the host does not define gives a
+# securer_s4 placeholder holding the slots.
+.securer_dec_s4 <- function(cl, slots) {
+  # By name only, looked up from the global environment: getClassDef()
+  # would load the package a class's "package" attribute names. The host's
+  # class may live under another package name than the box's (a package,
+  # a test's environment), so the host's className is kept.
+  def <- if (isNamespaceLoaded("methods")) {
+    methods::getClassDef(as.vector(cl), where = globalenv(), package = "")
+  }
+  if (!is.null(def)) cl <- def@className
+  if (is.null(def)) {
+    return(structure(list(class = cl, slots = slots), class = c("securer_s4", "securer_unsupported")))
+  }
+  x <- def@prototype
+  for (n in names(slots)) attr(x, n) <- slots[[n]]
+  attr(x, "class") <- cl
+  asS4(x)
 }
 
 # JSON nulls (NULL after parsing) mean NA; everything else is a scalar.

@@ -205,6 +205,12 @@ class Session:
     def execute(self, code, timeout=None, fresh=False, on_stdout=None, on_stderr=None, acquire_timeout=None):
         """Run code; returns the result (verdict, value, value_plain, stdout, ...).
 
+        value_plain is the value as plain JSON: a function, call, formula,
+        symbol or primitive is its text (a string), an environment an
+        object of its bindings, an S4 object an object of its slots, and a
+        value that could not cross (external pointer) None; value keeps the
+        typed form (PROTOCOL.md, "Typed values").
+
         result["state_lost"] is True (and a StateLostWarning is issued) when
         the code ran in a new R because the session's R had died: variables
         of earlier executions are gone.

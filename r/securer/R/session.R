@@ -235,20 +235,24 @@ print.securer_plot <- function(x, ...) {
                    if (nzchar(r$detail %||% "")) paste0(" (", clean(r$detail), ")") else ""))))
   }
   value <- .securer_decode(r$value)
-  if (!is.null(value)) {
+  # Symbols cannot carry attributes, and a primitive or a global or
+  # namespace environment decodes to the host's own object, which must not
+  # be changed: their output goes where a NULL value's goes.
+  carries <- !is.null(value) && !is.symbol(value) && !is.primitive(value) && !is.environment(value)
+  if (carries) {
     if (length(output) > 0) attr(value, "output") <- output
     if (!is.null(plots)) attr(value, "plots") <- plots
   }
-  list(value = value, visible = isTRUE(r$visible), output = output, plots = plots)
+  list(value = value, visible = isTRUE(r$visible), output = output, plots = plots, carries = carries)
 }
 
-# .securer_deliver raises an outcome's error or returns its value; a NULL
-# value's output goes to the console when no handler saw it (what R itself
-# would have shown), since NULL cannot carry it.
+# .securer_deliver raises an outcome's error or returns its value; the
+# output of a value that cannot carry it (NULL, a symbol, the host's own
+# objects) goes to the console when no handler saw it, as R would show it.
 .securer_deliver <- function(out, handler_given) {
   if (!is.null(out$error)) stop(out$error)
-  if (is.null(out$value) && !handler_given && length(out$output) > 0) writeLines(out$output)
-  if (is.null(out$value) && !is.null(out$plots) && !handler_given) for (p in out$plots) print(p)
+  if (!isTRUE(out$carries) && !handler_given && length(out$output) > 0) writeLines(out$output)
+  if (!isTRUE(out$carries) && !is.null(out$plots) && !handler_given) for (p in out$plots) print(p)
   if (out$visible) out$value else invisible(out$value)
 }
 
