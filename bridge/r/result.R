@@ -9,11 +9,13 @@
 # (NULL or text) and class.
 rt$result_frame <- function(id, value = '{"type":"NULL"}', visible = FALSE, printed = "",
                             warnings = character(), warnings_dropped = 0,
-                            messages = character(), error = NULL, interrupted = FALSE) {
+                            messages = character(), error = NULL, interrupted = FALSE,
+                            printed_bytes = 0, displays = "[]", displays_dropped = 0) {
   errjson <- if (is.null(error)) "null" else paste0(
     '{"message":', rt$q(error$message),
     ',"call":', if (is.null(error$call)) "null" else rt$q(error$call),
-    ',"class":', rt$qstrs(error$class), "}")
+    ',"class":', rt$qstrs(error$class),
+    ',"traceback":', rt$qstrs(error$traceback), "}")
   paste0(
     '{"type":"result","id":', rt$num(id),
     ',"value":', value,
@@ -23,7 +25,10 @@ rt$result_frame <- function(id, value = '{"type":"NULL"}', visible = FALSE, prin
     ',"warnings_dropped":', format(warnings_dropped, scientific = FALSE),
     ',"messages":', rt$qstrs(messages),
     ',"error":', errjson,
-    ',"interrupted":', if (interrupted) "true" else "false", "}")
+    ',"interrupted":', if (interrupted) "true" else "false",
+    ',"printed_bytes":', rt$num(printed_bytes),
+    ',"displays":', displays,
+    ',"displays_dropped":', rt$num(displays_dropped), "}")
 }
 
 # The last value as a wire value. Invisible values (assignments) are
