@@ -36,11 +36,12 @@ type request struct {
 	Reset   string          `json:"reset,omitempty"`
 
 	// execute, close_session, restart_session, close_pool, pool_status
-	Session string  `json:"session,omitempty"`
-	Pool    string  `json:"pool,omitempty"`
-	Code    string  `json:"code,omitempty"`
-	Fresh   bool    `json:"fresh,omitempty"`
-	Timeout float64 `json:"timeout,omitempty"` // seconds
+	Session string       `json:"session,omitempty"`
+	Pool    string       `json:"pool,omitempty"`
+	Code    string       `json:"code,omitempty"`
+	Fresh   bool         `json:"fresh,omitempty"`
+	Timeout float64      `json:"timeout,omitempty"` // seconds
+	Plots   *plotOptions `json:"plots,omitempty"`
 
 	// tool_result
 	Call  string         `json:"call,omitempty"`
@@ -53,6 +54,15 @@ type request struct {
 
 	// auth: the first request on a server with a token
 	Token string `json:"token,omitempty"`
+}
+
+// plotOptions say how one execution's plots come back; zero members take
+// the defaults (png, 768x576, 96 dpi).
+type plotOptions struct {
+	Format string `json:"format,omitempty"` // png, svg or none
+	Width  int    `json:"width,omitempty"`  // pixels
+	Height int    `json:"height,omitempty"` // pixels
+	DPI    int    `json:"dpi,omitempty"`
 }
 
 // toolDecl is a tool the client answers itself.
@@ -92,7 +102,7 @@ var opMembers = map[string][]string{
 	"ping":            nil,
 	"create_session":  {"tools", "options"},
 	"create_pool":     {"size", "reset", "tools", "options"},
-	"execute":         {"session", "pool", "code", "fresh", "timeout"},
+	"execute":         {"session", "pool", "code", "fresh", "timeout", "plots"},
 	"tool_result":     {"call", "value", "typed", "error"},
 	"cancel":          {"target"},
 	"restart_session": {"session"},
