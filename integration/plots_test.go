@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +187,56 @@ func TestErrorTraceback(t *testing.T) {
 	res := execute(t, s, "r <- function(n) if (n == 0) stop(\"deep\") else r(n - 1)\nr(100)")
 	if tb := res.Error.Traceback; len(tb) != 50 || tb[49] != `stop("deep")` || tb[48] != "r(n - 1)" {
 		t.Errorf("deep traceback: %d calls, last %q", len(tb), tb[max(len(tb)-2, 0):])
+	}
+}
+
+// run --plots-dir writes the pages; --json carries them; a taken name is
+// an error and stays as it was.
+func TestCLIPlots(t *testing.T) {
+	dir := t.TempDir()
+	r := runCLI(t, "", "run", "--plots-dir", dir, "-e", "plot(1:10); hist(c(1, 2, 2))")
+	if r.code != 0 {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	for _, name := range []string{"plot-001.png", "plot-002.png"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w, h := pngSize(t, b); w != 768 || h != 576 {
+			t.Errorf("%s: %dx%d", name, w, h)
+		}
+	}
+	// Again into the same directory: nothing is overwritten.
+	before, _ := os.ReadFile(filepath.Join(dir, "plot-001.png"))
+	r = runCLI(t, "", "run", "--plots-dir", dir, "-e", "plot(3:1)")
+	after, _ := os.ReadFile(filepath.Join(dir, "plot-001.png"))
+	if r.code != 2 || !strings.Contains(r.stderr, "not overwritten") || !bytes.Equal(before, after) {
+		t.Errorf("existing plot-001.png: exit %d, stderr %q, file changed %v", r.code, r.stderr, !bytes.Equal(before, after))
+	}
+	// A missing directory is refused before anything runs.
+	r = runCLI(t, "", "run", "--plots-dir", filepath.Join(dir, "missing"), "-e", `cat("ran")`)
+	if r.code != 2 || !strings.Contains(r.stderr, "must be an existing directory") || strings.Contains(r.stdout, "ran") {
+		t.Errorf("missing dir: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	// --json: the displays as MIME bundles, SVG on request.
+	r = runCLI(t, "", "run", "--json", "--plot-format", "svg", "--plot-size", "400x300", "--plot-dpi", "72", "-e", "plot(1:10)")
+	var res struct {
+		Displays []struct {
+			Data     map[string][]byte `json:"data"`
+			Metadata struct{ Width, Height, DPI int }
+		} `json:"displays"`
+		PrintedBytes *int64 `json:"printed_bytes"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 {
+		t.Fatalf("--json: exit %d, %v: %q", r.code, err, r.stdout)
+	}
+	if len(res.Displays) != 1 || !strings.Contains(string(res.Displays[0].Data["image/svg+xml"]), "<svg") ||
+		res.Displays[0].Metadata.Width != 400 || res.Displays[0].Metadata.DPI != 72 || res.PrintedBytes == nil {
+		t.Errorf("--json displays: %+v, printed_bytes %v", res.Displays, res.PrintedBytes)
+	}
+	// Bad plot flags are usage errors.
+	if r := runCLI(t, "", "run", "--plot-format", "gif", "-e", "1"); r.code != 2 {
+		t.Errorf("--plot-format gif: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
