@@ -120,12 +120,42 @@ func TestPlotsOptions(t *testing.T) {
 	if res.Printed != "[1] TRUE" || len(res.Displays) != 0 {
 		t.Errorf("own png device: printed %q, %d displays", res.Printed, len(res.Displays))
 	}
+	// After a timeout the pages drawn so far still come back.
+	res = executeWith(t, s, "plot(1:3); Sys.sleep(60)", securer.ExecOptions{Timeout: 2 * time.Second})
+	if res.Verdict != securer.VerdictTimeout || len(res.Displays) != 1 {
+		t.Errorf("timeout: verdict %s, %d displays; want timeout and 1", res.Verdict, len(res.Displays))
+	}
+	if r := mustOK(t, s, "is.null(dev.list())"); r.Printed != "[1] TRUE" {
+		t.Errorf("after the timeout: dev.list() is NULL printed %q", r.Printed)
+	}
 	// Bad options are refused before anything runs.
 	for _, p := range []securer.Plots{{Format: "gif"}, {Width: 5000}, {Height: 8}, {DPI: 1000}} {
 		if res, err := s.ExecuteWith(context.Background(), "1", securer.ExecOptions{Plots: &p}); res != nil || err == nil {
 			t.Errorf("plots %+v: result %v, error %v; want refused", p, res, err)
 		}
 	}
+}
+
+// Plots share the result frame's room with the value, which comes first:
+// with a small frame limit, pages past the room are dropped and counted,
+// and the result still arrives.
+func TestPlotsFrameBudget(t *testing.T) {
+	cfg := baseConfig()
+	cfg.MaxFrameBytes = 300 << 10 // the value and plots get 150 KiB
+	s := newSession(t, cfg)
+	res := mustOK(t, s, "set.seed(1); for (i in 1:20) plot(rnorm(200)); 1:10")
+	n := len(res.Displays)
+	if n == 0 || n == 20 || n+res.DisplaysDropped != 20 {
+		t.Fatalf("%d displays, %d dropped; want some of 20 kept, the rest counted", n, res.DisplaysDropped)
+	}
+	total := 0
+	for _, d := range res.Displays {
+		total += len(d.Data["image/png"])
+	}
+	if total*4/3 > 150<<10 || res.Value.Integers()[9] != 10 {
+		t.Errorf("%d displays hold %d bytes (over the room?), value %v", n, total, res.Value)
+	}
+	t.Logf("300 KiB frames: %d of 20 pages kept, %d bytes", n, total)
 }
 
 // Issue 13 item 2: the auto-print's size, so that clients can take it off
@@ -183,8 +213,15 @@ func TestErrorTraceback(t *testing.T) {
 			}
 		})
 	}
+	// Runaway recursion stopped by the expression limit still reports,
+	// with the innermost calls. (Stopped by the C stack check instead, the
+	// handler itself has no stack to run in: that traceback is empty.)
+	res := execute(t, s, "options(expressions = 300)\nf <- function(n) f(n + 1)\nf(1)")
+	if tb := res.Error.Traceback; res.Verdict != securer.VerdictError || len(tb) != 50 || tb[49] != "f(n + 1)" {
+		t.Errorf("infinite recursion: verdict %s, %q, traceback %d calls, last %q", res.Verdict, res.Error.Message, len(tb), tb[max(len(tb)-1, 0):])
+	}
 	// Deep recursion keeps the 50 innermost calls.
-	res := execute(t, s, "r <- function(n) if (n == 0) stop(\"deep\") else r(n - 1)\nr(100)")
+	res = execute(t, s, "r <- function(n) if (n == 0) stop(\"deep\") else r(n - 1)\nr(100)")
 	if tb := res.Error.Traceback; len(tb) != 50 || tb[49] != `stop("deep")` || tb[48] != "r(n - 1)" {
 		t.Errorf("deep traceback: %d calls, last %q", len(tb), tb[max(len(tb)-2, 0):])
 	}

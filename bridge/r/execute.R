@@ -22,7 +22,7 @@ rt$execute <- function(id, code, stale_interrupt, plots = NULL) {
   last <- list(value = NULL, visible = FALSE)
   printed <- ""
   printed_bytes <- 0
-  traceback <- character()
+  rt$error_calls <- NULL
   err <- NULL
   interrupted <- FALSE
   ws <- list()
@@ -68,10 +68,7 @@ rt$execute <- function(id, code, stale_interrupt, plots = NULL) {
       }, message = function(m) {
         messages_total <<- messages_total + 1
         if (messages_total <= 100) messages_kept[[messages_total]] <<- rt$clip(rt$cmsg(m))
-      }, error = function(e) {
-        calls <- sys.calls() # here: in an argument it would be taken later
-        traceback <<- rt$traceback(calls)
-      })
+      }, error = rt$on_error)
       if (wn > 0) {
         cat(rt$warning_text(ws, kept), file = stderr())
         rt$set_last_warning(ws)
@@ -98,10 +95,11 @@ rt$execute <- function(id, code, stale_interrupt, plots = NULL) {
     # Plots share the value's room in the frame; the value goes first.
     plots_out <- rt$plots_end(plot_state, rt$max_value - nchar(value, type = "bytes"))
     if (!is.null(rt$on_result)) rt$on_result()
+    on.exit(rt$error_calls <- NULL)
     error <- if (!is.null(err)) {
       cl <- rt$condition_call(err)
       list(message = rt$clip(conditionMessage(err)), call = if (!is.null(cl)) rt$clip(cl), class = class(err),
-           traceback = traceback)
+           traceback = rt$traceback(rt$error_calls))
     }
     rt$send(rt$result_frame(id,
       value = value,
@@ -135,3 +133,11 @@ rt$traceback <- function(calls) {
   calls <- utils::tail(calls[(top + 1L):end], 50L)
   rt$clip(vapply(calls, function(cl) paste(deparse(cl, nlines = 1L), collapse = ""), ""), 500L)
 }
+# on_error keeps the calls where an error is signalled; traceback()
+# reads them once the stack has unwound. The handler does no more: at
+# the depth of a runaway recursion R gives it little room, and more work
+# there (even the JIT compiling it) fails the handler. It is compiled
+# here for the same reason.
+rt$on_error <- compiler::cmpfun(function(e) {
+  rt$error_calls <- sys.calls()
+})
