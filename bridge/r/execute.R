@@ -28,7 +28,8 @@ rt$execute <- function(id, code, stale_interrupt, plots = NULL) {
   ws <- list()
   wn <- 0L
   kept <- 50L
-  plot_state <- rt$plots_begin(plots)
+  # Plots are a bonus: trouble with them never costs the result.
+  plot_state <- tryCatch(rt$plots_begin(plots), error = function(e) NULL)
   tryCatch({
     exprs <- tryCatch(parse(text = code, keep.source = FALSE), error = function(e) {
       e$call <- NULL
@@ -93,7 +94,8 @@ rt$execute <- function(id, code, stale_interrupt, plots = NULL) {
     failed <- !is.null(err) || interrupted
     value <- if (failed) '{"type":"NULL"}' else rt$result_value(last)
     # Plots share the value's room in the frame; the value goes first.
-    plots_out <- rt$plots_end(plot_state, rt$max_value - nchar(value, type = "bytes"))
+    plots_out <- tryCatch(rt$plots_end(plot_state, rt$max_value - nchar(value, type = "bytes")),
+                          error = function(e) list(json = "[]", dropped = 0))
     if (!is.null(rt$on_result)) rt$on_result()
     on.exit(rt$error_calls <- NULL)
     error <- if (!is.null(err)) {
