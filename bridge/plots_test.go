@@ -15,7 +15,11 @@ func resultWith(extra string) []byte {
 }
 
 func display(mime string, n, w, h, dpi int) string {
-	data := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("x", n)))
+	b := []byte(strings.Repeat("x", n))
+	if mime == DisplayMIMEPNG && n >= len(pngMagic) {
+		copy(b, pngMagic)
+	}
+	data := base64.StdEncoding.EncodeToString(b)
 	return fmt.Sprintf(`{"data":{%q:%q},"metadata":{"width":%d,"height":%d,"dpi":%d}}`, mime, data, w, h, dpi)
 }
 
@@ -44,6 +48,7 @@ func TestDecodeResultDisplays(t *testing.T) {
 		{"two types", `,"displays":[{"data":{"image/png":"eA==","image/svg+xml":"eA=="},"metadata":{"width":768,"height":576,"dpi":96}}]`, false, 0, 0},
 		{"no data", `,"displays":[{"data":{},"metadata":{"width":768,"height":576,"dpi":96}}]`, false, 0, 0},
 		{"empty image", displays(1, display(DisplayMIMEPNG, 0, 768, 576, 96)), false, 0, 0},
+		{"png without its magic", `,"displays":[{"data":{"image/png":"eHh4eHh4eHh4eA=="},"metadata":{"width":768,"height":576,"dpi":96}}]`, false, 0, 0},
 		{"not base64", `,"displays":[{"data":{"image/png":"%%%"},"metadata":{"width":768,"height":576,"dpi":96}}]`, false, 0, 0},
 		{"too wide", displays(1, display(DisplayMIMEPNG, 10, 4097, 576, 96)), false, 0, 0},
 		{"too small", displays(1, display(DisplayMIMEPNG, 10, 768, 15, 96)), false, 0, 0},
@@ -71,7 +76,7 @@ func TestDecodeResultDisplays(t *testing.T) {
 			}
 			if tc.pages > 0 {
 				for _, b := range res.Displays[0].Data {
-					if string(b) != "xxxxxxxxxx" {
+					if len(b) != 10 || string(b[8:]) != "xx" {
 						t.Errorf("image bytes %q", b)
 					}
 				}

@@ -574,6 +574,9 @@ func checkDisplays(ds []Display) error {
 			if len(b) == 0 || len(b) > MaxDisplayBytes {
 				return violation("bad result frame: display %d is %d bytes", i+1, len(b))
 			}
+			if mime == DisplayMIMEPNG && !bytes.HasPrefix(b, pngMagic) {
+				return violation("bad result frame: display %d is not a PNG", i+1)
+			}
 			total += len(b)
 		}
 		m := d.Metadata
@@ -587,6 +590,8 @@ func checkDisplays(ds []Display) error {
 	}
 	return nil
 }
+
+var pngMagic = []byte{0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'}
 
 func inRange(v, lo, hi int) bool { return v >= lo && v <= hi }
 

@@ -55,6 +55,7 @@ func TestPlotsPNG(t *testing.T) {
 		{"after an error", `plot(1:3); stop("late")`, false, 1, 0},
 		{"fresh", "plot(1:10)", true, 1, 0},
 		{"plot-free", "x <- 1 + 1", false, 0, 0},
+		{"forged file in the plot dir", `plot(1); writeBin(charToRaw("not a png"), file.path(tempdir(), "securer-plots", "d00009-001.png"))`, false, 1, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := executeWith(t, s, tc.code, securer.ExecOptions{Fresh: tc.fresh})

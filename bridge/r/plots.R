@@ -13,6 +13,7 @@
 
 rt$plot_defaults <- list(format = "png", width = 768L, height = 576L, dpi = 96L)
 rt$plot_limits <- list(count = 20L, each = 2 * 1024^2, total = 4 * 1024^2)
+rt$png_magic <- as.raw(c(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a))
 
 # plot_options is the execution's plots request, with the defaults for
 # what is missing and each number within its bounds (the host checks
@@ -88,7 +89,9 @@ rt$plots_end <- function(st, budget) {
       next
     }
     data <- tryCatch(readBin(f, "raw", size), error = function(e) NULL)
-    if (length(data) != size) {
+    # The code can write into the plot dir: a file that is not what its
+    # name says is dropped (the host would refuse it).
+    if (length(data) != size || (identical(mime, "image/png") && !identical(data[1:8], rt$png_magic))) {
       dropped <- dropped + 1
       next
     }
