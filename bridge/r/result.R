@@ -6,7 +6,9 @@
 # result_frame is the one place a result frame is written: every execution
 # ends with exactly one, whether the code finished, failed, was interrupted,
 # or the runtime itself failed. error is NULL or a list of message, call
-# (NULL or text) and class.
+# (NULL or text), class and traceback (character, maybe empty).
+# printed_bytes, displays (JSON text of an array) and displays_dropped
+# come from the execution.
 rt$result_frame <- function(id, value = '{"type":"NULL"}', visible = FALSE, printed = "",
                             warnings = character(), warnings_dropped = 0,
                             messages = character(), error = NULL, interrupted = FALSE,
