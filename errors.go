@@ -41,6 +41,12 @@ type RError struct {
 	Message string   `json:"message"`
 	Call    string   `json:"call,omitempty"`
 	Class   []string `json:"class"`
+	// Traceback is the code's calls when the error was signalled,
+	// outermost first (at most the 50 innermost, each deparsed on one
+	// line and clipped to 500 characters); empty for errors outside any
+	// call of the code (a parse error) and for a C stack overflow, where
+	// R has no room left to record it.
+	Traceback []string `json:"traceback,omitempty"`
 }
 
 func (e *RError) Error() string {

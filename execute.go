@@ -33,6 +33,9 @@ type ExecOptions struct {
 	// Stdout and Stderr, when set, receive this execution's output as it
 	// is written, in place of Config.Output.Stdout and Stderr.
 	Stdout, Stderr io.Writer
+	// Plots, when set, replaces Config.Plots for this execution (its zero
+	// members still take the session's).
+	Plots *Plots
 }
 
 // ExecuteWith runs code as Execute (or ExecuteFresh) does, adjusted by opts.
@@ -65,6 +68,11 @@ func (s *Session) execute(ctx context.Context, code string, opts ExecOptions) (*
 		// The sweep after a fresh execution kills every process it can see
 		// and empties the temp dirs: on the host, that would be the host's.
 		return nil, fmt.Errorf("%w: fresh executions need the sandbox; use Restart for a clean R", ErrNeedsSandbox)
+	}
+	if opts.Plots != nil {
+		if err := opts.Plots.validate(); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.admit(ctx, code); err != nil {
 		return nil, err

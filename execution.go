@@ -175,7 +175,7 @@ func (e *execution) sendCode(code string) error {
 	}
 	stale := inst.interrupted
 	inst.interrupted = false
-	msg := bridge.Execute{Type: "execute", ID: e.id, Code: code, StaleInterrupt: stale}
+	msg := bridge.Execute{Type: "execute", ID: e.id, Code: code, StaleInterrupt: stale, Plots: e.plots()}
 	if e.fresh {
 		// The code goes to the forked copy alone, once it asks (Forked).
 		msg.Code, msg.Fresh, e.code = "", true, code
@@ -380,6 +380,8 @@ func (e *execution) onResult(m *bridge.Result) (*Result, error) {
 	res.Value, res.Visible, res.Printed = m.Value, m.Visible, m.Printed
 	res.Warnings, res.Messages = nonNil(m.Warnings), nonNil(m.Messages)
 	res.WarningsDropped = m.WarningsDropped
+	res.PrintedBytes = m.PrintedBytes
+	res.Displays, res.DisplaysDropped = toDisplays(m.Displays), int(m.DisplaysDropped)
 	switch {
 	case e.stopVerdict != "" && e.fresh:
 		res.Detail = "the execution's R copy was killed (" + e.stopErr.Error() + "); the session stays warm"
@@ -398,7 +400,7 @@ func (e *execution) onResult(m *bridge.Result) (*Result, error) {
 		res.Error = &RError{Message: "interrupted", Class: []string{"interrupt", "condition"}}
 		return e.finish(VerdictError, res.Error)
 	case m.Error != nil:
-		res.Error = &RError{Message: m.Error.Message, Class: m.Error.Class}
+		res.Error = &RError{Message: m.Error.Message, Class: m.Error.Class, Traceback: m.Error.Traceback}
 		if strings.Contains(m.Error.Message, "File too large") {
 			// EFBIG from RLIMIT_FSIZE: name the limit, which R cannot know.
 			res.Error.Message += fmt.Sprintf(" (the file size limit is %d bytes)", e.s.cfg.Limits.FileSizeBytes)

@@ -68,4 +68,13 @@ type Result struct {
 	// WarningsDropped counts the warnings beyond the first 100, which
 	// Warnings holds.
 	WarningsDropped int64 `json:"warnings_dropped,omitempty"`
+
+	// PrintedBytes is how many bytes the auto-print of Value wrote at the
+	// end of Stdout (0 when nothing was printed); Printed is clipped to
+	// 65,536 characters, this count is not.
+	PrintedBytes int64 `json:"printed_bytes"`
+	// Displays are the plot pages the code drew, in order (see Plots);
+	// DisplaysDropped counts those over the limits.
+	Displays        []Display `json:"displays,omitempty"`
+	DisplaysDropped int       `json:"displays_dropped,omitempty"`
 }

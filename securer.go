@@ -297,6 +297,10 @@ type Config struct {
 	// MaxToolCalls caps tool calls per execution (default 10,000); the
 	// call over it is refused and the execution ends (tool_call_limit).
 	MaxToolCalls int
+	// Plots says how the pages executions draw come back (default PNG,
+	// 768x576, 96 dpi); ExecOptions.Plots overrides it per execution.
+	Plots Plots
+
 	// MaxFrameBytes caps one message from R (default 16 MiB).
 	MaxFrameBytes int
 	// MaxExecutions, when set, is how many executions a session serves;
@@ -399,6 +403,9 @@ func (c Config) validate() error {
 	}
 	if c.UnsafeNoSandbox && len(c.Mounts) > 0 {
 		return fmt.Errorf("%w: Mounts need the sandbox (an unsandboxed R sees the whole host anyway)", ErrInvalidConfig)
+	}
+	if err := c.Plots.validate(); err != nil {
+		return err
 	}
 	for _, p := range c.Preload {
 		if !packageName.MatchString(p) {

@@ -83,6 +83,50 @@ type RError struct {
 	Message string   `json:"message"`
 	Call    *string  `json:"call"`
 	Class   []string `json:"class"`
+	// Traceback is the code's calls at the signal, innermost last.
+	Traceback []string `json:"traceback"`
+}
+
+// Display is one plot page: its image under its MIME type (image/png or
+// image/svg+xml), base64 in the frame.
+type Display struct {
+	Data     map[string][]byte `json:"data"`
+	Metadata DisplayMetadata   `json:"metadata"`
+}
+
+// DisplayMetadata is the size a page was drawn at.
+type DisplayMetadata struct {
+	Width  int `json:"width"`
+	Height int `json:"height"`
+	DPI    int `json:"dpi"`
+}
+
+// Plot bounds, shared by the host's checks and R's.
+const (
+	MaxDisplays       = 20
+	MinPlotPixels     = 16
+	MaxPlotPixels     = 4096
+	MinPlotDPI        = 36
+	MaxPlotDPI        = 600
+	MaxDisplayBytes   = 2 << 20 // one page, decoded
+	MaxDisplaysBytes  = 4 << 20 // one execution, decoded
+	DisplayMIMEPNG    = "image/png"
+	DisplayMIMESVG    = "image/svg+xml"
+	PlotFormatPNG     = "png"
+	PlotFormatSVG     = "svg"
+	PlotFormatNone    = "none"
+	DefaultPlotWidth  = 768
+	DefaultPlotHeight = 576
+	DefaultPlotDPI    = 96
+)
+
+// Plots is how an execution's plots come back (Execute.Plots). Zero
+// numbers and an empty format mean the defaults.
+type Plots struct {
+	Format string `json:"format,omitempty"`
+	Width  int    `json:"width,omitempty"`
+	Height int    `json:"height,omitempty"`
+	DPI    int    `json:"dpi,omitempty"`
 }
 
 // Result ends an execution.
@@ -100,6 +144,13 @@ type Result struct {
 	// WarningsDropped counts warnings past those in Warnings (R sends the
 	// first 100); absent means none.
 	WarningsDropped int64 `json:"warnings_dropped"`
+
+	// PrintedBytes is how many bytes the auto-print wrote to stdout.
+	PrintedBytes int64 `json:"printed_bytes"`
+	// Displays are the plot pages the code drew, in order;
+	// DisplaysDropped counts those over the limits.
+	Displays        []Display `json:"displays"`
+	DisplaysDropped int64     `json:"displays_dropped"`
 }
 
 // ToolDecl tells R which tool functions to define.
@@ -133,6 +184,8 @@ type Execute struct {
 	// the copy alone, once it reports Forked, so that the warm R never
 	// holds any execution's code in its memory.
 	Fresh bool `json:"fresh,omitempty"`
+	// Plots says how plots come back; nil: the defaults.
+	Plots *Plots `json:"plots,omitempty"`
 }
 
 // Code is a fresh execution's code, for its forked copy only.
@@ -325,7 +378,10 @@ func Decode(frame []byte) (any, error) {
 			Error       *RError        `json:"error"`
 			Interrupted bool           `json:"interrupted"`
 
-			WarningsDropped int64 `json:"warnings_dropped"`
+			WarningsDropped int64     `json:"warnings_dropped"`
+			PrintedBytes    int64     `json:"printed_bytes"`
+			Displays        []Display `json:"displays"`
+			DisplaysDropped int64     `json:"displays_dropped"`
 		}
 		if err := json.Unmarshal(frame, &w, strict); err != nil {
 			return nil, violation("bad result frame: %v", err)
@@ -333,13 +389,20 @@ func Decode(frame []byte) (any, error) {
 		if w.WarningsDropped < 0 {
 			return nil, violation("bad result frame: warnings_dropped is %d", w.WarningsDropped)
 		}
+		if w.PrintedBytes < 0 || w.DisplaysDropped < 0 {
+			return nil, violation("bad result frame: printed_bytes %d, displays_dropped %d", w.PrintedBytes, w.DisplaysDropped)
+		}
+		if err := checkDisplays(w.Displays); err != nil {
+			return nil, err
+		}
 		v, err := budget.decode(w.Value, "result value")
 		if err != nil {
 			return nil, err
 		}
 		return &Result{Type: w.Type, ID: w.ID, Value: v, Visible: w.Visible, Printed: w.Printed,
 			Warnings: w.Warnings, Messages: w.Messages, Error: w.Error, Interrupted: w.Interrupted,
-			WarningsDropped: w.WarningsDropped}, nil
+			WarningsDropped: w.WarningsDropped, PrintedBytes: w.PrintedBytes,
+			Displays: w.Displays, DisplaysDropped: w.DisplaysDropped}, nil
 	case "":
 		return nil, violation("frame has no type")
 	}
@@ -491,4 +554,78 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+// checkDisplays holds R's displays to the limits R itself keeps: a box
+// that sends more, or other content, breaks the protocol.
+func checkDisplays(ds []Display) error {
+	if len(ds) > MaxDisplays {
+		return violation("bad result frame: %d displays, over %d", len(ds), MaxDisplays)
+	}
+	total := 0
+	for i, d := range ds {
+		if len(d.Data) != 1 {
+			return violation("bad result frame: display %d has %d images, not 1", i+1, len(d.Data))
+		}
+		for mime, b := range d.Data {
+			if mime != DisplayMIMEPNG && mime != DisplayMIMESVG {
+				return violation("bad result frame: display %d has type %q", i+1, truncate(mime, 64))
+			}
+			if len(b) == 0 || len(b) > MaxDisplayBytes {
+				return violation("bad result frame: display %d is %d bytes", i+1, len(b))
+			}
+			if mime == DisplayMIMEPNG && !bytes.HasPrefix(b, pngMagic) {
+				return violation("bad result frame: display %d is not a PNG", i+1)
+			}
+			total += len(b)
+		}
+		m := d.Metadata
+		if !inRange(m.Width, MinPlotPixels, MaxPlotPixels) || !inRange(m.Height, MinPlotPixels, MaxPlotPixels) ||
+			!inRange(m.DPI, MinPlotDPI, MaxPlotDPI) {
+			return violation("bad result frame: display %d metadata %dx%d at %d dpi", i+1, m.Width, m.Height, m.DPI)
+		}
+	}
+	if total > MaxDisplaysBytes {
+		return violation("bad result frame: displays hold %d bytes, over %d", total, MaxDisplaysBytes)
+	}
+	return nil
+}
+
+var pngMagic = []byte{0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'}
+
+func inRange(v, lo, hi int) bool { return v >= lo && v <= hi }
+
+// CheckPlots reports what is wrong with p (nil: nothing), for the host
+// to refuse bad plot options before they reach R.
+func CheckPlots(p Plots) error {
+	switch p.Format {
+	case "", PlotFormatPNG, PlotFormatSVG, PlotFormatNone:
+	default:
+		return fmt.Errorf("plot format %q: want png, svg or none", truncate(p.Format, 64))
+	}
+	if (p.Width != 0 && !inRange(p.Width, MinPlotPixels, MaxPlotPixels)) ||
+		(p.Height != 0 && !inRange(p.Height, MinPlotPixels, MaxPlotPixels)) {
+		return fmt.Errorf("plot size %dx%d: each side must be %d..%d pixels", p.Width, p.Height, MinPlotPixels, MaxPlotPixels)
+	}
+	if p.DPI != 0 && !inRange(p.DPI, MinPlotDPI, MaxPlotDPI) {
+		return fmt.Errorf("plot dpi %d: must be %d..%d", p.DPI, MinPlotDPI, MaxPlotDPI)
+	}
+	return nil
+}
+
+// WithDefaults fills p's zero members from def.
+func (p Plots) WithDefaults(def Plots) Plots {
+	if p.Format == "" {
+		p.Format = def.Format
+	}
+	if p.Width == 0 {
+		p.Width = def.Width
+	}
+	if p.Height == 0 {
+		p.Height = def.Height
+	}
+	if p.DPI == 0 {
+		p.DPI = def.DPI
+	}
+	return p
 }

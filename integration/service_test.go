@@ -456,6 +456,8 @@ func TestPythonClient(t *testing.T) {
 		"add: ok 5", "weather: Boston 72 sunny", "tool error: tool 'fail': ValueError: cannot handle 1",
 		"streamed: ['line 1 ', 'line 2 ', 'line 3 '] hostname: sandbox", "timeout: timeout",
 		"session: container pid", "clamped: ['memory_bytes'] True",
+		"plots: 2 [('image/png', 640, 480, True), ('image/png', 640, 480, True)]",
+		"output without the print: 'before\\n'", `traceback: ['g()', 'f()', 'stop("inner")']`,
 	} {
 		if !strings.Contains(string(out), want+"\n") {
 			t.Errorf("example.py output lacks %q:\n%s", want, out)

@@ -66,6 +66,9 @@ func (c *conn) execute(j *job) (any, error) {
 	ctx := context.WithValue(e.ctx, execKey{}, e)
 	stdout, stderr := &textStream{c: c, id: req.ID, kind: "stdout"}, &textStream{c: c, id: req.ID, kind: "stderr"}
 	opts := securer.ExecOptions{Fresh: req.Fresh, Timeout: timeout, Stdout: stdout, Stderr: stderr}
+	if p := req.Plots; p != nil {
+		opts.Plots = &securer.Plots{Format: p.Format, Width: p.Width, Height: p.Height, DPI: p.DPI}
+	}
 	var res *securer.Result
 	if j.sess != nil {
 		res, err = j.sess.ExecuteWith(ctx, req.Code, opts)

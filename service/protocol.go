@@ -46,7 +46,8 @@ type request struct {
 	Timeout float64 `json:"timeout,omitempty"` // seconds
 	// AcquireTimeout (seconds, pool execute) bounds the wait for a free
 	// session; absent: as long as the execution may wait.
-	AcquireTimeout *float64 `json:"acquire_timeout,omitempty"`
+	AcquireTimeout *float64     `json:"acquire_timeout,omitempty"`
+	Plots          *plotOptions `json:"plots,omitempty"`
 
 	// tool_result
 	Call  string         `json:"call,omitempty"`
@@ -59,6 +60,15 @@ type request struct {
 
 	// auth: the first request on a server with a token
 	Token string `json:"token,omitempty"`
+}
+
+// plotOptions say how one execution's plots come back; zero members take
+// the defaults (png, 768x576, 96 dpi).
+type plotOptions struct {
+	Format string `json:"format,omitempty"` // png, svg or none
+	Width  int    `json:"width,omitempty"`  // pixels
+	Height int    `json:"height,omitempty"` // pixels
+	DPI    int    `json:"dpi,omitempty"`
 }
 
 // toolDecl is a tool the client answers itself.
@@ -98,7 +108,7 @@ var opMembers = map[string][]string{
 	"ping":            nil,
 	"create_session":  {"tools", "options", "clamp"},
 	"create_pool":     {"size", "reset", "tools", "options", "clamp"},
-	"execute":         {"session", "pool", "code", "fresh", "timeout", "acquire_timeout"},
+	"execute":         {"session", "pool", "code", "fresh", "timeout", "acquire_timeout", "plots"},
 	"tool_result":     {"call", "value", "typed", "error"},
 	"cancel":          {"target"},
 	"restart_session": {"session"},

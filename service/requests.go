@@ -10,6 +10,7 @@ import (
 	"time"
 
 	securer "github.com/securer-runc/securer-runc"
+	"github.com/securer-runc/securer-runc/bridge"
 )
 
 // Requests: each is read, checked and admitted in arrival order, then
@@ -214,6 +215,11 @@ func (c *conn) prepare(req *request, size int64) (*job, error) {
 		// waiting requests must not hold much memory.
 		if len(req.Code) > c.srv.opts.Base.MaxCodeBytes {
 			return nil, fmt.Errorf("%w: code is %d bytes, over the server's %d", securer.ErrRejected, len(req.Code), c.srv.opts.Base.MaxCodeBytes)
+		}
+		if p := req.Plots; p != nil {
+			if err := bridge.CheckPlots(bridge.Plots{Format: p.Format, Width: p.Width, Height: p.Height, DPI: p.DPI}); err != nil {
+				return nil, fmt.Errorf("%w: plots: %w", errBadRequest, err)
+			}
 		}
 		j.chain = req.Session
 	default:

@@ -116,6 +116,23 @@ type wireResult struct {
 	StateLostReason string         `json:"state_lost_reason,omitempty"`
 	Accounting      wireAccounting `json:"accounting"`
 	WarningsDropped int64          `json:"warnings_dropped,omitempty"`
+
+	PrintedBytes    int64         `json:"printed_bytes"`
+	Displays        []wireDisplay `json:"displays,omitempty"`
+	DisplaysDropped int           `json:"displays_dropped,omitempty"`
+}
+
+// wireDisplay is one plot page: a MIME bundle (the image base64) and the
+// size it was drawn at.
+type wireDisplay struct {
+	Data     map[string][]byte   `json:"data"`
+	Metadata wireDisplayMetadata `json:"metadata"`
+}
+
+type wireDisplayMetadata struct {
+	Width  int `json:"width"`
+	Height int `json:"height"`
+	DPI    int `json:"dpi"`
 }
 
 // wireRError is the R error of a result.
@@ -123,6 +140,8 @@ type wireRError struct {
 	Message string   `json:"message"`
 	Call    string   `json:"call,omitempty"`
 	Class   []string `json:"class"`
+
+	Traceback []string `json:"traceback,omitempty"`
 }
 
 // wireAccounting is what an execution cost; durations in nanoseconds.
@@ -208,6 +227,8 @@ func toWireResult(r *securer.Result) *wireResult {
 		StateLost:       r.StateLost,
 		StateLostReason: r.StateLostReason,
 		WarningsDropped: r.WarningsDropped,
+		PrintedBytes:    r.PrintedBytes,
+		DisplaysDropped: r.DisplaysDropped,
 		Accounting: wireAccounting{
 			WallNS:          int64(r.Accounting.Wall),
 			CPUUserNS:       int64(r.Accounting.CPUUser),
@@ -221,7 +242,10 @@ func toWireResult(r *securer.Result) *wireResult {
 		},
 	}
 	if r.Error != nil {
-		w.Error = &wireRError{Message: r.Error.Message, Call: r.Error.Call, Class: r.Error.Class}
+		w.Error = &wireRError{Message: r.Error.Message, Call: r.Error.Call, Class: r.Error.Class, Traceback: r.Error.Traceback}
+	}
+	for _, d := range r.Displays {
+		w.Displays = append(w.Displays, wireDisplay{Data: d.Data, Metadata: wireDisplayMetadata{Width: d.Width, Height: d.Height, DPI: d.DPI}})
 	}
 	return w
 }

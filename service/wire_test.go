@@ -23,8 +23,11 @@ func fullResult() *securer.Result {
 		Verdict: securer.VerdictError, Value: rvalue.Doubles(1.5, 2).SetAttr("names", rvalue.Strings("a", "b")),
 		Visible: true, Printed: "  a   b \n1.5 2.0 \n", Stdout: "out\n", Stderr: "err\n", StdoutElided: 11, StderrElided: 12,
 		Warnings: []string{"w1"}, Messages: []string{"m1\n"},
-		Error: &securer.RError{Message: "boom", Call: "f(x)", Class: []string{"simpleError", "error", "condition"}},
-		Exit:  "signal: killed", Detail: "detail", StateLost: true, StateLostReason: "oom", WarningsDropped: 3,
+		Error: &securer.RError{Message: "boom", Call: "f(x)", Class: []string{"simpleError", "error", "condition"},
+			Traceback: []string{"g()", "f(x)"}},
+		Exit: "signal: killed", Detail: "detail", StateLost: true, StateLostReason: "oom", WarningsDropped: 3,
+		PrintedBytes: 18, DisplaysDropped: 2,
+		Displays: []securer.Display{{Data: map[string][]byte{"image/png": {0x89, 'P', 'N', 'G'}}, Width: 768, Height: 576, DPI: 96}},
 		Accounting: securer.Accounting{Wall: 1500 * time.Millisecond, CPUUser: 2, CPUSystem: 3, PeakMemoryBytes: 4,
 			PeakPids: 5, OOMKills: 6, ToolCalls: 7, StdoutBytes: 8, StderrBytes: 9},
 	}
@@ -133,7 +136,7 @@ func TestWireCarriesEveryField(t *testing.T) {
 // json tag, never by its Go name.
 func TestWireNamesExplicit(t *testing.T) {
 	for _, v := range []any{helloEvent{}, errorEvent{}, errorBody{}, sessionEvent{}, poolEvent{}, okEvent{}, restartedEvent{}, textEvent{},
-		toolCallEvent{}, resultEvent{}, wireResult{}, wireRError{}, wireAccounting{}, wirePoolStatus{}, wireLimits{}} {
+		toolCallEvent{}, resultEvent{}, wireResult{}, wireRError{}, wireAccounting{}, wirePoolStatus{}, wireLimits{}, wireDisplay{}, wireDisplayMetadata{}} {
 		typ := reflect.TypeOf(v)
 		for i := range typ.NumField() {
 			f := typ.Field(i)

@@ -10,7 +10,7 @@ rt$drop_stale_interrupt <- function() {
   tryCatch(allowInterrupts(processx::poll(list(), 0)), interrupt = function(i) NULL)
 }
 
-rt$execute <- function(id, code, stale_interrupt) {
+rt$execute <- function(id, code, stale_interrupt, plots = NULL) {
   if (isTRUE(stale_interrupt)) rt$drop_stale_interrupt()
   # The result carries the first 100 warnings and messages and counts
   # the rest: kept in place, never grown past 100, so that a flood of
@@ -21,11 +21,15 @@ rt$execute <- function(id, code, stale_interrupt) {
   messages_total <- 0
   last <- list(value = NULL, visible = FALSE)
   printed <- ""
+  printed_bytes <- 0
+  rt$error_calls <- NULL
   err <- NULL
   interrupted <- FALSE
   ws <- list()
   wn <- 0L
   kept <- 50L
+  # Plots are a bonus: trouble with them never costs the result.
+  plot_state <- tryCatch(rt$plots_begin(plots), error = function(e) NULL)
   tryCatch({
     exprs <- tryCatch(parse(text = code, keep.source = FALSE), error = function(e) {
       e$call <- NULL
@@ -43,9 +47,12 @@ rt$execute <- function(id, code, stale_interrupt) {
         if (last$visible) {
           out <- utils::capture.output(print(last$value))
           printed <- paste(out, collapse = "\n")
+          # What cat() writes: the lines and a newline after each.
+          printed_bytes <- sum(nchar(out, type = "bytes")) + length(out)
           if (length(out) > 0) cat(out, sep = "\n")
         } else {
           printed <- ""
+          printed_bytes <- 0
         }
       }), warning = function(w) {
         # What is kept is clipped: a hundred 10 MB warnings must not
@@ -62,7 +69,7 @@ rt$execute <- function(id, code, stale_interrupt) {
       }, message = function(m) {
         messages_total <<- messages_total + 1
         if (messages_total <= 100) messages_kept[[messages_total]] <<- rt$clip(rt$cmsg(m))
-      })
+      }, error = rt$on_error)
       if (wn > 0) {
         cat(rt$warning_text(ws, kept), file = stderr())
         rt$set_last_warning(ws)
@@ -86,15 +93,23 @@ rt$execute <- function(id, code, stale_interrupt) {
     flush(stderr())
     failed <- !is.null(err) || interrupted
     value <- if (failed) '{"type":"NULL"}' else rt$result_value(last)
+    # Plots share the value's room in the frame; the value goes first.
+    plots_out <- tryCatch(rt$plots_end(plot_state, rt$max_value - nchar(value, type = "bytes")),
+                          error = function(e) list(json = "[]", dropped = 0))
     if (!is.null(rt$on_result)) rt$on_result()
+    on.exit(rt$error_calls <- NULL)
     error <- if (!is.null(err)) {
       cl <- rt$condition_call(err)
-      list(message = rt$clip(conditionMessage(err)), call = if (!is.null(cl)) rt$clip(cl), class = class(err))
+      list(message = rt$clip(conditionMessage(err)), call = if (!is.null(cl)) rt$clip(cl), class = class(err),
+           traceback = rt$traceback(rt$error_calls))
     }
     rt$send(rt$result_frame(id,
       value = value,
       visible = isTRUE(last$visible) && !failed,
       printed = if (failed) "" else rt$clip(printed, 65536L),
+      printed_bytes = if (failed) 0 else printed_bytes,
+      displays = plots_out$json,
+      displays_dropped = plots_out$dropped,
       warnings = rt$clip(warnings_kept),
       warnings_dropped = warnings_total - length(warnings_kept),
       messages = rt$clip(messages_kept),
@@ -102,3 +117,29 @@ rt$execute <- function(id, code, stale_interrupt) {
       interrupted = interrupted))
   })
 }
+
+# traceback is the code's calls at an error's signal, outermost first:
+# those after the runtime's eval(expr, globalenv()) (R lists it twice)
+# and before the handler's own frames (for errors raised in C code,
+# .handleSimpleError(h, ...) and h(...), matched by position, not by the
+# name h, which user functions may have). The 50 innermost are kept.
+rt$traceback <- function(calls) {
+  ev <- quote(eval(expr, globalenv()))
+  top <- Position(function(cl) identical(cl, ev), calls)
+  if (is.na(top)) return(character())
+  if (top < length(calls) && identical(calls[[top + 1L]], ev)) top <- top + 1L
+  end <- length(calls) - 1L # the handler
+  hs <- Position(function(cl) is.call(cl) && identical(cl[[1L]], quote(.handleSimpleError)), calls, right = TRUE)
+  if (!is.na(hs) && hs > top) end <- hs - 1L
+  if (end <= top) return(character())
+  calls <- utils::tail(calls[(top + 1L):end], 50L)
+  rt$clip(vapply(calls, function(cl) paste(deparse(cl, nlines = 1L), collapse = ""), ""), 500L)
+}
+# on_error keeps the calls where an error is signalled; traceback()
+# reads them once the stack has unwound. The handler does no more: at
+# the depth of a runaway recursion R gives it little room, and more work
+# there (even the JIT compiling it) fails the handler. It is compiled
+# here for the same reason.
+rt$on_error <- compiler::cmpfun(function(e) {
+  rt$error_calls <- sys.calls()
+})

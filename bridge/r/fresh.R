@@ -13,7 +13,7 @@
 # The box is swept when the host asks (sweep), not here: the host first
 # ends every process the execution left, so that none of them can write
 # a frame after the sweep's answer.
-rt$execute_fresh <- function(id, stale_interrupt) {
+rt$execute_fresh <- function(id, stale_interrupt, plots = NULL) {
   if (rt$on_host) stop("fresh executions need the sandbox")
   job <- parallel:::mcfork()
   if (inherits(job, "masterProcess")) {
@@ -27,7 +27,7 @@ rt$execute_fresh <- function(id, stale_interrupt) {
         msg <- rt$receive()
         if (identical(msg$type, "code") && identical(as.numeric(msg$id), as.numeric(id))) break
       }
-      rt$execute(id, msg$code, stale_interrupt)
+      rt$execute(id, msg$code, stale_interrupt, plots)
     }, silent = TRUE)
     parallel:::mcexit(0L)
   }

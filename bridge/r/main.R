@@ -9,6 +9,7 @@
 #   conditions.R  errors and warnings as Rscript shows them
 #   execute.R     running code, collecting what the result reports
 #   result.R      the result frame and the value it carries
+#   plots.R       plots drawn by the code, as images
 #   fresh.R       fresh executions in a forked copy; the box sweep
 #   values.R      the typed value codec (sourced into rt itself)
 # Its functions find base R's functions before the global environment and
@@ -41,7 +42,7 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
   rt$con <- processx::conn_connect_unix_socket(rt$sock)
   rt$pending <- character()
 
-  for (part in c("transport.R", "tools.R", "conditions.R", "execute.R", "result.R", "fresh.R")) {
+  for (part in c("transport.R", "tools.R", "conditions.R", "execute.R", "result.R", "fresh.R", "plots.R")) {
     for (e in parse(file.path(rt$dir, part), keep.source = FALSE)) eval(e, environment())
   }
 
@@ -69,8 +70,8 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
     switch(msg$type,
       init = rt$init(msg),
       execute = tryCatch(
-        if (isTRUE(msg$fresh)) rt$execute_fresh(msg$id, msg$stale_interrupt)
-        else rt$execute(msg$id, msg$code, msg$stale_interrupt),
+        if (isTRUE(msg$fresh)) rt$execute_fresh(msg$id, msg$stale_interrupt, msg$plots)
+        else rt$execute(msg$id, msg$code, msg$stale_interrupt, msg$plots),
         error = function(e) rt$send(rt$result_frame(msg$id, error = list(
           message = paste("securer runtime:", conditionMessage(e)),
           class = c("securer_runtime_error", "error", "condition"))))),

@@ -6,14 +6,18 @@
 # result_frame is the one place a result frame is written: every execution
 # ends with exactly one, whether the code finished, failed, was interrupted,
 # or the runtime itself failed. error is NULL or a list of message, call
-# (NULL or text) and class.
+# (NULL or text), class and traceback (character, maybe empty).
+# printed_bytes, displays (JSON text of an array) and displays_dropped
+# come from the execution.
 rt$result_frame <- function(id, value = '{"type":"NULL"}', visible = FALSE, printed = "",
                             warnings = character(), warnings_dropped = 0,
-                            messages = character(), error = NULL, interrupted = FALSE) {
+                            messages = character(), error = NULL, interrupted = FALSE,
+                            printed_bytes = 0, displays = "[]", displays_dropped = 0) {
   errjson <- if (is.null(error)) "null" else paste0(
     '{"message":', rt$q(error$message),
     ',"call":', if (is.null(error$call)) "null" else rt$q(error$call),
-    ',"class":', rt$qstrs(error$class), "}")
+    ',"class":', rt$qstrs(error$class),
+    ',"traceback":', rt$qstrs(error$traceback), "}")
   paste0(
     '{"type":"result","id":', rt$num(id),
     ',"value":', value,
@@ -23,7 +27,10 @@ rt$result_frame <- function(id, value = '{"type":"NULL"}', visible = FALSE, prin
     ',"warnings_dropped":', format(warnings_dropped, scientific = FALSE),
     ',"messages":', rt$qstrs(messages),
     ',"error":', errjson,
-    ',"interrupted":', if (interrupted) "true" else "false", "}")
+    ',"interrupted":', if (interrupted) "true" else "false",
+    ',"printed_bytes":', rt$num(printed_bytes),
+    ',"displays":', displays,
+    ',"displays_dropped":', rt$num(displays_dropped), "}")
 }
 
 # The last value as a wire value. Invisible values (assignments) are

@@ -9,7 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from securer_client import Client, Tool  # noqa: E402
+from securer_client import Client, Tool, printed_output, result_displays  # noqa: E402
 
 binary = os.environ.get("SECURER_RUNC", "securer-runc")
 extra = os.environ.get("SECURER_SERVE_ARGS", "").split()
@@ -47,6 +47,13 @@ with client:
     lines = []
     r = session.execute('for (i in 1:3) cat("line", i, "\\n"); Sys.info()[["nodename"]]', on_stdout=lines.append)
     print("streamed:", "".join(lines).split("\n")[:3], "hostname:", r["value_plain"])
+    r = session.execute("plot(1:10); hist(c(1, 2, 2))", plots={"width": 640, "height": 480})
+    pages = result_displays(r)
+    print("plots:", len(pages), [(d["mime"], d["width"], d["height"], d["data"][:4] == b"\x89PNG") for d in pages])
+    r = session.execute('cat("before\\n"); summary(c(1, 2, 3))')
+    print("output without the print:", repr(printed_output(r)))
+    r = session.execute('f <- function() stop("inner"); g <- function() f(); g()')
+    print("traceback:", r["error"]["traceback"])
     r = session.execute("Sys.sleep(5)", timeout=0.5)
     print("timeout:", r["verdict"])
     session.close()

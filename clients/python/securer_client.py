@@ -11,8 +11,12 @@ answers with Python functions. See PROTOCOL.md in the repository.
         session = client.create_session(tools=[add])
         result = session.execute("add(2, 3)")
         print(result["value_plain"])             # 5
+        r = session.execute("plot(1:10)", plots={"format": "png", "width": 768, "height": 576})
+        for d in result_displays(r):             # the pages drawn, as bytes
+            open("plot.png", "wb").write(d["data"])
 """
 
+import base64
 import itertools
 import json
 import os
@@ -33,6 +37,30 @@ class StateLostWarning(UserWarning):
     """The session's R was replaced (it died: out of memory, a crash, a kill
     after a timeout): the execution ran in a new R, without the variables
     earlier executions made. The result's "state_lost_reason" says why."""
+
+
+def result_displays(result):
+    """The plots of a result, decoded: a list of dicts with "mime"
+    ("image/png" or "image/svg+xml"), "data" (bytes), "width", "height"
+    (pixels) and "dpi", in the order they were drawn. result["displays_dropped"]
+    (absent when 0) counts pages over the limits (20 pages, 2 MiB each, 4 MiB
+    together)."""
+    out = []
+    for d in result.get("displays") or []:
+        for mime, data in d["data"].items():
+            out.append({"mime": mime, "data": base64.b64decode(data), **d["metadata"]})
+    return out
+
+
+def printed_output(result):
+    """stdout without the auto-print of the value at its end (exact:
+    result["printed_bytes"] bytes come off the end), or all of stdout when
+    the server elided part of it."""
+    out = result.get("stdout", "").encode("utf-8")
+    n = result.get("printed_bytes", 0)
+    if n <= 0 or result.get("stdout_elided") or n > len(out):
+        return result.get("stdout", "")
+    return out[: len(out) - n].decode("utf-8", errors="replace")
 
 
 class Tool:
@@ -148,13 +176,15 @@ class Client:
         self._tools[ev["pool"]] = {t.name: t for t in tools}
         return Session(self, ev["pool"], "pool", ev)
 
-    def _execute(self, target, kind, code, timeout, fresh, on_stdout, on_stderr, acquire_timeout=None):
+    def _execute(self, target, kind, code, timeout, fresh, on_stdout, on_stderr, acquire_timeout=None, plots=None):
         rid = str(next(self._ids))
         msg = {"op": "execute", "id": rid, kind: target, "code": code, "fresh": fresh}
         if timeout:
             msg["timeout"] = timeout
         if acquire_timeout is not None:
             msg["acquire_timeout"] = acquire_timeout
+        if plots:
+            msg["plots"] = plots
         self._send(msg)
         tools = self._tools[target]
         while True:
@@ -202,7 +232,7 @@ class Session:
             return f"<SecurePool {self.name}> sandbox={self.info.get('sandbox')} tools={tools}"
         return f"<SecureSession {self.name}> pid={self.info.get('pid')} sandbox={self.info.get('sandbox')} tools={tools}"
 
-    def execute(self, code, timeout=None, fresh=False, on_stdout=None, on_stderr=None, acquire_timeout=None):
+    def execute(self, code, timeout=None, fresh=False, on_stdout=None, on_stderr=None, acquire_timeout=None, plots=None):
         """Run code; returns the result (verdict, value, value_plain, stdout, ...).
 
         value_plain is the value as plain JSON: a function, call, formula,
@@ -217,8 +247,13 @@ class Session:
 
         On a pool, acquire_timeout (seconds) bounds the wait for a free
         session: past it (at once with 0) ServerError with code "pool_busy"
-        ("all sessions are busy"); None waits as long as it takes."""
-        return self._client._execute(self.name, self._kind, code, timeout, fresh, on_stdout, on_stderr, acquire_timeout)
+        ("all sessions are busy"); None waits as long as it takes.
+
+        plots ({"format": "png"|"svg"|"none", "width": px, "height": px,
+        "dpi": n}, all optional) says how pages the code draws come back in
+        result["displays"]; result_displays(result) decodes them. On an R
+        error, result["error"]["traceback"] lists the code's calls."""
+        return self._client._execute(self.name, self._kind, code, timeout, fresh, on_stdout, on_stderr, acquire_timeout, plots)
 
     def close(self):
         op = "close_session" if self._kind == "session" else "close_pool"

@@ -36,6 +36,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	outputLimit := fs.String("output-limit", defaultOutputLimit, "end the run after this much stdout or stderr (e.g. 100M; 0 or none: no limit)")
 	preload := fs.String("preload", "", "R packages to attach before the code runs, comma separated")
 	termGrace := fs.Duration("term-grace", 10*time.Second, "on SIGTERM, how long the running code may still take before it is stopped")
+	plotFl := addPlotFlags(fs)
 	logs := addLogFlags(fs, slog.LevelWarn, "warn")
 	setUsage(fs, "securer-runc run [flags] [-e CODE | FILE | -]    (a file named help: ./help)")
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
@@ -55,6 +56,9 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return fail(stderr, exitUsage, err)
 	}
 	defer auditCloser.Close()
+	if cfg.Plots, err = plotFl.plots(); err != nil {
+		return fail(stderr, exitUsage, err)
+	}
 	cfg.MaxToolCalls = *maxToolCalls
 	if cfg.Output.LimitBytes, err = parseLimit(*outputLimit); err != nil {
 		return fail(stderr, exitUsage, fmt.Errorf("--output-limit: %w", err))
@@ -97,6 +101,19 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	if errors.Is(context.Cause(ctx), errStdoutClosed) {
 		return fail(stderr, exitCancelled, fmt.Errorf("%s: %w", res.Verdict, context.Cause(ctx)))
+	}
+	if plotFl.dir != "" {
+		if _, perr := writePlots(plotFl.dir, res.Displays); perr != nil {
+			fmt.Fprintf(stderr, "securer-runc: --plots-dir: %v\n", perr)
+			if res.Verdict == securer.VerdictOK {
+				return exitUsage // the directory's fault, not the code's
+			}
+		}
+	} else if len(res.Displays) > 0 && !*asJSON {
+		fmt.Fprintf(stderr, "securer-runc: %d plot(s) not saved: use --plots-dir DIR (or --json)\n", len(res.Displays))
+	}
+	if res.DisplaysDropped > 0 && !*asJSON {
+		fmt.Fprintf(stderr, "securer-runc: %d plot(s) dropped (at most 20 per run, 2 MiB each, 4 MiB together)\n", res.DisplaysDropped)
 	}
 	if *asJSON {
 		b, jerr := stdjson.MarshalIndent(res, "", "  ")
