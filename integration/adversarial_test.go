@@ -1346,8 +1346,8 @@ func TestAdversarialToolChannel(t *testing.T) {
 					  rawcall(sprintf(r"({"type":"tool_call","id":%%s,"tool":"add","args":{"a":%s,"b":%s,"evil":%s}})", enc(1), enc(1), enc(1)))$error,
 					  rawcall(sprintf(r"({"type":"tool_call","id":%%s,"tool":"add","args":{"a":%s,"b":%s}})", enc("1"), enc(1)))$error,
 					  rawcall(sprintf(r"({"type":"tool_call","id":%%s,"tool":"add","args":{"a":%s}})", enc(1)))$error)`)
-				want := []string{`argument "a" must be numeric`, `argument "a" must be numeric`, `argument "b" is missing`, `unused argument`,
-					`has no argument "evil"`, `argument "a" must be numeric`, `argument "b" is missing`}
+				want := []string{`argument 'a' must be numeric`, `argument 'a' must be numeric`, `argument "b" is missing`, `unused argument`,
+					`has no argument "evil"`, `argument 'a' must be numeric`, `argument "b" is missing`}
 				got := strs(res.Value)
 				if len(got) != len(want) {
 					t.Fatalf("got %q", got)
