@@ -512,8 +512,25 @@ func ArgTypes() []string {
 // ErrInvalidCall marks a tool call the host refused.
 var ErrInvalidCall = errors.New("invalid tool call")
 
+// CallError is a refused tool call. Its text is what the box's code sees
+// as the condition message, worded as securer 0.2.0 worded it ("Tool
+// 'add': argument 'a' must be numeric, got character"), so code matching
+// those messages keeps working; it matches ErrInvalidCall with errors.Is.
+type CallError struct{ msg string }
+
+func (e *CallError) Error() string { return e.msg }
+
+// Unwrap makes errors.Is(err, ErrInvalidCall) hold.
+func (e *CallError) Unwrap() error { return ErrInvalidCall }
+
+func callError(format string, a ...any) error {
+	return &CallError{msg: fmt.Sprintf(format, a...)}
+}
+
 // Validate checks a call against the declared tools: exact name match,
-// every declared argument present, no others, and declared types.
+// every declared argument present, no others, and declared types. Names
+// that come from the box are quoted with %q (they may hold anything);
+// declared names are R identifiers and are quoted as R would.
 func Validate(tools []ToolSpec, call *ToolCall) (*ToolSpec, error) {
 	var spec *ToolSpec
 	for i := range tools {
@@ -523,7 +540,7 @@ func Validate(tools []ToolSpec, call *ToolCall) (*ToolSpec, error) {
 		}
 	}
 	if spec == nil {
-		return nil, fmt.Errorf("%w: unknown tool %q", ErrInvalidCall, truncate(call.Tool, 64))
+		return nil, callError("unknown tool %q", truncate(call.Tool, 64))
 	}
 	for name := range call.Args {
 		known := false
@@ -531,22 +548,45 @@ func Validate(tools []ToolSpec, call *ToolCall) (*ToolSpec, error) {
 			known = known || a.Name == name
 		}
 		if !known {
-			return nil, fmt.Errorf("%w: tool %q has no argument %q", ErrInvalidCall, spec.Name, truncate(name, 64))
+			return nil, callError("Tool '%s' has no argument %q", spec.Name, truncate(name, 64))
 		}
 	}
 	for _, a := range spec.Args {
 		v, ok := call.Args[a.Name]
 		if !ok {
-			return nil, fmt.Errorf("%w: tool %q: argument %q is missing", ErrInvalidCall, spec.Name, a.Name)
+			return nil, callError("Tool '%s': argument %q is missing", spec.Name, a.Name)
 		}
 		if a.Type == "" {
 			continue
 		}
 		if err := v.Check(a.Type); err != nil {
-			return nil, fmt.Errorf("%w: tool %q: argument %q must be %s, got %s", ErrInvalidCall, spec.Name, a.Name, a.Type, v.Describe())
+			return nil, callError("Tool '%s': argument '%s' must be %s, got %s", spec.Name, a.Name, a.Type, rClass(v))
 		}
 	}
 	return spec, nil
+}
+
+// rClass is R's class(v)[1] as far as a decoded value tells it: the class
+// attribute, else the implicit class ("matrix", "array", "numeric" for
+// doubles, "function" for closures, the type otherwise).
+func rClass(v rvalue.Value) string {
+	if c := v.Class(); len(c) > 0 {
+		return truncate(c[0], 64)
+	}
+	switch dim := v.Dim(); {
+	case len(dim) == 2:
+		return "matrix"
+	case len(dim) > 0:
+		return "array"
+	}
+	switch t := v.Type(); t {
+	case rvalue.TypeDouble:
+		return "numeric"
+	case rvalue.TypeUnsupported:
+		return "unsupported"
+	default:
+		return string(t)
+	}
 }
 
 func truncate(s string, n int) string {

@@ -127,8 +127,11 @@ func TestValidate(t *testing.T) {
 		{Name: "add", Args: []ArgSpec{{"a", "numeric"}, {"b", "numeric"}}},
 		{Name: "echo", Args: []ArgSpec{{"x", ""}}},
 		{Name: "df", Args: []ArgSpec{{"d", "data.frame"}}},
+		{Name: "greet", Args: []ArgSpec{{"who", "character"}}},
 	}
 	num := rvalue.Doubles(1)
+	factor := rvalue.FactorOf("x", "y")
+	chrMatrix := rvalue.Strings("a", "b").SetAttr("dim", rvalue.Integers(1, 2))
 	df, _ := rvalue.DataFrame([]string{"x"}, []rvalue.Value{rvalue.Doubles(1, 2)})
 	cases := []struct {
 		name string
@@ -138,17 +141,21 @@ func TestValidate(t *testing.T) {
 		{"ok", ToolCall{Tool: "add", Args: map[string]rvalue.Value{"a": num, "b": rvalue.Integers(2)}}, ""},
 		{"untyped", ToolCall{Tool: "echo", Args: map[string]rvalue.Value{"x": rvalue.List()}}, ""},
 		{"data frame", ToolCall{Tool: "df", Args: map[string]rvalue.Value{"d": df}}, ""},
-		{"list is not a data frame", ToolCall{Tool: "df", Args: map[string]rvalue.Value{"d": rvalue.List()}}, "must be data.frame"},
-		{"unknown", ToolCall{Tool: "system"}, "unknown tool"},
-		{"path", ToolCall{Tool: "../../bin/sh"}, "unknown tool"},
-		{"nul", ToolCall{Tool: "add\x00x"}, "unknown tool"},
-		{"case", ToolCall{Tool: "ADD"}, "unknown tool"},
-		{"homoglyph", ToolCall{Tool: "\u0430dd"}, "unknown tool"},
-		{"string for numeric", ToolCall{Tool: "add", Args: map[string]rvalue.Value{"a": rvalue.Strings("1"), "b": num}}, `"a" must be numeric`},
-		{"list for numeric", ToolCall{Tool: "add", Args: map[string]rvalue.Value{"a": num, "b": rvalue.List(num, num)}}, `"b" must be numeric`},
-		{"NA logical for numeric", ToolCall{Tool: "add", Args: map[string]rvalue.Value{"a": rvalue.Logicals(rvalue.NALogical), "b": num}}, `"a" must be numeric`},
-		{"missing", ToolCall{Tool: "add", Args: map[string]rvalue.Value{"a": num}}, `"b" is missing`},
-		{"extra", ToolCall{Tool: "add", Args: map[string]rvalue.Value{"a": num, "b": num, "evil": num}}, `no argument "evil"`},
+		{"list is not a data frame", ToolCall{Tool: "df", Args: map[string]rvalue.Value{"d": rvalue.List()}}, "Tool 'df': argument 'd' must be data.frame, got list"},
+		{"unknown", ToolCall{Tool: "system"}, `unknown tool "system"`},
+		{"path", ToolCall{Tool: "../../bin/sh"}, `unknown tool "../../bin/sh"`},
+		{"nul", ToolCall{Tool: "add\x00x"}, `unknown tool "add\x00x"`},
+		{"case", ToolCall{Tool: "ADD"}, `unknown tool "ADD"`},
+		{"homoglyph", ToolCall{Tool: "\u0430dd"}, `unknown tool "аdd"`},
+		{"string for numeric", ToolCall{Tool: "add", Args: map[string]rvalue.Value{"a": rvalue.Strings("1"), "b": num}}, "Tool 'add': argument 'a' must be numeric, got character"},
+		{"list for numeric", ToolCall{Tool: "add", Args: map[string]rvalue.Value{"a": num, "b": rvalue.List(num, num)}}, "Tool 'add': argument 'b' must be numeric, got list"},
+		{"NA logical for numeric", ToolCall{Tool: "add", Args: map[string]rvalue.Value{"a": rvalue.Logicals(rvalue.NALogical), "b": num}}, "Tool 'add': argument 'a' must be numeric, got logical"},
+		{"factor for numeric", ToolCall{Tool: "add", Args: map[string]rvalue.Value{"a": factor, "b": num}}, "Tool 'add': argument 'a' must be numeric, got factor"},
+		{"character matrix for numeric", ToolCall{Tool: "add", Args: map[string]rvalue.Value{"a": chrMatrix, "b": num}}, "Tool 'add': argument 'a' must be numeric, got matrix"},
+		{"double for character", ToolCall{Tool: "greet", Args: map[string]rvalue.Value{"who": num}}, "Tool 'greet': argument 'who' must be character, got numeric"},
+		{"NULL for character", ToolCall{Tool: "greet", Args: map[string]rvalue.Value{"who": rvalue.Null()}}, "Tool 'greet': argument 'who' must be character, got NULL"},
+		{"missing", ToolCall{Tool: "add", Args: map[string]rvalue.Value{"a": num}}, `Tool 'add': argument "b" is missing`},
+		{"extra", ToolCall{Tool: "add", Args: map[string]rvalue.Value{"a": num, "b": num, "evil": num}}, `Tool 'add' has no argument "evil"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -159,8 +166,8 @@ func TestValidate(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, ErrInvalidCall) || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("err %v, want ErrInvalidCall with %q", err, c.want)
+			if !errors.Is(err, ErrInvalidCall) || err.Error() != c.want {
+				t.Fatalf("err %v, want ErrInvalidCall with text %q", err, c.want)
 			}
 		})
 	}

@@ -789,13 +789,15 @@ func TestAdversarialFilesystem(t *testing.T) {
 			}
 		}},
 		{"W02", func(t *testing.T) {
-			res := h.run(t, s, `install.packages("praise", lib = .libPaths()[1], repos = "https://cloud.r-project.org")`)
+			// utils:: passes the runtime's install.packages (which refuses
+			// at once): R's own must fail at the walls.
+			res := h.run(t, s, `utils::install.packages("praise", lib = .libPaths()[1], repos = "https://cloud.r-project.org")`)
 			if res.Verdict != securer.VerdictError {
 				t.Errorf("install.packages into the site library: verdict %s, want an error", res.Verdict)
 			}
 			// Into a writable place: no network, so nothing to install.
 			res = h.ok(t, s, `dir.create("/tmp/lib")
-				suppressWarnings(tryCatch(install.packages("praise", lib = "/tmp/lib", repos = "https://cloud.r-project.org"), error = function(e) NULL))
+				suppressWarnings(tryCatch(utils::install.packages("praise", lib = "/tmp/lib", repos = "https://cloud.r-project.org"), error = function(e) NULL))
 				c(length(list.files("/tmp/lib")), requireNamespace("praise", quietly = TRUE, lib.loc = c("/tmp/lib", .libPaths())))`)
 			if got := fmt.Sprint(res.Value.Go()); got != "[0 0]" {
 				t.Errorf("praise got installed: %s", got)
@@ -1346,8 +1348,8 @@ func TestAdversarialToolChannel(t *testing.T) {
 					  rawcall(sprintf(r"({"type":"tool_call","id":%%s,"tool":"add","args":{"a":%s,"b":%s,"evil":%s}})", enc(1), enc(1), enc(1)))$error,
 					  rawcall(sprintf(r"({"type":"tool_call","id":%%s,"tool":"add","args":{"a":%s,"b":%s}})", enc("1"), enc(1)))$error,
 					  rawcall(sprintf(r"({"type":"tool_call","id":%%s,"tool":"add","args":{"a":%s}})", enc(1)))$error)`)
-				want := []string{`argument "a" must be numeric`, `argument "a" must be numeric`, `argument "b" is missing`, `unused argument`,
-					`has no argument "evil"`, `argument "a" must be numeric`, `argument "b" is missing`}
+				want := []string{`argument 'a' must be numeric`, `argument 'a' must be numeric`, `argument "b" is missing`, `unused argument`,
+					`has no argument "evil"`, `argument 'a' must be numeric`, `argument "b" is missing`}
 				got := strs(res.Value)
 				if len(got) != len(want) {
 					t.Fatalf("got %q", got)

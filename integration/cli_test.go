@@ -94,7 +94,7 @@ func TestCLI(t *testing.T) {
 		{"seed", "", []string{"run", "-e", "1 + 1"}, 0, "[1] 2\n", ""},
 		{"tool add", "", []string{"run", "--tools", tools, "-e", "add(2, 3)"}, 0, "[1] 5\n", ""},
 		{"tool weather", "", []string{"run", "--tools", tools, "-e", `w <- get_weather("Boston"); cat(w$temp, w$condition)`}, 0, "72 sunny", ""},
-		{"tool type check", "", []string{"run", "--tools", tools, "-e", `add("2", 3)`}, 1, "", `argument "a" must be numeric`},
+		{"tool type check", "", []string{"run", "--tools", tools, "-e", `add("2", 3)`}, 1, "", `Tool 'add': argument 'a' must be numeric, got character`},
 		{"file", "", []string{"run", script}, 0, "[1] 42\n", ""},
 		{"stdin", "cat('from stdin\\n')", []string{"run"}, 0, "from stdin\n", ""},
 		{"R error", "", []string{"run", "-e", `stop("nope")`}, 1, "", "Error: nope"},

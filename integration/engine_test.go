@@ -126,12 +126,12 @@ func TestToolValidation(t *testing.T) {
 	cases := []struct {
 		code, want string
 	}{
-		{`add(a = "1", b = 2)`, `argument "a" must be numeric`},
-		{`add(1, list(1, 2))`, `argument "b" must be numeric`},
-		{`add(a = NA, b = 1)`, `argument "a" must be numeric`},
+		{`add(a = "1", b = 2)`, `Tool 'add': argument 'a' must be numeric, got character`},
+		{`add(1, list(1, 2))`, `Tool 'add': argument 'b' must be numeric, got list`},
+		{`add(a = NA, b = 1)`, `Tool 'add': argument 'a' must be numeric, got logical`},
 		{`add(1)`, `argument "b" is missing`},
 		{`add(1, 2, evil = 3)`, `unused argument`},
-		{`get_weather(42)`, `argument "city" must be character`},
+		{`get_weather(42)`, `Tool 'get_weather': argument 'city' must be character, got numeric`},
 		{`fail()`, `the tool is broken`},
 		{`boom()`, `panic`},
 	}

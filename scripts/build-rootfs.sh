@@ -14,7 +14,13 @@ suite=bookworm
 extra=""
 mirror=""
 force=0
-base_packages="r-base-core r-cran-jsonlite r-cran-processx tini"
+# r-recommended: the packages every R installation is expected to have
+# (MASS, Matrix, lattice, survival, ...). locales: only for localedef
+# below; its sources are deleted once en_US.UTF-8 is compiled.
+base_packages="r-base-core r-recommended r-cran-jsonlite r-cran-processx tini locales"
+# Locales compiled into the image beside glibc's built-in C.UTF-8 (which
+# stays the sessions' LANG); "name charmap" pairs.
+locales="en_US.UTF-8 UTF-8"
 
 die() { echo "build-rootfs: $*" >&2; exit 1; }
 log() { echo "build-rootfs: $*" >&2; }
@@ -121,12 +127,23 @@ done
 chmod 1777 "$new/tmp"
 : >"$new/etc/hostname"
 
-# Trim what a sandboxed R never reads.
+# Compile the locales into /usr/lib/locale/locale-archive; locale.gen
+# records them for anyone who inspects the image.
+printf '%s\n' "$locales" >"$new/etc/locale.gen"
+while read -r loc charmap; do
+  [ -n "$loc" ] || continue
+  chroot "$new" localedef -i "${loc%%.*}" -f "$charmap" "$loc" ||
+    die "localedef $loc failed"
+done <<<"$locales"
+
+# Trim what a sandboxed R never reads (the locale sources included: the
+# compiled archive is all glibc reads).
 rm -rf "$new"/usr/share/doc/* "$new"/usr/share/man/* "$new"/usr/share/info/* \
   "$new"/var/cache/apt/* "$new"/var/lib/apt/lists/* "$new"/var/log/* \
   "$new"/var/cache/debconf/*-old "$new"/usr/share/R/doc/manual \
   "$new"/usr/lib/R/library/*/doc "$new"/usr/lib/R/library/*/html \
-  "$new"/usr/lib/R/site-library/*/doc "$new"/usr/lib/R/site-library/*/html
+  "$new"/usr/lib/R/site-library/*/doc "$new"/usr/lib/R/site-library/*/html \
+  "$new"/usr/share/i18n
 find "$new/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name 'locale.alias' -exec rm -rf {} + 2>/dev/null || true
 
 r_version=$(dpkg-query --admindir="$new/var/lib/dpkg" -W -f '${Version}' r-base-core)

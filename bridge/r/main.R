@@ -52,6 +52,7 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
     rt$max_frame <- as.numeric(msg$max_frame)
     # Room for the printed form, warnings and messages beside the value.
     rt$max_value <- max(rt$max_frame - 256 * 1024, rt$max_frame / 2)
+    rt$install_runtime()
     rt$install_tools(msg$tools)
     failed <- NULL
     for (pkg in unlist(msg$preload)) {

@@ -44,17 +44,66 @@ rt$call_tool <- function(name, env, argnames) {
     if (identical(msg$type, "tool_result") && identical(as.numeric(msg$id), as.numeric(id))) break
   }
   if (!is.null(msg$error)) {
-    cond <- structure(
-      class = c("securer_tool_error", "error", "condition"),
-      list(message = paste0("tool '", name, "': ", msg$error), call = sys.call(-1))
-    )
-    stop(cond)
+    # The tool's own text, unprefixed (code written for securer 0.2.0
+    # matches it); the tool's name travels in a field.
+    stop(rt$tool_error(msg$error, name, sys.call(-1)))
   }
   rt$.securer_decode(msg$value)
 }
 
+rt$tool_error <- function(message, name, call) {
+  structure(
+    class = c("securer_tool_error", "error", "condition"),
+    list(message = message, call = call, tool = name)
+  )
+}
+
+# securer 0.2.0's way to call a tool by name from the box:
+# .securer_call_tool("add", a = 1, b = 2) is add(a = 1, b = 2).
+rt$call_tool_by_name <- function(name, ...) {
+  if (!is.character(name) || length(name) != 1L || is.na(name) ||
+      is.null(rt$tools_env) || !exists(name, envir = rt$tools_env, inherits = FALSE) ||
+      identical(name, ".securer_call_tool")) {
+    shown <- if (is.character(name) && length(name) == 1L) encodeString(name, quote = '"') else "(not a name)"
+    stop(rt$tool_error(paste("unknown tool", shown), if (is.character(name)) name[1] else NA_character_,
+                       sys.call(-1)))
+  }
+  get(name, envir = rt$tools_env, inherits = FALSE)(...)
+}
+
+rt$make_call_tool <- function() {
+  f <- function(name, ...) NULL
+  # Uncompiled runtime code, as in make_tool.
+  body(f) <- bquote({
+    jit <- compiler::enableJIT(0L)
+    on.exit(compiler::enableJIT(jit))
+    .(rt$call_tool_by_name)(name, ...)
+  })
+  environment(f) <- globalenv()
+  compiler::cmpfun(f)
+}
+
+rt$tools_env <- NULL
 rt$install_tools <- function(tools) {
   if (length(tools) == 0) return(invisible())
   e <- attach(NULL, name = "securer:tools")
   for (t in tools) assign(t$name, rt$make_tool(t$name, unlist(t$args)), envir = e)
+  rt$tools_env <- e
+  assign(".securer_call_tool", rt$make_call_tool(), envir = e)
+}
+
+# What the runtime puts on the search path for every session, tools or
+# not: install.packages() explains how packages get into the sandbox
+# instead of R's misleading "lib is not writable"
+# (utils::install.packages still reaches R's own).
+rt$install_runtime <- function() {
+  e <- attach(NULL, name = "securer:runtime")
+  assign("install.packages", function(...) {
+    stop(structure(
+      class = c("securer_install_refused", "error", "condition"),
+      list(message = paste(
+        "securer: packages cannot be installed inside the sandbox (read-only, no network).",
+        "Add Debian packages to the rootfs instead:",
+        'securer-runc rootfs build --packages "r-cran-<name> ..."'), call = NULL)))
+  }, envir = e)
 }

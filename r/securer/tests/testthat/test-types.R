@@ -42,7 +42,7 @@ test_that("values keep their R types both ways", {
 test_that("a tool's error is an R error inside", {
   boom <- securer_tool("boom", "fails", fn = function() stop("host says no"))
   expect_equal(execute_r("tryCatch(boom(), error = function(e) conditionMessage(e))", tools = list(boom)),
-               "tool 'boom': host says no")
+               "host says no")
 })
 
 test_that("validate_code", {
