@@ -565,6 +565,8 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
       # A server older than acquire_timeout refuses the member: it waits
       # for a session as it always did.
       res <- tryCatch(run(extra), error = function(e) {
+        # 0.2.0's text, which its users match.
+        if (grepl("(pool_busy)", conditionMessage(e), fixed = TRUE)) stop("All sessions are busy.", call. = FALSE)
         if (is.null(extra$acquire_timeout) || !.securer_refused_member(e, "acquire_timeout")) stop(e)
         run(list())
       })

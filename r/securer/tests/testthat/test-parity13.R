@@ -82,6 +82,17 @@ test_that("acquire_timeout is sent on pool execute; pool$execute() sends no time
   expect_error(p$execute("1", acquire_timeout = -1), "acquire_timeout")
 })
 
+test_that("a pool with no free session says 'All sessions are busy.' past acquire_timeout", {
+  p <- SecureSessionPool$new(size = 1)
+  on.exit(p$close())
+  # The only session's R ends; its replacement takes a container start
+  # (hundreds of ms), during which no session is free.
+  try(p$execute("quit(save = 'no')"), silent = TRUE)
+  expect_error(p$execute("1", acquire_timeout = 0), "^All sessions are busy\\.$")
+  # Waiting gets the replacement.
+  expect_equal(p$execute("2", acquire_timeout = 60), 2)
+})
+
 test_that("limits$cpu is the default timeout of execute_r() and $execute()", {
   expect_error(execute_r("Sys.sleep(10)", limits = list(cpu = 1)), "Execution timed out after 1 second\\(s\\)")
   sent <- sent_messages(execute_r("1", limits = list(cpu = 7)))
