@@ -33,6 +33,11 @@ type ExecOptions struct {
 	// Stdout and Stderr, when set, receive this execution's output as it
 	// is written, in place of Config.Output.Stdout and Stderr.
 	Stdout, Stderr io.Writer
+	// Inputs are written to the work dir before the code runs (see
+	// CheckFiles for the limits); CollectOutputs returns the regular
+	// files the code made or changed there in Result.Files.
+	Inputs         []File
+	CollectOutputs bool
 }
 
 // ExecuteWith runs code as Execute (or ExecuteFresh) does, adjusted by opts.
@@ -65,6 +70,9 @@ func (s *Session) execute(ctx context.Context, code string, opts ExecOptions) (*
 		// The sweep after a fresh execution kills every process it can see
 		// and empties the temp dirs: on the host, that would be the host's.
 		return nil, fmt.Errorf("%w: fresh executions need the sandbox; use Restart for a clean R", ErrNeedsSandbox)
+	}
+	if err := CheckFiles(opts.Inputs); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	if err := s.admit(ctx, code); err != nil {
 		return nil, err

@@ -68,4 +68,10 @@ type Result struct {
 	// WarningsDropped counts the warnings beyond the first 100, which
 	// Warnings holds.
 	WarningsDropped int64 `json:"warnings_dropped,omitempty"`
+
+	// Files are the regular files the code made or changed in the work
+	// dir (ExecOptions.CollectOutputs), within the limits of one request;
+	// FilesDropped counts those left out.
+	Files        []File `json:"files,omitempty"`
+	FilesDropped int    `json:"files_dropped,omitempty"`
 }

@@ -2,8 +2,9 @@
 // inside a session: newline-delimited JSON frames, size-checked before they
 // are buffered and strictly decoded, plus the R runtime itself (embedded).
 //
-// R -> host: hello, ready, forked, tool_call, result, swept. Host -> R:
-// init, execute, code, tool_result, sweep. Every message is one JSON
+// R -> host: hello, ready, forked, tool_call, result, swept, file_reply.
+// Host -> R: init, execute, code, tool_result, sweep, put_file, get_file,
+// list_files. Every message is one JSON
 // object on one line.
 package bridge
 
@@ -100,6 +101,11 @@ type Result struct {
 	// WarningsDropped counts warnings past those in Warnings (R sends the
 	// first 100); absent means none.
 	WarningsDropped int64 `json:"warnings_dropped"`
+
+	// Files are the files the code made or changed in the work dir, when
+	// the execution collects them; FilesDropped counts those left out.
+	Files        []File `json:"files"`
+	FilesDropped int64  `json:"files_dropped"`
 }
 
 // ToolDecl tells R which tool functions to define.
@@ -133,13 +139,20 @@ type Execute struct {
 	// the copy alone, once it reports Forked, so that the warm R never
 	// holds any execution's code in its memory.
 	Fresh bool `json:"fresh,omitempty"`
+	// Inputs are written to the work dir before the code runs (by the
+	// copy, for a fresh execution: they go in its Code message); Collect
+	// asks for the files the code made or changed in Result.Files.
+	Inputs  []File `json:"inputs,omitempty"`
+	Collect bool   `json:"collect,omitempty"`
 }
 
 // Code is a fresh execution's code, for its forked copy only.
 type Code struct {
-	Type string `json:"type"`
-	ID   uint64 `json:"id"`
-	Code string `json:"code"`
+	Type    string `json:"type"`
+	ID      uint64 `json:"id"`
+	Code    string `json:"code"`
+	Inputs  []File `json:"inputs,omitempty"`
+	Collect bool   `json:"collect,omitempty"`
 }
 
 // Sweep asks the warm R to clear the box after fresh execution ID, once
@@ -289,6 +302,8 @@ func Decode(frame []byte) (any, error) {
 		"ready":  func() any { return &Ready{} },
 		"forked": func() any { return &Forked{} },
 		"swept":  func() any { return &Swept{} },
+
+		"file_reply": func() any { return &FileReply{} },
 	}
 	if mk, ok := plain[head.Type]; ok {
 		msg := mk()
@@ -326,9 +341,15 @@ func Decode(frame []byte) (any, error) {
 			Interrupted bool           `json:"interrupted"`
 
 			WarningsDropped int64 `json:"warnings_dropped"`
+
+			Files        []File `json:"files"`
+			FilesDropped int64  `json:"files_dropped"`
 		}
 		if err := json.Unmarshal(frame, &w, strict); err != nil {
 			return nil, violation("bad result frame: %v", err)
+		}
+		if w.FilesDropped < 0 {
+			return nil, violation("bad result frame: files_dropped is %d", w.FilesDropped)
 		}
 		if w.WarningsDropped < 0 {
 			return nil, violation("bad result frame: warnings_dropped is %d", w.WarningsDropped)
@@ -339,7 +360,7 @@ func Decode(frame []byte) (any, error) {
 		}
 		return &Result{Type: w.Type, ID: w.ID, Value: v, Visible: w.Visible, Printed: w.Printed,
 			Warnings: w.Warnings, Messages: w.Messages, Error: w.Error, Interrupted: w.Interrupted,
-			WarningsDropped: w.WarningsDropped}, nil
+			WarningsDropped: w.WarningsDropped, Files: w.Files, FilesDropped: w.FilesDropped}, nil
 	case "":
 		return nil, violation("frame has no type")
 	}

@@ -99,6 +99,7 @@ rt$execute <- function(id, code, stale_interrupt) {
       warnings_dropped = warnings_total - length(warnings_kept),
       messages = rt$clip(messages_kept),
       error = error,
-      interrupted = interrupted))
+      interrupted = interrupted,
+      files = rt$files_out(rt$max_value - nchar(value, type = "bytes"))))
   })
 }

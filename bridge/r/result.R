@@ -9,7 +9,8 @@
 # (NULL or text) and class.
 rt$result_frame <- function(id, value = '{"type":"NULL"}', visible = FALSE, printed = "",
                             warnings = character(), warnings_dropped = 0,
-                            messages = character(), error = NULL, interrupted = FALSE) {
+                            messages = character(), error = NULL, interrupted = FALSE,
+                            files = NULL) {
   errjson <- if (is.null(error)) "null" else paste0(
     '{"message":', rt$q(error$message),
     ',"call":', if (is.null(error$call)) "null" else rt$q(error$call),
@@ -23,7 +24,8 @@ rt$result_frame <- function(id, value = '{"type":"NULL"}', visible = FALSE, prin
     ',"warnings_dropped":', format(warnings_dropped, scientific = FALSE),
     ',"messages":', rt$qstrs(messages),
     ',"error":', errjson,
-    ',"interrupted":', if (interrupted) "true" else "false", "}")
+    ',"interrupted":', if (interrupted) "true" else "false",
+    files, "}")
 }
 
 # The last value as a wire value. Invisible values (assignments) are
