@@ -56,7 +56,8 @@ func (c *conn) execute(j *job) (any, error) {
 	defer c.srv.executionDone()
 	ctx := context.WithValue(e.ctx, execKey{}, e)
 	stdout, stderr := &textStream{c: c, id: req.ID, kind: "stdout"}, &textStream{c: c, id: req.ID, kind: "stderr"}
-	opts := securer.ExecOptions{Fresh: req.Fresh, Timeout: timeout, Stdout: stdout, Stderr: stderr}
+	opts := securer.ExecOptions{Fresh: req.Fresh, Timeout: timeout, Stdout: stdout, Stderr: stderr,
+		Inputs: inputFiles(req.Inputs), CollectOutputs: req.Outputs != nil && req.Outputs.Collect}
 	var res *securer.Result
 	if j.sess != nil {
 		res, err = j.sess.ExecuteWith(ctx, req.Code, opts)

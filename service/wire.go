@@ -97,6 +97,8 @@ type wireResult struct {
 	StateLostReason string         `json:"state_lost_reason,omitempty"`
 	Accounting      wireAccounting `json:"accounting"`
 	WarningsDropped int64          `json:"warnings_dropped,omitempty"`
+	Files           []wireFile     `json:"files,omitempty"`
+	FilesDropped    int            `json:"files_dropped,omitempty"`
 }
 
 // wireRError is the R error of a result.
@@ -146,6 +148,8 @@ func toWireResult(r *securer.Result) *wireResult {
 		StateLost:       r.StateLost,
 		StateLostReason: r.StateLostReason,
 		WarningsDropped: r.WarningsDropped,
+		Files:           toWireFiles(r.Files),
+		FilesDropped:    r.FilesDropped,
 		Accounting: wireAccounting{
 			WallNS:          int64(r.Accounting.Wall),
 			CPUUserNS:       int64(r.Accounting.CPUUser),

@@ -27,6 +27,7 @@ func fullResult() *securer.Result {
 		Exit:  "signal: killed", Detail: "detail", StateLost: true, StateLostReason: "oom", WarningsDropped: 3,
 		Accounting: securer.Accounting{Wall: 1500 * time.Millisecond, CPUUser: 2, CPUSystem: 3, PeakMemoryBytes: 4,
 			PeakPids: 5, OOMKills: 6, ToolCalls: 7, StdoutBytes: 8, StderrBytes: 9},
+		Files: []securer.File{{Name: "out.csv", Data: []byte("a\n")}}, FilesDropped: 1,
 	}
 }
 
@@ -128,7 +129,8 @@ func TestWireCarriesEveryField(t *testing.T) {
 // json tag, never by its Go name.
 func TestWireNamesExplicit(t *testing.T) {
 	for _, v := range []any{helloEvent{}, errorEvent{}, errorBody{}, sessionEvent{}, poolEvent{}, okEvent{}, textEvent{},
-		toolCallEvent{}, resultEvent{}, wireResult{}, wireRError{}, wireAccounting{}, wirePoolStatus{}} {
+		toolCallEvent{}, resultEvent{}, wireResult{}, wireRError{}, wireAccounting{}, wirePoolStatus{},
+		wireFile{}, wireFileInfo{}, fileEvent{}, filesEvent{}} {
 		typ := reflect.TypeOf(v)
 		for i := range typ.NumField() {
 			f := typ.Field(i)
