@@ -244,7 +244,7 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 		return nil, err
 	}
 	box, err := container.Start(ctx, filepath.Join(s.cfg.host.StateDir, statedir.ContainersDir), inst.id, sp,
-		container.Stdio{Stdout: stdout, Stderr: stderr})
+		container.Stdio{Stdin: stdinReader(s.cfg.Stdin), Stdout: stdout, Stderr: stderr})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}

@@ -1,8 +1,10 @@
 package securer
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"regexp"
 	"strings"
 	"time"
@@ -247,4 +249,13 @@ func bridgeFiles(files []File) []bridge.File {
 		out = append(out, bridge.File{Name: f.Name, Data: f.Data})
 	}
 	return out
+}
+
+// stdinReader is R's standard input: libcontainer feeds a reader that is
+// not a file to the box through a pipe of its own.
+func stdinReader(b []byte) io.Reader {
+	if b == nil {
+		return nil
+	}
+	return bytes.NewReader(b)
 }

@@ -271,6 +271,12 @@ type Config struct {
 	// (nosuid, nodev; noexec unless Exec). Each destination must already
 	// exist in the rootfs, which is never written to.
 	Mounts []Mount
+	// Stdin, when not nil, is what R's standard input (fd 0) reads: a
+	// pipe the host feeds, at most MaxFileBytes, never one of the host's
+	// own fds (a terminal would allow input injection). Each R the
+	// session starts reads it from the beginning. Nil: /dev/null. The
+	// sandbox only.
+	Stdin []byte
 
 	// Limits cap the session's R: memory, processes, CPU, files, /tmp.
 	Limits Limits
@@ -396,6 +402,12 @@ func (c Config) validate() error {
 	}
 	if c.Output.KeepBytes < 0 || c.Output.LimitBytes < 0 {
 		return fmt.Errorf("%w: Output.KeepBytes and Output.LimitBytes must not be negative (0: the default, no limit)", ErrInvalidConfig)
+	}
+	if len(c.Stdin) > MaxFileBytes {
+		return fmt.Errorf("%w: Stdin is %d bytes, over the %d-byte limit", ErrInvalidConfig, len(c.Stdin), MaxFileBytes)
+	}
+	if c.UnsafeNoSandbox && c.Stdin != nil {
+		return fmt.Errorf("%w: Stdin needs the sandbox", ErrInvalidConfig)
 	}
 	if c.UnsafeNoSandbox && len(c.Mounts) > 0 {
 		return fmt.Errorf("%w: Mounts need the sandbox (an unsandboxed R sees the whole host anyway)", ErrInvalidConfig)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +43,35 @@ func TestFilesPutGet(t *testing.T) {
 	if err != nil || !bytes.Equal(back, csv) {
 		t.Errorf("GetFile of the input: %q, %v", back, err)
 	}
+	// Binary data of every byte value, big enough for many base64 lines,
+	// crosses unchanged both ways, and R sees the same bytes.
+	bin := make([]byte, 3<<20)
+	for i := range bin {
+		bin[i] = byte(i*7 + i/256)
+	}
+	if err := s.PutFile(ctx, "bin/blob", bin); err != nil {
+		t.Fatalf("PutFile of 3 MiB: %v", err)
+	}
+	res = mustOK(t, s, `x <- readBin("bin/blob", "raw", 4e6); file.remove("bin/blob"); dir.create("bin2")
+		writeBin(rev(x), "bin2/blob"); c(length(x), sum(as.integer(x[1:1000])))`)
+	var sum int
+	for _, b := range bin[:1000] {
+		sum += int(b)
+	}
+	if got, want := fmt.Sprint(res.Value.Go()), fmt.Sprint([]int{len(bin), sum}); got != want {
+		t.Errorf("R read the put blob as %v, want [%d %v]", res.Value.Go(), len(bin), sum)
+	}
+	rev, err := s.GetFile(ctx, "bin2/blob")
+	if err != nil || len(rev) != len(bin) || rev[0] != bin[len(bin)-1] || rev[len(rev)-1] != bin[0] {
+		t.Fatalf("GetFile of 3 MiB: %d bytes, %v", len(rev), err)
+	}
+	if err := s.PutFile(ctx, "bin2/blob", nil); err != nil {
+		t.Fatal(err)
+	}
+	if empty, err := s.GetFile(ctx, "bin2/blob"); err != nil || len(empty) != 0 {
+		t.Errorf("an empty file: %d bytes, %v", len(empty), err)
+	}
+	mustOK(t, s, `unlink(c("bin", "bin2"), recursive = TRUE)`)
 	list, err := s.ListFiles(ctx)
 	if err != nil {
 		t.Fatalf("ListFiles: %v", err)

@@ -112,7 +112,8 @@ rt$get_file <- function(name) {
   data
 }
 
-rt$b64 <- function(data) if (length(data) == 0) "" else jsonlite::base64_enc(data)
+# base64 in one line: jsonlite wraps it at 76 characters.
+rt$b64 <- function(data) if (length(data) == 0) "" else gsub("\n", "", jsonlite::base64_enc(data), fixed = TRUE)
 rt$unb64 <- function(s) if (is.null(s) || !nzchar(s)) raw(0) else jsonlite::base64_dec(s)
 
 # file_op answers the host's put_file, get_file and list_files frames with
