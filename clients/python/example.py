@@ -9,7 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from securer_client import Client, Tool  # noqa: E402
+from securer_client import Client, ServerError, Tool  # noqa: E402
 
 binary = os.environ.get("SECURER_RUNC", "securer-runc")
 extra = os.environ.get("SECURER_SERVE_ARGS", "").split()
@@ -47,6 +47,15 @@ with client:
     lines = []
     r = session.execute('for (i in 1:3) cat("line", i, "\\n"); Sys.info()[["nodename"]]', on_stdout=lines.append)
     print("streamed:", "".join(lines).split("\n")[:3], "hostname:", r["value_plain"])
+    session.put_file("in/data.csv", "x,y\n1,2\n3,4\n")
+    r = session.execute('d <- read.csv("in/data.csv"); write.csv(d * 2, "out.csv", row.names = FALSE); nrow(d)',
+                        outputs=True)
+    print("files:", r["value_plain"], sorted(r["files"]), session.get_file("out.csv") == r["files"]["out.csv"],
+          session.list_files())
+    try:
+        session.get_file("../x")
+    except ServerError as e:
+        print("refused:", e.code)
     r = session.execute("Sys.sleep(5)", timeout=0.5)
     print("timeout:", r["verdict"])
     session.close()

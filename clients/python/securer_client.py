@@ -13,6 +13,7 @@ answers with Python functions. See PROTOCOL.md in the repository.
         print(result["value_plain"])             # 5
 """
 
+import base64
 import itertools
 import json
 import os
@@ -139,11 +140,15 @@ class Client:
         self._tools[ev["pool"]] = {t.name: t for t in tools}
         return Session(self, ev["pool"], "pool")
 
-    def _execute(self, target, kind, code, timeout, fresh, on_stdout, on_stderr):
+    def _execute(self, target, kind, code, timeout, fresh, on_stdout, on_stderr, inputs=None, outputs=False):
         rid = str(next(self._ids))
         msg = {"op": "execute", "id": rid, kind: target, "code": code, "fresh": fresh}
         if timeout:
             msg["timeout"] = timeout
+        if inputs:
+            msg["inputs"] = [{"name": n, "data": _b64(d)} for n, d in inputs.items()]
+        if outputs:
+            msg["outputs"] = {"collect": True}
         self._send(msg)
         tools = self._tools[target]
         while True:
@@ -159,6 +164,8 @@ class Client:
                 self._answer(tools[ev["tool"]], ev)
             elif kind_ == "result":
                 result = {**ev["result"], "value_plain": ev["value_plain"]}
+                if "files" in result:
+                    result["files"] = {f["name"]: base64.b64decode(f["data"]) for f in result["files"]}
                 result.setdefault("state_lost", False)
                 if result["state_lost"]:
                     warnings.warn(StateLostWarning(
@@ -183,14 +190,42 @@ class Session:
     def __init__(self, client, name, kind):
         self._client, self.name, self._kind = client, name, kind
 
-    def execute(self, code, timeout=None, fresh=False, on_stdout=None, on_stderr=None):
+    def execute(self, code, timeout=None, fresh=False, on_stdout=None, on_stderr=None, inputs=None, outputs=False):
         """Run code; returns the result (verdict, value, value_plain, stdout, ...).
+
+        inputs ({name: bytes}) are written to the code's work dir
+        (/tmp/work) before it runs; with outputs=True, result["files"] is
+        {name: bytes} of the files the code made or changed there
+        (result["files_dropped"] counts those left out: links, bad names,
+        over the limits).
 
         result["state_lost"] is True (and a StateLostWarning is issued) when
         the code ran in a new R because the session's R had died: variables
         of earlier executions are gone."""
-        return self._client._execute(self.name, self._kind, code, timeout, fresh, on_stdout, on_stderr)
+        return self._client._execute(self.name, self._kind, code, timeout, fresh, on_stdout, on_stderr, inputs, outputs)
+
+    def put_file(self, name, data):
+        """Write data (bytes or str) to the session's work dir as name (a
+        relative path: at most 4 components of [A-Za-z0-9._-]); between
+        executions. At most 4 MiB."""
+        self._client._request({"op": "put_file", "session": self.name, "name": name, "data": _b64(data)}, "file_put")
+
+    def get_file(self, name):
+        """The bytes of the regular file name of the work dir (links are refused)."""
+        ev = self._client._request({"op": "get_file", "session": self.name, "name": name}, "file")
+        return base64.b64decode(ev["data"])
+
+    def list_files(self):
+        """{name: size} of the regular files of the work dir."""
+        ev = self._client._request({"op": "list_files", "session": self.name}, "files")
+        return {f["name"]: f["size"] for f in ev["files"]}
 
     def close(self):
         op = "close_session" if self._kind == "session" else "close_pool"
         self._client._request({"op": op, self._kind: self.name}, "closed")
+
+
+def _b64(data):
+    if isinstance(data, str):
+        data = data.encode()
+    return base64.b64encode(data).decode("ascii")
