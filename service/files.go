@@ -44,6 +44,12 @@ type (
 	}
 )
 
+// memFilesHeld is what one session's files add to the memory ceiling: a
+// request's files decoded (6 MiB at most) and their base64 in the frame to
+// R (8 MiB), held while the execution they came with runs. Files coming
+// back travel in R's frames and events, already counted per session.
+const memFilesHeld = 16 << 20
+
 // CodeFileRefused: a file operation or an execute's inputs were refused
 // (a bad name, a link, a non-regular or missing file, over a limit).
 const CodeFileRefused = "file_refused"
