@@ -9,7 +9,7 @@ package bridge
 type File struct {
 	Name string `json:"name"`
 	Data []byte `json:"data"`
-	Size int64  `json:"size,omitempty"`
+	Size int64  `json:"size,omitzero"`
 }
 
 // FileInfo names a file of the work dir and its size (list_files).

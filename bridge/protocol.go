@@ -143,7 +143,7 @@ type Execute struct {
 	// copy, for a fresh execution: they go in its Code message); Collect
 	// asks for the files the code made or changed in Result.Files.
 	Inputs  []File `json:"inputs,omitempty"`
-	Collect bool   `json:"collect,omitempty"`
+	Collect bool   `json:"collect,omitzero"`
 }
 
 // Code is a fresh execution's code, for its forked copy only.
@@ -152,7 +152,7 @@ type Code struct {
 	ID      uint64 `json:"id"`
 	Code    string `json:"code"`
 	Inputs  []File `json:"inputs,omitempty"`
-	Collect bool   `json:"collect,omitempty"`
+	Collect bool   `json:"collect,omitzero"`
 }
 
 // Sweep asks the warm R to clear the box after fresh execution ID, once

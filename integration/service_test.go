@@ -456,6 +456,7 @@ func TestPythonClient(t *testing.T) {
 		"add: ok 5", "weather: Boston 72 sunny", "tool error: tool 'fail': ValueError: cannot handle 1",
 		"streamed: ['line 1 ', 'line 2 ', 'line 3 '] hostname: sandbox", "timeout: timeout",
 		"files: 2 ['out.csv'] True {'in/data.csv': 12, 'out.csv': 16}", "refused: file_refused",
+		"inputs: {'shout.txt': b'HELLO\\n'}",
 	} {
 		if !strings.Contains(string(out), want+"\n") {
 			t.Errorf("example.py output lacks %q:\n%s", want, out)

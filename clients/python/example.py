@@ -52,6 +52,9 @@ with client:
                         outputs=True)
     print("files:", r["value_plain"], sorted(r["files"]), session.get_file("out.csv") == r["files"]["out.csv"],
           session.list_files())
+    r = session.execute('writeLines(toupper(readLines("note.txt")), "shout.txt")', inputs={"note.txt": b"hello\n"},
+                        fresh=True, outputs=True)
+    print("inputs:", r["files"])
     try:
         session.get_file("../x")
     except ServerError as e:
