@@ -192,4 +192,16 @@ func TestFilesFresh(t *testing.T) {
 	if err != nil || len(res.Files) != 1 || res.Files[0].Name != "new.txt" {
 		t.Errorf("plain collect: %v, %+v", err, res.Files)
 	}
+	// Over the limits: 16 files at most, none over 4 MiB, and links are
+	// not collected; the rest are counted.
+	res, err = s.ExecuteWith(ctx, `for (i in 1:17) writeLines("x", sprintf("m%02d.txt", i))
+		writeBin(raw(4 * 1024^2 + 1), "big.bin"); file.symlink("/etc/passwd", "zlink"); writeLines("s", "with space.txt")`,
+		securer.ExecOptions{Fresh: true, CollectOutputs: true})
+	if err != nil || len(res.Files) != 16 || res.FilesDropped != 3 || res.Files[0].Name != "m01.txt" {
+		names := []string{}
+		for _, f := range res.Files {
+			names = append(names, f.Name)
+		}
+		t.Errorf("collect over the limits: %v, %v, dropped %d; want m01..m16 and 3 dropped", err, names, res.FilesDropped)
+	}
 }
