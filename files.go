@@ -16,7 +16,10 @@ import (
 // each execution starts) through the R runtime, never through the box's
 // root seen from the host, whose links the host would follow. They move
 // between executions (PutFile, GetFile, ListFiles) or around one
-// (ExecOptions.Inputs, ExecOptions.CollectOutputs).
+// (ExecOptions.Inputs, ExecOptions.CollectOutputs). Like Execute, a file
+// operation returns ErrBusy while another Execute or file operation runs;
+// an R that answers wrongly, or not within 30 s, is replaced (its state
+// is lost, as after a crash).
 
 // Limits on files. A file of MaxFileBytes is about 5.6 MB of JSON once
 // base64-encoded, which fits a service request under the default queued
