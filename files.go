@@ -1,10 +1,10 @@
 package securer
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -254,11 +254,11 @@ func bridgeFiles(files []File) []bridge.File {
 	return out
 }
 
-// stdinReader is R's standard input: libcontainer feeds a reader that is
-// not a file to the box through a pipe of its own.
-func stdinReader(b []byte) io.Reader {
-	if b == nil {
-		return nil
-	}
-	return bytes.NewReader(b)
+// feedStdin copies src (at most MaxFileBytes) into w, the write end of
+// R's standard input, then closes it. It ends when src does, at the
+// limit, or once R is gone (EPIPE); a src that never yields keeps this
+// goroutine waiting, never R nor the session's end.
+func feedStdin(w *os.File, src io.Reader) {
+	_, _ = io.Copy(w, io.LimitReader(src, MaxFileBytes))
+	w.Close()
 }

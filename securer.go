@@ -271,12 +271,13 @@ type Config struct {
 	// (nosuid, nodev; noexec unless Exec). Each destination must already
 	// exist in the rootfs, which is never written to.
 	Mounts []Mount
-	// Stdin, when not nil, is what R's standard input (fd 0) reads: a
-	// pipe the host feeds, at most MaxFileBytes, never one of the host's
-	// own fds (a terminal would allow input injection). Each R the
-	// session starts reads it from the beginning. Nil: /dev/null. The
-	// sandbox only.
-	Stdin []byte
+	// Stdin, when not nil, is what R's standard input (fd 0) reads:
+	// through a pipe the host feeds as R reads, never one of the host's
+	// own fds (a terminal would allow input injection), at most
+	// MaxFileBytes, then end of file. The first R the session starts
+	// reads it; one started later (a restart) reads what is left. Nil:
+	// /dev/null. The sandbox only.
+	Stdin io.Reader
 
 	// Limits cap the session's R: memory, processes, CPU, files, /tmp.
 	Limits Limits
@@ -402,9 +403,6 @@ func (c Config) validate() error {
 	}
 	if c.Output.KeepBytes < 0 || c.Output.LimitBytes < 0 {
 		return fmt.Errorf("%w: Output.KeepBytes and Output.LimitBytes must not be negative (0: the default, no limit)", ErrInvalidConfig)
-	}
-	if len(c.Stdin) > MaxFileBytes {
-		return fmt.Errorf("%w: Stdin is %d bytes, over the %d-byte limit", ErrInvalidConfig, len(c.Stdin), MaxFileBytes)
 	}
 	if c.UnsafeNoSandbox && c.Stdin != nil {
 		return fmt.Errorf("%w: Stdin needs the sandbox", ErrInvalidConfig)

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -69,6 +70,22 @@ func TestCLIFiles(t *testing.T) {
 		}
 		if fi, err := os.Lstat(filepath.Join(out, "linked.txt")); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 			t.Errorf("the link was replaced: %v", err)
+		}
+	})
+	t.Run("stdin left open", func(t *testing.T) {
+		// A stdin nobody closes (a parent's pipe) must not hold a run
+		// whose code never reads it.
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pw.Close()
+		cmd := exec.Command(cli(t), "run", "--rootfs", rootfsDir, "--state", stateDir, "--cgroup-parent", cgroupParent, "-e", "cat(6 * 7)")
+		cmd.Stdin = pr
+		out, err := cmd.Output()
+		pr.Close()
+		if err != nil || string(out) != "42" {
+			t.Errorf("run with an open stdin: %q, %v", out, err)
 		}
 	})
 	t.Run("stdin to the code", func(t *testing.T) {

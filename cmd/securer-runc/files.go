@@ -73,20 +73,16 @@ func readAllBounded(r io.Reader, what string) ([]byte, error) {
 }
 
 // codeStdin is what R's standard input reads when the code does not come
-// from stdin: the whole of run's stdin (bounded) unless it is a terminal,
-// through a pipe (a terminal's fd in the box would allow input
-// injection). Nil: R reads /dev/null.
-func codeStdin(stdin io.Reader) ([]byte, error) {
+// from stdin: run's stdin unless it is a terminal, fed through a pipe as
+// R reads it (a terminal's fd in the box would allow input injection).
+// Nil: R reads /dev/null.
+func codeStdin(stdin io.Reader) io.Reader {
 	if f, ok := stdin.(*os.File); ok {
 		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
-			return nil, nil // a terminal
+			return nil // a terminal
 		}
 	}
-	b, err := readAllBounded(stdin, "stdin")
-	if err != nil {
-		return nil, fmt.Errorf("stdin for the code: %w", err)
-	}
-	return b, nil
+	return stdin
 }
 
 // writeOutputs writes the collected files under dir, which must exist.

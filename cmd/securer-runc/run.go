@@ -67,9 +67,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return fail(stderr, exitUsage, err)
 	}
 	if codeFromArgs(*code, fs.Args()) && !cfg.UnsafeNoSandbox {
-		if cfg.Stdin, err = codeStdin(stdin); err != nil {
-			return fail(stderr, exitUsage, err)
-		}
+		cfg.Stdin = codeStdin(stdin)
 	}
 	defer auditCloser.Close()
 	cfg.MaxToolCalls = *maxToolCalls
