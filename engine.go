@@ -243,8 +243,26 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 	if err != nil {
 		return nil, err
 	}
-	box, err := container.Start(ctx, filepath.Join(s.cfg.host.StateDir, statedir.ContainersDir), inst.id, sp,
-		container.Stdio{Stdout: stdout, Stderr: stderr})
+	stdio := container.Stdio{Stdout: stdout, Stderr: stderr}
+	var stdinW *os.File
+	if s.cfg.Stdin != nil {
+		// A pipe of the host's making, fed as R reads: never the host's
+		// own stdin, which may be a terminal.
+		stdinR, w, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		defer stdinR.Close()
+		stdio.Stdin, stdinW = stdinR, w
+	}
+	box, err := container.Start(ctx, filepath.Join(s.cfg.host.StateDir, statedir.ContainersDir), inst.id, sp, stdio)
+	if stdinW != nil {
+		if err != nil {
+			stdinW.Close()
+		} else {
+			go feedStdin(stdinW, s.cfg.Stdin)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}

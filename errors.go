@@ -32,6 +32,9 @@ var (
 	ErrNeedsSandbox = errors.New("not available without the sandbox")
 	// ErrSandboxUnavailable: the host cannot give the isolation asked for.
 	ErrSandboxUnavailable = errors.New("sandbox unavailable")
+	// ErrFileRefused: a file operation was refused (a bad name, a link or
+	// a non-regular file, over a limit, no such file).
+	ErrFileRefused = errors.New("file refused")
 )
 
 // RError is an R condition that ended an execution. errors.Is(err,

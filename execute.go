@@ -36,6 +36,11 @@ type ExecOptions struct {
 	// Plots, when set, replaces Config.Plots for this execution (its zero
 	// members still take the session's).
 	Plots *Plots
+	// Inputs are written to the work dir before the code runs (see
+	// CheckFiles for the limits); CollectOutputs returns the regular
+	// files the code made or changed there in Result.Files.
+	Inputs         []File
+	CollectOutputs bool
 }
 
 // ExecuteWith runs code as Execute (or ExecuteFresh) does, adjusted by opts.
@@ -73,6 +78,9 @@ func (s *Session) execute(ctx context.Context, code string, opts ExecOptions) (*
 		if err := opts.Plots.validate(); err != nil {
 			return nil, err
 		}
+	}
+	if err := CheckFiles(opts.Inputs); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	if err := s.admit(ctx, code); err != nil {
 		return nil, err

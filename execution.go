@@ -175,10 +175,12 @@ func (e *execution) sendCode(code string) error {
 	}
 	stale := inst.interrupted
 	inst.interrupted = false
-	msg := bridge.Execute{Type: "execute", ID: e.id, Code: code, StaleInterrupt: stale, Plots: e.plots()}
+	msg := bridge.Execute{Type: "execute", ID: e.id, Code: code, StaleInterrupt: stale, Plots: e.plots(),
+		Inputs: bridgeFiles(e.opts.Inputs), Collect: e.opts.CollectOutputs}
 	if e.fresh {
 		// The code goes to the forked copy alone, once it asks (Forked).
 		msg.Code, msg.Fresh, e.code = "", true, code
+		msg.Inputs, msg.Collect = nil, false
 	}
 	if err := e.s.send(inst, msg); err != nil {
 		_, err = e.died(err)
@@ -314,7 +316,8 @@ func (e *execution) onFrame(toolCtx context.Context, f frame, ok bool) (res *Res
 			return res, err, true
 		}
 		e.sent = true
-		if err = s.send(e.inst, bridge.Code{Type: "code", ID: e.id, Code: e.code}); err != nil {
+		if err = s.send(e.inst, bridge.Code{Type: "code", ID: e.id, Code: e.code,
+			Inputs: bridgeFiles(e.opts.Inputs), Collect: e.opts.CollectOutputs}); err != nil {
 			res, err = e.died(err)
 			return res, err, true
 		}
@@ -382,6 +385,11 @@ func (e *execution) onResult(m *bridge.Result) (*Result, error) {
 	res.WarningsDropped = m.WarningsDropped
 	res.PrintedBytes = m.PrintedBytes
 	res.Displays, res.DisplaysDropped = toDisplays(m.Displays), int(m.DisplaysDropped)
+	if e.opts.CollectOutputs {
+		var dropped int64
+		res.Files, dropped = checkCollected(m.Files, m.FilesDropped)
+		res.FilesDropped = int(dropped)
+	}
 	switch {
 	case e.stopVerdict != "" && e.fresh:
 		res.Detail = "the execution's R copy was killed (" + e.stopErr.Error() + "); the session stays warm"

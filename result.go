@@ -77,4 +77,9 @@ type Result struct {
 	// DisplaysDropped counts those over the limits.
 	Displays        []Display `json:"displays,omitempty"`
 	DisplaysDropped int       `json:"displays_dropped,omitempty"`
+	// Files are the regular files the code made or changed in the work
+	// dir (ExecOptions.CollectOutputs), within the limits of one request;
+	// FilesDropped counts those left out.
+	Files        []File `json:"files,omitempty"`
+	FilesDropped int    `json:"files_dropped,omitempty"`
 }

@@ -271,6 +271,13 @@ type Config struct {
 	// (nosuid, nodev; noexec unless Exec). Each destination must already
 	// exist in the rootfs, which is never written to.
 	Mounts []Mount
+	// Stdin, when not nil, is what R's standard input (fd 0) reads:
+	// through a pipe the host feeds as R reads, never one of the host's
+	// own fds (a terminal would allow input injection), at most
+	// MaxFileBytes, then end of file. The first R the session starts
+	// reads it; one started later (a restart) reads what is left. Nil:
+	// /dev/null. The sandbox only.
+	Stdin io.Reader
 
 	// Limits cap the session's R: memory, processes, CPU, files, /tmp.
 	Limits Limits
@@ -400,6 +407,9 @@ func (c Config) validate() error {
 	}
 	if c.Output.KeepBytes < 0 || c.Output.LimitBytes < 0 {
 		return fmt.Errorf("%w: Output.KeepBytes and Output.LimitBytes must not be negative (0: the default, no limit)", ErrInvalidConfig)
+	}
+	if c.UnsafeNoSandbox && c.Stdin != nil {
+		return fmt.Errorf("%w: Stdin needs the sandbox", ErrInvalidConfig)
 	}
 	if c.UnsafeNoSandbox && len(c.Mounts) > 0 {
 		return fmt.Errorf("%w: Mounts need the sandbox (an unsandboxed R sees the whole host anyway)", ErrInvalidConfig)

@@ -2,8 +2,9 @@
 // inside a session: newline-delimited JSON frames, size-checked before they
 // are buffered and strictly decoded, plus the R runtime itself (embedded).
 //
-// R -> host: hello, ready, forked, tool_call, result, swept. Host -> R:
-// init, execute, code, tool_result, sweep. Every message is one JSON
+// R -> host: hello, ready, forked, tool_call, result, swept, file_reply.
+// Host -> R: init, execute, code, tool_result, sweep, put_file, get_file,
+// list_files. Every message is one JSON
 // object on one line.
 package bridge
 
@@ -151,6 +152,10 @@ type Result struct {
 	// DisplaysDropped counts those over the limits.
 	Displays        []Display `json:"displays"`
 	DisplaysDropped int64     `json:"displays_dropped"`
+	// Files are the files the code made or changed in the work dir, when
+	// the execution collects them; FilesDropped counts those left out.
+	Files        []File `json:"files"`
+	FilesDropped int64  `json:"files_dropped"`
 }
 
 // ToolDecl tells R which tool functions to define.
@@ -186,13 +191,20 @@ type Execute struct {
 	Fresh bool `json:"fresh,omitempty"`
 	// Plots says how plots come back; nil: the defaults.
 	Plots *Plots `json:"plots,omitempty"`
+	// Inputs are written to the work dir before the code runs (by the
+	// copy, for a fresh execution: they go in its Code message); Collect
+	// asks for the files the code made or changed in Result.Files.
+	Inputs  []File `json:"inputs,omitempty"`
+	Collect bool   `json:"collect,omitzero"`
 }
 
 // Code is a fresh execution's code, for its forked copy only.
 type Code struct {
-	Type string `json:"type"`
-	ID   uint64 `json:"id"`
-	Code string `json:"code"`
+	Type    string `json:"type"`
+	ID      uint64 `json:"id"`
+	Code    string `json:"code"`
+	Inputs  []File `json:"inputs,omitempty"`
+	Collect bool   `json:"collect,omitzero"`
 }
 
 // Sweep asks the warm R to clear the box after fresh execution ID, once
@@ -342,6 +354,8 @@ func Decode(frame []byte) (any, error) {
 		"ready":  func() any { return &Ready{} },
 		"forked": func() any { return &Forked{} },
 		"swept":  func() any { return &Swept{} },
+
+		"file_reply": func() any { return &FileReply{} },
 	}
 	if mk, ok := plain[head.Type]; ok {
 		msg := mk()
@@ -382,9 +396,14 @@ func Decode(frame []byte) (any, error) {
 			PrintedBytes    int64     `json:"printed_bytes"`
 			Displays        []Display `json:"displays"`
 			DisplaysDropped int64     `json:"displays_dropped"`
+			Files           []File    `json:"files"`
+			FilesDropped    int64     `json:"files_dropped"`
 		}
 		if err := json.Unmarshal(frame, &w, strict); err != nil {
 			return nil, violation("bad result frame: %v", err)
+		}
+		if w.FilesDropped < 0 {
+			return nil, violation("bad result frame: files_dropped is %d", w.FilesDropped)
 		}
 		if w.WarningsDropped < 0 {
 			return nil, violation("bad result frame: warnings_dropped is %d", w.WarningsDropped)
@@ -402,7 +421,8 @@ func Decode(frame []byte) (any, error) {
 		return &Result{Type: w.Type, ID: w.ID, Value: v, Visible: w.Visible, Printed: w.Printed,
 			Warnings: w.Warnings, Messages: w.Messages, Error: w.Error, Interrupted: w.Interrupted,
 			WarningsDropped: w.WarningsDropped, PrintedBytes: w.PrintedBytes,
-			Displays: w.Displays, DisplaysDropped: w.DisplaysDropped}, nil
+			Displays: w.Displays, DisplaysDropped: w.DisplaysDropped,
+			Files: w.Files, FilesDropped: w.FilesDropped}, nil
 	case "":
 		return nil, violation("frame has no type")
 	}

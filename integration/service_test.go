@@ -458,6 +458,8 @@ func TestPythonClient(t *testing.T) {
 		"session: container pid", "clamped: ['memory_bytes'] True",
 		"plots: 2 [('image/png', 640, 480, True), ('image/png', 640, 480, True)]",
 		"output without the print: 'before\\n'", `traceback: ['g()', 'f()', 'stop("inner")']`,
+		"files: 2 ['out.csv'] True {'in/data.csv': 12, 'out.csv': 16}", "refused: file_refused",
+		"inputs: {'shout.txt': b'HELLO\\n'}",
 	} {
 		if !strings.Contains(string(out), want+"\n") {
 			t.Errorf("example.py output lacks %q:\n%s", want, out)

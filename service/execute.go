@@ -65,7 +65,8 @@ func (c *conn) execute(j *job) (any, error) {
 	defer c.srv.executionDone()
 	ctx := context.WithValue(e.ctx, execKey{}, e)
 	stdout, stderr := &textStream{c: c, id: req.ID, kind: "stdout"}, &textStream{c: c, id: req.ID, kind: "stderr"}
-	opts := securer.ExecOptions{Fresh: req.Fresh, Timeout: timeout, Stdout: stdout, Stderr: stderr}
+	opts := securer.ExecOptions{Fresh: req.Fresh, Timeout: timeout, Stdout: stdout, Stderr: stderr,
+		Inputs: inputFiles(req.Inputs), CollectOutputs: req.Outputs != nil && req.Outputs.Collect}
 	if p := req.Plots; p != nil {
 		opts.Plots = &securer.Plots{Format: p.Format, Width: p.Width, Height: p.Height, DPI: p.DPI}
 	}

@@ -162,7 +162,8 @@ const (
 func (o Options) MemoryCeiling() int64 {
 	o = o.withDefaults()
 	perClient := int64(memConnOverhead) + 2*int64(o.MaxMessageBytes) + o.MaxQueuedBytes
-	perSession := int64(frameCopiesHeld)*int64(o.Base.MaxFrameBytes) + int64(outputCopiesHeld)*int64(o.Base.Output.KeepBytes)
+	perSession := int64(frameCopiesHeld)*int64(o.Base.MaxFrameBytes) + int64(outputCopiesHeld)*int64(o.Base.Output.KeepBytes) +
+		memFilesHeld
 	unauth := int64(0)
 	if o.Token != "" {
 		unauth = int64(o.MaxUnauthenticated) * memPreauthConn

@@ -58,6 +58,12 @@ type request struct {
 	// cancel
 	Target string `json:"target,omitempty"`
 
+	// put_file, get_file (with session); execute's files
+	Name    string          `json:"name,omitempty"`
+	Data    []byte          `json:"data,omitempty"` // base64
+	Inputs  []wireFile      `json:"inputs,omitempty"`
+	Outputs *outputsRequest `json:"outputs,omitempty"`
+
 	// auth: the first request on a server with a token
 	Token string `json:"token,omitempty"`
 }
@@ -108,13 +114,16 @@ var opMembers = map[string][]string{
 	"ping":            nil,
 	"create_session":  {"tools", "options", "clamp"},
 	"create_pool":     {"size", "reset", "tools", "options", "clamp"},
-	"execute":         {"session", "pool", "code", "fresh", "timeout", "acquire_timeout", "plots"},
+	"execute":         {"session", "pool", "code", "fresh", "timeout", "acquire_timeout", "plots", "inputs", "outputs"},
 	"tool_result":     {"call", "value", "typed", "error"},
 	"cancel":          {"target"},
 	"restart_session": {"session"},
 	"close_session":   {"session"},
 	"pool_status":     {"pool"},
 	"close_pool":      {"pool"},
+	"put_file":        {"session", "name", "data"},
+	"get_file":        {"session", "name"},
+	"list_files":      {"session"},
 }
 
 func decodeRequest(line []byte) (*request, error) {
@@ -184,6 +193,8 @@ func errCode(err error) string {
 	switch {
 	case errors.Is(err, errBadRequest):
 		return CodeBadRequest
+	case isFileRefused(err):
+		return CodeFileRefused
 	case errors.Is(err, errNotFound):
 		return CodeNotFound
 	case errors.Is(err, errDraining):

@@ -222,8 +222,14 @@ func (c *conn) prepare(req *request, size int64) (*job, error) {
 			}
 		}
 		j.chain = req.Session
+	case "put_file", "get_file", "list_files":
+		j.do = map[string]func(*job) (any, error){"put_file": c.putFile, "get_file": c.getFile, "list_files": c.listFiles}[req.Op]
+		j.chain = req.Session
 	default:
 		return nil, fmt.Errorf("%w: unknown op %q", errBadRequest, req.Op)
+	}
+	if err := checkFileRequest(req); err != nil {
+		return nil, err
 	}
 	draining := c.srv.isDraining()
 	if draining && !strings.HasPrefix(req.Op, "close_") && req.Op != "pool_status" {
@@ -241,7 +247,7 @@ func (c *conn) prepare(req *request, size int64) (*job, error) {
 		return nil, &retryError{fmt.Errorf("%w: this connection's requests being served or queued hold %d bytes; %d more would pass its %d",
 			errTooMany, c.queued, size, c.srv.opts.MaxQueuedBytes), time.Second}
 	}
-	if req.Op == "execute" || req.Op == "restart_session" {
+	if req.Op == "execute" || req.Op == "restart_session" || j.chain != "" {
 		if req.Session != "" {
 			if j.sess = c.sessions[req.Session]; j.sess == nil {
 				return nil, c.missing("session", req.Session, draining)

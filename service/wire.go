@@ -116,10 +116,11 @@ type wireResult struct {
 	StateLostReason string         `json:"state_lost_reason,omitempty"`
 	Accounting      wireAccounting `json:"accounting"`
 	WarningsDropped int64          `json:"warnings_dropped,omitempty"`
-
-	PrintedBytes    int64         `json:"printed_bytes"`
-	Displays        []wireDisplay `json:"displays,omitempty"`
-	DisplaysDropped int           `json:"displays_dropped,omitempty"`
+	Files           []wireFile     `json:"files,omitempty"`
+	FilesDropped    int            `json:"files_dropped,omitempty"`
+	PrintedBytes    int64          `json:"printed_bytes"`
+	Displays        []wireDisplay  `json:"displays,omitempty"`
+	DisplaysDropped int            `json:"displays_dropped,omitempty"`
 }
 
 // wireDisplay is one plot page: a MIME bundle (the image base64) and the
@@ -229,6 +230,8 @@ func toWireResult(r *securer.Result) *wireResult {
 		WarningsDropped: r.WarningsDropped,
 		PrintedBytes:    r.PrintedBytes,
 		DisplaysDropped: r.DisplaysDropped,
+		Files:           toWireFiles(r.Files),
+		FilesDropped:    r.FilesDropped,
 		Accounting: wireAccounting{
 			WallNS:          int64(r.Accounting.Wall),
 			CPUUserNS:       int64(r.Accounting.CPUUser),

@@ -30,6 +30,7 @@ func fullResult() *securer.Result {
 		Displays: []securer.Display{{Data: map[string][]byte{"image/png": {0x89, 'P', 'N', 'G'}}, Width: 768, Height: 576, DPI: 96}},
 		Accounting: securer.Accounting{Wall: 1500 * time.Millisecond, CPUUser: 2, CPUSystem: 3, PeakMemoryBytes: 4,
 			PeakPids: 5, OOMKills: 6, ToolCalls: 7, StdoutBytes: 8, StderrBytes: 9},
+		Files: []securer.File{{Name: "out.csv", Data: []byte("a\n")}}, FilesDropped: 1,
 	}
 }
 
@@ -136,7 +137,8 @@ func TestWireCarriesEveryField(t *testing.T) {
 // json tag, never by its Go name.
 func TestWireNamesExplicit(t *testing.T) {
 	for _, v := range []any{helloEvent{}, errorEvent{}, errorBody{}, sessionEvent{}, poolEvent{}, okEvent{}, restartedEvent{}, textEvent{},
-		toolCallEvent{}, resultEvent{}, wireResult{}, wireRError{}, wireAccounting{}, wirePoolStatus{}, wireLimits{}, wireDisplay{}, wireDisplayMetadata{}} {
+		toolCallEvent{}, resultEvent{}, wireResult{}, wireRError{}, wireAccounting{}, wirePoolStatus{}, wireLimits{}, wireDisplay{}, wireDisplayMetadata{},
+		wireFile{}, wireFileInfo{}, fileEvent{}, filesEvent{}} {
 		typ := reflect.TypeOf(v)
 		for i := range typ.NumField() {
 			f := typ.Field(i)

@@ -114,7 +114,9 @@ rt$execute <- function(id, code, stale_interrupt, plots = NULL) {
       warnings_dropped = warnings_total - length(warnings_kept),
       messages = rt$clip(messages_kept),
       error = error,
-      interrupted = interrupted))
+      interrupted = interrupted,
+      # Files get the room the value and the plots left.
+      files = rt$files_out(rt$max_value - nchar(value, type = "bytes") - nchar(plots_out$json, type = "bytes"))))
   })
 }
 

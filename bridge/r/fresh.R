@@ -27,7 +27,15 @@ rt$execute_fresh <- function(id, stale_interrupt, plots = NULL) {
         msg <- rt$receive()
         if (identical(msg$type, "code") && identical(as.numeric(msg$id), as.numeric(id))) break
       }
-      rt$execute(id, msg$code, stale_interrupt, plots)
+      # Inputs go into the copy's box, swept with it; one refused is the
+      # execution's error, reported by the copy.
+      why <- tryCatch({ rt$enter_work(); rt$prepare_files(msg); NULL },
+                      error = function(e) conditionMessage(e))
+      if (is.null(why)) rt$execute(id, msg$code, stale_interrupt, plots) else {
+        rt$on_result()
+        rt$send(rt$result_frame(id, error = list(message = paste("securer runtime:", why),
+          class = c("securer_runtime_error", "error", "condition"))))
+      }
     }, silent = TRUE)
     parallel:::mcexit(0L)
   }
@@ -71,6 +79,8 @@ rt$reset_box <- function() {
   # the shells running the sweep).
   system2("/bin/sh", c("-c", shQuote(rt$sweep_script), "sweep", shQuote(tempdir()), Sys.getpid()),
           stdout = FALSE, stderr = FALSE)
-  # quit() in the copy removes the session's temp dir: make it again.
-  invisible(tempdir(check = TRUE))
+  # quit() in the copy removes the session's temp dir: make it again,
+  # and the work dir the sweep removed.
+  tempdir(check = TRUE)
+  invisible(rt$make_work())
 }

@@ -11,6 +11,7 @@
 #   result.R      the result frame and the value it carries
 #   plots.R       plots drawn by the code, as images
 #   fresh.R       fresh executions in a forked copy; the box sweep
+#   files.R       the work dir; files put, fetched, listed, collected
 #   values.R      the typed value codec (sourced into rt itself)
 # Its functions find base R's functions before the global environment and
 # the search path, where user code and host tools named like them (cat,
@@ -42,7 +43,7 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
   rt$con <- processx::conn_connect_unix_socket(rt$sock)
   rt$pending <- character()
 
-  for (part in c("transport.R", "tools.R", "conditions.R", "execute.R", "result.R", "fresh.R", "plots.R")) {
+  for (part in c("transport.R", "tools.R", "conditions.R", "execute.R", "result.R", "fresh.R", "plots.R", "files.R")) {
     for (e in parse(file.path(rt$dir, part), keep.source = FALSE)) eval(e, environment())
   }
 
@@ -72,11 +73,12 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
       init = rt$init(msg),
       execute = tryCatch(
         if (isTRUE(msg$fresh)) rt$execute_fresh(msg$id, msg$stale_interrupt, msg$plots)
-        else rt$execute(msg$id, msg$code, msg$stale_interrupt, msg$plots),
+        else { rt$enter_work(); rt$prepare_files(msg); rt$execute(msg$id, msg$code, msg$stale_interrupt, msg$plots) },
         error = function(e) rt$send(rt$result_frame(msg$id, error = list(
           message = paste("securer runtime:", conditionMessage(e)),
           class = c("securer_runtime_error", "error", "condition"))))),
       sweep = rt$sweep(msg),
+      put_file = , get_file = , list_files = rt$file_op(msg),
       NULL
     )
   })

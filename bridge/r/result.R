@@ -12,7 +12,8 @@
 rt$result_frame <- function(id, value = '{"type":"NULL"}', visible = FALSE, printed = "",
                             warnings = character(), warnings_dropped = 0,
                             messages = character(), error = NULL, interrupted = FALSE,
-                            printed_bytes = 0, displays = "[]", displays_dropped = 0) {
+                            printed_bytes = 0, displays = "[]", displays_dropped = 0,
+                            files = NULL) {
   errjson <- if (is.null(error)) "null" else paste0(
     '{"message":', rt$q(error$message),
     ',"call":', if (is.null(error$call)) "null" else rt$q(error$call),
@@ -30,7 +31,8 @@ rt$result_frame <- function(id, value = '{"type":"NULL"}', visible = FALSE, prin
     ',"interrupted":', if (interrupted) "true" else "false",
     ',"printed_bytes":', rt$num(printed_bytes),
     ',"displays":', displays,
-    ',"displays_dropped":', rt$num(displays_dropped), "}")
+    ',"displays_dropped":', rt$num(displays_dropped),
+    files, "}")
 }
 
 # The last value as a wire value. Invisible values (assignments) are

@@ -9,7 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from securer_client import Client, Tool, printed_output, result_displays  # noqa: E402
+from securer_client import Client, ServerError, Tool, printed_output, result_displays  # noqa: E402
 
 binary = os.environ.get("SECURER_RUNC", "securer-runc")
 extra = os.environ.get("SECURER_SERVE_ARGS", "").split()
@@ -54,6 +54,18 @@ with client:
     print("output without the print:", repr(printed_output(r)))
     r = session.execute('f <- function() stop("inner"); g <- function() f(); g()')
     print("traceback:", r["error"]["traceback"])
+    session.put_file("in/data.csv", "x,y\n1,2\n3,4\n")
+    r = session.execute('d <- read.csv("in/data.csv"); write.csv(d * 2, "out.csv", row.names = FALSE); nrow(d)',
+                        outputs=True)
+    print("files:", r["value_plain"], sorted(r["files"]), session.get_file("out.csv") == r["files"]["out.csv"],
+          session.list_files())
+    r = session.execute('writeLines(toupper(readLines("note.txt")), "shout.txt")', inputs={"note.txt": b"hello\n"},
+                        fresh=True, outputs=True)
+    print("inputs:", r["files"])
+    try:
+        session.get_file("../x")
+    except ServerError as e:
+        print("refused:", e.code)
     r = session.execute("Sys.sleep(5)", timeout=0.5)
     print("timeout:", r["verdict"])
     session.close()

@@ -176,7 +176,7 @@ class Client:
         self._tools[ev["pool"]] = {t.name: t for t in tools}
         return Session(self, ev["pool"], "pool", ev)
 
-    def _execute(self, target, kind, code, timeout, fresh, on_stdout, on_stderr, acquire_timeout=None, plots=None):
+    def _execute(self, target, kind, code, timeout, fresh, on_stdout, on_stderr, acquire_timeout=None, plots=None, inputs=None, outputs=False):
         rid = str(next(self._ids))
         msg = {"op": "execute", "id": rid, kind: target, "code": code, "fresh": fresh}
         if timeout:
@@ -185,6 +185,10 @@ class Client:
             msg["acquire_timeout"] = acquire_timeout
         if plots:
             msg["plots"] = plots
+        if inputs:
+            msg["inputs"] = [{"name": n, "data": _b64(d)} for n, d in inputs.items()]
+        if outputs:
+            msg["outputs"] = {"collect": True}
         self._send(msg)
         tools = self._tools[target]
         while True:
@@ -200,6 +204,8 @@ class Client:
                 self._answer(tools[ev["tool"]], ev)
             elif kind_ == "result":
                 result = {**ev["result"], "value_plain": ev["value_plain"]}
+                if "files" in result:
+                    result["files"] = {f["name"]: base64.b64decode(f["data"]) for f in result["files"]}
                 result.setdefault("state_lost", False)
                 if result["state_lost"]:
                     warnings.warn(StateLostWarning(
@@ -232,7 +238,7 @@ class Session:
             return f"<SecurePool {self.name}> sandbox={self.info.get('sandbox')} tools={tools}"
         return f"<SecureSession {self.name}> pid={self.info.get('pid')} sandbox={self.info.get('sandbox')} tools={tools}"
 
-    def execute(self, code, timeout=None, fresh=False, on_stdout=None, on_stderr=None, acquire_timeout=None, plots=None):
+    def execute(self, code, timeout=None, fresh=False, on_stdout=None, on_stderr=None, acquire_timeout=None, plots=None, inputs=None, outputs=False):
         """Run code; returns the result (verdict, value, value_plain, stdout, ...).
 
         value_plain is the value as plain JSON: a function, call, formula,
@@ -252,9 +258,37 @@ class Session:
         plots ({"format": "png"|"svg"|"none", "width": px, "height": px,
         "dpi": n}, all optional) says how pages the code draws come back in
         result["displays"]; result_displays(result) decodes them. On an R
-        error, result["error"]["traceback"] lists the code's calls."""
-        return self._client._execute(self.name, self._kind, code, timeout, fresh, on_stdout, on_stderr, acquire_timeout, plots)
+        error, result["error"]["traceback"] lists the code's calls.
+
+        inputs ({name: bytes}) are written to the code's work dir
+        (/tmp/work) before it runs; with outputs=True, result["files"] is
+        {name: bytes} of the files the code made or changed there
+        (result["files_dropped"] counts those left out: links, bad names,
+        over the limits)."""
+        return self._client._execute(self.name, self._kind, code, timeout, fresh, on_stdout, on_stderr, acquire_timeout, plots, inputs, outputs)
+
+    def put_file(self, name, data):
+        """Write data (bytes or str) to the session's work dir as name (a
+        relative path: at most 4 components of [A-Za-z0-9._-]); between
+        executions. At most 4 MiB."""
+        self._client._request({"op": "put_file", "session": self.name, "name": name, "data": _b64(data)}, "file_put")
+
+    def get_file(self, name):
+        """The bytes of the regular file name of the work dir (links are refused)."""
+        ev = self._client._request({"op": "get_file", "session": self.name, "name": name}, "file")
+        return base64.b64decode(ev["data"])
+
+    def list_files(self):
+        """{name: size} of the regular files of the work dir."""
+        ev = self._client._request({"op": "list_files", "session": self.name}, "files")
+        return {f["name"]: f["size"] for f in ev["files"]}
 
     def close(self):
         op = "close_session" if self._kind == "session" else "close_pool"
         self._client._request({"op": op, self._kind: self.name}, "closed")
+
+
+def _b64(data):
+    if isinstance(data, str):
+        data = data.encode()
+    return base64.b64encode(data).decode("ascii")

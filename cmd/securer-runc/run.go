@@ -35,6 +35,9 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	maxToolCalls := fs.Int("max-tool-calls", securer.DefaultMaxToolCalls, "most tool calls the code may make")
 	outputLimit := fs.String("output-limit", defaultOutputLimit, "end the run after this much stdout or stderr (e.g. 100M; 0 or none: no limit)")
 	preload := fs.String("preload", "", "R packages to attach before the code runs, comma separated")
+	var inputs inputFlags
+	fs.Var(&inputs, "input", "put FILE in the code's work dir before it runs, as NAME if given (FILE[=NAME], repeatable; 4 MiB each, 16 and 6 MiB in all)")
+	outputDir := fs.String("output-dir", "", "write the files the code made or changed in its work dir to DIR (an existing dir; links are not followed, files not replaced)")
 	termGrace := fs.Duration("term-grace", 10*time.Second, "on SIGTERM, how long the running code may still take before it is stopped")
 	plotFl := addPlotFlags(fs)
 	logs := addLogFlags(fs, slog.LevelWarn, "warn")
@@ -51,9 +54,21 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		fmt.Fprintf(stderr, "securer-runc run: %v\n", err)
 		return exitUsage
 	}
+	opts := securer.ExecOptions{CollectOutputs: *outputDir != ""}
+	if opts.Inputs, err = readInputs(inputs); err != nil {
+		return fail(stderr, exitUsage, err)
+	}
+	if *outputDir != "" {
+		if st, err := os.Stat(*outputDir); err != nil || !st.IsDir() {
+			return fail(stderr, exitUsage, fmt.Errorf("--output-dir %s: not an existing directory", *outputDir))
+		}
+	}
 	host, cfg, auditCloser, err := sandbox.config(stderr, logger)
 	if err != nil {
 		return fail(stderr, exitUsage, err)
+	}
+	if codeFromArgs(*code, fs.Args()) && !cfg.UnsafeNoSandbox {
+		cfg.Stdin = codeStdin(stdin)
 	}
 	defer auditCloser.Close()
 	if cfg.Plots, err = plotFl.plots(); err != nil {
@@ -85,7 +100,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	ctx, stopDrain := drainOnSIGTERM(ctx, sigs, *termGrace, logger)
 	defer stopDrain()
-	res, err := host.Execute(ctx, cfg, src)
+	res, err := executeOnce(ctx, host, cfg, src, opts)
 	if res == nil && ctx.Err() != nil {
 		// Cancelled (SIGINT, or SIGTERM and its grace) before the code ran:
 		// the box was torn down as it started; that is a cancellation, not
@@ -134,7 +149,35 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			fmt.Fprintf(stderr, "securer-runc: the output limit is %d bytes per stream; raise it with --output-limit (0 lifts it)\n", cfg.Output.LimitBytes)
 		}
 	}
+	if *outputDir != "" {
+		if werr := writeOutputs(*outputDir, res.Files); werr != nil {
+			fmt.Fprintf(stderr, "securer-runc: %v\n", werr)
+			if res.Verdict == securer.VerdictOK {
+				return exitSandbox
+			}
+		}
+		if res.FilesDropped > 0 {
+			fmt.Fprintf(stderr, "securer-runc: %d files the code wrote were not collected (links, bad names, or over the limits: %d files, %d bytes)\n",
+				res.FilesDropped, securer.MaxRequestFiles, securer.MaxRequestBytes)
+		}
+	}
 	return exitCode(res.Verdict)
+}
+
+// executeOnce runs code in a one-shot session: start, execute, close.
+func executeOnce(ctx context.Context, h securer.Host, cfg securer.Config, code string, opts securer.ExecOptions) (*securer.Result, error) {
+	s, err := h.NewSession(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	return s.ExecuteWith(ctx, code, opts)
+}
+
+// codeFromArgs reports whether the code comes from -e or a FILE, leaving
+// stdin to the code.
+func codeFromArgs(code string, rest []string) bool {
+	return code != "" || (len(rest) == 1 && rest[0] != "-")
 }
 
 var errStdoutClosed = errors.New("stdout is gone (its reader went away, or it is closed)")

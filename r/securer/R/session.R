@@ -611,13 +611,14 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
 
 #' Run code in a new sandboxed session, then close it.
 execute_r <- function(code, tools = list(), timeout = 30, sandbox = TRUE, limits = NULL, verbose = FALSE,
-                      validate = TRUE, sandbox_strict = FALSE, audit_log = NULL) {
+                      validate = TRUE, sandbox_strict = FALSE, audit_log = NULL, files = NULL, output_dir = NULL) {
   session <- SecureSession$new(tools = tools, sandbox = sandbox, limits = limits, verbose = verbose,
                                sandbox_strict = sandbox_strict, audit_log = audit_log)
   on.exit(session$close())
   # Without a timeout given, limits$cpu applies (else 30 s).
-  if (missing(timeout)) session$execute(code, validate = validate)
-  else session$execute(code, timeout = timeout, validate = validate)
+  .securer_with_files(session, files, output_dir,
+    if (missing(timeout)) session$execute(code, validate = validate)
+    else session$execute(code, timeout = timeout, validate = validate))
 }
 
 #' Call fn with a new session, always closing it.
