@@ -456,6 +456,7 @@ SecureSession <- R6::R6Class("SecureSession",
         stop("securer: the server made a session without a sandbox although sandbox = TRUE was asked", call. = FALSE)
       }
       .securer_warn_clamped(ev)
+      private$opts$timeout <- .securer_applied_timeout(private$opts$timeout, ev)
       private$name <- ev$session
       private$pid <- ev$pid
       if (!is.null(private$audit)) private$audit$session_id <- ev$session
@@ -513,6 +514,15 @@ SecureSession <- R6::R6Class("SecureSession",
                   paste(what, collapse = ", ")), call. = FALSE)
 }
 
+# The timeout executions send by default: the one asked for, or the
+# server's ceiling when the server lowered it (a clamped create), so that
+# executions are not refused for what the create was allowed.
+.securer_applied_timeout <- function(asked, ev) {
+  applied <- ev$limits$timeout
+  if (is.null(asked) || !is.numeric(applied) || length(applied) != 1 || is.na(applied) || applied <= 0) return(asked)
+  min(asked, applied)
+}
+
 #' A pool of warm sandboxed sessions.
 SecureSessionPool <- R6::R6Class("SecureSessionPool",
   public = list(
@@ -546,6 +556,7 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
         stop(e)
       })
       .securer_warn_clamped(ev)
+      private$timeout <- .securer_applied_timeout(private$timeout, ev)
       private$name <- ev$pool
       .securer_say(private$verbose, "pool ", ev$pool, " of ", private$n, " sessions started")
     },
