@@ -504,11 +504,16 @@ SecureSession <- R6::R6Class("SecureSession",
   })
 }
 
-# The server clamped limits over its ceilings (clamp = TRUE): say which.
+# The server clamped limits over its ceilings (clamp = TRUE): say which, by
+# the names the caller used (`limits$memory`, not the wire's memory_bytes).
+# The event is parsed without simplification: clamped is a list of strings.
 .securer_warn_clamped <- function(ev) {
   cl <- ev$clamped
   if (length(cl) == 0) return(invisible())
-  what <- if (is.character(cl)) cl else names(cl)
+  what <- as.character(unlist(cl, use.names = FALSE))
+  r_names <- c(memory_bytes = "memory", pids = "nproc", timeout = "cpu", fsize_bytes = "fsize")
+  known <- what %in% names(r_names)
+  what[known] <- r_names[what[known]]
   warning(sprintf("securer: limits over the server's ceilings were lowered to them: %s",
                   paste(what, collapse = ", ")), call. = FALSE)
 }

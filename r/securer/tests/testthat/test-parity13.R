@@ -121,7 +121,7 @@ test_that("limits over the operator's ceilings are clamped with a warning", {
   s0$close()
   if (!server_takes("clamp")) skip("needs the server's clamp member on create (issue 13, not in this server yet)")
   # The test server's --max-timeout is an hour.
-  expect_warning(s <- SecureSession$new(sandbox = TRUE, limits = list(cpu = 7200)), "lowered")
+  expect_warning(s <- SecureSession$new(sandbox = TRUE, limits = list(cpu = 7200)), "lowered to them: cpu$")
   on.exit(s$close())
   expect_equal(s$execute("1"), 1)
 })
@@ -263,4 +263,13 @@ test_that("a SecureSession$new() interrupted while the box starts leaves no cont
     Sys.sleep(0.05)
   }
   expect_identical(setdiff(state_entries(), before), character(), info = client$read_all_output())
+})
+
+test_that("the clamp warning names the limits lowered, as the caller named them", {
+  # The server's event, as the link parses it (no simplification).
+  ev <- jsonlite::fromJSON('{"type":"session","clamped":["memory_bytes","timeout","max_executions"]}',
+                           simplifyVector = FALSE)
+  expect_warning(securer:::.securer_warn_clamped(ev),
+                 "lowered to them: memory, cpu, max_executions$")
+  expect_silent(securer:::.securer_warn_clamped(list(type = "session")))
 })
