@@ -135,8 +135,12 @@ validate_code <- function(code) {
   if (inherits(exprs, "error")) {
     return(list(valid = FALSE, error = conditionMessage(exprs), warnings = character()))
   }
-  # securer 0.2.0's set: calls (a name followed by "(") in the text.
-  watched <- c("system", "system2", "shell", ".Internal", "Sys.setenv")
+  # securer 0.2.0's set (its documentation names system(), .Call(),
+  # dyn.load() and socketConnection()): calls (a name followed by "(") in
+  # the text, not part of a longer name.
+  watched <- c("system", "system2", "shell", ".Internal", "Sys.setenv",
+               ".Call", ".C", ".Fortran", ".External", "dyn.load", "pipe",
+               "processx::run", "callr::r", "socketConnection", "url", "do.call")
   hit <- vapply(watched, function(f) {
     grepl(paste0("(^|[^A-Za-z0-9._])", gsub(".", "\\.", f, fixed = TRUE), "[[:space:]]*\\("), code)
   }, TRUE)

@@ -173,6 +173,14 @@ test_that("validate_code(): 0.2.0 input checks and pattern set", {
   expect_match(validate_code(".Internal(foo())")$warnings, "\\.Internal\\(\\)")
   expect_match(validate_code("Sys.setenv(A = 1)")$warnings, "Sys.setenv\\(\\)")
   expect_match(validate_code("shell('dir')")$warnings, "shell\\(\\)")
+  # The calls 0.2.0's documentation names, and the rest of its set.
+  for (f in c(".Call", ".C", ".Fortran", ".External", "dyn.load", "pipe", "processx::run", "callr::r",
+              "socketConnection", "url", "do.call")) {
+    w <- validate_code(sprintf("x <- %s('a')", f))$warnings
+    expect_identical(w, sprintf("Code contains call to `%s()` which may be restricted by the sandbox", f), info = f)
+  }
+  expect_length(validate_code("curl('x'); my.pipe('y'); x.Call('w')")$warnings, 0)
+  expect_match(validate_code("base::system('ls')")$warnings, "system\\(\\)")
   # Not in 0.2.0's set.
   expect_length(validate_code("eval(quote(1)); assign('a', 1); unlink('x')")$warnings, 0)
   expect_length(validate_code("mysystem('x')")$warnings, 0)
