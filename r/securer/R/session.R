@@ -597,15 +597,16 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
       if (!is.null(was)) .securer_say(private$verbose, "pool ", was, " closed")
       invisible(self)
     },
+    # securer 0.2.0's text exactly (code matches it); print() adds the rest.
     format = function(...) {
+      if (is.null(private$name)) return("<SecureSessionPool> [closed]")
       st <- tryCatch(self$status(), error = function(e) list(idle = NA, busy = NA))
-      sprintf("<SecureSessionPool> [%s] size=%d idle=%s busy=%s sandbox=%s tools=%d",
-              if (is.null(private$name)) "closed" else "running", self$size(), format(st$idle), format(st$busy),
-              if (private$sandbox) "container" else "none", length(private$tool_list))
+      sprintf("<SecureSessionPool> size=%d idle=%s busy=%s", self$size(), format(st$idle), format(st$busy))
     },
     print = function(...) {
       cat(self$format(), "\n", sep = "")
-      if (!private$sandbox) cat("  sandbox: NONE (R on this host, no isolation)\n")
+      cat("  sandbox: ", if (private$sandbox) "container" else "NONE (R on this host, no isolation)", "\n", sep = "")
+      if (length(private$tool_list)) cat("  tools:", paste(names(private$tool_list), collapse = ", "), "\n")
       invisible(self)
     }
   ),
