@@ -262,7 +262,7 @@ print.securer_plot <- function(x, ...) {
 # its directory created): a symlink or anything but a regular file is
 # refused. R opens by name (no O_NOFOLLOW), so a swap between this check
 # and a write is not excluded.
-.securer_audit_open <- function(path, session_id = NA_character_) {
+.securer_audit_open <- function(path, session_id = basename(tempfile("sess_"))) {
   if (is.null(path)) return(NULL)
   if (!is.character(path) || length(path) != 1 || is.na(path) || !nzchar(path)) {
     stop("audit_log must be a single file path", call. = FALSE)
@@ -458,9 +458,12 @@ SecureSession <- R6::R6Class("SecureSession",
       .securer_warn_clamped(ev)
       private$name <- ev$session
       private$pid <- ev$pid
-      if (!is.null(private$audit)) private$audit$session_id <- ev$session
+      # session_id stays the one made at open (0.2.0's sess_<hex>): the
+      # server's name (s1, s2, ...) repeats across connections and servers,
+      # and sessions sharing a log file must be told apart. tools is always
+      # an array (I(): auto_unbox would make one tool a string).
       .securer_audit_write(private$audit, "session_start", sandbox = private$sandbox,
-                           tools = unname(names(private$tool_list)))
+                           tools = I(as.character(names(private$tool_list))))
       .securer_say(private$verbose, "session ", ev$session, " started",
                    if (!is.null(ev$pid)) paste0(" (R pid ", ev$pid, ")") else "")
     },

@@ -236,6 +236,25 @@ test_that("the audit_log is written in 0.2.0's schema", {
   expect_true(is.numeric(recs[[7]]$elapsed))
 })
 
+test_that("sessions sharing an audit_log have distinct session ids; tools is an array", {
+  path <- file.path(tempfile("audit-"), "shared.jsonl")
+  one <- list(securer_tool("add", "Add", fn = function(a, b) a + b, args = list(a = "numeric", b = "numeric")))
+  for (i in 1:2) {
+    s <- SecureSession$new(sandbox = TRUE, tools = one, audit_log = path)
+    s$execute("1")
+    s$close()
+  }
+  recs <- lapply(readLines(path), jsonlite::fromJSON, simplifyVector = FALSE)
+  starts <- Filter(function(r) identical(r$event, "session_start"), recs)
+  expect_length(starts, 2)
+  expect_false(identical(starts[[1]]$session_id, starts[[2]]$session_id))
+  expect_match(starts[[1]]$session_id, "^sess_")
+  expect_identical(starts[[1]]$tools, list("add"))
+  # Every record of a session carries its id.
+  ids <- vapply(recs, function(r) r$session_id, "")
+  expect_identical(sort(unique(ids)), sort(c(starts[[1]]$session_id, starts[[2]]$session_id)))
+})
+
 test_that("the audit_log refuses symlinks and what is not a regular file", {
   target <- tempfile("audit-target-")
   file.create(target)
