@@ -456,6 +456,9 @@ SecureSession <- R6::R6Class("SecureSession",
         stop("securer: the server made a session without a sandbox although sandbox = TRUE was asked", call. = FALSE)
       }
       .securer_warn_clamped(ev)
+      # A clamped limits$cpu: later executions default to the applied
+      # timeout (the requested one is over the server's --max-timeout).
+      if (!is.null(private$opts)) private$opts$timeout <- .securer_applied_timeout(ev, private$opts$timeout)
       private$name <- ev$session
       private$pid <- ev$pid
       # session_id stays the one made at open (0.2.0's sess_<hex>): the
@@ -521,6 +524,12 @@ SecureSession <- R6::R6Class("SecureSession",
                   paste(what, collapse = ", ")), call. = FALSE)
 }
 
+# .securer_applied_timeout(ev, requested) -> the default timeout to use:
+# the server's applied one when it clamped the requested timeout.
+.securer_applied_timeout <- function(ev, requested) {
+  if ("timeout" %in% unlist(ev$clamped) && is.numeric(ev$limits$timeout)) ev$limits$timeout else requested
+}
+
 #' A pool of warm sandboxed sessions.
 SecureSessionPool <- R6::R6Class("SecureSessionPool",
   public = list(
@@ -554,6 +563,7 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
         stop(e)
       })
       .securer_warn_clamped(ev)
+      private$timeout <- .securer_applied_timeout(ev, private$timeout)
       private$name <- ev$pool
       .securer_say(private$verbose, "pool ", ev$pool, " of ", private$n, " sessions started")
     },

@@ -295,6 +295,14 @@ test_that("a SecureSession$new() interrupted while the box starts leaves no cont
   expect_identical(setdiff(state_entries(), before), character(), info = client$read_all_output())
 })
 
+test_that("a clamped limits$cpu becomes the applied default timeout", {
+  ev <- jsonlite::fromJSON('{"type":"session","clamped":["timeout"],"limits":{"timeout":3600}}', simplifyVector = FALSE)
+  expect_equal(securer:::.securer_applied_timeout(ev, 7200), 3600)
+  ev <- jsonlite::fromJSON('{"type":"session","clamped":["pids"],"limits":{"timeout":3600}}', simplifyVector = FALSE)
+  expect_equal(securer:::.securer_applied_timeout(ev, 50), 50)
+  expect_null(securer:::.securer_applied_timeout(list(type = "session"), NULL))
+})
+
 test_that("the clamp warning names the limits lowered, as the caller named them", {
   # The server's event, as the link parses it (no simplification).
   ev <- jsonlite::fromJSON('{"type":"session","clamped":["memory_bytes","timeout","max_executions"]}',
