@@ -590,9 +590,12 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
       })
       out <- .securer_outcome(res, timeout %||% private$timeout, NULL, FALSE)
       private$last <- out$output
+      private$last_plot_list <- out$plots
       .securer_deliver(out, FALSE)
     },
     last_output = function() private$last,
+    # As a session's: a NULL value (plot(1:10)) cannot carry its plots.
+    last_plots = function() private$last_plot_list,
     size = function() if (is.null(private$name)) 0L else private$n,
     available = function() self$status()$idle,
     status = function() {
@@ -624,7 +627,7 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
     }
   ),
   private = list(link = NULL, name = NULL, n = 0L, tool_list = NULL, sandbox = TRUE, timeout = NULL,
-                 verbose = FALSE, last = character(),
+                 verbose = FALSE, last = character(), last_plot_list = NULL,
                  finalize = function() self$close())
 )
 

@@ -128,3 +128,16 @@ test_that("plots come back: plot(1:10) arrives as a PNG", {
   expect_length(p, 1)
   expect_identical(unclass(p[[1]])[1:4], as.raw(c(0x89, 0x50, 0x4e, 0x47)))
 })
+
+test_that("plots come back from a pool: plot(1:10)'s PNG in $last_plots()", {
+  skip_without_server_field("plot(1:10)", "displays")
+  p <- SecureSessionPool$new(size = 1)
+  on.exit(p$close())
+  expect_output(v <- p$execute("plot(1:10)"), "securer_plot")
+  expect_null(v)
+  pl <- p$last_plots()
+  expect_length(pl, 1)
+  expect_identical(unclass(pl[[1]])[1:4], as.raw(c(0x89, 0x50, 0x4e, 0x47)))
+  p$execute("1")
+  expect_null(p$last_plots())
+})
