@@ -221,7 +221,10 @@ class Client:
             value = tool.fn(*args)
             self._send({"op": "tool_result", "call": ev["call"], "value": value})
         except Exception as e:  # the tool's failure becomes an R error inside
-            self._send({"op": "tool_result", "call": ev["call"], "error": f"{type(e).__name__}: {e}"})
+            # The tool's own message, as the R code (and securer 0.2.0 code
+            # matching it) expects; KeyError's str() would add quotes.
+            msg = e.args[0] if len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
+            self._send({"op": "tool_result", "call": ev["call"], "error": msg or type(e).__name__})
 
 
 class Session:

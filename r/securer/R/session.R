@@ -250,6 +250,8 @@ print.securer_plot <- function(x, ...) {
 # output of a value that cannot carry it (NULL, a symbol, the host's own
 # objects) goes to the console when no handler saw it, as R would show it.
 .securer_deliver <- function(out, handler_given) {
+  .securer_last$output <- out$output %||% character()
+  .securer_last$plots <- out$plots
   if (!is.null(out$error)) stop(out$error)
   if (!isTRUE(out$carries) && !handler_given && length(out$output) > 0) writeLines(out$output)
   if (!isTRUE(out$carries) && !is.null(out$plots) && !handler_given) for (p in out$plots) print(p)
@@ -262,7 +264,7 @@ print.securer_plot <- function(x, ...) {
 # its directory created): a symlink or anything but a regular file is
 # refused. R opens by name (no O_NOFOLLOW), so a swap between this check
 # and a write is not excluded.
-.securer_audit_open <- function(path, session_id = NA_character_) {
+.securer_audit_open <- function(path, session_id = basename(tempfile("sess_"))) {
   if (is.null(path)) return(NULL)
   if (!is.character(path) || length(path) != 1 || is.na(path) || !nzchar(path)) {
     stop("audit_log must be a single file path", call. = FALSE)
@@ -456,12 +458,17 @@ SecureSession <- R6::R6Class("SecureSession",
         stop("securer: the server made a session without a sandbox although sandbox = TRUE was asked", call. = FALSE)
       }
       .securer_warn_clamped(ev)
-      private$opts$timeout <- .securer_applied_timeout(private$opts$timeout, ev)
+      # A clamped limits$cpu: later executions default to the applied
+      # timeout (the requested one is over the server's --max-timeout).
+      if (!is.null(private$opts)) private$opts$timeout <- .securer_applied_timeout(ev, private$opts$timeout)
       private$name <- ev$session
       private$pid <- ev$pid
-      if (!is.null(private$audit)) private$audit$session_id <- ev$session
+      # session_id stays the one made at open (0.2.0's sess_<hex>): the
+      # server's name (s1, s2, ...) repeats across connections and servers,
+      # and sessions sharing a log file must be told apart. tools is always
+      # an array (I(): auto_unbox would make one tool a string).
       .securer_audit_write(private$audit, "session_start", sandbox = private$sandbox,
-                           tools = unname(names(private$tool_list)))
+                           tools = I(as.character(names(private$tool_list))))
       .securer_say(private$verbose, "session ", ev$session, " started",
                    if (!is.null(ev$pid)) paste0(" (R pid ", ev$pid, ")") else "")
     },
@@ -505,22 +512,24 @@ SecureSession <- R6::R6Class("SecureSession",
   })
 }
 
-# The server clamped limits over its ceilings (clamp = TRUE): say which.
+# The server clamped limits over its ceilings (clamp = TRUE): say which, by
+# the names the caller used (`limits$memory`, not the wire's memory_bytes).
+# The event is parsed without simplification: clamped is a list of strings.
 .securer_warn_clamped <- function(ev) {
   cl <- ev$clamped
   if (length(cl) == 0) return(invisible())
-  what <- if (is.character(cl)) cl else names(cl)
+  what <- as.character(unlist(cl, use.names = FALSE))
+  r_names <- c(memory_bytes = "memory", pids = "nproc", timeout = "cpu", fsize_bytes = "fsize")
+  known <- what %in% names(r_names)
+  what[known] <- r_names[what[known]]
   warning(sprintf("securer: limits over the server's ceilings were lowered to them: %s",
                   paste(what, collapse = ", ")), call. = FALSE)
 }
 
-# The timeout executions send by default: the one asked for, or the
-# server's ceiling when the server lowered it (a clamped create), so that
-# executions are not refused for what the create was allowed.
-.securer_applied_timeout <- function(asked, ev) {
-  applied <- ev$limits$timeout
-  if (is.null(asked) || !is.numeric(applied) || length(applied) != 1 || is.na(applied) || applied <= 0) return(asked)
-  min(asked, applied)
+# .securer_applied_timeout(ev, requested) -> the default timeout to use:
+# the server's applied one when it clamped the requested timeout.
+.securer_applied_timeout <- function(ev, requested) {
+  if ("timeout" %in% unlist(ev$clamped) && is.numeric(ev$limits$timeout)) ev$limits$timeout else requested
 }
 
 #' A pool of warm sandboxed sessions.
@@ -556,7 +565,7 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
         stop(e)
       })
       .securer_warn_clamped(ev)
-      private$timeout <- .securer_applied_timeout(private$timeout, ev)
+      private$timeout <- .securer_applied_timeout(ev, private$timeout)
       private$name <- ev$pool
       .securer_say(private$verbose, "pool ", ev$pool, " of ", private$n, " sessions started")
     },
@@ -583,9 +592,12 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
       })
       out <- .securer_outcome(res, timeout %||% private$timeout, NULL, FALSE)
       private$last <- out$output
+      private$last_plot_list <- out$plots
       .securer_deliver(out, FALSE)
     },
     last_output = function() private$last,
+    # As a session's: a NULL value (plot(1:10)) cannot carry its plots.
+    last_plots = function() private$last_plot_list,
     size = function() if (is.null(private$name)) 0L else private$n,
     available = function() self$status()$idle,
     status = function() {
@@ -603,22 +615,32 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
       if (!is.null(was)) .securer_say(private$verbose, "pool ", was, " closed")
       invisible(self)
     },
+    # securer 0.2.0's text exactly (code matches it); print() adds the rest.
     format = function(...) {
+      if (is.null(private$name)) return("<SecureSessionPool> [closed]")
       st <- tryCatch(self$status(), error = function(e) list(idle = NA, busy = NA))
-      sprintf("<SecureSessionPool> [%s] size=%d idle=%s busy=%s sandbox=%s tools=%d",
-              if (is.null(private$name)) "closed" else "running", self$size(), format(st$idle), format(st$busy),
-              if (private$sandbox) "container" else "none", length(private$tool_list))
+      sprintf("<SecureSessionPool> size=%d idle=%s busy=%s", self$size(), format(st$idle), format(st$busy))
     },
     print = function(...) {
       cat(self$format(), "\n", sep = "")
-      if (!private$sandbox) cat("  sandbox: NONE (R on this host, no isolation)\n")
+      cat("  sandbox: ", if (private$sandbox) "container" else "NONE (R on this host, no isolation)", "\n", sep = "")
+      if (length(private$tool_list)) cat("  tools:", paste(names(private$tool_list), collapse = ", "), "\n")
       invisible(self)
     }
   ),
   private = list(link = NULL, name = NULL, n = 0L, tool_list = NULL, sandbox = TRUE, timeout = NULL,
-                 verbose = FALSE, last = character(),
+                 verbose = FALSE, last = character(), last_plot_list = NULL,
                  finalize = function() self$close())
 )
+
+# What the last execution in this R process printed and drew, whatever
+# its session: a one-shot execute_r() has no session left to ask.
+.securer_last <- new.env(parent = emptyenv())
+
+#' The output and plots of the last execution in this R process.
+last_output <- function() .securer_last$output %||% character()
+#' @rdname last_output
+last_plots <- function() .securer_last$plots
 
 #' Run code in a new sandboxed session, then close it.
 execute_r <- function(code, tools = list(), timeout = 30, sandbox = TRUE, limits = NULL, verbose = FALSE,

@@ -135,8 +135,12 @@ validate_code <- function(code) {
   if (inherits(exprs, "error")) {
     return(list(valid = FALSE, error = conditionMessage(exprs), warnings = character()))
   }
-  # securer 0.2.0's set: calls (a name followed by "(") in the text.
-  watched <- c("system", "system2", "shell", ".Internal", "Sys.setenv")
+  # securer 0.2.0's set (its documentation names system(), .Call(),
+  # dyn.load() and socketConnection()): calls (a name followed by "(") in
+  # the text, not part of a longer name.
+  watched <- c("system", "system2", "shell", ".Internal", "Sys.setenv",
+               ".Call", ".C", ".Fortran", ".External", "dyn.load", "pipe",
+               "processx::run", "callr::r", "socketConnection", "url", "do.call")
   hit <- vapply(watched, function(f) {
     grepl(paste0("(^|[^A-Za-z0-9._])", gsub(".", "\\.", f, fixed = TRUE), "[[:space:]]*\\("), code)
   }, TRUE)
@@ -199,27 +203,33 @@ validate_code <- function(code) {
   .securer_truncate(paste(parts, collapse = "\n"), max_chars)
 }
 
-# .securer_tool_content(text, plots, image) -> the tool's answer: the text
-# alone, or, when there are plots and image (a constructor of image
-# content, ellmer::ContentImageInline) is given, a list of the text and
-# one image per plot (ellmer shows them to the model as images).
-.securer_tool_content <- function(text, plots = NULL, image = NULL) {
-  if (length(plots) == 0 || is.null(image)) {
+# .securer_tool_content(text, plots, content) -> the tool's answer: the
+# text alone, or, when there are plots and content (constructors of ellmer
+# content: list(text = function(text), image = function(type, data))) is
+# given, a list of the text and one image per plot, every element a content
+# object: ellmer shows a tool's list as content only when all of it is
+# content (a bare string among images is sent as one JSON value instead).
+.securer_tool_content <- function(text, plots = NULL, content = NULL) {
+  if (length(plots) == 0 || is.null(content)) {
     if (length(plots) > 0) text <- paste0(text, sprintf("\n[%d plot(s) drawn; not shown]", length(plots)))
     return(text)
   }
-  c(list(text), lapply(plots, function(p) image(type = "image/png", data = jsonlite::base64_enc(unclass(p)))))
+  c(list(content$text(text)),
+    lapply(plots, function(p) content$image(type = "image/png", data = jsonlite::base64_enc(unclass(p)))))
 }
 
 # The ellmer release that takes images in tool results (its PR #735).
 .securer_ellmer_images <- "0.4.0"
 
-.securer_ellmer_image_fn <- function() {
+.securer_ellmer_content_fns <- function() {
+  ns <- asNamespace("ellmer")
   ok <- utils::packageVersion("ellmer") >= .securer_ellmer_images &&
-    exists("ContentImageInline", envir = asNamespace("ellmer"), inherits = FALSE)
+    exists("ContentImageInline", envir = ns, inherits = FALSE) &&
+    exists("ContentText", envir = ns, inherits = FALSE)
   if (!ok) return(NULL)
-  ctor <- get("ContentImageInline", envir = asNamespace("ellmer"))
-  function(type, data) ctor(type = type, data = data)
+  image <- get("ContentImageInline", envir = ns)
+  text <- get("ContentText", envir = ns)
+  list(text = function(t) text(text = t), image = function(type, data) image(type = type, data = data))
 }
 
 #' An ellmer tool that runs R code in a sandbox (needs the ellmer package).
@@ -228,7 +238,7 @@ as_ellmer_tool <- function(session = NULL, tools = list(), sandbox = TRUE, limit
     stop("as_ellmer_tool() needs the ellmer package", call. = FALSE)
   }
   if (is.null(session)) session <- SecureSession$new(tools = tools, sandbox = sandbox, limits = limits)
-  image <- .securer_ellmer_image_fn()
+  content <- .securer_ellmer_content_fns()
   run <- function(code) {
     # A handler keeps the output off this console; the tool returns it.
     out <- tryCatch({
@@ -236,7 +246,7 @@ as_ellmer_tool <- function(session = NULL, tools = list(), sandbox = TRUE, limit
       list(value = v$value, visible = v$visible, output = session$last_output(),
            plots = session$last_plots())
     }, error = function(e) list(error = e, output = e$output, plots = e$plots))
-    .securer_tool_content(.securer_tool_text(out), out$plots, image)
+    .securer_tool_content(.securer_tool_text(out), out$plots, content)
   }
   ellmer::tool(run, "Execute R code in a secure sandbox and return the printed output, the result and any plots.",
                arguments = list(code = ellmer::type_string("R code to execute")), name = "execute_r_code")

@@ -27,18 +27,23 @@ test_that("ellmer fit: long text keeps its head and its tail", {
   expect_lte(nchar(securer:::.securer_truncate(one, 20000)), 20100)
 })
 
-test_that("ellmer fit: plots become image content next to the text", {
+test_that("ellmer fit: plots become image content next to the text, all of it content", {
   p <- structure(as.raw(c(0x89, 0x50, 0x4e, 0x47)), class = "securer_plot", width = 768, height = 576)
-  fake_image <- function(type, data) structure(list(type = type, data = data), class = "fake_image")
-  c2 <- securer:::.securer_tool_content("text", list(p, p), fake_image)
+  # ellmer shows a tool's list as content only when every element is
+  # content: the text must be a content object too, not a bare string.
+  fake <- list(text = function(t) structure(list(text = t), class = c("fake_text", "fake_content")),
+               image = function(type, data) structure(list(type = type, data = data), class = c("fake_image", "fake_content")))
+  c2 <- securer:::.securer_tool_content("text", list(p, p), fake)
   expect_length(c2, 3)
-  expect_identical(c2[[1]], "text")
+  expect_true(all(vapply(c2, inherits, TRUE, "fake_content")))
+  expect_s3_class(c2[[1]], "fake_text")
+  expect_identical(c2[[1]]$text, "text")
   expect_s3_class(c2[[2]], "fake_image")
   expect_identical(c2[[2]]$type, "image/png")
   expect_identical(jsonlite::base64_dec(c2[[3]]$data), as.raw(c(0x89, 0x50, 0x4e, 0x47)))
   # Without image support (an older ellmer): the text, saying plots were drawn.
   expect_identical(securer:::.securer_tool_content("text", list(p), NULL), "text\n[1 plot(s) drawn; not shown]")
-  expect_identical(securer:::.securer_tool_content("text", NULL, fake_image), "text")
+  expect_identical(securer:::.securer_tool_content("text", NULL, fake), "text")
 })
 
 test_that("ellmer fit: securer_as_ellmer_tool is a deprecated alias", {

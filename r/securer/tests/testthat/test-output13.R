@@ -100,10 +100,7 @@ test_that("output is never lost: against the server, NULL values, errors, last_o
   expect_false(any(grepl("[1]  1 NA", attr(v, "output"), fixed = TRUE)))
 })
 
-# These need the server's new result fields (printed_bytes,
-# error.traceback, displays): they skip, naming the field, without them.
 test_that("output is never lost: a 20,000-row data frame leaves no output", {
-  skip_without_server_field("1", "printed_bytes")
   s <- SecureSession$new(sandbox = TRUE)
   on.exit(s$close())
   v <- s$execute("x <- data.frame(a = 1:20000); x")
@@ -112,7 +109,6 @@ test_that("output is never lost: a 20,000-row data frame leaves no output", {
 })
 
 test_that("output is never lost: an R error carries its traceback", {
-  skip_without_server_field("stop('x')", c("error", "traceback"))
   s <- SecureSession$new(sandbox = TRUE)
   on.exit(s$close())
   e <- tryCatch(s$execute('f <- function() stop("x"); g <- function() f(); g()'), error = function(e) e)
@@ -120,11 +116,34 @@ test_that("output is never lost: an R error carries its traceback", {
 })
 
 test_that("plots come back: plot(1:10) arrives as a PNG", {
-  skip_without_server_field("plot(1:10)", "displays")
   s <- SecureSession$new(sandbox = TRUE)
   on.exit(s$close())
   v <- s$execute("plot(1:10); 1")
   p <- attr(v, "plots")
   expect_length(p, 1)
   expect_identical(unclass(p[[1]])[1:4], as.raw(c(0x89, 0x50, 0x4e, 0x47)))
+})
+
+test_that("plots come back from a pool: plot(1:10)'s PNG in $last_plots()", {
+  p <- SecureSessionPool$new(size = 1)
+  on.exit(p$close())
+  expect_output(v <- p$execute("plot(1:10)"), "securer_plot")
+  expect_null(v)
+  pl <- p$last_plots()
+  expect_length(pl, 1)
+  expect_identical(unclass(pl[[1]])[1:4], as.raw(c(0x89, 0x50, 0x4e, 0x47)))
+  p$execute("1")
+  expect_null(p$last_plots())
+})
+
+test_that("a one-shot execute_r()'s plot is kept: last_plots() and last_output()", {
+  expect_output(v <- execute_r('cat("drawn\\n"); plot(1:10)'), "securer_plot")
+  expect_null(v)
+  pl <- last_plots()
+  expect_length(pl, 1)
+  expect_identical(unclass(pl[[1]])[1:4], as.raw(c(0x89, 0x50, 0x4e, 0x47)))
+  expect_identical(last_output(), "drawn")
+  expect_error(execute_r('cat("before\\n"); stop("boom")'), "boom")
+  expect_null(last_plots())
+  expect_true("before" %in% last_output())
 })

@@ -35,15 +35,14 @@ test_that("format() and print() of sessions and pools", {
   expect_match(format(s), "^<SecureSession> \\[stopped\\]")
   p <- SecureSessionPool$new(size = 2)
   on.exit(p$close(), add = TRUE)
-  expect_identical(format(p), "<SecureSessionPool> [running] size=2 idle=2 busy=0 sandbox=container tools=0")
-  expect_output(print(p), "size=2 idle=2 busy=0", fixed = TRUE)
+  # securer 0.2.0's texts exactly.
+  expect_identical(format(p), "<SecureSessionPool> size=2 idle=2 busy=0")
+  expect_output(print(p), "^<SecureSessionPool> size=2 idle=2 busy=0\n  sandbox: container")
+  p$close()
+  expect_identical(format(p), "<SecureSessionPool> [closed]")
 })
 
 test_that("format() of a session shows the box R's pid", {
-  link <- securer:::.securer_connect(FALSE, TRUE)
-  ev <- securer:::.securer_request(link, list(op = "create_session", tools = list()), "session")
-  securer:::.securer_disconnect(link)
-  if (is.null(ev$pid)) skip("needs the server's pid member in the session reply (issue 13, not in this server yet)")
   s <- SecureSession$new(sandbox = TRUE)
   on.exit(s$close())
   expect_match(format(s), "pid=[0-9]+ ")
@@ -119,9 +118,8 @@ test_that("limits over the operator's ceilings are clamped with a warning", {
   sent <- sent_messages(try(s0 <- SecureSession$new(sandbox = TRUE), silent = TRUE))
   expect_true(isTRUE(sent[[1]]$clamp) || isTRUE(sent[[2]]$clamp))
   s0$close()
-  if (!server_takes("clamp")) skip("needs the server's clamp member on create (issue 13, not in this server yet)")
   # The test server's --max-timeout is an hour.
-  expect_warning(s <- SecureSession$new(sandbox = TRUE, limits = list(cpu = 7200)), "lowered")
+  expect_warning(s <- SecureSession$new(sandbox = TRUE, limits = list(cpu = 7200)), "lowered to them: cpu$")
   on.exit(s$close())
   expect_equal(s$execute("1"), 1)
 })
@@ -173,6 +171,14 @@ test_that("validate_code(): 0.2.0 input checks and pattern set", {
   expect_match(validate_code(".Internal(foo())")$warnings, "\\.Internal\\(\\)")
   expect_match(validate_code("Sys.setenv(A = 1)")$warnings, "Sys.setenv\\(\\)")
   expect_match(validate_code("shell('dir')")$warnings, "shell\\(\\)")
+  # The calls 0.2.0's documentation names, and the rest of its set.
+  for (f in c(".Call", ".C", ".Fortran", ".External", "dyn.load", "pipe", "processx::run", "callr::r",
+              "socketConnection", "url", "do.call")) {
+    w <- validate_code(sprintf("x <- %s('a')", f))$warnings
+    expect_identical(w, sprintf("Code contains call to `%s()` which may be restricted by the sandbox", f), info = f)
+  }
+  expect_length(validate_code("curl('x'); my.pipe('y'); x.Call('w')")$warnings, 0)
+  expect_match(validate_code("base::system('ls')")$warnings, "system\\(\\)")
   # Not in 0.2.0's set.
   expect_length(validate_code("eval(quote(1)); assign('a', 1); unlink('x')")$warnings, 0)
   expect_length(validate_code("mysystem('x')")$warnings, 0)
@@ -225,6 +231,25 @@ test_that("the audit_log is written in 0.2.0's schema", {
   expect_true(is.numeric(recs[[7]]$elapsed))
 })
 
+test_that("sessions sharing an audit_log have distinct session ids; tools is an array", {
+  path <- file.path(tempfile("audit-"), "shared.jsonl")
+  one <- list(securer_tool("add", "Add", fn = function(a, b) a + b, args = list(a = "numeric", b = "numeric")))
+  for (i in 1:2) {
+    s <- SecureSession$new(sandbox = TRUE, tools = one, audit_log = path)
+    s$execute("1")
+    s$close()
+  }
+  recs <- lapply(readLines(path), jsonlite::fromJSON, simplifyVector = FALSE)
+  starts <- Filter(function(r) identical(r$event, "session_start"), recs)
+  expect_length(starts, 2)
+  expect_false(identical(starts[[1]]$session_id, starts[[2]]$session_id))
+  expect_match(starts[[1]]$session_id, "^sess_")
+  expect_identical(starts[[1]]$tools, list("add"))
+  # Every record of a session carries its id.
+  ids <- vapply(recs, function(r) r$session_id, "")
+  expect_identical(sort(unique(ids)), sort(c(starts[[1]]$session_id, starts[[2]]$session_id)))
+})
+
 test_that("the audit_log refuses symlinks and what is not a regular file", {
   target <- tempfile("audit-target-")
   file.create(target)
@@ -263,4 +288,21 @@ test_that("a SecureSession$new() interrupted while the box starts leaves no cont
     Sys.sleep(0.05)
   }
   expect_identical(setdiff(state_entries(), before), character(), info = client$read_all_output())
+})
+
+test_that("a clamped limits$cpu becomes the applied default timeout", {
+  ev <- jsonlite::fromJSON('{"type":"session","clamped":["timeout"],"limits":{"timeout":3600}}', simplifyVector = FALSE)
+  expect_equal(securer:::.securer_applied_timeout(ev, 7200), 3600)
+  ev <- jsonlite::fromJSON('{"type":"session","clamped":["pids"],"limits":{"timeout":3600}}', simplifyVector = FALSE)
+  expect_equal(securer:::.securer_applied_timeout(ev, 50), 50)
+  expect_null(securer:::.securer_applied_timeout(list(type = "session"), NULL))
+})
+
+test_that("the clamp warning names the limits lowered, as the caller named them", {
+  # The server's event, as the link parses it (no simplification).
+  ev <- jsonlite::fromJSON('{"type":"session","clamped":["memory_bytes","timeout","max_executions"]}',
+                           simplifyVector = FALSE)
+  expect_warning(securer:::.securer_warn_clamped(ev),
+                 "lowered to them: memory, cpu, max_executions$")
+  expect_silent(securer:::.securer_warn_clamped(list(type = "session")))
 })
