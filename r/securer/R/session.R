@@ -243,7 +243,8 @@ print.securer_plot <- function(x, ...) {
     if (length(output) > 0) attr(value, "output") <- output
     if (!is.null(plots)) attr(value, "plots") <- plots
   }
-  list(value = value, visible = isTRUE(r$visible), output = output, plots = plots, carries = carries)
+  list(value = value, visible = isTRUE(r$visible), output = output, plots = plots, carries = carries,
+       printed = if (isTRUE(r$visible)) as.character(r$printed %||% "") else "")
 }
 
 # .securer_deliver raises an outcome's error or returns its value; the
@@ -388,6 +389,7 @@ SecureSession <- R6::R6Class("SecureSession",
       elapsed <- as.numeric(Sys.time() - t0, units = "secs")
       private$last <- out$output
       private$last_plot_list <- out$plots
+      private$last_print <- out$printed %||% ""
       if (is.null(out$error)) {
         .securer_audit_write(private$audit, "execute_complete", elapsed = elapsed)
         .securer_say(private$verbose, "execution done in ", format(round(elapsed, 3)), " s")
@@ -399,6 +401,10 @@ SecureSession <- R6::R6Class("SecureSession",
     },
     last_output = function() private$last,
     last_plots = function() private$last_plot_list,
+    # The last value as the box printed it: the ellmer tool shows the model
+    # this text rather than printing the decoded value on the host, where a
+    # box-made object's print method would run on the host.
+    last_printed = function() private$last_print,
     close = function() {
       was <- private$name
       if (!is.null(private$name) && !isTRUE(private$link$closed)) {
@@ -445,7 +451,7 @@ SecureSession <- R6::R6Class("SecureSession",
   private = list(
     link = NULL, name = NULL, pid = NULL, tool_list = NULL, verbose = FALSE, audit = NULL, sandbox = TRUE,
     hook = NULL, sanitize = FALSE, opts = NULL, max_exec = NULL, n_exec = 0L, last = character(),
-    last_plot_list = NULL,
+    last_plot_list = NULL, last_print = "",
     start = function() {
       msg <- list(op = "create_session", tools = .securer_tool_decls(private$tool_list))
       if (!is.null(private$opts)) msg$options <- private$opts
@@ -572,9 +578,11 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
       })
       out <- .securer_outcome(res, timeout %||% private$timeout, NULL, FALSE)
       private$last <- out$output
+      private$last_print <- out$printed %||% ""
       .securer_deliver(out, FALSE)
     },
     last_output = function() private$last,
+    last_printed = function() private$last_print,
     size = function() if (is.null(private$name)) 0L else private$n,
     available = function() self$status()$idle,
     status = function() {
@@ -605,7 +613,7 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
     }
   ),
   private = list(link = NULL, name = NULL, n = 0L, tool_list = NULL, sandbox = TRUE, timeout = NULL,
-                 verbose = FALSE, last = character(),
+                 verbose = FALSE, last = character(), last_print = "",
                  finalize = function() self$close())
 )
 

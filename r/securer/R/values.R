@@ -462,6 +462,20 @@ print.securer_unsupported <- function(x, ...) {
     attributes(x) <- c(attributes(x), at)
   }
   if (isTRUE(v[["s4"]])) x <- asS4(x)
+  .securer_inert(x)
+}
+
+# Classes whose host print(), format() or show() methods call a function
+# the object itself holds (R6: x$print, x$format; ggproto and proto alike).
+# A box-made object of such a class would run box-written code on the host
+# as soon as it is printed (by the console, or by the ellmer tool): it
+# keeps its data, and its class moves to the attribute "securer_class".
+.securer_live_classes <- c("R6", "R6ClassGenerator", "ggproto", "proto")
+.securer_inert <- function(x) {
+  cl <- attr(x, "class", exact = TRUE)
+  if (is.null(cl) || !any(cl %in% .securer_live_classes)) return(x)
+  attr(x, "class") <- NULL
+  attr(x, "securer_class") <- cl
   x
 }
 
@@ -528,7 +542,7 @@ print.securer_unsupported <- function(x, ...) {
       if (is.numeric(dropped) && dropped > 0) attr(e, "securer_dropped") <- as.integer(dropped)
       at <- v[["attributes"]]
       for (n in names(at)) attr(e, n) <- .securer_dec(at[[n]], depth + 1L, refs)
-      e
+      .securer_inert(e)
     },
     stop("malformed wire value: unknown environment kind", call. = FALSE))
 }
@@ -545,7 +559,9 @@ print.securer_unsupported <- function(x, ...) {
     methods::getClassDef(as.vector(cl), where = globalenv(), package = "")
   }
   if (!is.null(def)) cl <- def@className
-  if (is.null(def)) {
+  # A reference class's show() calls object$show(), a function the box
+  # wrote: such an object is not rebuilt.
+  if (is.null(def) || methods::extends(def, "envRefClass")) {
     return(structure(list(class = cl, slots = slots), class = c("securer_s4", "securer_unsupported")))
   }
   x <- def@prototype
