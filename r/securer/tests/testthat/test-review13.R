@@ -62,3 +62,26 @@ test_that("R6 objects of the host itself are left alone", {
   expect_identical(securer:::.securer_inert(obj), obj)
   expect_identical(securer:::.securer_inert(structure(1, class = "foo")), structure(1, class = "foo"))
 })
+
+test_that("output_dir takes at most 16 files and 6 MiB, however many the box lists", {
+  # A session as .securer_with_files uses it: the box lists 1000 files
+  # of 4 MiB (sparse in the box, real on this disk).
+  fake <- new.env()
+  fake$fetched <- 0
+  fake$get_file <- function(name) {
+    fake$fetched <- fake$fetched + 1
+    raw(if (name %in% c("f0001", "f0002")) 1024 else 4 * 1024^2)
+  }
+  fake$list_files <- function() data.frame(name = sprintf("f%04d", 1:1000),
+                                           size = c(1024, 1024, rep(4 * 1024^2, 998)), stringsAsFactors = FALSE)
+  out <- tempfile()
+  dir.create(out)
+  on.exit(unlink(out, recursive = TRUE))
+  expect_warning(v <- securer:::.securer_with_files(fake, NULL, out, 42), class = "securer_files_dropped")
+  expect_equal(v, 42)
+  written <- list.files(out)
+  expect_lte(length(written), 16)
+  expect_lte(sum(file.size(file.path(out, written))), 6 * 1024^2)
+  expect_equal(written[1:2], c("f0001", "f0002"))
+  expect_lte(fake$fetched, 16)
+})
