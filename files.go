@@ -227,14 +227,25 @@ func (s *Session) instViolation(inst *instance, err error) error {
 }
 
 // checkCollected keeps the collected files whose names and sizes hold
-// (R checked them too) and counts the rest as dropped.
+// (R checked them too) and counts the rest as dropped. A name given twice,
+// or one that is also another file's directory ("a" and "a/b"), cannot
+// come from a real work dir: the later one is dropped, so that clients
+// writing the files out or keying them by name get each once.
 func checkCollected(files []bridge.File, dropped int64) ([]File, int64) {
 	var out []File
 	total := 0
+	names, dirs := map[string]bool{}, map[string]bool{}
 	for _, f := range files {
-		if CheckFileName(f.Name) != nil || len(f.Data) > MaxFileBytes || total+len(f.Data) > MaxRequestBytes || len(out) == MaxRequestFiles {
+		if CheckFileName(f.Name) != nil || len(f.Data) > MaxFileBytes || total+len(f.Data) > MaxRequestBytes || len(out) == MaxRequestFiles ||
+			names[f.Name] || dirs[f.Name] || collides(f.Name, names) {
 			dropped++
 			continue
+		}
+		names[f.Name] = true
+		for i := range len(f.Name) {
+			if f.Name[i] == '/' {
+				dirs[f.Name[:i]] = true
+			}
 		}
 		total += len(f.Data)
 		if f.Data == nil {
@@ -243,6 +254,16 @@ func checkCollected(files []bridge.File, dropped int64) ([]File, int64) {
 		out = append(out, File{Name: f.Name, Data: f.Data})
 	}
 	return out, dropped
+}
+
+// collides reports whether a parent directory of name is a file in names.
+func collides(name string, names map[string]bool) bool {
+	for i := range len(name) {
+		if name[i] == '/' && names[name[:i]] {
+			return true
+		}
+	}
+	return false
 }
 
 // bridgeFiles converts inputs for the execute message.
