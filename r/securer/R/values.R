@@ -457,6 +457,9 @@ print.securer_unsupported <- function(x, ...) {
     stop("malformed wire value: unknown type \"", type, "\"", call. = FALSE)
   )
   at <- v[["attributes"]]
+  # Source references are never sent (the encoder drops them); one from
+  # the box would make print() on the host read the file it names.
+  at <- at[!(names(at) %in% .securer_srcref_attrs)]
   if (length(at) > 0L) {
     for (i in seq_along(at)) at[[i]] <- .securer_dec(at[[i]], depth + 1L, refs)
     attributes(x) <- c(attributes(x), at)
@@ -466,11 +469,14 @@ print.securer_unsupported <- function(x, ...) {
 }
 
 # Classes whose host print(), format() or show() methods call a function
-# the object itself holds (R6: x$print, x$format; ggproto and proto alike).
-# A box-made object of such a class would run box-written code on the host
-# as soon as it is printed (by the console, or by the ellmer tool): it
-# keeps its data, and its class moves to the attribute "securer_class".
-.securer_live_classes <- c("R6", "R6ClassGenerator", "ggproto", "proto")
+# the object itself holds (R6: x$print, x$format; ggproto and proto alike)
+# or read the file it names (srcref, srcfile: a path, a FIFO, /dev/zero).
+# A box-made object of such a class would run box-written code or read
+# host files as soon as it is printed (by the console, or by the ellmer
+# tool): it keeps its data, and its class moves to the attribute
+# "securer_class".
+.securer_live_classes <- c("R6", "R6ClassGenerator", "ggproto", "proto",
+                           "srcref", "srcfile", "srcfilecopy", "srcfilealias")
 .securer_inert <- function(x) {
   cl <- attr(x, "class", exact = TRUE)
   if (is.null(cl) || !any(cl %in% .securer_live_classes)) return(x)
@@ -541,6 +547,7 @@ print.securer_unsupported <- function(x, ...) {
       dropped <- v[["dropped"]]
       if (is.numeric(dropped) && dropped > 0) attr(e, "securer_dropped") <- as.integer(dropped)
       at <- v[["attributes"]]
+      at <- at[!(names(at) %in% .securer_srcref_attrs)]
       for (n in names(at)) attr(e, n) <- .securer_dec(at[[n]], depth + 1L, refs)
       .securer_inert(e)
     },

@@ -85,3 +85,24 @@ test_that("output_dir takes at most 16 files and 6 MiB, however many the box lis
   expect_equal(written[1:2], c("f0001", "f0002"))
   expect_lte(fake$fetched, 16)
 })
+
+test_that("a box-made source reference does not make print() read a host file", {
+  secret <- tempfile()
+  writeLines(c("host secret 1", "host secret 2"), secret)
+  enc <- securer:::.securer_encode
+  sf <- new.env()
+  sf$filename <- secret
+  sf$wd <- "/"
+  sf$Enc <- "unknown"
+  sf$encoding <- "native.enc"
+  srcfile <- sub("}$", sprintf(',"attributes":{"class":%s}}', enc("srcfile")), enc(sf))
+  wires <- c(
+    srcref = sprintf('{"type":"integer","value":[1,1,2,13,1,13,1,2],"attributes":{"srcfile":%s,"class":%s}}', srcfile, enc("srcref")),
+    closure = sub("}$", sprintf(',"attributes":{"srcref":{"type":"integer","value":[1,1,2,13,1,13,1,2],"attributes":{"srcfile":%s,"class":%s}}}}',
+                                srcfile, enc("srcref")), enc(function(x) x)))
+  for (nm in names(wires)) {
+    v <- securer:::.securer_decode(jsonlite::fromJSON(wires[[nm]], simplifyVector = FALSE))
+    shown <- paste(utils::capture.output(print(v)), collapse = "\n")
+    expect_false(grepl("host secret", shown), info = nm)
+  }
+})
