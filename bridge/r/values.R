@@ -468,13 +468,17 @@ print.securer_unsupported <- function(x, ...) {
 
 # Classes whose host print(), format() or show() methods call a function
 # the object itself holds (R6: x$print, x$format; ggproto and proto alike)
-# or read the file it names (srcref, srcfile: a path, a FIFO, /dev/zero).
+# or read the file it names (srcref, srcfile: a path, a FIFO, /dev/zero),
+# or reach the host's own objects (a connection number).
 # A box-made object of such a class would run box-written code or read
 # host files as soon as it is printed (by the console, or by the ellmer
 # tool): it keeps its data, and its class moves to the attribute
 # "securer_class".
 .securer_live_classes <- c("R6", "R6ClassGenerator", "ggproto", "proto",
-                           "srcref", "srcfile", "srcfilecopy", "srcfilealias")
+                           "srcref", "srcfile", "srcfilecopy", "srcfilealias",
+                           # an integer the host would take for one of its
+                           # own open connections (print() names its file)
+                           "connection")
 .securer_inert <- function(x) {
   cl <- attr(x, "class", exact = TRUE)
   if (is.null(cl) || !any(cl %in% .securer_live_classes)) return(x)

@@ -106,3 +106,12 @@ test_that("a box-made source reference does not make print() read a host file", 
     expect_false(grepl("host secret", shown), info = nm)
   }
 })
+
+test_that("a box-made connection number is not the host's connection", {
+  con <- file(tempfile("host-open-"), "w")
+  on.exit(close(con))
+  v <- securer:::.securer_decode(jsonlite::fromJSON(securer:::.securer_encode(structure(as.integer(con), class = c("file", "connection"))),
+                                                    simplifyVector = FALSE))
+  expect_false(inherits(v, "connection"))
+  expect_false(any(grepl("host-open-", utils::capture.output(print(v)))))
+})
