@@ -34,3 +34,15 @@ func TestReviewResultFrameFits(t *testing.T) {
 		})
 	}
 }
+
+// A PNG the code writes into the plot dir itself, of another size than
+// the pages are drawn at, is dropped by R (the host refuses such a page:
+// its header could claim a huge image), not a broken session.
+func TestReviewForgedPlotSize(t *testing.T) {
+	s := newSession(t, baseConfig())
+	res := executeWith(t, s, `plot(1); png(f <- tempfile(fileext = ".png"), width = 300, height = 300); plot(2); invisible(dev.off())
+		file.copy(f, file.path(tempdir(), "securer-plots", "d00009-001.png")); 1`, securer.ExecOptions{})
+	if res.Verdict != securer.VerdictOK || len(res.Displays) != 1 || res.DisplaysDropped != 1 {
+		t.Fatalf("verdict %s (%q, %v), %d displays, %d dropped; want ok, 1 and 1", res.Verdict, res.Detail, res.Error, len(res.Displays), res.DisplaysDropped)
+	}
+}
