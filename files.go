@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"regexp"
 	"strings"
@@ -278,8 +279,16 @@ func bridgeFiles(files []File) []bridge.File {
 // feedStdin copies src (at most MaxFileBytes) into w, the write end of
 // R's standard input, then closes it. It ends when src does, at the
 // limit, or once R is gone (EPIPE); a src that never yields keeps this
-// goroutine waiting, never R nor the session's end.
-func feedStdin(w *os.File, src io.Reader) {
-	_, _ = io.Copy(w, io.LimitReader(src, MaxFileBytes))
+// goroutine waiting, never R nor the session's end. Input past the limit
+// is not silently cut: the code sees its end of input at the limit, so
+// log says so.
+func feedStdin(w *os.File, src io.Reader, log *slog.Logger) {
+	n, _ := io.Copy(w, io.LimitReader(src, MaxFileBytes))
 	w.Close()
+	if n == MaxFileBytes {
+		var one [1]byte
+		if k, _ := io.ReadFull(src, one[:]); k > 0 {
+			log.Warn("standard input cut: the code read only its first bytes", "limit_bytes", MaxFileBytes)
+		}
+	}
 }

@@ -1,6 +1,10 @@
 package securer
 
 import (
+	"bytes"
+	"io"
+	"log/slog"
+	"os"
 	"strings"
 	"testing"
 
@@ -48,6 +52,42 @@ func TestCheckCollectedForged(t *testing.T) {
 			}
 			if strings.Join(names, ",") != strings.Join(tc.want, ",") {
 				t.Errorf("kept %v, want %v", names, tc.want)
+			}
+		})
+	}
+}
+
+// Standard input past the limit reaches the code cut at the limit: the
+// cut is logged, not silent; input within it is not.
+func TestFeedStdinCut(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		size   int
+		logged bool
+	}{
+		{"small", 10, false},
+		{"at the limit", MaxFileBytes, false},
+		{"over the limit", MaxFileBytes + 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			var logs bytes.Buffer
+			done := make(chan struct{})
+			go func() {
+				feedStdin(w, bytes.NewReader(make([]byte, tc.size)), slog.New(slog.NewTextHandler(&logs, nil)))
+				close(done)
+			}()
+			got, err := io.ReadAll(r)
+			<-done
+			if err != nil || len(got) != min(tc.size, MaxFileBytes) {
+				t.Fatalf("read %d bytes (%v), want %d", len(got), err, min(tc.size, MaxFileBytes))
+			}
+			if logged := strings.Contains(logs.String(), "standard input cut"); logged != tc.logged {
+				t.Errorf("logged %v, want %v: %q", logged, tc.logged, logs.String())
 			}
 		})
 	}
