@@ -174,7 +174,7 @@ print.securer_plot <- function(x, ...) {
               format(length(unclass(x)))))
   # Interactively (RStudio's plot pane, a graphics window), draw it when
   # the png package can read it.
-  if (interactive() && requireNamespace("png", quietly = TRUE)) {
+  if (interactive() && .securer_png_drawable(x) && requireNamespace("png", quietly = TRUE)) {
     img <- tryCatch(png::readPNG(unclass(x)), error = function(e) NULL)
     if (!is.null(img)) {
       grid::grid.newpage()
@@ -182,6 +182,19 @@ print.securer_plot <- function(x, ...) {
     }
   }
   invisible(x)
+}
+
+# .securer_png_drawable(x): x's PNG header gives a size of at most 4096
+# pixels a side (what the server lets plots be drawn at). A box can
+# return raw bytes of class securer_plot as a value: a header claiming a
+# huge image would make readPNG() allocate gigabytes here.
+.securer_png_drawable <- function(x) {
+  b <- unclass(x)
+  if (!is.raw(b) || length(b) < 24L || !identical(rawToChar(b[13:16]), "IHDR")) return(FALSE)
+  be <- function(r) sum(as.numeric(r) * 256^(3:0))
+  w <- be(b[17:20])
+  h <- be(b[21:24])
+  w >= 1 && h >= 1 && w <= 4096 && h <= 4096
 }
 
 # .securer_sanitize(msg) masks what an error message may tell of the host:

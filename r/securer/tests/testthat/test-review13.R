@@ -115,3 +115,15 @@ test_that("a box-made connection number is not the host's connection", {
   expect_false(inherits(v, "connection"))
   expect_false(any(grepl("host-open-", utils::capture.output(print(v)))))
 })
+
+test_that("a plot is drawn only when its PNG header gives a sane size", {
+  png_head <- function(w, h) {
+    be <- function(n) as.raw(c(n %/% 2^24, n %/% 2^16 %% 256, n %/% 256 %% 256, n %% 256))
+    c(as.raw(c(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13)), charToRaw("IHDR"), be(w), be(h), raw(20))
+  }
+  expect_true(securer:::.securer_png_drawable(structure(png_head(768, 576), class = "securer_plot")))
+  expect_false(securer:::.securer_png_drawable(structure(png_head(100000, 100000), class = "securer_plot")))
+  expect_false(securer:::.securer_png_drawable(structure(png_head(0, 10), class = "securer_plot")))
+  expect_false(securer:::.securer_png_drawable(structure(as.raw(1:10), class = "securer_plot")))
+  expect_false(securer:::.securer_png_drawable(structure("not raw", class = "securer_plot")))
+})
