@@ -478,7 +478,15 @@ print.securer_unsupported <- function(x, ...) {
                            "srcref", "srcfile", "srcfilecopy", "srcfilealias",
                            # an integer the host would take for one of its
                            # own open connections (print() names its file)
-                           "connection")
+                           "connection",
+                           # print() builds a ggplot: it evaluates the
+                           # plot's box-written mappings and ggproto methods
+                           "gg", "ggplot",
+                           # print() shows HTML in the viewer with the box's
+                           # scripts, copying the host directories that its
+                           # dependencies name beside them
+                           "htmlwidget", "html_dependency", "shiny.tag",
+                           "shiny.tag.list", "shiny.tag.function")
 .securer_inert <- function(x) {
   cl <- attr(x, "class", exact = TRUE)
   if (is.null(cl) || !any(cl %in% .securer_live_classes)) return(x)

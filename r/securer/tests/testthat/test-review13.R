@@ -127,3 +127,12 @@ test_that("a plot is drawn only when its PNG header gives a sane size", {
   expect_false(securer:::.securer_png_drawable(structure(as.raw(1:10), class = "securer_plot")))
   expect_false(securer:::.securer_png_drawable(structure("not raw", class = "securer_plot")))
 })
+
+test_that("box-made ggplot and HTML objects are inert on the host", {
+  for (cl in list(c("gg", "ggplot"), "htmlwidget", "html_dependency", c("shiny.tag.function", "function"), "shiny.tag")) {
+    x <- structure(list(mapping = quote(system("id")), src = list(file = "/")), class = cl)
+    v <- securer:::.securer_decode(jsonlite::fromJSON(securer:::.securer_encode(x), simplifyVector = FALSE))
+    expect_null(attr(v, "class"), info = cl[1])
+    expect_identical(attr(v, "securer_class"), cl, info = cl[1])
+  }
+})
