@@ -260,7 +260,7 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 		if err != nil {
 			stdinW.Close()
 		} else {
-			go feedStdin(stdinW, s.cfg.Stdin)
+			go feedStdin(stdinW, s.cfg.Stdin, s.log)
 		}
 	}
 	if err != nil {

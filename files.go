@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"regexp"
 	"strings"
@@ -227,14 +228,25 @@ func (s *Session) instViolation(inst *instance, err error) error {
 }
 
 // checkCollected keeps the collected files whose names and sizes hold
-// (R checked them too) and counts the rest as dropped.
+// (R checked them too) and counts the rest as dropped. A name given twice,
+// or one that is also another file's directory ("a" and "a/b"), cannot
+// come from a real work dir: the later one is dropped, so that clients
+// writing the files out or keying them by name get each once.
 func checkCollected(files []bridge.File, dropped int64) ([]File, int64) {
 	var out []File
 	total := 0
+	names, dirs := map[string]bool{}, map[string]bool{}
 	for _, f := range files {
-		if CheckFileName(f.Name) != nil || len(f.Data) > MaxFileBytes || total+len(f.Data) > MaxRequestBytes || len(out) == MaxRequestFiles {
+		if CheckFileName(f.Name) != nil || len(f.Data) > MaxFileBytes || total+len(f.Data) > MaxRequestBytes || len(out) == MaxRequestFiles ||
+			names[f.Name] || dirs[f.Name] || collides(f.Name, names) {
 			dropped++
 			continue
+		}
+		names[f.Name] = true
+		for i := range len(f.Name) {
+			if f.Name[i] == '/' {
+				dirs[f.Name[:i]] = true
+			}
 		}
 		total += len(f.Data)
 		if f.Data == nil {
@@ -243,6 +255,16 @@ func checkCollected(files []bridge.File, dropped int64) ([]File, int64) {
 		out = append(out, File{Name: f.Name, Data: f.Data})
 	}
 	return out, dropped
+}
+
+// collides reports whether a parent directory of name is a file in names.
+func collides(name string, names map[string]bool) bool {
+	for i := range len(name) {
+		if name[i] == '/' && names[name[:i]] {
+			return true
+		}
+	}
+	return false
 }
 
 // bridgeFiles converts inputs for the execute message.
@@ -257,8 +279,16 @@ func bridgeFiles(files []File) []bridge.File {
 // feedStdin copies src (at most MaxFileBytes) into w, the write end of
 // R's standard input, then closes it. It ends when src does, at the
 // limit, or once R is gone (EPIPE); a src that never yields keeps this
-// goroutine waiting, never R nor the session's end.
-func feedStdin(w *os.File, src io.Reader) {
-	_, _ = io.Copy(w, io.LimitReader(src, MaxFileBytes))
+// goroutine waiting, never R nor the session's end. Input past the limit
+// is not silently cut: the code sees its end of input at the limit, so
+// log says so.
+func feedStdin(w *os.File, src io.Reader, log *slog.Logger) {
+	n, _ := io.Copy(w, io.LimitReader(src, MaxFileBytes))
 	w.Close()
+	if n == MaxFileBytes {
+		var one [1]byte
+		if k, _ := io.ReadFull(src, one[:]); k > 0 {
+			log.Warn("standard input cut: the code read only its first bytes", "limit_bytes", MaxFileBytes)
+		}
+	}
 }

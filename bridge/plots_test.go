@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -15,9 +16,20 @@ func resultWith(extra string) []byte {
 }
 
 func display(mime string, n, w, h, dpi int) string {
+	return displaySized(mime, n, w, h, w, h, dpi)
+}
+
+// displaySized is a display of n bytes whose PNG header (when n leaves
+// room for it) says pw x ph while its metadata says w x h.
+func displaySized(mime string, n, pw, ph, w, h, dpi int) string {
 	b := []byte(strings.Repeat("x", n))
 	if mime == DisplayMIMEPNG && n >= len(pngMagic) {
 		copy(b, pngMagic)
+	}
+	if mime == DisplayMIMEPNG && n >= 24 {
+		copy(b[8:], []byte{0, 0, 0, 13, 'I', 'H', 'D', 'R'})
+		binary.BigEndian.PutUint32(b[16:], uint32(pw))
+		binary.BigEndian.PutUint32(b[20:], uint32(ph))
 	}
 	data := base64.StdEncoding.EncodeToString(b)
 	return fmt.Sprintf(`{"data":{%q:%q},"metadata":{"width":%d,"height":%d,"dpi":%d}}`, mime, data, w, h, dpi)
@@ -30,7 +42,7 @@ func displays(n int, one string) string {
 // Issue 13 items 2 and 3: the result frame's printed_bytes, traceback
 // and displays, and the box's displays held to R's own limits.
 func TestDecodeResultDisplays(t *testing.T) {
-	png := display(DisplayMIMEPNG, 10, 768, 576, 96)
+	png := display(DisplayMIMEPNG, 26, 768, 576, 96)
 	for _, tc := range []struct {
 		name    string
 		extra   string
@@ -41,7 +53,7 @@ func TestDecodeResultDisplays(t *testing.T) {
 		{"none", ``, true, 0, 0},
 		{"empty", `,"displays":[],"displays_dropped":0`, true, 0, 0},
 		{"one png", displays(1, png) + `,"displays_dropped":3`, true, 1, 3},
-		{"svg", displays(1, display(DisplayMIMESVG, 10, 16, 4096, 36)), true, 1, 0},
+		{"svg", displays(1, display(DisplayMIMESVG, 26, 16, 4096, 36)), true, 1, 0},
 		{"20", displays(20, png), true, 20, 0},
 		{"21", displays(21, png), false, 0, 0},
 		{"other type", displays(1, display("text/html", 10, 768, 576, 96)), false, 0, 0},
@@ -53,6 +65,9 @@ func TestDecodeResultDisplays(t *testing.T) {
 		{"too wide", displays(1, display(DisplayMIMEPNG, 10, 4097, 576, 96)), false, 0, 0},
 		{"too small", displays(1, display(DisplayMIMEPNG, 10, 768, 15, 96)), false, 0, 0},
 		{"dpi", displays(1, display(DisplayMIMEPNG, 10, 768, 576, 601)), false, 0, 0},
+		{"png header bigger than its metadata", displays(1, displaySized(DisplayMIMEPNG, 40, 100000, 100000, 768, 576, 96)), false, 0, 0},
+		{"png header smaller than its metadata", displays(1, displaySized(DisplayMIMEPNG, 40, 16, 16, 768, 576, 96)), false, 0, 0},
+		{"png without a header", displays(1, display(DisplayMIMEPNG, 10, 768, 576, 96)), false, 0, 0},
 		{"page over 2 MiB", displays(1, display(DisplayMIMEPNG, MaxDisplayBytes+1, 768, 576, 96)), false, 0, 0},
 		{"pages over 4 MiB", displays(3, display(DisplayMIMEPNG, MaxDisplayBytes-1, 768, 576, 96)), false, 0, 0},
 		{"unknown metadata", `,"displays":[{"data":{"image/png":"eA=="},"metadata":{"width":768,"height":576,"dpi":96,"x":1}}]`, false, 0, 0},
@@ -76,7 +91,7 @@ func TestDecodeResultDisplays(t *testing.T) {
 			}
 			if tc.pages > 0 {
 				for _, b := range res.Displays[0].Data {
-					if len(b) != 10 || string(b[8:]) != "xx" {
+					if len(b) != 26 || string(b[24:]) != "xx" {
 						t.Errorf("image bytes %q", b)
 					}
 				}

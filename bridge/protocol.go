@@ -11,6 +11,7 @@ package bridge
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -637,6 +638,15 @@ func checkDisplays(ds []Display) error {
 			if mime == DisplayMIMEPNG && !bytes.HasPrefix(b, pngMagic) {
 				return violation("bad result frame: display %d is not a PNG", i+1)
 			}
+			// R draws a page at the size asked, within bounds: a PNG
+			// whose header says otherwise (a 100000-pixel square of
+			// zeros compresses to little) would make a client that
+			// decodes it allocate gigabytes.
+			if mime == DisplayMIMEPNG {
+				if w, h, ok := pngSize(b); !ok || w != d.Metadata.Width || h != d.Metadata.Height {
+					return violation("bad result frame: display %d's PNG header is not a %dx%d image", i+1, d.Metadata.Width, d.Metadata.Height)
+				}
+			}
 			total += len(b)
 		}
 		m := d.Metadata
@@ -652,6 +662,15 @@ func checkDisplays(ds []Display) error {
 }
 
 var pngMagic = []byte{0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'}
+
+// pngSize reads a PNG's width and height from its first chunk, which the
+// format requires to be IHDR.
+func pngSize(b []byte) (w, h int, ok bool) {
+	if len(b) < 24 || !bytes.HasPrefix(b, pngMagic) || string(b[12:16]) != "IHDR" {
+		return 0, 0, false
+	}
+	return int(binary.BigEndian.Uint32(b[16:20])), int(binary.BigEndian.Uint32(b[20:24])), true
+}
 
 func inRange(v, lo, hi int) bool { return v >= lo && v <= hi }
 

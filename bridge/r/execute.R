@@ -92,32 +92,58 @@ rt$execute <- function(id, code, stale_interrupt, plots = NULL) {
     flush(stdout())
     flush(stderr())
     failed <- !is.null(err) || interrupted
-    value <- if (failed) '{"type":"NULL"}' else rt$result_value(last)
-    # Plots share the value's room in the frame; the value goes first.
-    plots_out <- tryCatch(rt$plots_end(plot_state, rt$max_value - nchar(value, type = "bytes")),
-                          error = function(e) list(json = "[]", dropped = 0))
-    if (!is.null(rt$on_result)) rt$on_result()
-    on.exit(rt$error_calls <- NULL)
     error <- if (!is.null(err)) {
       cl <- rt$condition_call(err)
       list(message = rt$clip(conditionMessage(err)), call = if (!is.null(cl)) rt$clip(cl), class = class(err),
            traceback = rt$traceback(rt$error_calls))
     }
+    on.exit(rt$error_calls <- NULL)
+    # The frame's text beside the value, plots and files; they get the
+    # room it leaves, so that the whole frame stays under max_frame.
+    rest <- rt$result_rest(id, error, if (failed) "" else printed, warnings_kept, messages_kept)
+    room <- min(rt$max_value, rt$max_frame - nchar(rest$frame, type = "bytes") - 1024)
+    value <- if (failed) '{"type":"NULL"}' else rt$result_value(last, room)
+    # Plots share the value's room in the frame; the value goes first.
+    plots_out <- tryCatch(rt$plots_end(plot_state, room - nchar(value, type = "bytes")),
+                          error = function(e) list(json = "[]", dropped = 0))
+    if (!is.null(rt$on_result)) rt$on_result()
     rt$send(rt$result_frame(id,
       value = value,
       visible = isTRUE(last$visible) && !failed,
-      printed = if (failed) "" else rt$clip(printed, 65536L),
+      printed = rest$printed,
       printed_bytes = if (failed) 0 else printed_bytes,
       displays = plots_out$json,
       displays_dropped = plots_out$dropped,
-      warnings = rt$clip(warnings_kept),
+      warnings = rest$warnings,
       warnings_dropped = warnings_total - length(warnings_kept),
-      messages = rt$clip(messages_kept),
-      error = error,
+      messages = rest$messages,
+      error = rest$error,
       interrupted = interrupted,
       # Files get the room the value and the plots left.
-      files = rt$files_out(rt$max_value - nchar(value, type = "bytes") - nchar(plots_out$json, type = "bytes"))))
+      files = rt$files_out(room - nchar(value, type = "bytes") - nchar(plots_out$json, type = "bytes"))))
   })
+}
+
+# result_rest clips the texts a result carries beside its value (printed
+# form, warnings, messages, error) and returns them with the frame they
+# make alone. When they would take more than the frame's reserve beside
+# the value (a hundred long warnings, escaped control characters), each
+# is clipped shorter, so that a result never breaks the frame limit.
+rt$result_rest <- function(id, error, printed, warnings, messages) {
+  reserve <- rt$max_frame - rt$max_value
+  for (n in c(8192L, 1024L, 128L, 16L)) {
+    r <- list(printed = rt$clip(printed, 8L * n), warnings = rt$clip(warnings, n),
+              messages = rt$clip(messages, n), error = error)
+    if (!is.null(error)) {
+      r$error$message <- rt$clip(error$message, n)
+      if (!is.null(error$call)) r$error$call <- rt$clip(error$call, n)
+      r$error$traceback <- rt$clip(utils::tail(error$traceback, max(1L, n %/% 160L)), min(500L, n))
+    }
+    r$frame <- rt$result_frame(id, printed = r$printed, warnings = r$warnings,
+                               messages = r$messages, error = r$error)
+    if (nchar(r$frame, type = "bytes") <= reserve) break
+  }
+  r
 }
 
 # traceback is the code's calls at an error's signal, outermost first:

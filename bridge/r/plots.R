@@ -14,6 +14,13 @@
 rt$plot_defaults <- list(format = "png", width = 768L, height = 576L, dpi = 96L)
 rt$plot_limits <- list(count = 20L, each = 2 * 1024^2, total = 4 * 1024^2)
 rt$png_magic <- as.raw(c(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a))
+# png_is: data is a PNG whose header says width x height, as the host
+# checks (a page of another size breaks the protocol).
+rt$png_is <- function(data, width, height) {
+  if (length(data) < 24L || !identical(data[1:8], rt$png_magic) || !identical(rawToChar(data[13:16]), "IHDR")) return(FALSE)
+  be <- function(b) sum(as.numeric(b) * 256^(3:0))
+  be(data[17:20]) == width && be(data[21:24]) == height
+}
 
 # plot_options is the execution's plots request, with the defaults for
 # what is missing and each number within its bounds (the host checks
@@ -91,7 +98,7 @@ rt$plots_end <- function(st, budget) {
     data <- tryCatch(readBin(f, "raw", size), error = function(e) NULL)
     # The code can write into the plot dir: a file that is not what its
     # name says is dropped (the host would refuse it).
-    if (length(data) != size || (identical(mime, "image/png") && !identical(data[1:8], rt$png_magic))) {
+    if (length(data) != size || (identical(mime, "image/png") && !rt$png_is(data, st$o$width, st$o$height))) {
       dropped <- dropped + 1
       next
     }

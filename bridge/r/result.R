@@ -39,7 +39,7 @@ rt$result_frame <- function(id, value = '{"type":"NULL"}', visible = FALSE, prin
 # sent only when small and encodable: otherwise NULL (they stay invisible),
 # never an error. A visible value that cannot cross, or would not fit in a
 # frame, becomes "unsupported" with a note, never a broken session.
-rt$result_value <- function(last) {
+rt$result_value <- function(last, max = rt$max_value) {
   x <- last$value
   invisible <- !isTRUE(last$visible)
   if (invisible && utils::object.size(x) > 1e6) return('{"type":"NULL"}')
@@ -52,9 +52,9 @@ rt$result_value <- function(last) {
   # pointer...) is not worth a placeholder either.
   if (invisible && startsWith(v, '{"type":"unsupported"')) return('{"type":"NULL"}')
   n <- nchar(v, type = "bytes")
-  if (n > rt$max_value) {
+  if (n > max) {
     if (invisible) return('{"type":"NULL"}')
-    return(rt$unsupported(x, sprintf("too large to return (%.0f bytes encoded, the limit is %.0f): print it or return less", n, rt$max_value)))
+    return(rt$unsupported(x, sprintf("too large to return (%.0f bytes encoded, the limit is %.0f): print it or return less", n, max)))
   }
   v
 }

@@ -4,6 +4,10 @@
 # after session.R (DESCRIPTION's Collate), which defines SecureSession.
 
 .securer_max_file <- 4 * 1024^2
+# What output_dir takes from one execution, as the server's collected
+# outputs: files, and bytes together.
+.securer_max_files <- 16
+.securer_max_files_total <- 6 * 1024^2
 
 # A name in the work dir: a relative path of at most 4 components of
 # [A-Za-z0-9._-], none "." or ".."; the server and the box check it too.
@@ -106,10 +110,34 @@ SecureSession$set("public", "list_files", function() {
   }
   value <- withVisible(expr)
   if (!is.null(output_dir)) {
-    for (n in session$list_files()$name) {
+    # The same bounds as the server's collected outputs (16 files, 6 MiB):
+    # the box chooses what its work dir lists (up to 1000 files of 4 MiB,
+    # sparse ones costing it nothing), this R's disk is the host's.
+    listed <- session$list_files()
+    kept <- 0
+    total <- 0
+    dropped <- 0
+    for (i in seq_len(nrow(listed))) {
+      n <- listed$name[[i]]
+      if (kept >= .securer_max_files || total + listed$size[[i]] > .securer_max_files_total) {
+        dropped <- dropped + 1
+        next
+      }
       data <- session$get_file(n)
       if (!is.null(inputs[[n]]) && identical(inputs[[n]], data)) next
+      if (total + length(data) > .securer_max_files_total) {
+        dropped <- dropped + 1
+        next
+      }
       .securer_write_local(output_dir, n, data)
+      kept <- kept + 1
+      total <- total + length(data)
+    }
+    if (dropped > 0) {
+      warning(structure(class = c("securer_files_dropped", "warning", "condition"), list(
+        message = sprintf("securer: %d file(s) of the work dir were not written to output_dir (at most %d files, %.0f bytes)",
+                          dropped, .securer_max_files, .securer_max_files_total),
+        call = NULL)))
     }
   }
   if (value$visible) value$value else invisible(value$value)

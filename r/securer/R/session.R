@@ -174,7 +174,7 @@ print.securer_plot <- function(x, ...) {
               format(length(unclass(x)))))
   # Interactively (RStudio's plot pane, a graphics window), draw it when
   # the png package can read it.
-  if (interactive() && requireNamespace("png", quietly = TRUE)) {
+  if (interactive() && .securer_png_drawable(x) && requireNamespace("png", quietly = TRUE)) {
     img <- tryCatch(png::readPNG(unclass(x)), error = function(e) NULL)
     if (!is.null(img)) {
       grid::grid.newpage()
@@ -182,6 +182,19 @@ print.securer_plot <- function(x, ...) {
     }
   }
   invisible(x)
+}
+
+# .securer_png_drawable(x): x's PNG header gives a size of at most 4096
+# pixels a side (what the server lets plots be drawn at). A box can
+# return raw bytes of class securer_plot as a value: a header claiming a
+# huge image would make readPNG() allocate gigabytes here.
+.securer_png_drawable <- function(x) {
+  b <- unclass(x)
+  if (!is.raw(b) || length(b) < 24L || !identical(rawToChar(b[13:16]), "IHDR")) return(FALSE)
+  be <- function(r) sum(as.numeric(r) * 256^(3:0))
+  w <- be(b[17:20])
+  h <- be(b[21:24])
+  w >= 1 && h >= 1 && w <= 4096 && h <= 4096
 }
 
 # .securer_sanitize(msg) masks what an error message may tell of the host:
@@ -243,7 +256,8 @@ print.securer_plot <- function(x, ...) {
     if (length(output) > 0) attr(value, "output") <- output
     if (!is.null(plots)) attr(value, "plots") <- plots
   }
-  list(value = value, visible = isTRUE(r$visible), output = output, plots = plots, carries = carries)
+  list(value = value, visible = isTRUE(r$visible), output = output, plots = plots, carries = carries,
+       printed = if (isTRUE(r$visible)) as.character(r$printed %||% "") else "")
 }
 
 # .securer_deliver raises an outcome's error or returns its value; the
@@ -390,6 +404,7 @@ SecureSession <- R6::R6Class("SecureSession",
       elapsed <- as.numeric(Sys.time() - t0, units = "secs")
       private$last <- out$output
       private$last_plot_list <- out$plots
+      private$last_print <- out$printed %||% ""
       if (is.null(out$error)) {
         .securer_audit_write(private$audit, "execute_complete", elapsed = elapsed)
         .securer_say(private$verbose, "execution done in ", format(round(elapsed, 3)), " s")
@@ -401,6 +416,10 @@ SecureSession <- R6::R6Class("SecureSession",
     },
     last_output = function() private$last,
     last_plots = function() private$last_plot_list,
+    # The last value as the box printed it: the ellmer tool shows the model
+    # this text rather than printing the decoded value on the host, where a
+    # box-made object's print method would run on the host.
+    last_printed = function() private$last_print,
     close = function() {
       was <- private$name
       if (!is.null(private$name) && !isTRUE(private$link$closed)) {
@@ -447,7 +466,7 @@ SecureSession <- R6::R6Class("SecureSession",
   private = list(
     link = NULL, name = NULL, pid = NULL, tool_list = NULL, verbose = FALSE, audit = NULL, sandbox = TRUE,
     hook = NULL, sanitize = FALSE, opts = NULL, max_exec = NULL, n_exec = 0L, last = character(),
-    last_plot_list = NULL,
+    last_plot_list = NULL, last_print = "",
     start = function() {
       msg <- list(op = "create_session", tools = .securer_tool_decls(private$tool_list))
       if (!is.null(private$opts)) msg$options <- private$opts
@@ -593,9 +612,11 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
       out <- .securer_outcome(res, timeout %||% private$timeout, NULL, FALSE)
       private$last <- out$output
       private$last_plot_list <- out$plots
+      private$last_print <- out$printed %||% ""
       .securer_deliver(out, FALSE)
     },
     last_output = function() private$last,
+    last_printed = function() private$last_print,
     # As a session's: a NULL value (plot(1:10)) cannot carry its plots.
     last_plots = function() private$last_plot_list,
     size = function() if (is.null(private$name)) 0L else private$n,
@@ -629,7 +650,7 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
     }
   ),
   private = list(link = NULL, name = NULL, n = 0L, tool_list = NULL, sandbox = TRUE, timeout = NULL,
-                 verbose = FALSE, last = character(), last_plot_list = NULL,
+                 verbose = FALSE, last = character(), last_plot_list = NULL, last_print = "",
                  finalize = function() self$close())
 )
 

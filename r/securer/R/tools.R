@@ -181,7 +181,8 @@ validate_code <- function(code) {
 
 # .securer_tool_text(outcome) -> what the model reads: the printed output,
 # the value as R prints it, and on an error the message and the head of
-# the traceback. outcome: list(value, visible, output) or list(error, output).
+# the traceback. outcome: list(value, visible, output, printed) or
+# list(error, output); without printed, the value is printed here.
 .securer_tool_text <- function(outcome, max_chars = 20000, traceback_lines = 10) {
   parts <- outcome$output
   if (!is.null(outcome$error)) {
@@ -193,6 +194,11 @@ validate_code <- function(code) {
                  paste0("  ", utils::head(tb, traceback_lines)),
                  if (length(tb) > traceback_lines) sprintf("  [... %d more calls]", length(tb) - traceback_lines))
     }
+  } else if (isTRUE(outcome$visible) && !is.null(outcome$printed)) {
+    # The value as the box printed it: printing the decoded value here
+    # would run host methods on a box-made object (an R6-classed list's
+    # own print function, say) in the host's R.
+    if (nzchar(outcome$printed)) parts <- c(parts, outcome$printed)
   } else if (isTRUE(outcome$visible)) {
     v <- outcome$value
     attr(v, "output") <- NULL
@@ -244,7 +250,7 @@ as_ellmer_tool <- function(session = NULL, tools = list(), sandbox = TRUE, limit
     out <- tryCatch({
       v <- withVisible(session$execute(code, timeout = timeout, output_handler = function(line) NULL))
       list(value = v$value, visible = v$visible, output = session$last_output(),
-           plots = session$last_plots())
+           printed = session$last_printed(), plots = session$last_plots())
     }, error = function(e) list(error = e, output = e$output, plots = e$plots))
     .securer_tool_content(.securer_tool_text(out), out$plots, content)
   }

@@ -457,11 +457,43 @@ print.securer_unsupported <- function(x, ...) {
     stop("malformed wire value: unknown type \"", type, "\"", call. = FALSE)
   )
   at <- v[["attributes"]]
+  # Source references are never sent (the encoder drops them); one from
+  # the box would make print() on the host read the file it names.
+  at <- at[!(names(at) %in% .securer_srcref_attrs)]
   if (length(at) > 0L) {
     for (i in seq_along(at)) at[[i]] <- .securer_dec(at[[i]], depth + 1L, refs)
     attributes(x) <- c(attributes(x), at)
   }
   if (isTRUE(v[["s4"]])) x <- asS4(x)
+  .securer_inert(x)
+}
+
+# Classes whose host print(), format() or show() methods call a function
+# the object itself holds (R6: x$print, x$format; ggproto and proto alike)
+# or read the file it names (srcref, srcfile: a path, a FIFO, /dev/zero),
+# or reach the host's own objects (a connection number).
+# A box-made object of such a class would run box-written code or read
+# host files as soon as it is printed (by the console, or by the ellmer
+# tool): it keeps its data, and its class moves to the attribute
+# "securer_class".
+.securer_live_classes <- c("R6", "R6ClassGenerator", "ggproto", "proto",
+                           "srcref", "srcfile", "srcfilecopy", "srcfilealias",
+                           # an integer the host would take for one of its
+                           # own open connections (print() names its file)
+                           "connection",
+                           # print() builds a ggplot: it evaluates the
+                           # plot's box-written mappings and ggproto methods
+                           "gg", "ggplot",
+                           # print() shows HTML in the viewer with the box's
+                           # scripts, copying the host directories that its
+                           # dependencies name beside them
+                           "htmlwidget", "html_dependency", "shiny.tag",
+                           "shiny.tag.list", "shiny.tag.function")
+.securer_inert <- function(x) {
+  cl <- attr(x, "class", exact = TRUE)
+  if (is.null(cl) || !any(cl %in% .securer_live_classes)) return(x)
+  attr(x, "class") <- NULL
+  attr(x, "securer_class") <- cl
   x
 }
 
@@ -527,8 +559,9 @@ print.securer_unsupported <- function(x, ...) {
       dropped <- v[["dropped"]]
       if (is.numeric(dropped) && dropped > 0) attr(e, "securer_dropped") <- as.integer(dropped)
       at <- v[["attributes"]]
+      at <- at[!(names(at) %in% .securer_srcref_attrs)]
       for (n in names(at)) attr(e, n) <- .securer_dec(at[[n]], depth + 1L, refs)
-      e
+      .securer_inert(e)
     },
     stop("malformed wire value: unknown environment kind", call. = FALSE))
 }
@@ -545,7 +578,9 @@ print.securer_unsupported <- function(x, ...) {
     methods::getClassDef(as.vector(cl), where = globalenv(), package = "")
   }
   if (!is.null(def)) cl <- def@className
-  if (is.null(def)) {
+  # A reference class's show() calls object$show(), a function the box
+  # wrote: such an object is not rebuilt.
+  if (is.null(def) || methods::extends(def, "envRefClass")) {
     return(structure(list(class = cl, slots = slots), class = c("securer_s4", "securer_unsupported")))
   }
   x <- def@prototype
