@@ -108,8 +108,10 @@ SecureSession$set("public", "list_files", function() {
   if (!is.null(output_dir) && !dir.exists(output_dir)) {
     stop(sprintf("securer: output_dir %s is not an existing directory", output_dir), call. = FALSE)
   }
-  value <- withVisible(expr)
-  if (!is.null(output_dir)) {
+  # Files the code wrote before an error are collected too; the error is
+  # raised after.
+  value <- tryCatch(withVisible(expr), error = function(e) e)
+  if (!is.null(output_dir) && !(inherits(value, "error") && !inherits(value, "securer_execution_error"))) {
     # The same bounds as the server's collected outputs (16 files, 6 MiB):
     # the box chooses what its work dir lists (up to 1000 files of 4 MiB,
     # sparse ones costing it nothing), this R's disk is the host's.
@@ -129,7 +131,14 @@ SecureSession$set("public", "list_files", function() {
         dropped <- dropped + 1
         next
       }
-      .securer_write_local(output_dir, n, data)
+      # A file already there (or a link in the way) is kept as it is and
+      # counted: the execution's value is not lost for it.
+      wrote <- tryCatch({ .securer_write_local(output_dir, n, data); TRUE }, error = function(e) {
+        warning(structure(class = c("securer_file_not_written", "warning", "condition"),
+                          list(message = conditionMessage(e), call = NULL)))
+        FALSE
+      })
+      if (!wrote) next
       kept <- kept + 1
       total <- total + length(data)
     }
@@ -140,5 +149,6 @@ SecureSession$set("public", "list_files", function() {
         call = NULL)))
     }
   }
+  if (inherits(value, "error")) stop(value)
   if (value$visible) value$value else invisible(value$value)
 }

@@ -49,7 +49,16 @@ test_that("execute_r takes files and writes what the code made to output_dir", {
   # The unchanged input is not written back.
   expect_false(file.exists(file.path(out, "data")))
   # A link already in output_dir is not followed.
-  expect_error(execute_r('dir.create("linked"); writeLines("no", "linked/f.txt")', output_dir = out),
-               "symbolic link")
+  # It is refused with a warning; the value still comes back.
+  expect_warning(v <- execute_r('dir.create("linked"); writeLines("no", "linked/f.txt"); 7', output_dir = out),
+                 "symbolic link", class = "securer_file_not_written")
+  expect_equal(v, 7)
   expect_false(file.exists(file.path(other, "f.txt")))
+  # A file already there is kept; files written before an error are
+  # collected, then the error is raised.
+  expect_warning(expect_error(execute_r('writeLines("new", "untouched.txt"); writeLines("e", "early.txt"); stop("late")',
+                                        output_dir = out), "late"),
+                 class = "securer_file_not_written")
+  expect_equal(readLines(file.path(out, "untouched.txt")), "u")
+  expect_equal(readLines(file.path(out, "early.txt")), "e")
 })
