@@ -984,7 +984,9 @@ func TestAdversarialProcess(t *testing.T) {
 				st <- tryCatch(readLines(file.path(d, "status"), n = 3L), error = function(e) character())
 				any(st == "Name:\tsleep") && !any(startsWith(st, "State:\tZ"))
 			}, NA))`
-			res := h.ok(t, s, `system("setsid sh -c 'sleep 1d' &"); Sys.sleep(0.3); `+sleeps)
+			// Waits for the daemon to show, up to 3 s of the 4 s timeout (an
+			// emulated guest under load took more than 0.3 s to start it).
+			res := h.ok(t, s, `system("setsid sh -c 'sleep 1d' &"); n <- 0; for (i in 1:30) { n <- `+sleeps+`; if (n >= 1) break; Sys.sleep(0.1) }; n`)
 			if number(res.Value) != 1 {
 				t.Fatalf("the daemonised sleep did not start (%v running)", res.Value.Go())
 			}
