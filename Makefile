@@ -34,8 +34,11 @@ deps:
 	cd deploy/image && $(GO) mod download
 	cd deploy/kubernetes && $(GO) mod download
 
+# The binary is for every user (sandbox = FALSE runs need no root), also
+# when a build runs under a hardened umask (the install test's 077).
 build:
 	CGO_ENABLED=1 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/securer-runc
+	chmod 0755 $(BIN)
 
 rootfs: build
 	$(BIN) rootfs build --dir $(ROOTFS)
