@@ -65,26 +65,7 @@ func TestWireGolden(t *testing.T) {
 		{"error_no_id", newErrorEvent("", errIdle)},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := encodeEvent(tt.ev)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, '\n')
-			path := filepath.Join("testdata", tt.name+".golden")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (go test -run TestWireGolden -update writes it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("the wire changed:\n got %s\nwant %s", got, want)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkGolden(t, tt.name, tt.ev) })
 	}
 }
 
@@ -192,5 +173,29 @@ func TestDocumentedHello(t *testing.T) {
 	}
 	if documented != string(real) {
 		t.Errorf("PROTOCOL.md's hello is not the server's:\n doc %s\nreal %s", documented, real)
+	}
+}
+
+// checkGolden compares ev's wire form with testdata/NAME.golden
+// (go test -update rewrites it).
+func checkGolden(t *testing.T, name string, ev any) {
+	t.Helper()
+	got, err := encodeEvent(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, '\n')
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test -run %s -update writes it)", err, t.Name())
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("the wire changed:\n got %s\nwant %s", got, want)
 	}
 }
