@@ -374,7 +374,9 @@ boot() {
 	tailpid=$!
 	while kill -0 "$pid" 2>/dev/null; do
 		sleep 5
-		now=$(stat -c %s "$results/console.log")
+		# Kernel lockup and RCU stall reports are the stall itself, not
+		# progress: they must not keep a stuck guest alive.
+		now=$(grep -a -v -E 'soft lockup|rcu: INFO|rcu_.*stall|watchdog: BUG' "$results/console.log" | wc -c)
 		if [ "$now" = "$size" ]; then idle=$((idle + 5)); else idle=0 size=$now; fi
 		if [ "$MODE" != full ] && [ "$idle" -ge "$stall" ]; then
 			echo "v2-guest: no output from the guest for ${stall}s: stopping it" >&2
