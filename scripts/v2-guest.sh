@@ -376,7 +376,9 @@ boot() {
 		sleep 5
 		# Kernel lockup and RCU stall reports are the stall itself, not
 		# progress: they must not keep a stuck guest alive.
-		now=$(grep -a -v -E 'soft lockup|rcu: INFO|rcu_.*stall|watchdog: BUG' "$results/console.log" | wc -c)
+		# grep finds nothing while the console is still empty and exits 1;
+		# under pipefail that must not end the script.
+		now=$({ grep -a -v -E 'soft lockup|rcu: INFO|rcu_.*stall|watchdog: BUG' "$results/console.log" || true; } | wc -c)
 		if [ "$now" = "$size" ]; then idle=$((idle + 5)); else idle=0 size=$now; fi
 		if [ "$MODE" != full ] && [ "$idle" -ge "$stall" ]; then
 			echo "v2-guest: no output from the guest for ${stall}s: stopping it" >&2
