@@ -341,7 +341,7 @@ func (s *Server) resetSession(ctx context.Context, req *mcp.CallToolRequest, in 
 	if err != nil {
 		return nil, SessionOutput{}, explain(err)
 	}
-	return text("R session " + in.Session + " now runs a fresh R."), SessionOutput{Session: in.Session}, nil
+	return text("R session " + in.Session + " now runs a fresh R."), SessionOutput(in), nil
 }
 
 func (s *Server) closeSession(_ context.Context, req *mcp.CallToolRequest, in SessionInput) (*mcp.CallToolResult, CloseOutput, error) {

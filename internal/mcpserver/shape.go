@@ -12,6 +12,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	securer "github.com/securer-runc/securer-runc"
+	"github.com/securer-runc/securer-runc/rvalue"
 )
 
 // RunOutput is run_r's structured result.
@@ -153,7 +154,8 @@ func cut(text string, limit int, uri string) string {
 }
 
 func (sh shaper) value(res *securer.Result) (any, bool) {
-	if res.Verdict != securer.VerdictOK {
+	if res.Verdict != securer.VerdictOK || res.Value.Type() == rvalue.TypeNull {
+		// NULL is JSON null here, not plain JSON's {} (an empty named list).
 		return nil, false
 	}
 	b, err := res.Value.PlainJSONNonFinite()
