@@ -303,4 +303,3 @@ func mcpScenario(ctx context.Context, t *testing.T, cs *mcp.ClientSession) {
 		t.Error("a made-up output URI was read")
 	}
 }
-
