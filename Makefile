@@ -31,6 +31,11 @@ deps:
 		runc crun umoci
 	scripts/install-go.sh
 	$(GO) mod download
+	# The MCP tests' third-party client: the official TypeScript SDK
+	# (integration/mcpnode, pinned by its package-lock.json), run by node.
+	command -v node >/dev/null && command -v npm >/dev/null || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
+	cd integration/mcpnode && npm ci --no-audit --no-fund
 	cd deploy/image && $(GO) mod download
 	cd deploy/kubernetes && $(GO) mod download
 

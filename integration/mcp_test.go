@@ -303,3 +303,58 @@ func mcpScenario(ctx context.Context, t *testing.T, cs *mcp.ClientSession) {
 		t.Error("a made-up output URI was read")
 	}
 }
+
+// TestMCPNode drives the server with the official TypeScript SDK (a
+// third-party client; integration/mcpnode, installed by make deps) over
+// both transports, at the SDK's newest protocol version (it predates
+// 2026-07-28) and an older one.
+func TestMCPNode(t *testing.T) {
+	if _, err := os.Stat("mcpnode/node_modules/@modelcontextprotocol/sdk/package.json"); err != nil {
+		t.Fatalf("the TypeScript MCP SDK is not installed (make deps runs npm ci in integration/mcpnode): %v", err)
+	}
+	token := strings.Repeat("cd34", 10)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := ""
+	// stdio first: its leftover check must not see the HTTP server's boxes.
+	for _, kind := range []string{"stdio", "http"} {
+		if kind == "http" {
+			url = startMCPHTTP(t, "--token-file", tokenFile)
+		}
+		for _, v := range []string{"2025-11-25", "2025-06-18"} {
+			t.Run(kind+"/"+v, func(t *testing.T) {
+				args := []string{"mcpnode/client.mjs", "--version", v, kind}
+				if kind == "stdio" {
+					args = append(append(args, cli(t)), mcpArgs(t)...)
+				} else {
+					args = append(args, url, token)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+				defer cancel()
+				cmd := exec.CommandContext(ctx, "node", args...)
+				var out, errb bytes.Buffer
+				cmd.Stdout, cmd.Stderr = &out, &errb
+				if err := cmd.Run(); err != nil {
+					t.Fatalf("node client: %v\nstdout: %s\nstderr: %s", err, out.String(), errb.String())
+				}
+				var got struct {
+					ProtocolVersion string   `json:"protocolVersion"`
+					Passed          []string `json:"passed"`
+				}
+				if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+					t.Fatalf("node client output %q: %v", out.String(), err)
+				}
+				if got.ProtocolVersion != v || len(got.Passed) != 14 {
+					t.Errorf("negotiated %q (want %s), passed %d checks (want 14): %v", got.ProtocolVersion, v, len(got.Passed), got.Passed)
+				}
+				if kind == "stdio" {
+					if left := leftovers(); len(left) > 0 {
+						t.Errorf("mcp left behind: %v", left)
+					}
+				}
+			})
+		}
+	}
+}
