@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -79,6 +80,9 @@ func cmdMCP(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	addr := ""
+	if *listen != "" && cfg.UnsafeNoSandbox {
+		return fail(stderr, exitUsage, errors.New("--unsafe-no-sandbox is only allowed on stdio: over HTTP, whoever reaches the port would run code on this host"))
+	}
 	if *listen != "" {
 		if addr, err = mcpListenAddr(*listen, token != ""); err != nil {
 			return fail(stderr, exitUsage, err)
@@ -122,6 +126,9 @@ func mcpListenAddr(listen string, haveToken bool) (string, error) {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
 		return "", fmt.Errorf("--listen %q: want HOST:PORT, e.g. 127.0.0.1:8765: %w", listen, err)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return "", fmt.Errorf("--listen %q: want HOST:PORT with a port number 0..65535, e.g. 127.0.0.1:8765", listen)
 	}
 	if host == "" {
 		host = "127.0.0.1"
