@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -132,7 +135,7 @@ func TestToolsOverMCP(t *testing.T) {
 	ctx := context.Background()
 	tools := []securer.Tool{{Name: "add", Description: "Add two numbers", Args: []securer.Arg{{Name: "a", Type: "numeric"}, {Name: "b", Type: "numeric"}},
 		Handler: func(context.Context, map[string]securer.Value) (any, error) { return nil, nil }}}
-	srv, err := New(ctx, Options{Config: securer.Config{Tools: tools, Timeout: 5 * time.Second}, MaxSessions: 2, SessionIdle: time.Minute})
+	srv, err := New(ctx, Options{Config: securer.Config{Tools: tools, Timeout: 5 * time.Second}, MaxSessions: 2, SessionIdle: time.Minute, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,5 +223,47 @@ func TestToolsOverMCP(t *testing.T) {
 	}
 	if r := call("run_r", map[string]any{"code": "x", "session": handle}); !r.IsError {
 		t.Error("a closed handle still runs code")
+	}
+}
+
+func TestHTTPHandlerAuth(t *testing.T) {
+	srv, err := New(context.Background(), Options{MaxSessions: 1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	token := strings.Repeat("k", 40)
+	h := srv.HTTPHandler(token)
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"}}}}`
+	for _, tc := range []struct {
+		name, auth, origin string
+		want               int
+	}{
+		{"no token", "", "", http.StatusUnauthorized},
+		{"wrong token", "Bearer " + strings.Repeat("x", 40), "", http.StatusUnauthorized},
+		{"token prefix", "Bearer " + token[:39], "", http.StatusUnauthorized},
+		{"cross-origin browser", "Bearer " + token, "https://evil.example", http.StatusForbidden},
+		{"token", "Bearer " + token, "", http.StatusOK},
+	} {
+		req := httptest.NewRequest(http.MethodPost, "http://127.0.0.1/", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+		req.Header.Set("Mcp-Method", "tools/list")
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		if tc.origin != "" {
+			req.Header.Set("Origin", tc.origin)
+			req.Header.Set("Sec-Fetch-Site", "cross-site")
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("%s: HTTP %d, want %d: %s", tc.name, rec.Code, tc.want, rec.Body.String())
+		}
+		if tc.want == http.StatusOK && !strings.Contains(rec.Body.String(), "run_r") {
+			t.Errorf("%s: body lacks the tools: %s", tc.name, rec.Body.String())
+		}
 	}
 }

@@ -6,6 +6,7 @@ package mcpserver
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -128,20 +129,25 @@ func (s *Server) RunStdio(ctx context.Context) error {
 // Mcp-Session-Id: a session handle is the capability to its R). With a
 // token, every request must carry "Authorization: Bearer TOKEN".
 func (s *Server) HTTPHandler(token string) http.Handler {
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.mcp },
+	var h http.Handler = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.mcp },
 		&mcp.StreamableHTTPOptions{Stateless: true, Logger: s.log})
+	// A web page the user visits must not drive a server on their
+	// loopback: cross-origin browser requests are refused (the SDK also
+	// refuses a loopback request whose Host is not, against DNS rebinding).
+	h = http.NewCrossOriginProtection().Handler(h)
 	if token == "" {
 		return h
 	}
 	return bearer(token, h)
 }
 
-// bearer refuses requests without the token (compared in constant time).
+// bearer refuses requests without the token, compared in constant time
+// through SHA-256 so that its length does not leak either.
 func bearer(token string, next http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
+	want := sha256.Sum256([]byte("Bearer " + token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="securer-runc"`)
 			http.Error(w, "unauthorized: send Authorization: Bearer TOKEN (the server's --token-file)", http.StatusUnauthorized)
 			return
