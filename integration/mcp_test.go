@@ -358,3 +358,55 @@ func TestMCPNode(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkMCP: a run_r call of 1+1 through the MCP server (stdio, Go SDK
+// client): a one-shot (a warm box's fresh copy) and a call in a
+// persistent session, against bare R in the same run.
+func BenchmarkMCP(b *testing.B) {
+	ctx := context.Background()
+	bin := os.Getenv("SECURER_IT_CLI")
+	if bin == "" {
+		bin = filepath.Join(b.TempDir(), "securer-runc")
+		if out, err := exec.Command("go", "build", "-tags", "seccomp", "-o", bin, "../cmd/securer-runc").CombinedOutput(); err != nil {
+			b.Fatalf("go build: %v\n%s", err, out)
+		}
+	}
+	p := filepath.Join(b.TempDir(), "tools.json")
+	if err := os.WriteFile(p, []byte(`{"tools": []}`), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "mcp", "--rootfs", rootfsDir, "--state", stateDir, "--cgroup-parent", cgroupParent, "--warm", "1", "--tools", p)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cs.Close()
+	run := func(args map[string]any) time.Duration {
+		start := time.Now()
+		r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "run_r", Arguments: args})
+		if err != nil || r.IsError || !strings.Contains(mcpTexts(r), "[1] 2") {
+			b.Fatalf("run_r: %v %+v", err, r)
+		}
+		return time.Since(start)
+	}
+	nr, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "new_session", Arguments: map[string]any{}})
+	if err != nil || nr.IsError {
+		b.Fatalf("new_session: %v %+v", err, nr)
+	}
+	h := nr.StructuredContent.(map[string]any)["session"]
+	run(map[string]any{"code": "1+1"}) // the warm box is ready
+	var oneShot, inSession, bare []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		oneShot = append(oneShot, run(map[string]any{"code": "1+1"}))
+		inSession = append(inSession, run(map[string]any{"code": "1+1", "session": h}))
+		if i < 10 {
+			bare = append(bare, bareR(b))
+		}
+	}
+	b.ReportMetric(ms(median(oneShot)), "one_shot_ms")
+	b.ReportMetric(ms(median(inSession)), "session_ms")
+	b.ReportMetric(ms(median(bare)), "bare_R_ms")
+	b.ReportMetric(float64(median(oneShot))/float64(median(bare)), "one_shot/bare")
+	b.ReportMetric(0, "ns/op")
+}
