@@ -170,6 +170,49 @@ func TestMCPGoHTTP(t *testing.T) {
 			mcpScenario(ctx, t, cs)
 		})
 	}
+	// A session left open is closed when the server stops (stopMCP
+	// checks that nothing is left).
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tr := &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: &http.Client{Transport: bearerTransport{token}}}
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "go-test", Version: "1"}, nil).Connect(ctx, tr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "new_session", Arguments: map[string]any{}}); err != nil || r.IsError {
+		t.Fatalf("new_session: %v %+v", err, r)
+	}
+}
+
+// An idle session is closed after --session-idle; its handle then fails.
+func TestMCPSessionIdle(t *testing.T) {
+	var log lockedBuffer
+	cmd := exec.Command(cli(t), mcpArgs(t, "--session-idle", "2s", "--warm", "0")...)
+	cmd.Stderr = &log
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "go-test", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v; stderr:\n%s", err, log.String())
+	}
+	defer cs.Close()
+	r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "new_session", Arguments: map[string]any{}})
+	if err != nil || r.IsError {
+		t.Fatalf("new_session: %v %+v", err, r)
+	}
+	h := r.StructuredContent.(map[string]any)["session"]
+	deadline := time.Now().Add(10 * time.Second)
+	for len(leftovers()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if left := leftovers(); len(left) > 0 {
+		t.Fatalf("the idle session's box is still there after 10 s: %v", left)
+	}
+	r, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "run_r", Arguments: map[string]any{"code": "1", "session": h}})
+	if err != nil || !r.IsError || !strings.Contains(mcpTexts(r), "no such R session") {
+		t.Errorf("expired handle: %v, %q", err, mcpTexts(r))
+	}
 }
 
 func mcpTexts(r *mcp.CallToolResult) string {
