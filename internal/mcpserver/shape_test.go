@@ -98,6 +98,9 @@ func TestShape(t *testing.T) {
 					t.Errorf("value = %s, want %s", b, tt.wantValue)
 				}
 			}
+			if want := string(tt.res.Value.Type()); tt.res.Verdict == securer.VerdictOK && out.ValueType != want {
+				t.Errorf("value_type = %q, want %q", out.ValueType, want)
+			}
 			if out.ValueOmitted != tt.omitted {
 				t.Errorf("value_omitted = %v", out.ValueOmitted)
 			}
