@@ -20,7 +20,7 @@ type RunOutput struct {
 	Verdict string `json:"verdict" jsonschema:"how the execution ended: ok, error (an R error), timeout, oom, killed, canceled, output_limit, tool_call_limit or protocol_error"`
 	// Value is json.RawMessage so that R's plain JSON passes as it is.
 	Value        any        `json:"value" jsonschema:"the value of the last top-level expression as plain JSON (vectors of length one as scalars, NA as null, named lists as objects); null after an error or when over the size bound"`
-	ValueType    string     `json:"value_type,omitempty" jsonschema:"the value's R type, as typeof() names it (double, integer, character, logical, list, NULL, ...)"`
+	ValueType    string     `json:"value_type,omitempty" jsonschema:"the value's type as the engine carries it, mostly typeof()'s name (double, integer, character, logical, list, NULL, closure, ...)"`
 	ValueOmitted bool       `json:"value_omitted,omitempty" jsonschema:"true when the value was left out for its size (its printed form is in the text)"`
 	Visible      bool       `json:"visible" jsonschema:"whether R printed the value (as at the console)"`
 	Error        *ErrorInfo `json:"error,omitempty" jsonschema:"the R error or the sandbox verdict that ended the execution"`
