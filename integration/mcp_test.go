@@ -183,6 +183,29 @@ func TestMCPGoHTTP(t *testing.T) {
 	if r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "new_session", Arguments: map[string]any{}}); err != nil || r.IsError {
 		t.Fatalf("new_session: %v %+v", err, r)
 	}
+
+	// A caller that gives up stops its R: the warm box is free again at
+	// once, not when the code's 15 s are over.
+	gone, giveUp := context.WithTimeout(ctx, time.Second)
+	defer giveUp()
+	start := time.Now()
+	if _, err := cs.CallTool(gone, &mcp.CallToolParams{Name: "run_r", Arguments: map[string]any{"code": "Sys.sleep(15)"}}); err == nil {
+		t.Fatal("a call given up after 1 s returned a result")
+	}
+	var warm any
+	for time.Since(start) < 10*time.Second {
+		r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "run_r", Arguments: map[string]any{"code": "1+1"}})
+		if err != nil || r.IsError {
+			t.Fatalf("run_r: %v %+v", err, r)
+		}
+		if warm = r.StructuredContent.(map[string]any)["warm"]; warm == true {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if warm != true {
+		t.Errorf("the warm box was still busy %s after its caller gave up", time.Since(start))
+	}
 }
 
 // An idle session is closed after --session-idle; its handle then fails.

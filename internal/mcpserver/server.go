@@ -130,7 +130,9 @@ func (s *Server) RunStdio(ctx context.Context) error {
 // token, every request must carry "Authorization: Bearer TOKEN".
 func (s *Server) HTTPHandler(token string) http.Handler {
 	var h http.Handler = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.mcp },
-		&mcp.StreamableHTTPOptions{Stateless: true, Logger: s.log})
+		// A client that hangs up stops its R (2026-07-28 requests, where
+		// the POST is the whole request) rather than letting it run on.
+		&mcp.StreamableHTTPOptions{Stateless: true, Logger: s.log, PropagateRequestCancellation: true})
 	// A web page the user visits must not drive a server on their
 	// loopback: cross-origin browser requests are refused (the SDK also
 	// refuses a loopback request whose Host is not, against DNS rebinding).
