@@ -116,6 +116,7 @@ func TestMCPGoStdio(t *testing.T) {
 				t.Errorf("negotiated %s, want %s", got, v)
 			}
 			mcpScenario(ctx, t, cs)
+			mcpGiveUp(ctx, t, cs)
 			// Closing stdin ends the server, which closes its boxes.
 			if err := cs.Close(); err != nil {
 				t.Errorf("close: %v; stderr:\n%s", err, log.String())
@@ -184,28 +185,7 @@ func TestMCPGoHTTP(t *testing.T) {
 		t.Fatalf("new_session: %v %+v", err, r)
 	}
 
-	// A caller that gives up stops its R: the warm box is free again at
-	// once, not when the code's 15 s are over.
-	gone, giveUp := context.WithTimeout(ctx, time.Second)
-	defer giveUp()
-	start := time.Now()
-	if _, err := cs.CallTool(gone, &mcp.CallToolParams{Name: "run_r", Arguments: map[string]any{"code": "Sys.sleep(15)"}}); err == nil {
-		t.Fatal("a call given up after 1 s returned a result")
-	}
-	var warm any
-	for time.Since(start) < 10*time.Second {
-		r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "run_r", Arguments: map[string]any{"code": "1+1"}})
-		if err != nil || r.IsError {
-			t.Fatalf("run_r: %v %+v", err, r)
-		}
-		if warm = r.StructuredContent.(map[string]any)["warm"]; warm == true {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if warm != true {
-		t.Errorf("the warm box was still busy %s after its caller gave up", time.Since(start))
-	}
+	mcpGiveUp(ctx, t, cs)
 }
 
 // An idle session is closed after --session-idle; its handle then fails.
@@ -235,6 +215,32 @@ func TestMCPSessionIdle(t *testing.T) {
 	r, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "run_r", Arguments: map[string]any{"code": "1", "session": h}})
 	if err != nil || !r.IsError || !strings.Contains(mcpTexts(r), "no such R session") {
 		t.Errorf("expired handle: %v, %q", err, mcpTexts(r))
+	}
+}
+
+// mcpGiveUp checks that a caller that gives up stops its R: the warm box
+// is free again at once, not when the code's 15 s are over.
+func mcpGiveUp(ctx context.Context, t *testing.T, cs *mcp.ClientSession) {
+	t.Helper()
+	gone, giveUp := context.WithTimeout(ctx, time.Second)
+	defer giveUp()
+	start := time.Now()
+	if _, err := cs.CallTool(gone, &mcp.CallToolParams{Name: "run_r", Arguments: map[string]any{"code": "Sys.sleep(15)"}}); err == nil {
+		t.Fatal("a call given up after 1 s returned a result")
+	}
+	var warm any
+	for time.Since(start) < 10*time.Second {
+		r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "run_r", Arguments: map[string]any{"code": "1+1"}})
+		if err != nil || r.IsError {
+			t.Fatalf("run_r: %v %+v", err, r)
+		}
+		if warm = r.StructuredContent.(map[string]any)["warm"]; warm == true {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if warm != true {
+		t.Errorf("the warm box was still busy %s after its caller gave up", time.Since(start))
 	}
 }
 
