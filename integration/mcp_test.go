@@ -169,6 +169,7 @@ func TestMCPGoHTTP(t *testing.T) {
 				t.Errorf("negotiated %s, want %s", got, v)
 			}
 			mcpScenario(ctx, t, cs)
+			mcpGiveUp(ctx, t, cs)
 		})
 	}
 	// A session left open is closed when the server stops (stopMCP
@@ -184,8 +185,6 @@ func TestMCPGoHTTP(t *testing.T) {
 	if r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "new_session", Arguments: map[string]any{}}); err != nil || r.IsError {
 		t.Fatalf("new_session: %v %+v", err, r)
 	}
-
-	mcpGiveUp(ctx, t, cs)
 }
 
 // An idle session is closed after --session-idle; its handle then fails.

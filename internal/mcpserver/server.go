@@ -63,6 +63,9 @@ type Server struct {
 	handles *handles
 	shaper  shaper
 	cold    chan struct{} // slots for boxes started for one one-shot
+	// reqs maps the id the HTTP wrapper gave each request to its context,
+	// so that a tool call ends when its caller hangs up (see tieToRequest).
+	reqs sync.Map
 	stop    context.CancelFunc
 	bg      sync.WaitGroup
 }
@@ -136,11 +139,45 @@ func (s *Server) HTTPHandler(token string) http.Handler {
 	// A web page the user visits must not drive a server on their
 	// loopback: cross-origin browser requests are refused (the SDK also
 	// refuses a loopback request whose Host is not, against DNS rebinding).
-	h = http.NewCrossOriginProtection().Handler(h)
+	h = http.NewCrossOriginProtection().Handler(s.tagRequests(h))
 	if token == "" {
 		return h
 	}
 	return bearer(token, h)
+}
+
+// requestHeader carries the id tagRequests gives each HTTP request to the
+// tool handlers (the SDK passes them the request's header).
+const requestHeader = "X-Securer-Runc-Request"
+
+// tagRequests records each HTTP request's context under a fresh id, which
+// it puts in the request's header (over any the client sent).
+func (s *Server) tagRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := randomID()
+		s.reqs.Store(id, r.Context())
+		defer s.reqs.Delete(id)
+		r.Header.Set(requestHeader, id)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// tieToRequest is ctx, also ended when the HTTP request that carried the
+// call ends: a caller that hangs up stops its R. The SDK does so itself
+// for 2026-07-28 requests only; an older client's cancellation cannot
+// reach a stateless server (it arrives in a request of its own), but its
+// hang-up does.
+func (s *Server) tieToRequest(ctx context.Context, extra *mcp.RequestExtra) (context.Context, func()) {
+	if extra == nil || extra.Header == nil {
+		return ctx, func() {}
+	}
+	v, ok := s.reqs.Load(extra.Header.Get(requestHeader))
+	if !ok {
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(v.(context.Context), cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // bearer refuses requests without the token, compared in constant time
@@ -274,6 +311,8 @@ func (s *Server) runR(ctx context.Context, req *mcp.CallToolRequest, in RunInput
 	if strings.TrimSpace(in.Code) == "" {
 		return nil, RunOutput{}, errors.New("code is empty: give the R code to run")
 	}
+	ctx, done := s.tieToRequest(ctx, req.Extra)
+	defer done()
 	var opts securer.ExecOptions
 	if in.Timeout != 0 {
 		if math.IsNaN(in.Timeout) || in.Timeout < 0 || in.Timeout > s.cfg.Timeout.Seconds() {
@@ -337,6 +376,8 @@ func (s *Server) oneShot(ctx context.Context, code string, opts securer.ExecOpti
 }
 
 func (s *Server) newSession(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, SessionOutput, error) {
+	ctx, done := s.tieToRequest(ctx, req.Extra)
+	defer done()
 	id, err := s.handles.open(ctx, owner(req))
 	if err != nil {
 		return nil, SessionOutput{}, explain(err)
@@ -345,6 +386,8 @@ func (s *Server) newSession(ctx context.Context, req *mcp.CallToolRequest, _ str
 }
 
 func (s *Server) resetSession(ctx context.Context, req *mcp.CallToolRequest, in SessionInput) (*mcp.CallToolResult, SessionOutput, error) {
+	ctx, done := s.tieToRequest(ctx, req.Extra)
+	defer done()
 	err := s.handles.use(in.Session, owner(req), func(rs rsession) error { return rs.Restart(ctx) })
 	if err != nil {
 		return nil, SessionOutput{}, explain(err)
