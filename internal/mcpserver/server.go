@@ -66,8 +66,8 @@ type Server struct {
 	// reqs maps the id the HTTP wrapper gave each request to its context,
 	// so that a tool call ends when its caller hangs up (see tieToRequest).
 	reqs sync.Map
-	stop    context.CancelFunc
-	bg      sync.WaitGroup
+	stop context.CancelFunc
+	bg   sync.WaitGroup
 }
 
 // New starts the warm boxes and builds the server.
