@@ -33,8 +33,11 @@ func (b *bufConn) Close() error { return nil }
 
 func (b *bufConn) events(t *testing.T) []map[string]any {
 	t.Helper()
+	b.mu.Lock()
+	out := b.out.String()
+	b.mu.Unlock()
 	var evs []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.out.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		var ev map[string]any
 		if err := json.Unmarshal([]byte(l), &ev); err != nil {
 			t.Fatalf("not JSON: %q", l)
@@ -53,6 +56,7 @@ func TestTextStreamKeepsCharactersWhole(t *testing.T) {
 		ts.Write([]byte{text[i]})
 	}
 	ts.flush()
+	c.flushPending()
 	var got strings.Builder
 	for _, ev := range rw.events(t) {
 		s := ev["text"].(string)
@@ -65,9 +69,12 @@ func TestTextStreamKeepsCharactersWhole(t *testing.T) {
 		t.Errorf("reassembled %q, want %q", got.String(), text)
 	}
 	// A cut character at the very end still reaches the client at flush.
+	rw.mu.Lock()
 	rw.out.Reset()
+	rw.mu.Unlock()
 	ts.Write([]byte{0xe2, 0x82})
 	ts.flush()
+	c.flushPending()
 	if evs := rw.events(t); len(evs) != 1 {
 		t.Errorf("trailing partial character: %v", evs)
 	}
