@@ -378,6 +378,7 @@ class Client:
             except OSError:
                 pass
             proc.wait(timeout=30)
+            proc.stdout.close()
 
         c = cls(proc.stdout, proc.stdin, close, require_sandbox=require_sandbox)
         c.process = proc

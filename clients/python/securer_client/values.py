@@ -6,10 +6,10 @@ decode(typed) maps the wire form to Python:
 - An atomic vector of length one with no attributes -> a scalar: bool,
   int, float (NaN, inf kept), str, complex; raw -> bytes (always).
 - Other atomic vectors and lists -> RVector (a list) with .names (list of
-  str, None for an NA name, or None when unnamed) and .attrs (the other
-  attributes, decoded, e.g. {"dim": RVector([2, 3])}); v["a"] finds an
-  element by name. Unnamed lists and vectors without attributes are
-  RVector too (a list with .names None), except a length-one atomic.
+  str, None for an NA name, or None when unnamed), .attrs (the other
+  attributes, decoded, e.g. {"dim": RVector([2, 3])}) and .rtype (the R
+  type, which encode keeps); v["a"] finds an element by name. A length-one
+  NA becomes None, and goes back as NULL: its type is lost.
 - factor -> Factor (an RVector of labels, None for NA) with .levels.
 - Date -> datetime.date; POSIXct -> datetime.datetime, aware, in UTC;
   length one -> a scalar, else an RVector of them (None for NA).
@@ -39,12 +39,16 @@ _INT_MIN, _INT_MAX = -(2 ** 31) + 1, 2 ** 31 - 1  # -2^31 is NA_integer_
 
 
 class RVector(list):
-    """An R vector or list: a list of decoded elements with .names and .attrs."""
+    """An R vector or list: a list of decoded elements with .names, .attrs
+    and .rtype."""
 
-    def __init__(self, items=(), names=None, attrs=None):
+    def __init__(self, items=(), names=None, attrs=None, rtype=None):
         super().__init__(items)
         self.names = list(names) if names is not None else None
         self.attrs = dict(attrs or {})
+        # The R type it was decoded from ("list", "double", ...), which
+        # encode() keeps; None: decided by the elements.
+        self.rtype = rtype
 
     def __getitem__(self, key):
         if isinstance(key, str):
@@ -208,14 +212,14 @@ def decode(v):
         return RVector(conv, names, {k: decode(a) for k, a in attrs.items()})
     if t != "list" and len(items) == 1 and names is None and not attrs:
         return items[0]
-    return RVector(items, names, {k: decode(a) for k, a in attrs.items()})
+    return RVector(items, names, {k: decode(a) for k, a in attrs.items()}, t)
 
 
 # ---- encoding ------------------------------------------------------------
 
 def _wire_double(x):
     if x is None:
-        return None
+        return "NA"
     x = float(x)
     if math.isnan(x):
         return "NaN"
@@ -244,6 +248,8 @@ _ORDER = ["logical", "integer", "double", "complex"]
 
 def _atomic_type(items):
     """The atomic type all items fit in, or None (a list is needed)."""
+    if not items:
+        return None  # [] is list()
     kinds = {_kind(x) for x in items if x is not None}
     if None in kinds or not all(x is None or _kind(x) for x in items):
         return None
@@ -306,10 +312,10 @@ def _dates(items):
     if not present:
         return None
     if all(isinstance(x, datetime.datetime) for x in present):
-        return {"type": "double", "value": [None if x is None else _wire_double(_seconds(x)) for x in items],
+        return {"type": "double", "value": [_wire_double(None if x is None else _seconds(x)) for x in items],
                 "attributes": {"class": _chr(["POSIXct", "POSIXt"]), "tzone": _chr(["UTC"])}}
     if all(isinstance(x, datetime.date) and not isinstance(x, datetime.datetime) for x in present):
-        return {"type": "double", "value": [None if x is None else float(_days(x)) for x in items],
+        return {"type": "double", "value": [_wire_double(None if x is None else _days(x)) for x in items],
                 "attributes": {"class": _chr(["Date"])}}
     return None
 
@@ -348,8 +354,6 @@ def encode(x):
         d = _dates(items)
         if d is not None:
             return _with_attrs(d, names, attrs)
-        t = _atomic_type(items) if items or isinstance(x, RVector) else None
-        if isinstance(x, RVector) and not items:
-            t = "list"
+        t = getattr(x, "rtype", None) or _atomic_type(items)
         return _with_attrs(_vector(t or "list", items), names, attrs)
     raise TypeError(f"cannot send a {type(x).__name__} to R")
