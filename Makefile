@@ -169,7 +169,7 @@ rtest: build rootfs rpkg
 # dir and cgroup parent, checked empty and reaped after).
 PYTHON ?= /usr/bin/python3
 client-python: build rootfs
-	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp" clients/python/build clients/python/*.egg-info' EXIT && \
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp" $(CURDIR)/clients/python/build $(CURDIR)/clients/python/*.egg-info' EXIT && \
 		$(PYTHON) -m pip install -q --root-user-action=ignore --no-deps --no-build-isolation --no-index --target "$$tmp" ./clients/python && \
 		cp -r clients/python/tests "$$tmp/tests" && cd "$$tmp" && \
 		SECURER_RUNC=$(CURDIR)/$(BIN) $(PYTHON) -m unittest discover -v -s tests -t .
