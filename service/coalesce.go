@@ -11,7 +11,7 @@ import "time"
 // stays that in which it was produced.
 const (
 	coalesceBytes = 64 << 10
-	coalesceDelay = 3 * time.Millisecond
+	coalesceDelay = 5 * time.Millisecond
 )
 
 // outBatch is the output not yet sent (guarded by conn.wmu).
