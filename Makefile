@@ -125,7 +125,7 @@ rpkg:
 # the R package finds it on PATH, and the R package into R's site library
 # (RLIB: the first of R's .Library.site). Modes are set explicitly and R
 # installs under umask 022, so a hardened umask leaves them readable. The
-# Python client is one file to copy (clients/python/securer_client.py).
+# Python client is a package: pip install clients/python (make client-python).
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 BINDIR     ?= $(PREFIX)/bin
