@@ -5,6 +5,7 @@ class's daemon listens on a socket in a temporary directory, with its own
 --state and --cgroup-parent; they are checked empty and reaped after.
 """
 
+import asyncio
 import datetime
 import os
 import secrets
@@ -23,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from securer_client import (Client, ConnectionClosed, DataFrame, DrainingError, Factor,  # noqa: E402
                             FileRefusedError, InvalidConfigError, NotFoundError, PoolBusyError, RejectedError,
                             RVector, Tool, UnauthorizedError)
+from securer_client.aio import AsyncClient  # noqa: E402
 
 BINARY = os.environ.get("SECURER_RUNC") or shutil.which("securer-runc") or "securer-runc"
 
@@ -293,6 +295,30 @@ class LiveTest(unittest.TestCase):
         self.assertEqual(cm.exception.code, "not_found")
         with self.assertRaises(NotFoundError):
             s2.restart()
+
+
+class AsyncTest(unittest.TestCase):
+    def test_asyncio(self):
+        d = Daemon()
+        try:
+            async def main():
+                async def double(x):  # a coroutine tool runs on this loop
+                    await asyncio.sleep(0.01)
+                    return x * 2
+
+                client = await AsyncClient.open("unix:" + d.socket)
+                async with client:
+                    s = await client.create_session(tools=[Tool("double", double, args={"x": "integer"})])
+                    got = []
+                    a, b = await asyncio.gather(s.execute("double(21L)"),
+                                                s.execute('cat("x\\n"); invisible(1L)', on_stdout=got.append))
+                    await s.close()
+                    return a.value, b.value, got
+
+            self.assertEqual(asyncio.run(main()), (42, 1, ["x\n"]))
+        finally:
+            left = d.stop()
+        self.assertEqual(left, [])
 
 
 class DrainTest(unittest.TestCase):
