@@ -198,8 +198,8 @@ func TestMemoryCeiling(t *testing.T) {
 			t.Errorf("%s: ceiling %d, not above %d", name, c, c0)
 		}
 	}
-	// 64 MiB + 4 × (256 KiB + 2 × 16 MiB + 8 MiB) + 4 × (3 × 16 MiB + 4 × 1 MiB + 16 MiB of files)
-	if want := int64(64<<20 + 4*(256<<10+32<<20+8<<20) + 4*(48<<20+4<<20+16<<20)); c0 != want {
+	// 64 MiB + 4 × (512 KiB + 2 × 16 MiB + 8 MiB) + 4 × (3 × 16 MiB + 4 × 1 MiB + 16 MiB of files)
+	if want := int64(64<<20 + 4*(512<<10+32<<20+8<<20) + 4*(48<<20+4<<20+16<<20)); c0 != want {
 		t.Errorf("ceiling %d, want %d", c0, want)
 	}
 }
