@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -68,7 +69,8 @@ func BenchmarkStreamPython(b *testing.B) {
 	}
 	sock := filepath.Join(b.TempDir(), "s.sock")
 	srv := startServe(b, "--listen", "unix:"+sock)
-	defer func() { _ = srv.cmd.Process.Kill() }()
+	// Drained, not killed: its sessions are closed before it exits.
+	defer func() { _ = srv.cmd.Process.Signal(syscall.SIGTERM); _ = srv.wait() }()
 
 	codes := make([][2]string, len(streamCodes))
 	for i, c := range streamCodes {
