@@ -14,7 +14,7 @@ GOROOT_DIR ?= /usr/local/go
 export GOROOT_DIR
 
 .PHONY: all build deps rootfs demo test unit integration integration-loaded rpkg rtest bench fuzz fuzz-short vet clean \
-	crash-cycles churn soak long hostile image image-check image-test manifests-test sidecar-e2e
+	crash-cycles churn soak long hostile image image-check image-test manifests-test sidecar-e2e client-python
 
 all: build
 
@@ -27,7 +27,7 @@ deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		debootstrap libseccomp-dev pkg-config gcc libc6-dev \
-		r-base-core r-cran-jsonlite r-cran-processx r-cran-r6 r-cran-testthat ca-certificates jq python3 \
+		r-base-core r-cran-jsonlite r-cran-processx r-cran-r6 r-cran-testthat ca-certificates jq python3 python3-pip python3-setuptools python3-wheel \
 		runc crun umoci
 	scripts/install-go.sh
 	$(GO) mod download
@@ -109,7 +109,7 @@ unit:
 integration: rootfs
 	$(GO) test -tags '$(TAGS)' -count=1 -timeout 30m -v ./integration/ 2>&1 | tee integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; test $${PIPESTATUS[0]} -eq 0
 
-test: rootfs vet unit image-test manifests-test fuzz-short integration sidecar-e2e rtest
+test: rootfs vet unit image-test manifests-test fuzz-short integration sidecar-e2e rtest client-python
 
 # The integration suite with every core kept busy by other processes,
 # LOADED_RUNS times in a row (each run must pass).
@@ -130,7 +130,7 @@ rpkg:
 # the R package finds it on PATH, and the R package into R's site library
 # (RLIB: the first of R's .Library.site). Modes are set explicitly and R
 # installs under umask 022, so a hardened umask leaves them readable. The
-# Python client is one file to copy (clients/python/securer_client.py).
+# Python client is a package: pip install clients/python (make client-python).
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 BINDIR     ?= $(PREFIX)/bin
@@ -166,6 +166,18 @@ rtest: build rootfs rpkg
 		if [ -n "$$left" ]; then echo "rtest left sessions behind: $$left"; exit 1; fi
 	$(BIN) reap --state $(RTEST_STATE) --cgroup-parent $(RTEST_CGROUP) >/dev/null
 	rm -rf $(RTEST_STATE)
+
+# The Python client (clients/python), installed by Debian's pip (setuptools
+# and wheel from apt, nothing from an index) into a scratch dir, then its tests run
+# against that copy: the codec's without a server, then, as root, the live
+# ones against daemons they start themselves (each on its own socket, state
+# dir and cgroup parent, checked empty and reaped after).
+PYTHON ?= /usr/bin/python3
+client-python: build rootfs
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp" $(CURDIR)/clients/python/build $(CURDIR)/clients/python/*.egg-info' EXIT && \
+		$(PYTHON) -m pip install -q --root-user-action=ignore --no-deps --no-build-isolation --no-index --target "$$tmp" ./clients/python && \
+		cp -r clients/python/tests "$$tmp/tests" && cd "$$tmp" && \
+		SECURER_RUNC=$(CURDIR)/$(BIN) $(PYTHON) -m unittest discover -v -s tests -t .
 
 bench: rootfs
 	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchtime 20x -timeout 30m ./integration/

@@ -89,7 +89,7 @@ func (p *serveProc) wait() error {
 
 // startServe runs the built binary's serve with args (its own state dir
 // and cgroup parent added) and waits until it listens.
-func startServe(t *testing.T, args ...string) *serveProc {
+func startServe(t testing.TB, args ...string) *serveProc {
 	t.Helper()
 	cmd := exec.Command(cli(t), append([]string{"serve", "--state", stateDir, "--cgroup-parent", cgroupParent}, args...)...)
 	p := &serveProc{cmd: cmd, stderr: &lockedBuffer{}}

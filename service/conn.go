@@ -35,6 +35,7 @@ type conn struct {
 
 	wmu  sync.Mutex // one event at a time on the wire
 	dead bool       // a write failed: the client is gone
+	out  outBatch   // output waiting to be sent (under wmu)
 
 	ctx    context.Context // ends when the client goes or the server drains
 	cancel context.CancelFunc
@@ -264,6 +265,7 @@ func (c *conn) cleanup() {
 	}
 	c.closeAll()
 	<-finished
+	c.stopOutput()
 	c.rw.Close()
 	close(c.done)
 }
@@ -312,8 +314,8 @@ func (c *conn) closeAll() {
 	}
 }
 
-// send writes one event; a client that stopped reading is its own loss,
-// noticed by the reader.
+// send writes one event, after the output batched before it; a client
+// that stopped reading is its own loss, noticed by the reader.
 func (c *conn) send(ev any) {
 	b, err := encodeEvent(ev)
 	if err != nil {
@@ -322,7 +324,35 @@ func (c *conn) send(ev any) {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	c.writeLocked(b)
+}
+
+// writeLocked writes the pending output batch, if any, then ev (an
+// encoded event, or nil), in one write. c.wmu is held.
+func (c *conn) writeLocked(ev []byte) {
 	if c.dead {
+		return
+	}
+	w := c.out.wbuf[:0]
+	if len(c.out.text) > 0 {
+		t, err := encodeEvent(textEvent{Type: c.out.kind, ID: c.out.id, Text: string(c.out.text)})
+		c.out.text = c.out.text[:0]
+		if err != nil {
+			c.srv.log.Error("encode event", "err", err)
+		} else {
+			w = append(append(w, t...), '\n')
+		}
+	}
+	if ev != nil {
+		w = append(append(w, ev...), '\n')
+	}
+	// Keep a buffer of a batch's size, not one of a rare huge event.
+	if cap(w) <= 2*coalesceBytes {
+		c.out.wbuf = w
+	} else {
+		c.out.wbuf = nil
+	}
+	if len(w) == 0 {
 		return
 	}
 	// A client that stops reading must not hold executions (and their
@@ -330,7 +360,7 @@ func (c *conn) send(ev any) {
 	if d, ok := c.rw.(interface{ SetWriteDeadline(time.Time) error }); ok {
 		_ = d.SetWriteDeadline(time.Now().Add(c.srv.opts.WriteTimeout))
 	}
-	if _, err := c.rw.Write(append(b, '\n')); err != nil {
+	if _, err := c.rw.Write(w); err != nil {
 		c.dead = true
 		c.lost.Store(true)
 		if errors.Is(err, os.ErrDeadlineExceeded) {

@@ -97,7 +97,8 @@ func (c *conn) execute(j *job) (any, error) {
 }
 
 // textStream turns an execution's output into stdout/stderr events,
-// never splitting a UTF-8 character between two events.
+// never splitting a UTF-8 character between two events; conn.sendText
+// joins adjacent pieces into fewer events.
 type textStream struct {
 	c       *conn
 	id      string
@@ -122,7 +123,7 @@ func (t *textStream) Write(p []byte) (int, error) {
 	}
 	t.partial = append([]byte(nil), b[cut:]...)
 	if cut > 0 {
-		t.c.send(textEvent{Type: t.kind, ID: t.id, Text: string(b[:cut])})
+		t.c.sendText(t.id, t.kind, string(b[:cut]))
 	}
 	return len(p), nil
 }
@@ -131,7 +132,7 @@ func (t *textStream) flush() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.partial) > 0 {
-		t.c.send(textEvent{Type: t.kind, ID: t.id, Text: string(t.partial)})
+		t.c.sendText(t.id, t.kind, string(t.partial))
 		t.partial = nil
 	}
 }

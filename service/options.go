@@ -149,9 +149,11 @@ func (o Options) withDefaults() Options {
 // Memory ceiling terms (PROTOCOL.md, "Memory"): what the server may hold,
 // besides its baseline, for one connection of each kind and one session.
 const (
-	memBaseline      = 64 << 20 // runtime, binary, caches
-	memPreauthConn   = 32 << 10 // goroutines and a 4 KiB line buffer
-	memConnOverhead  = 256 << 10
+	memBaseline    = 64 << 20 // runtime, binary, caches
+	memPreauthConn = 32 << 10 // goroutines and a 4 KiB line buffer
+	// goroutines and buffers, and the output batch (coalesceBytes of
+	// text, its encoding, the write buffer): 256 KiB before batching.
+	memConnOverhead  = 512 << 10
 	frameCopiesHeld  = 3 // a value from R: the frame, the decoded value, the encoded event
 	outputCopiesHeld = 4 // each of stdout and stderr kept, then encoded
 )

@@ -33,8 +33,11 @@ func (b *bufConn) Close() error { return nil }
 
 func (b *bufConn) events(t *testing.T) []map[string]any {
 	t.Helper()
+	b.mu.Lock()
+	out := b.out.String()
+	b.mu.Unlock()
 	var evs []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.out.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		var ev map[string]any
 		if err := json.Unmarshal([]byte(l), &ev); err != nil {
 			t.Fatalf("not JSON: %q", l)
@@ -53,6 +56,7 @@ func TestTextStreamKeepsCharactersWhole(t *testing.T) {
 		ts.Write([]byte{text[i]})
 	}
 	ts.flush()
+	c.flushPending()
 	var got strings.Builder
 	for _, ev := range rw.events(t) {
 		s := ev["text"].(string)
@@ -65,9 +69,12 @@ func TestTextStreamKeepsCharactersWhole(t *testing.T) {
 		t.Errorf("reassembled %q, want %q", got.String(), text)
 	}
 	// A cut character at the very end still reaches the client at flush.
+	rw.mu.Lock()
 	rw.out.Reset()
+	rw.mu.Unlock()
 	ts.Write([]byte{0xe2, 0x82})
 	ts.flush()
+	c.flushPending()
 	if evs := rw.events(t); len(evs) != 1 {
 		t.Errorf("trailing partial character: %v", evs)
 	}
@@ -191,8 +198,8 @@ func TestMemoryCeiling(t *testing.T) {
 			t.Errorf("%s: ceiling %d, not above %d", name, c, c0)
 		}
 	}
-	// 64 MiB + 4 × (256 KiB + 2 × 16 MiB + 8 MiB) + 4 × (3 × 16 MiB + 4 × 1 MiB + 16 MiB of files)
-	if want := int64(64<<20 + 4*(256<<10+32<<20+8<<20) + 4*(48<<20+4<<20+16<<20)); c0 != want {
+	// 64 MiB + 4 × (512 KiB + 2 × 16 MiB + 8 MiB) + 4 × (3 × 16 MiB + 4 × 1 MiB + 16 MiB of files)
+	if want := int64(64<<20 + 4*(512<<10+32<<20+8<<20) + 4*(48<<20+4<<20+16<<20)); c0 != want {
 		t.Errorf("ceiling %d, want %d", c0, want)
 	}
 }

@@ -2,14 +2,15 @@
 
 Run as root: python3 example.py   (SECURER_RUNC names the binary, default
 securer-runc on PATH; SECURER_SERVE_ARGS adds flags to `serve --stdio`).
-With SECURER_ADDR=tcp:HOST:PORT and SECURER_TOKEN it connects to a daemon
-on TCP instead."""
+With SECURER_ADDR=tcp:HOST:PORT (or unix:PATH) and SECURER_TOKEN it
+connects to a running daemon instead. Uses the securer_client package next
+to this file (or the one `pip install clients/python` installed)."""
 
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from securer_client import Client, ServerError, Tool, printed_output, result_displays  # noqa: E402
+from securer_client import Client, FileRefusedError, Tool, printed_output, result_displays  # noqa: E402
 
 binary = os.environ.get("SECURER_RUNC", "securer-runc")
 extra = os.environ.get("SECURER_SERVE_ARGS", "").split()
@@ -30,9 +31,8 @@ tools = [
 ]
 
 addr = os.environ.get("SECURER_ADDR", "")
-if addr.startswith("tcp:"):
-    host, _, port = addr[len("tcp:"):].rpartition(":")
-    client = Client.connect_tcp(host, port)
+if addr:
+    client = Client.open(addr)
 else:
     client = Client.spawn([binary, "serve", "--stdio", *extra])
 
@@ -40,9 +40,12 @@ with client:
     session = client.create_session(tools=tools, timeout=10)
     r = session.execute("add(2, 3)")
     print("add:", r["verdict"], r["value_plain"])
+    r = session.execute('list(n = NULL, f = factor(c("b", "a", "b")), d = as.Date("2024-02-29"), v = c(x = 1, y = NA))')
+    print("values:", r.value["n"], list(r.value["f"]), r.value["f"].levels, r.value["d"], r.value["v"].names,
+          list(r.value["v"]))
     r = session.execute('w <- get_weather("Boston"); paste(w$city, w$temp, w$condition)')
     print("weather:", r["value_plain"])
-    r = session.execute('tryCatch(fail(1), error = function(e) conditionMessage(e))')
+    r = session.execute('tryCatch(fail(1L), error = function(e) conditionMessage(e))')
     print("tool error:", r["value_plain"])
     lines = []
     r = session.execute('for (i in 1:3) cat("line", i, "\\n"); Sys.info()[["nodename"]]', on_stdout=lines.append)
@@ -64,7 +67,7 @@ with client:
     print("inputs:", r["files"])
     try:
         session.get_file("../x")
-    except ServerError as e:
+    except FileRefusedError as e:
         print("refused:", e.code)
     r = session.execute("Sys.sleep(5)", timeout=0.5)
     print("timeout:", r["verdict"])

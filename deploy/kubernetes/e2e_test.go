@@ -78,7 +78,7 @@ func TestSidecarEndToEnd(t *testing.T) {
 		clientDir = "../../clients/python"
 	}
 	clientDir, _ = filepath.Abs(clientDir)
-	if _, err := os.Stat(filepath.Join(clientDir, "securer_client.py")); err != nil {
+	if _, err := os.Stat(filepath.Join(clientDir, "securer_client", "__init__.py")); err != nil {
 		t.Fatalf("SIDECAR_E2E_CLIENT: %v", err)
 	}
 	v2 := cgroupV2()
