@@ -398,8 +398,9 @@ function chr(xs: (string | null)[]): RValue {
   return { type: "character", value: xs };
 }
 
+// dbl writes a double for the wire: NA is "NA" there (the server refuses null in a double vector).
 function dbl(x: number | null): WireDouble {
-  if (x === null) return null;
+  if (x === null) return "NA";
   if (Number.isNaN(x)) return "NaN";
   if (x === Infinity) return "Inf";
   if (x === -Infinity) return "-Inf";
