@@ -239,6 +239,7 @@ export class Client {
   private partial: Buffer[] = [];
   private helloWaiter: ((ev: Ev | SecurerError) => void) | undefined;
   private resolveClosed!: (e: SecurerError | undefined) => void;
+  private exited: Promise<void> | undefined; // a spawned server's exit
 
   private constructor(
     input: Readable,
@@ -290,16 +291,17 @@ export class Client {
       child.once("spawn", res);
       child.once("error", (e) => rej(new SecurerError("disconnected", `cannot start ${cmd[0]}: ${e.message}`, { cause: e })));
     });
+    const exited = new Promise<void>((res) => child.once("exit", () => res()));
     const c = new Client(child.stdout!, child.stdin!, () => {
+      // The server ends, closing everything, when its stdin closes; a
+      // server that does not is stopped after 30 s.
       child.stdin!.end();
-    });
-    child.once("exit", () => c.end());
-    void c.closed.then(() => {
-      // The server exits when its stdin closes; make sure it does.
       const t = setTimeout(() => child.kill("SIGTERM"), 30000);
       t.unref();
-      child.once("exit", () => clearTimeout(t));
+      void exited.then(() => clearTimeout(t));
     });
+    c.exited = exited;
+    void exited.then(() => c.end());
     return Client.handshake(c, opts);
   }
 
@@ -408,10 +410,14 @@ export class Client {
     this.end();
   }
 
-  /** Close the connection: the server closes every session and pool it made. */
+  /**
+   * Close the connection: the server closes every session and pool it
+   * made. A spawned server has exited when this resolves.
+   */
   async close(): Promise<void> {
     this.shutdown();
     await this.closed;
+    await this.exited;
   }
 
   /** @internal */
