@@ -328,6 +328,7 @@ export class Client {
       return c;
     } catch (e) {
       c.shutdown();
+      await c.exited;
       throw e;
     }
   }
@@ -519,11 +520,15 @@ export class Client {
    * (a box the daemon had ready when it has one: Result.warm).
    */
   run(code: string, opts: RunOptions = {}): Promise<Result> {
-    return this.runStream(code, opts, false).result;
+    return this.oneShot(code, opts, false).result;
   }
 
   /** run(), streaming: iterate the returned Execution for its output. */
-  runStream(code: string, opts: RunOptions = {}, buffer = true): Execution {
+  runStream(code: string, opts: RunOptions = {}): Execution {
+    return this.oneShot(code, opts, true);
+  }
+
+  private oneShot(code: string, opts: RunOptions, buffer: boolean): Execution {
     const tools = opts.tools ?? [];
     const extra: { [k: string]: unknown } = {};
     if (opts.tools) extra["tools"] = tools.map((t) => t.decl());

@@ -4,6 +4,8 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -397,4 +399,11 @@ test("one-shot: client.run", async () => {
   assert.equal(typeof r.warm, "boolean");
   const again = await client.run('exists("x")');
   assert.equal(again.value, false);
+});
+
+test("the example runs against the daemon", async () => {
+  const { stdout } = await promisify(execFile)(process.execPath, [resolve(here, "../dist/examples/weather.js")], {
+    env: { ...process.env, SECURER_SOCKET: daemon.sock },
+  });
+  assert.equal(stdout, 'Boston: 12.0 to 21.5\nok {"mean_rain":0.25,"bad":"no forecast for Atlantis","biggest":"Boston"}\n');
 });
