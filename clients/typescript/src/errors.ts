@@ -31,10 +31,9 @@ export type ServerErrorCode = (typeof SERVER_ERROR_CODES)[number];
  * - `protocol`: the server spoke something this client does not understand
  *   (another protocol version, a line that is not JSON);
  * - `unsandboxed`: the server runs R without a sandbox and the client was
- *   not told to allow that (`allowUnsandboxed`);
- * - `invalid_value`: a value could not be encoded for R (a tool's answer).
+ *   not told to allow that (`allowUnsandboxed`).
  */
-export const CLIENT_ERROR_CODES = ["disconnected", "protocol", "unsandboxed", "invalid_value"] as const;
+export const CLIENT_ERROR_CODES = ["disconnected", "protocol", "unsandboxed"] as const;
 
 export type ClientErrorCode = (typeof CLIENT_ERROR_CODES)[number];
 
