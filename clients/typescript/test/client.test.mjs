@@ -341,6 +341,13 @@ test("errors: every code of PROTOCOL.md is known; server refusals are typed", as
   try {
     await rejectsWith(s.execute("x <- 'this is longer than sixteen bytes'"), "rejected");
     await rejectsWith(s.execute("1", { plots: { format: "gif" } }), "bad_request");
+    // Iterating a refused execution throws its error too.
+    await rejectsWith(
+      (async () => {
+        for await (const _ of s.stream("1", { plots: { format: "gif" } }));
+      })(),
+      "bad_request",
+    );
     await rejectsWith(s.getFile("../etc/passwd"), "file_refused");
     const r = await s.execute('stop("bad")');
     assert.equal(r.verdict, "error");
