@@ -215,8 +215,8 @@ test("pools: concurrent fresh executions, status, acquireTimeout", async () => {
       rs.map((r) => r.value),
       [2, 4, 6, 8],
     );
-    const busy = [p.execute("Sys.sleep(2); 1"), p.execute("Sys.sleep(2); 2")];
-    await sleep(300);
+    const busy = [p.execute("Sys.sleep(3); 1"), p.execute("Sys.sleep(3); 2")];
+    await sleep(500);
     await rejectsWith(p.execute("3", { acquireTimeout: 0 }), "pool_busy");
     const st = await p.status();
     assert.equal(st.total, 2);

@@ -51,7 +51,7 @@ test("TCP with a token; a draining server is reported as such", async () => {
     const running = s.execute("Sys.sleep(30); 1");
     await new Promise((r) => setTimeout(r, 300));
     d.proc.kill("SIGTERM");
-    await new Promise((r) => setTimeout(r, 300));
+    for (let i = 0; i < 200 && !d.log().includes("shutting down"); i++) await new Promise((r) => setTimeout(r, 50));
     await assert.rejects(c.createSession(), (e) => {
       assert.ok(e instanceof SecurerError);
       assert.equal(e.code, "draining", e.message);
