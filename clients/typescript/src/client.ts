@@ -43,6 +43,12 @@ export interface ConnectOptions {
   allowUnsandboxed?: boolean;
   /** Milliseconds to wait for the hello (default 10,000). */
   helloTimeout?: number;
+  /**
+   * Most requests sent and not yet ended at once (default 32, the server's
+   * cap per connection); more wait in this client, in order, instead of
+   * being refused with `limit`. Tool answers, cancels and pings never wait.
+   */
+  maxInFlight?: number;
 }
 
 export interface SpawnOptions extends ConnectOptions {
@@ -240,6 +246,9 @@ export class Client {
   private helloWaiter: ((ev: Ev | SecurerError) => void) | undefined;
   private resolveClosed!: (e: SecurerError | undefined) => void;
   private exited: Promise<void> | undefined; // a spawned server's exit
+  private maxInFlight = 32;
+  private inFlight = 0;
+  private backlog: (() => void)[] = []; // requests waiting for a slot, in order
 
   private constructor(
     input: Readable,
@@ -306,11 +315,15 @@ export class Client {
   }
 
   private static async handshake(c: Client, opts: ConnectOptions): Promise<Client> {
+    if (opts.maxInFlight !== undefined) {
+      if (!(opts.maxInFlight >= 1)) throw new RangeError("maxInFlight must be at least 1");
+      c.maxInFlight = opts.maxInFlight;
+    }
     try {
       const token = opts.token ?? process.env["SECURER_TOKEN"];
       // auth may go before the hello (PROTOCOL.md): it also keeps a
       // flood of strangers from pushing this connection out.
-      const auth = token ? c.request({ op: "auth", token }, ["ok"]) : undefined;
+      const auth = token ? c.request({ op: "auth", token }, ["ok"], true) : undefined;
       auth?.catch(() => {});
       const hello = await c.waitHello(opts.helloTimeout ?? 10000);
       if (hello.protocol !== PROTOCOL_VERSION) {
@@ -398,6 +411,7 @@ export class Client {
       reason ??
       new SecurerError("disconnected", this.closing ? "the client closed the connection" : "the server closed the connection");
     this.helloWaiter?.(this.ended);
+    this.backlog = [];
     for (const [id, p] of this.pending) {
       this.pending.delete(id);
       p.onClose(this.ended);
@@ -446,29 +460,62 @@ export class Client {
     this.pending.delete(id);
   }
 
-  /** @internal A request answered by one event of a type in want (or an error). */
-  request(msg: { [k: string]: unknown }, want: string[]): Promise<Ev> {
+  /** @internal Run send now, or once fewer than maxInFlight requests are out; call release() after its final event. */
+  admit(send: () => void): void {
+    if (this.inFlight < this.maxInFlight) {
+      this.inFlight++;
+      send();
+    } else {
+      this.backlog.push(send);
+    }
+  }
+
+  /** @internal */
+  release(): void {
+    this.inFlight--;
+    while (this.inFlight < this.maxInFlight && this.backlog.length) {
+      this.inFlight++;
+      this.backlog.shift()!();
+    }
+  }
+
+  /**
+   * @internal A request answered by one event of a type in want (or an
+   * error); inline ones (answered at once by the server) skip the queue.
+   */
+  request(msg: { [k: string]: unknown }, want: string[], inline = false): Promise<Ev> {
     const id = this.newId();
     return new Promise((res, rej) => {
+      let sent = false;
+      const settle = (f: () => void) => {
+        this.unregister(id);
+        if (sent && !inline) this.release();
+        f();
+      };
       this.register(id, {
         onEvent: (ev) => {
-          if (ev.type === "error") {
-            this.unregister(id);
-            rej(fromWire(ev["error"] as WireError, id));
-          } else if (want.includes(ev.type)) {
-            this.unregister(id);
-            res(ev);
-          }
+          if (ev.type === "error") settle(() => rej(fromWire(ev["error"] as WireError, id)));
+          else if (want.includes(ev.type)) settle(() => res(ev));
         },
         onClose: rej,
       });
-      if (this.pending.has(id)) this.send({ ...msg, id });
+      if (!this.pending.has(id)) return;
+      const send = () => {
+        sent = true;
+        try {
+          this.send({ ...msg, id });
+        } catch (e) {
+          settle(() => rej(e));
+        }
+      };
+      if (inline) send();
+      else this.admit(send);
     });
   }
 
   /** Ask the server for a pong (also keeps an idle connection open). */
   async ping(): Promise<void> {
-    await this.request({ op: "ping" }, ["pong"]);
+    await this.request({ op: "ping" }, ["pong"], true);
   }
 
   /** Create a session: one R, its state kept between executions, until closed. */
@@ -583,6 +630,8 @@ export class Execution implements AsyncIterable<OutputEvent> {
   private waiter: (() => void) | undefined;
   private failure: unknown;
   private cancelSent = false;
+  private sent = false; // the execute went out (it holds a slot of the client's)
+  private cancelWanted = false; // cancel() before it went out
   private readonly onAbort: () => void;
 
   /** @internal */
@@ -609,13 +658,20 @@ export class Execution implements AsyncIterable<OutputEvent> {
         onClose: (err) => this.finish(() => reject(err), err),
       });
       if (this.done) return;
-      try {
-        client.send(msg);
-      } catch (e) {
-        client.unregister(this.id);
-        this.finish(() => reject(e), e);
-        return;
-      }
+      client.admit(() => {
+        if (this.done) {
+          client.release();
+          return;
+        }
+        this.sent = true;
+        try {
+          client.send(msg);
+        } catch (e) {
+          this.finish(() => reject(e), e);
+          return;
+        }
+        if (this.cancelWanted) this.cancel();
+      });
       if (opts.signal) {
         if (opts.signal.aborted) this.cancel();
         else opts.signal.addEventListener("abort", this.onAbort, { once: true });
@@ -629,6 +685,12 @@ export class Execution implements AsyncIterable<OutputEvent> {
   /** Cancel the execution (a `cancel` request): it ends with verdict `canceled`. Harmless once it ended. */
   cancel(): void {
     if (this.done || this.cancelSent) return;
+    if (!this.sent) {
+      // Still waiting for a slot: cancelled as soon as it goes out (the
+      // server ends it at once, verdict canceled, nothing run).
+      this.cancelWanted = true;
+      return;
+    }
     this.cancelSent = true;
     const id = this.client.newId();
     this.client.register(id, { onEvent: () => this.client.unregister(id), onClose: () => {} });
@@ -684,6 +746,7 @@ export class Execution implements AsyncIterable<OutputEvent> {
     if (this.done) return;
     this.done = true;
     this.client.unregister(this.id);
+    if (this.sent) this.client.release();
     for (const id of this.answerIds) this.client.unregister(id);
     for (const call of [...this.running.keys()]) this.abortCall(call, "ended");
     this.opts.signal?.removeEventListener("abort", this.onAbort);

@@ -206,6 +206,30 @@ test("sessions keep state; restart loses it; many requests in flight", async () 
   await rejectsWith(a.execute("1"), "not_found");
 });
 
+test("more requests than the server takes at once wait in the client, in order", async () => {
+  const s = await client.createSession();
+  try {
+    const rs = await Promise.all(Array.from({ length: 40 }, (_, i) => s.execute(`Sys.sleep(0.01); ${i}`)));
+    assert.deepEqual(
+      rs.map((r) => r.value),
+      Array.from({ length: 40 }, (_, i) => i),
+    );
+  } finally {
+    await s.close();
+  }
+  // Without the client's queue the server refuses the 33rd with limit.
+  const c = await Client.connect(daemon.sock, { maxInFlight: 100 });
+  try {
+    const s2 = await c.createSession();
+    const rs = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => s2.execute(`Sys.sleep(0.01); ${i}`)));
+    const limited = rs.filter((r) => r.status === "rejected" && r.reason.code === "limit");
+    assert.ok(limited.length > 0, "the server took 40 requests at once");
+    assert.ok(limited[0].reason.retryAfter > 0);
+  } finally {
+    await c.close();
+  }
+});
+
 test("pools: concurrent fresh executions, status, acquireTimeout", async () => {
   const p = await client.createPool(2, { options: { timeout: 10 } });
   try {
@@ -324,6 +348,19 @@ test("cancel by AbortSignal: running code and a running tool", async () => {
     assert.equal((await s.execute("2")).value, 2);
   } finally {
     await s.close();
+  }
+  // Aborted while waiting in the client for a slot.
+  const c = await Client.connect(daemon.sock, { maxInFlight: 1 });
+  try {
+    const s1 = await c.createSession();
+    const ac = new AbortController();
+    const first = s1.execute("Sys.sleep(1); 1");
+    const second = s1.execute("'ran'", { signal: ac.signal });
+    ac.abort();
+    assert.equal((await first).value, 1);
+    assert.equal((await second).verdict, "canceled");
+  } finally {
+    await c.close();
   }
 });
 
