@@ -27,8 +27,16 @@ export async function startDaemon(extraArgs = [], { listen } = {}) {
   const exited = new Promise((res) => proc.once("exit", (code, sig) => res({ code, sig })));
   const ready = Date.now() + 30000;
   while (!log.includes("serving on")) {
-    if (proc.exitCode !== null) throw new Error(`serve exited ${proc.exitCode}: ${log}`);
-    if (Date.now() > ready) throw new Error(`serve did not start in 30 s: ${log}`);
+    let why;
+    if (proc.exitCode !== null) why = `serve exited ${proc.exitCode}: ${log}`;
+    else if (Date.now() > ready) why = `serve did not start in 30 s: ${log}`;
+    if (why) {
+      proc.kill("SIGKILL");
+      await exited;
+      execFileSync(bin, ["reap", "--state", state, "--cgroup-parent", cgroup], { stdio: "ignore" });
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(why);
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
   let stopped = false;
