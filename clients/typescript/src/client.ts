@@ -300,6 +300,8 @@ export class Client {
       child.once("spawn", res);
       child.once("error", (e) => rej(new SecurerError("disconnected", `cannot start ${cmd[0]}: ${e.message}`, { cause: e })));
     });
+    // Later errors (a failed kill) end the connection, never the process.
+    child.on("error", () => {});
     const exited = new Promise<void>((res) => child.once("exit", () => res()));
     const c = new Client(child.stdout!, child.stdin!, () => {
       // The server ends, closing everything, when its stdin closes; a
