@@ -13,7 +13,7 @@ ROOTFS   ?= /var/lib/securer-runc
 GOROOT_DIR ?= /usr/local/go
 export GOROOT_DIR
 
-.PHONY: all build deps rootfs demo test unit integration integration-loaded rpkg rtest ts-build ts-test bench fuzz fuzz-short vet clean \
+.PHONY: all build deps rootfs demo test unit integration integration-loaded rpkg rtest ts-build ts-test ts-bench bench fuzz fuzz-short vet clean \
 	crash-cycles churn soak long hostile image image-check image-test manifests-test sidecar-e2e
 
 all: build
@@ -176,6 +176,11 @@ ts-build:
 
 ts-test: build rootfs ts-build
 	cd $(TS_DIR) && SECURER_RUNC=$(CURDIR)/$(BIN) node --test test/*.test.mjs
+
+# The TypeScript client's speed against bare Rscript in the same run
+# (clients/typescript/bench/bench.mjs; BENCH_RUNS runs, 21 by default).
+ts-bench: build rootfs ts-build
+	cd $(TS_DIR) && SECURER_RUNC=$(CURDIR)/$(BIN) node bench/bench.mjs
 
 bench: rootfs
 	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchtime 20x -timeout 30m ./integration/
