@@ -31,10 +31,14 @@ deps:
 		runc crun umoci
 	scripts/install-go.sh
 	$(GO) mod download
-	cd deploy/image && $(GO) mod download
-	cd deploy/kubernetes && $(GO) mod download
+	# The MCP tests' third-party client: the official TypeScript SDK
+	# (integration/mcpnode, pinned by its package-lock.json), run by node.
 	command -v node >/dev/null && command -v npm >/dev/null || \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
+	cd integration/mcpnode && npm ci --no-audit --no-fund
+	cd deploy/image && $(GO) mod download
+	cd deploy/kubernetes && $(GO) mod download
+	# The TypeScript client's build tool (tsc, clients/typescript's lockfile).
 	cd $(TS_DIR) && npm ci --no-audit --no-fund
 
 # The binary is for every user (sandbox = FALSE runs need no root), also

@@ -2,6 +2,7 @@
 //
 //	securer-runc run [flags] [-e CODE | FILE | -]   run R code
 //	securer-runc serve --stdio | --listen unix:PATH serve sessions to clients
+//	securer-runc mcp [--listen HOST:PORT]           serve R to MCP clients (agents)
 //	securer-runc doctor                            check this host
 //	securer-runc rootfs build|verify|seal          manage the R rootfs
 //	securer-runc reap                              remove crashed sessions' leftovers
@@ -62,6 +63,7 @@ func usage(w io.Writer) {
 commands:
   run      run R code in a sandbox (-e CODE, a file, or stdin)
   serve    serve sessions to other programs (--stdio, or --listen unix:PATH)
+  mcp      serve R to MCP clients (agents): stdio, or --listen HOST:PORT (HTTP)
   doctor   check that this host can provide the sandbox, and say what to fix
   rootfs   build, verify or seal the read-only R root filesystem
   reap     remove containers, cgroups and state left by crashed processes
@@ -116,6 +118,8 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "doctor":
 		return cmdDoctor(ctx, args[1:], stdout, stderr)
+	case "mcp":
+		return cmdMCP(ctx, args[1:], stdout, stderr)
 	case "rootfs":
 		return cmdRootfs(ctx, args[1:], stdout, stderr)
 	case "reap":
