@@ -13,7 +13,7 @@ ROOTFS   ?= /var/lib/securer-runc
 GOROOT_DIR ?= /usr/local/go
 export GOROOT_DIR
 
-.PHONY: all build deps rootfs demo test unit integration integration-loaded rpkg rtest bench fuzz fuzz-short vet clean \
+.PHONY: all build deps rootfs demo test unit integration integration-loaded rpkg rtest ts-build ts-test ts-bench bench fuzz fuzz-short vet clean \
 	crash-cycles churn soak long hostile image image-check image-test manifests-test sidecar-e2e client-python
 
 all: build
@@ -38,6 +38,8 @@ deps:
 	cd integration/mcpnode && npm ci --no-audit --no-fund
 	cd deploy/image && $(GO) mod download
 	cd deploy/kubernetes && $(GO) mod download
+	# The TypeScript client's build tool (tsc, clients/typescript's lockfile).
+	cd $(TS_DIR) && npm ci --no-audit --no-fund
 
 # The binary is for every user (sandbox = FALSE runs need no root), also
 # when a build runs under a hardened umask (the install test's 077).
@@ -109,7 +111,7 @@ unit:
 integration: rootfs
 	$(GO) test -tags '$(TAGS)' -count=1 -timeout 30m -v ./integration/ 2>&1 | tee integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; test $${PIPESTATUS[0]} -eq 0
 
-test: rootfs vet unit image-test manifests-test fuzz-short integration sidecar-e2e rtest client-python
+test: rootfs vet unit image-test manifests-test fuzz-short integration sidecar-e2e rtest client-python ts-test
 
 # The integration suite with every core kept busy by other processes,
 # LOADED_RUNS times in a row (each run must pass).
@@ -179,6 +181,23 @@ client-python: build rootfs
 		cp -r clients/python/tests "$$tmp/tests" && cd "$$tmp" && \
 		SECURER_RUNC=$(CURDIR)/$(BIN) $(PYTHON) -m unittest discover -v -s tests -t .
 
+# The TypeScript client (clients/typescript): compiled by tsc (a
+# devDependency, installed from the committed lockfile by make deps) into
+# its dist/; its tests run with node's own runner against a real daemon
+# each test file starts (as root, its own --state and --cgroup-parent,
+# checked empty and reaped after) and real containers.
+TS_DIR := clients/typescript
+ts-build:
+	cd $(TS_DIR) && npx --no-install tsc -p .
+
+ts-test: build rootfs ts-build
+	cd $(TS_DIR) && SECURER_RUNC=$(CURDIR)/$(BIN) node --test test/*.test.mjs
+
+# The TypeScript client's speed against bare Rscript in the same run
+# (clients/typescript/bench/bench.mjs; BENCH_RUNS runs, 21 by default).
+ts-bench: build rootfs ts-build
+	cd $(TS_DIR) && SECURER_RUNC=$(CURDIR)/$(BIN) node bench/bench.mjs
+
 bench: rootfs
 	$(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchtime 20x -timeout 30m ./integration/
 
@@ -215,7 +234,7 @@ hostile: rootfs
 long: crash-cycles churn soak fuzz
 
 clean:
-	rm -rf bin integration.log integration-loaded-*.log crash-cycles.log churn.log soak.log hostile.log v2-full.log
+	rm -rf bin $(TS_DIR)/dist integration.log integration-loaded-*.log crash-cycles.log churn.log soak.log hostile.log v2-full.log
 
 # The R package's copy of the value codec, from bridge/r/values.R (the one
 # source; bridge's TestRPackageValues fails when they differ).
