@@ -1,9 +1,11 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -20,22 +22,95 @@ type execution struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu       sync.Mutex
-	calls    map[string]chan toolAnswer
+	// told is held while the client is told of calls no longer waited
+	// for, and until the end's tool_cancelled events are out: the result
+	// is sent after it, so that they always come before the result.
+	told sync.Mutex
+
+	mu sync.Mutex
+	// calls holds the tool calls sent to the client and neither answered
+	// nor yet reported cancelled.
+	calls    map[string]*pendingCall
 	nextCall int
 	// callsClosed: the execution was cancelled or has ended; no call
 	// waits for an answer any more, and none is made.
 	callsClosed bool
 }
 
-// closeCalls ends the waiting for the client's answers: from now on a
+// pendingCall is a tool call the client was asked to answer.
+type pendingCall struct {
+	seq    int
+	answer chan toolAnswer // buffered for its one answer
+	// waiting: its handler still waits for the answer. A call whose
+	// handler gave up as the execution ended stays in calls, refusing
+	// answers, until the end tells the client (tool_cancelled).
+	waiting bool
+}
+
+func newExecution(id string, ctx context.Context, cancel context.CancelFunc) *execution {
+	return &execution{id: id, ctx: ctx, cancel: cancel, calls: map[string]*pendingCall{}}
+}
+
+// closeCalls ends the waiting for the client's answers and returns the
+// calls it had not answered, in the order they were made: from now on a
 // tool_result for any of this execution's calls is not_found, whether or
 // not the tool's handler has noticed the end yet.
-func (e *execution) closeCalls() {
+func (e *execution) closeCalls() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.callsClosed = true
+	open := make([]string, 0, len(e.calls))
+	for call := range e.calls {
+		open = append(open, call)
+	}
+	slices.SortFunc(open, func(a, b string) int { return cmp.Compare(e.calls[a].seq, e.calls[b].seq) })
 	clear(e.calls)
+	return open
+}
+
+// endCalls ends the waiting for e's calls and tells the client of each
+// call it had not answered, before anything else of e goes out.
+func (c *conn) endCalls(e *execution, reason string) {
+	e.told.Lock()
+	defer e.told.Unlock()
+	for _, call := range e.closeCalls() {
+		c.send(newToolCancelledEvent(e.id, call, reason))
+	}
+}
+
+// dropCall tells the client that one call of a running execution is no
+// longer waited for (the tool's own timeout), unless the execution's end
+// or an answer got there first.
+func (c *conn) dropCall(e *execution, call, reason string) {
+	e.told.Lock()
+	defer e.told.Unlock()
+	e.mu.Lock()
+	_, ok := e.calls[call]
+	delete(e.calls, call)
+	e.mu.Unlock()
+	if ok {
+		c.send(newToolCancelledEvent(e.id, call, reason))
+	}
+}
+
+// endReason is why an execution's unanswered calls end, from how it ended.
+func endReason(ev any, err error) string {
+	if r, ok := ev.(resultEvent); ok && r.Result != nil {
+		switch securer.Verdict(r.Result.Verdict) {
+		case securer.VerdictTimeout:
+			return reasonTimeout
+		case securer.VerdictCanceled:
+			return reasonCanceled
+		}
+		return reasonEnded
+	}
+	if errors.Is(err, securer.ErrTimeout) {
+		return reasonTimeout
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, securer.ErrCanceled) {
+		return reasonCanceled
+	}
+	return reasonEnded
 }
 
 func (c *conn) canceledResult(j *job, detail string) any {

@@ -54,8 +54,10 @@ func (c *conn) handle(line []byte) {
 			c.sendError(req.ID, fmt.Errorf("%w: no running execution %q", errNotFound, req.Target))
 			return
 		}
+		// The client hears of the calls it need not answer (before the
+		// cancel can end the execution and its result go out).
+		c.endCalls(e, reasonCanceled)
 		e.cancel()
-		e.closeCalls()
 		c.send(newReply("ok", req.ID))
 		return
 	case "ping":
@@ -73,21 +75,28 @@ func (c *conn) handle(line []byte) {
 	}
 	// Each request runs on its own: an execution waiting on R must not
 	// hold up the tool answers it needs.
-	go func() {
-		defer c.work.Done()
-		ev, err := c.run(j)
-		c.observeJob(j, ev, err)
-		// Everything the request held is given back before its final
-		// event goes out: a client may reuse the id, or send more, as
-		// soon as it has read it.
-		c.finish(j)
-		if err != nil {
-			c.sendError(req.ID, c.explain(err))
-		} else if ev != nil {
-			c.send(ev)
-		}
-		c.unchain(j)
-	}()
+	go c.serveJob(j)
+}
+
+// serveJob serves an admitted request and sends its final event.
+func (c *conn) serveJob(j *job) {
+	defer c.work.Done()
+	ev, err := c.run(j)
+	if j.exec != nil {
+		// Calls still unanswered are reported before the result.
+		c.endCalls(j.exec, endReason(ev, err))
+	}
+	c.observeJob(j, ev, err)
+	// Everything the request held is given back before its final
+	// event goes out: a client may reuse the id, or send more, as
+	// soon as it has read it.
+	c.finish(j)
+	if err != nil {
+		c.sendError(j.req.ID, c.explain(err))
+	} else if ev != nil {
+		c.send(ev)
+	}
+	c.unchain(j)
 }
 
 // job is a request served on its own goroutine.
@@ -261,7 +270,7 @@ func (c *conn) prepare(req *request, size int64) (*job, error) {
 			return nil, fmt.Errorf("%w: request id %q is already running", errBadRequest, req.ID)
 		}
 		ctx, cancel := context.WithCancel(c.ctx)
-		j.exec = &execution{id: req.ID, ctx: ctx, cancel: cancel, calls: map[string]chan toolAnswer{}}
+		j.exec = newExecution(req.ID, ctx, cancel)
 		c.execs[req.ID] = j.exec
 	}
 	if j.chain != "" {

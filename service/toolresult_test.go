@@ -14,7 +14,7 @@ func waitingToolCall(t *testing.T, c *conn, rw *bufConn) (done chan error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	e := &execution{id: "7", ctx: ctx, cancel: cancel, calls: map[string]chan toolAnswer{}}
+	e := newExecution("7", ctx, cancel)
 	c.mu.Lock()
 	c.execs["7"] = e
 	c.mu.Unlock()

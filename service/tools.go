@@ -26,31 +26,66 @@ func (c *conn) clientTool(name string) securer.ToolFunc {
 		if e == nil {
 			return nil, errors.New("tool called outside an execution")
 		}
-		e.mu.Lock()
-		if e.callsClosed {
-			e.mu.Unlock()
+		call, p := c.makeCall(e, name, args)
+		if p == nil {
 			return nil, fmt.Errorf("the execution was cancelled: %w", context.Canceled)
 		}
-		e.nextCall++
-		call := e.id + "." + strconv.Itoa(e.nextCall)
-		ch := make(chan toolAnswer, 1)
-		e.calls[call] = ch
-		e.mu.Unlock()
-		defer func() {
-			e.mu.Lock()
-			delete(e.calls, call)
-			e.mu.Unlock()
-		}()
-		c.send(newToolCallEvent(e.id, call, name, args))
 		select {
-		case a := <-ch:
+		case a := <-p.answer:
 			return a.value, a.err
 		case <-c.gone:
+			e.forgetCall(call)
 			return nil, errors.New("the client closed its side of the connection: it cannot answer tool calls")
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) && e.ctx.Err() == nil {
+				// The tool's own timeout: R gets an error and goes on;
+				// the client is told now.
+				c.dropCall(e, call, reasonTimeout)
+			} else {
+				// The execution is ending (interrupted, cancelled): its
+				// end tells the client, before its result.
+				e.abandonCall(call)
+			}
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// makeCall registers a call and sends its tool_call event, unless the
+// execution has ended (nil). Both happen under told: a tool_cancelled
+// for the call cannot overtake its tool_call.
+func (c *conn) makeCall(e *execution, name string, args map[string]securer.Value) (string, *pendingCall) {
+	e.told.Lock()
+	defer e.told.Unlock()
+	e.mu.Lock()
+	if e.callsClosed {
+		e.mu.Unlock()
+		return "", nil
+	}
+	e.nextCall++
+	call := e.id + "." + strconv.Itoa(e.nextCall)
+	p := &pendingCall{seq: e.nextCall, answer: make(chan toolAnswer, 1), waiting: true}
+	e.calls[call] = p
+	e.mu.Unlock()
+	c.send(newToolCallEvent(e.id, call, name, args))
+	return call, p
+}
+
+// abandonCall: the call's handler no longer waits; the call refuses
+// answers until the execution's end reports it.
+func (e *execution) abandonCall(call string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p := e.calls[call]; p != nil {
+		p.waiting = false
+	}
+}
+
+// forgetCall drops a call the client can no longer answer.
+func (e *execution) forgetCall(call string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.calls, call)
 }
 
 // toolResult hands a client's answer to the waiting tool call. A call
@@ -78,13 +113,14 @@ func (c *conn) toolResult(req *request) error {
 	}
 	// Taken under the lock: the answer goes to a call still waiting, once.
 	e.mu.Lock()
-	ch, ok := e.calls[req.Call]
-	delete(e.calls, req.Call)
-	e.mu.Unlock()
-	if !ok {
+	p := e.calls[req.Call]
+	if p == nil || !p.waiting {
+		e.mu.Unlock()
 		return notWaiting
 	}
-	ch <- a // buffered for its one answer
+	delete(e.calls, req.Call)
+	e.mu.Unlock()
+	p.answer <- a // buffered for its one answer
 	return nil
 }
 
@@ -94,9 +130,9 @@ func (c *conn) waitingCall(call string) *execution {
 	defer c.mu.Unlock()
 	for _, e := range c.execs {
 		e.mu.Lock()
-		_, ok := e.calls[call]
+		p := e.calls[call]
 		e.mu.Unlock()
-		if ok {
+		if p != nil && p.waiting {
 			return e
 		}
 	}

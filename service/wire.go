@@ -86,6 +86,14 @@ type (
 		Args      map[string]rvalue.Value    `json:"args"`
 		ArgsPlain map[string]json.RawMessage `json:"args_plain"`
 	}
+	// toolCancelledEvent: a tool_call the server no longer waits for
+	// (reason timeout, canceled or ended).
+	toolCancelledEvent struct {
+		Type   string `json:"type"` // tool_cancelled
+		ID     string `json:"id"`
+		Call   string `json:"call"`
+		Reason string `json:"reason"`
+	}
 	resultEvent struct {
 		Type       string          `json:"type"` // result
 		ID         string          `json:"id"`
@@ -301,6 +309,17 @@ func newToolCallEvent(id, call, tool string, args map[string]rvalue.Value) toolC
 		plain[k] = plainJSON(v)
 	}
 	return toolCallEvent{Type: "tool_call", ID: id, Call: call, Tool: tool, Args: args, ArgsPlain: plain}
+}
+
+// Why a tool call is no longer waited for (tool_cancelled's reason).
+const (
+	reasonTimeout  = "timeout"  // the execution's timeout, or the tool's own
+	reasonCanceled = "canceled" // a cancel, or the connection's end
+	reasonEnded    = "ended"    // the execution ended otherwise
+)
+
+func newToolCancelledEvent(id, call, reason string) toolCancelledEvent {
+	return toolCancelledEvent{Type: "tool_cancelled", ID: id, Call: call, Reason: reason}
 }
 
 // encodeEvent is an event as the line the client reads, without its

@@ -58,6 +58,7 @@ func TestWireGolden(t *testing.T) {
 		{"stdout", textEvent{Type: "stdout", ID: "7", Text: "hi\n"}},
 		{"stderr", textEvent{Type: "stderr", ID: "7", Text: "oh\n"}},
 		{"tool_call", newToolCallEvent("7", "7.1", "add", map[string]rvalue.Value{"b": rvalue.Doubles(3), "a": rvalue.Doubles(2)})},
+		{"tool_cancelled", newToolCancelledEvent("7", "7.1", reasonTimeout)},
 		{"result", newResultEvent("7", fullResult())},
 		{"result_canceled", newCanceledResult("8", "d")},
 		{"error", newErrorEvent("9", securer.ErrInvalidConfig)},

@@ -12,12 +12,13 @@ if (all(vapply(c("c_processx_connection_write_bytes", "c_processx_connection_rea
                  "c_processx_poll"), exists, NA, envir = px, inherits = FALSE))) {
   rt$write_raw <- function(data) .Call(px$c_processx_connection_write_bytes, rt$con, data)
   rt$read_lines <- function() .Call(px$c_processx_connection_read_lines, rt$con, -1)
-  rt$wait_readable <- function() .Call(px$c_processx_poll, list(rt$con), 2L, -1L)
+  # TRUE when readable, FALSE when ms passed first (poll code 3, timeout).
+  rt$wait_readable <- function(ms = -1L) .Call(px$c_processx_poll, list(rt$con), 2L, ms)[[1]] != 3L
   rt$pause <- function() .Call(px$c_processx_poll, list(rt$con), 2L, 1L)
 } else {
   rt$write_raw <- function(data) processx::conn_write(rt$con, data)
   rt$read_lines <- function() processx::conn_read_lines(rt$con)
-  rt$wait_readable <- function() processx::poll(list(rt$con), -1)
+  rt$wait_readable <- function(ms = -1L) processx::poll(list(rt$con), ms)[[1]] != "timeout"
   rt$pause <- function() processx::poll(list(rt$con), 1)
 }
 
@@ -69,6 +70,8 @@ rt$qstrs <- function(x) {
   paste0("[", paste(rt$q(x), collapse = ","), "]")
 }
 
+rt$answer_slice_ms <- 20L
+
 # receive blocks until one message arrives.
 # Interrupts (SIGINT from the host at a timeout) are suspended everywhere
 # but in user code and in the waits below: the runtime's own bookkeeping
@@ -81,7 +84,15 @@ rt$receive <- function(interruptible = FALSE) suspendInterrupts(repeat {
     return(jsonlite::fromJSON(line, simplifyVector = FALSE))
   }
   if (interruptible) {
-    allowInterrupts(rt$wait_readable())
+    # In short slices: within one long poll processx looks at interrupts
+    # only every 200 ms, which held a timeout's result that long past the
+    # deadline while R waited for a tool. A short poll looks at none, and
+    # R's own check comes every thousand evaluations: Sys.sleep(0) takes
+    # a pending interrupt at once.
+    allowInterrupts(repeat {
+      if (rt$wait_readable(rt$answer_slice_ms)) break
+      Sys.sleep(0)
+    })
   } else {
     tryCatch(allowInterrupts(rt$wait_readable()), interrupt = function(i) NULL)
   }

@@ -104,6 +104,7 @@
   if (isTRUE(link$disconnected)) return(invisible())
   link$closed <- TRUE
   link$disconnected <- TRUE
+  if (!is.null(link$alarm)) .securer_alarm_stop(link$alarm)
   try(close(link$write), silent = TRUE)
   if (!is.null(link$proc)) {
     link$proc$wait(5000)

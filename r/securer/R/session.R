@@ -29,8 +29,11 @@
 }
 
 # .securer_answer(link, ev, tools, ...) runs the tool R called, here in the
-# calling process, and sends its value (typed) or its error back.
-.securer_answer <- function(link, ev, tools, n_calls, max_tool_calls, audit, verbose) {
+# calling process, and sends its value (typed) or its error back. A tool
+# still running at the execution's deadline (.securer_now() seconds, NULL:
+# none) is abandoned unanswered (.securer_call_tool): the server ends the
+# execution at its timeout and reports the call cancelled.
+.securer_answer <- function(link, ev, tools, n_calls, max_tool_calls, audit, verbose, deadline = NULL) {
   reply <- list(op = "tool_result", call = ev$call)
   tool <- tools[[ev$tool]]
   args <- tryCatch(lapply(ev$args, .securer_decode), error = function(e) ev$args_plain)
@@ -41,12 +44,23 @@
   } else if (is.null(tool)) {
     reply$error <- sprintf("unknown tool '%s'", ev$tool)
   } else {
-    value <- tryCatch(list(ok = do.call(tool$fn, args)), error = function(e) list(err = conditionMessage(e)))
+    value <- .securer_call_tool(link, tool$fn, args, deadline)
+    if (isTRUE(value$cut)) {
+      .securer_audit_write(audit, "tool_cancelled", tool = ev$tool, reason = "timeout")
+      .securer_say(verbose, "tool ", ev$tool, "() stopped at the execution's timeout")
+      return(invisible(FALSE))
+    }
     if (!is.null(value$err)) {
       reply$error <- value$err
     } else {
       reply$typed <- structure(.securer_encode(value$ok), class = "json")
     }
+  }
+  told <- .securer_told_cancelled(link, ev)
+  if (!is.null(told)) {
+    # The server gave up on the call while the tool ran: no answer.
+    .securer_audit_write(audit, "tool_cancelled", tool = ev$tool, reason = told)
+    return(invisible(FALSE))
   }
   if (is.null(reply$error)) {
     .securer_audit_write(audit, "tool_result", tool = ev$tool, ok = TRUE)
@@ -55,6 +69,24 @@
     .securer_say(verbose, "tool ", ev$tool, "() failed: ", reply$error)
   }
   .securer_send(link, reply)
+  invisible(TRUE)
+}
+
+# .securer_told_cancelled(link, ev) -> the reason of a tool_cancelled for
+# ev's call that has arrived, else NULL (read without waiting; the events
+# stay queued for the loop).
+.securer_told_cancelled <- function(link, ev) {
+  if (identical(processx::poll(list(link$read), 0)[[1]], "ready")) {
+    lines <- processx::conn_read_lines(link$read)
+    link$pending <- c(link$pending, lines[nzchar(lines)])
+  }
+  needle <- sprintf('"call":"%s"', ev$call)
+  for (line in link$pending) {
+    if (!grepl('"tool_cancelled"', line, fixed = TRUE) || !grepl(needle, line, fixed = TRUE)) next
+    got <- tryCatch(jsonlite::fromJSON(line, simplifyVector = FALSE), error = function(e) NULL)
+    if (identical(got$type, "tool_cancelled") && identical(got$call, ev$call)) return(as.character(got$reason %||% "ended"))
+  }
+  NULL
 }
 
 # .securer_run sends one execute request and serves its events until the
@@ -67,6 +99,11 @@
   msg <- c(list(op = "execute", id = id, code = code), extra)
   msg[[kind]] <- target
   if (!is.null(timeout)) msg$timeout <- as.numeric(timeout)
+  # The server's deadline, as seen from here: its timer starts a little
+  # later (after a pool's wait for a session too), so this one is never
+  # after it. Tools still running then are abandoned.
+  limit <- if (!is.null(timeout)) as.numeric(timeout) else link$timeout
+  deadline <- if (is.numeric(limit) && length(limit) == 1 && !is.na(limit) && limit > 0) .securer_now() + limit
   .securer_send(link, msg)
   done <- FALSE
   on.exit(if (!done && !isTRUE(link$closed)) {
@@ -95,8 +132,11 @@
       },
       tool_call = {
         calls <- calls + 1L
-        .securer_answer(link, ev, tools, calls, max_tool_calls, audit, verbose)
+        .securer_answer(link, ev, tools, calls, max_tool_calls, audit, verbose, deadline)
       },
+      # The server stopped waiting for a call (its tool was answered,
+      # abandoned here, or is done with already): the result follows.
+      tool_cancelled = NULL,
       result = {
         done <- TRUE
         if (nzchar(partial) && !is.null(output_handler)) .securer_handle(output_handler, partial)
@@ -482,6 +522,8 @@ SecureSession <- R6::R6Class("SecureSession",
       if (!is.null(private$opts)) private$opts$timeout <- .securer_applied_timeout(ev, private$opts$timeout)
       private$name <- ev$session
       private$pid <- ev$pid
+      # The session's default timeout, for executions given none.
+      private$link$timeout <- ev$limits$timeout
       # session_id stays the one made at open (0.2.0's sess_<hex>): the
       # server's name (s1, s2, ...) repeats across connections and servers,
       # and sessions sharing a log file must be told apart. tools is always
@@ -585,6 +627,7 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
       })
       .securer_warn_clamped(ev)
       private$timeout <- .securer_applied_timeout(ev, private$timeout)
+      private$link$timeout <- ev$limits$timeout %||% private$timeout
       private$name <- ev$pool
       .securer_say(private$verbose, "pool ", ev$pool, " of ", private$n, " sessions started")
     },
