@@ -71,10 +71,16 @@ func (c *conn) execute(j *job) (any, error) {
 		opts.Plots = &securer.Plots{Format: p.Format, Width: p.Width, Height: p.Height, DPI: p.DPI}
 	}
 	var res *securer.Result
-	if j.sess != nil {
+	var warm *bool
+	switch {
+	case j.sess != nil:
 		res, err = j.sess.ExecuteWith(ctx, req.Code, opts)
-	} else {
+	case j.pool != nil:
 		res, err = j.pool.pool.ExecuteWithin(ctx, req.Code, opts, acquire)
+	default:
+		var w bool
+		res, w, err = c.oneShot(ctx, j, opts)
+		warm = &w
 	}
 	stdout.flush()
 	stderr.flush()
@@ -85,6 +91,9 @@ func (c *conn) execute(j *job) (any, error) {
 		case j.pool != nil && errors.Is(err, context.Canceled) && c.ctx.Err() == nil:
 			// Cancelled while waiting for a pool session: still a result.
 			return c.canceledResult(j, "canceled while waiting for a pool session; nothing ran"), nil
+		case j.sess == nil && j.pool == nil && errors.Is(err, context.Canceled) && c.ctx.Err() == nil:
+			// A one-shot cancelled while its box started: still a result.
+			return c.canceledResult(j, "canceled before it started; nothing ran"), nil
 		case j.sess != nil && errors.Is(err, securer.ErrCanceled):
 			// Cancelled just before it started: still a result.
 			return c.canceledResult(j, "canceled before it started; nothing ran"), nil
@@ -93,7 +102,9 @@ func (c *conn) execute(j *job) (any, error) {
 	if res == nil {
 		return nil, err
 	}
-	return newResultEvent(req.ID, res), nil
+	ev := newResultEvent(req.ID, res)
+	ev.Warm = warm
+	return ev, nil
 }
 
 // textStream turns an execution's output into stdout/stderr events,

@@ -91,6 +91,8 @@ type (
 		ID         string          `json:"id"`
 		Result     *wireResult     `json:"result"`
 		ValuePlain json.RawMessage `json:"value_plain"`
+		// Warm: a one-shot's only, whether a warm box served it.
+		Warm *bool `json:"warm,omitempty"`
 	}
 )
 

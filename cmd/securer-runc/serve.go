@@ -85,6 +85,14 @@ func cmdServe(args []string, stderr io.Writer) int {
 	}
 	defer auditCloser.Close()
 	srv := service.New(opts)
+	// Warm boxes are up before the server counts as ready: a one-shot
+	// right after readiness finds one.
+	if err := srv.StartWarm(ctx); err != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+		return fail(stderr, exitSandbox, err)
+	}
 	adm.serving(srv)
 	d := drainOnSignal(srv, f.termGrace, stop, logger)
 	defer d.stopWatching()
@@ -122,6 +130,7 @@ func newServeFlags(stderr io.Writer) *serveFlags {
 	fs.StringVar(&f.sockGroup, "socket-group", "", "group (name or id) owning the Unix socket; its members may connect")
 	f.sandbox = addSandboxFlags(fs, "default wall-clock limit per execution", ", per session: the default and the most a client may ask")
 	fs.IntVar(&f.maxSessions, "max-sessions", 64, "most live sessions across all clients (pool members included)")
+	fs.IntVar(&f.opts.Warm, "warm", 0, "keep this many boxes ready (the defaults, no tools) for one-shot executions and plain sessions; they count toward --max-sessions")
 	fs.DurationVar(&f.termGrace, "term-grace", 30*time.Second, "on SIGTERM, how long running executions may still take")
 	opts := &f.opts
 	fs.IntVar(&opts.MaxClients, "max-clients", 64, "most clients connected at once")
@@ -237,6 +246,12 @@ func (f *serveFlags) options(stderr io.Writer, logger *slog.Logger) (service.Opt
 		// Leftovers of a server that died (kill -9, a crash) go now, not
 		// at the first new session.
 		reapLeftovers(host, logger, opts.Observer)
+	}
+	if opts.Warm < 0 || opts.Warm > maxSessions {
+		return opts, nil, exitWith(exitUsage, fmt.Errorf("--warm %d: want 0 to --max-sessions (%d)", opts.Warm, maxSessions))
+	}
+	if opts.Warm > 0 && base.UnsafeNoSandbox {
+		return opts, nil, exitWith(exitUsage, errors.New("--warm needs the sandbox: warm boxes serve one-shots by fresh executions"))
 	}
 	opts.Host, opts.Base, opts.MaxSessions, opts.Version, opts.Logger, opts.Token = host, base, maxSessions, version, logger, token
 	// The memory clients can make the server hold is bounded by its
