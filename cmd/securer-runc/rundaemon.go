@@ -174,7 +174,6 @@ func verdictError(res *securer.Result) error {
 	return fmt.Errorf("the daemon's execution ended: %s", res.Verdict)
 }
 
-
 // isCharDevice reports whether r is a character device (a terminal,
 // /dev/null): no input the code would miss through a daemon.
 func isCharDevice(r io.Reader) bool {
