@@ -328,8 +328,8 @@ func TestRunConnect(t *testing.T) {
 		}
 	}
 	m := scrapeMetrics(t, adminAddr(t, p))
-	if m[`securer_oneshots_total{path="warm"}`] < 6 || m[`securer_oneshots_total{path="other"}`] < 1 || m["securer_warm_boxes"] != 1 ||
-		m[`securer_acquire_duration_seconds_count{path="warm"}`] < 6 || m[`securer_acquire_duration_seconds_count{path="cold"}`] < 1 {
+	if m[`securer_oneshots_total{path="warm"}`] != 5 || m[`securer_oneshots_total{path="other"}`] < 1 || m["securer_warm_boxes"] != 1 ||
+		m[`securer_acquire_duration_seconds_count{path="warm"}`] != 5 || m[`securer_acquire_duration_seconds_count{path="cold"}`] < 1 {
 		t.Errorf("metrics after the runs: %v", pick(m, "securer_oneshots", "securer_warm", "securer_acquire_duration_seconds_count"))
 	}
 

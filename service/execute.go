@@ -47,6 +47,12 @@ type execKey struct{}
 
 func (c *conn) execute(j *job) (any, error) {
 	req, e := j.req, j.exec
+	oneShot := j.sess == nil && j.pool == nil
+	var clamped []string
+	if ceil := c.srv.opts.Ceilings.Timeout; oneShot && req.Clamp && ceil > 0 && req.Timeout > ceil.Seconds() {
+		// As a session's options.timeout is clamped at its creation.
+		req.Timeout, clamped = ceil.Seconds(), []string{"timeout"}
+	}
 	timeout, err := c.timeout("timeout", req.Timeout)
 	if err != nil {
 		return nil, err
@@ -79,8 +85,9 @@ func (c *conn) execute(j *job) (any, error) {
 		res, err = j.pool.pool.ExecuteWithin(ctx, req.Code, opts, acquire)
 	default:
 		var w bool
-		res, w, err = c.oneShot(ctx, j, opts)
-		warm = &w
+		var more []string
+		res, w, more, err = c.oneShot(ctx, j, opts)
+		warm, clamped = &w, append(clamped, more...)
 	}
 	stdout.flush()
 	stderr.flush()
@@ -103,7 +110,7 @@ func (c *conn) execute(j *job) (any, error) {
 		return nil, err
 	}
 	ev := newResultEvent(req.ID, res)
-	ev.Warm = warm
+	ev.Warm, ev.Clamped = warm, clamped
 	return ev, nil
 }
 

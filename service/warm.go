@@ -135,11 +135,11 @@ func (s *Server) takeWarm(cfg securer.Config) *securer.Session {
 // box by a fresh execution when the request asks for the default profile
 // and one is idle, else in a box started for it and closed after. warm
 // says which.
-func (c *conn) oneShot(ctx context.Context, j *job, opts securer.ExecOptions) (res *securer.Result, warm bool, err error) {
+func (c *conn) oneShot(ctx context.Context, j *job, opts securer.ExecOptions) (res *securer.Result, warm bool, clamped []string, err error) {
 	req := j.req
-	cfg, _, err := c.config(req.Tools, req.Options, req.Clamp)
+	cfg, clamped, err := c.config(req.Tools, req.Options, req.Clamp)
 	if err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = cfg.Timeout
@@ -161,29 +161,29 @@ func (c *conn) oneShot(ctx context.Context, j *job, opts securer.ExecOptions) (r
 			// leaves (variables, files, processes) is swept after it.
 			opts.Fresh = true
 			res, err = sess.ExecuteWith(ctx, req.Code, opts)
-			return res, true, err
+			return res, true, clamped, err
 		}
 		if !errors.Is(err, securer.ErrPoolBusy) && !errors.Is(err, securer.ErrPoolClosed) {
-			return nil, false, err
+			return nil, false, nil, err
 		}
 		w.misses.Add(1)
 	}
 	s.oneShotSeen(path)
 	if err := c.hold(1); err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
 	defer c.unhold(1)
 	began := time.Now()
 	var sess *securer.Session
 	if err := c.startingCtx(ctx, func() (err error) { sess, err = s.opts.Host.NewSession(ctx, cfg); return err }); err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
 	s.acquired("cold", began)
 	// Nothing of the box is kept: it is destroyed before the result goes
 	// out.
 	defer sess.Close()
 	res, err = sess.ExecuteWith(ctx, req.Code, opts)
-	return res, false, err
+	return res, false, clamped, err
 }
 
 func (s *Server) oneShotSeen(path string) {

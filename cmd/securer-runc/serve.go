@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"os/signal"
 	"os/user"
 	"runtime/debug"
@@ -334,6 +335,16 @@ func (f *serveFlags) listener(stderr io.Writer, logger *slog.Logger) (ln net.Lis
 	mode, err := strconv.ParseUint(f.sockMode, 8, 32)
 	if err != nil {
 		return nil, nil, exitWith(exitUsage, fmt.Errorf("--socket-mode %q: %w", f.sockMode, err))
+	}
+	// The default socket (/run/securer-runc/serve.sock) is in a dir of its
+	// own, which a host without the systemd unit may lack: made
+	// traversable only, as the unit's RuntimeDirectoryMode.
+	if dir := filepath.Dir(path); dir != "" {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			if err := os.Mkdir(dir, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
+				return nil, nil, exitWith(exitSandbox, fmt.Errorf("--listen: the socket's dir: %w", err))
+			}
+		}
 	}
 	gid := -1
 	if f.sockGroup != "" {
