@@ -25,7 +25,7 @@ var (
 )
 
 // cli builds the securer-runc binary once per test run.
-func cli(t *testing.T) string {
+func cli(t testing.TB) string {
 	t.Helper()
 	cliOnce.Do(func() {
 		// A prebuilt binary (the v2 guest has no compiler to spare).

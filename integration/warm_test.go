@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -240,6 +241,7 @@ func TestRunConnect(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "d.sock")
 	p := startServe(t, "--listen", "unix:"+sock, "--warm", "1", "--max-sessions", "4", "--admin-listen", "127.0.0.1:0", "--log-format", "json")
+	stopServe(t, p)
 	run := func(env []string, args ...string) (string, string, int) {
 		t.Helper()
 		cmd := exec.Command(cli(t), append([]string{"run"}, args...)...)
@@ -339,6 +341,7 @@ func TestRunConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp := startServe(t, "--listen", "tcp:127.0.0.1:0", "--token-file", token, "--warm", "1", "--max-sessions", "2")
+	stopServe(t, tp)
 	if out, errOut, code := run(noDaemonEnv, "--connect", tp.addr, "--token-file", token, "-e", "3"); code != 0 || out != "[1] 3\n" {
 		t.Errorf("tcp with the token: %q %q exit %d", out, errOut, code)
 	}
@@ -357,4 +360,17 @@ func pick(m map[string]float64, prefixes ...string) string {
 		}
 	}
 	return b.String()
+}
+
+// stopServe drains p with SIGTERM at the end of the test (before
+// startServe's kill): its warm boxes are closed, not left behind.
+func stopServe(t *testing.T, p *serveProc) {
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(30 * time.Second):
+			t.Errorf("serve did not end on SIGTERM:\n%s", p.stderr.String())
+		}
+	})
 }
