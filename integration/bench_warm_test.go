@@ -143,6 +143,7 @@ func BenchmarkDaemonOneShot(b *testing.B) {
 		run(c, oneshot.Request{Code: "1+1", Options: map[string]any{"pids": 48}})
 	}
 	restartSession(b, path, 10)
+	poolOp := poolExecutes(b, path, 200)
 	warmAcq, coldAcq, restartAcq := rec.of("warm"), rec.of("cold"), rec.of("restart")
 
 	rate := func(path string, clients, total int) (float64, float64) {
@@ -186,6 +187,7 @@ func BenchmarkDaemonOneShot(b *testing.B) {
 	b.ReportMetric(ms(pctl(op, 95)), "oneshot_op_p95_ms")
 	b.ReportMetric(ms(pctl(op, 99)), "oneshot_op_p99_ms")
 	b.ReportMetric(float64(hits)/float64(hits+misses), "warm_hit_rate")
+	b.ReportMetric(ms(median(poolOp)), "pool_fresh_op_ms")
 	b.ReportMetric(r1, "oneshots/s_1client")
 	b.ReportMetric(r4, "oneshots/s_4clients")
 	b.ReportMetric(r44, "oneshots/s_4clients_warm4")
@@ -197,6 +199,8 @@ func BenchmarkDaemonOneShot(b *testing.B) {
 		ms(median(bare)), ms(median(proc)), float64(median(proc))/float64(median(bare)), ms(pctl(proc, 95)))
 	b.Logf("one-shot op (client-timed, open connection): P50 %.2f ms  P95 %.2f ms  P99 %.2f ms; warm hit rate %.3f",
 		ms(pctl(op, 50)), ms(pctl(op, 95)), ms(pctl(op, 99)), float64(hits)/float64(hits+misses))
+	b.Logf("baseline, a fresh execute on a pool of 1 through the service (client-timed): P50 %.2f ms  P95 %.2f ms  P99 %.2f ms",
+		ms(pctl(poolOp, 50)), ms(pctl(poolOp, 95)), ms(pctl(poolOp, 99)))
 	b.Logf("acquire latency:\n  %s\n  %s\n  %s", line("warm", warmAcq), line("cold", coldAcq), line("restart", restartAcq))
 	b.Logf("fresh one-shots/s: 1 client %.1f (hit rate %.2f); 4 clients, --warm 2: %.1f (hit rate %.2f); 4 clients, --warm 4: %.1f (hit rate %.2f)",
 		r1, h1, r4, h4, r44, h44)
@@ -236,4 +240,45 @@ func restartSession(b *testing.B, path string, n int) {
 	}
 	enc.Encode(map[string]any{"op": "close_session", "id": "c", "session": s})
 	read("closed")
+}
+
+// poolExecutes times n executes of 1+1 on a fresh pool of one through the
+// daemon at path: what a fresh execution through the service costs
+// without the one-shot's bookkeeping.
+func poolExecutes(b *testing.B, path string, n int) []time.Duration {
+	b.Helper()
+	nc, err := net.Dial("unix", path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	dec := json.NewDecoder(nc)
+	enc := json.NewEncoder(nc)
+	read := func(want string) map[string]any {
+		for {
+			var ev map[string]any
+			if err := dec.Decode(&ev); err != nil {
+				b.Fatal(err)
+			}
+			if ev["type"] == want {
+				return ev
+			}
+			if ev["type"] == "error" {
+				b.Fatalf("daemon: %v", ev)
+			}
+		}
+	}
+	read("hello")
+	enc.Encode(map[string]any{"op": "create_pool", "id": "p", "size": 1})
+	p := read("pool")["pool"].(string)
+	var took []time.Duration
+	for i := range n {
+		start := time.Now()
+		enc.Encode(map[string]any{"op": "execute", "id": fmt.Sprint("e", i), "pool": p, "code": "1+1"})
+		read("result")
+		took = append(took, time.Since(start))
+	}
+	enc.Encode(map[string]any{"op": "close_pool", "id": "c", "pool": p})
+	read("closed")
+	return took
 }
