@@ -181,11 +181,19 @@ func BenchmarkDaemonOneShot(b *testing.B) {
 	st0 := srv.Stats()
 	var op []time.Duration
 	n0 := logs.len()
+	// Interleaved with the same execution on a fresh pool of one through
+	// the service (the baseline: what a fresh execution through the
+	// service costs a client that made and keeps a pool), so that both
+	// see the same load.
+	pool := openPool(b, path)
+	var poolOp []time.Duration
 	for range 200 {
 		start := time.Now()
 		run(c, oneshot.Request{Code: "1+1"})
 		op = append(op, time.Since(start))
+		poolOp = append(poolOp, pool.execute())
 	}
+	pool.close()
 	serverOp := logs.since(n0)
 	st := srv.Stats()
 	hits, misses := st.WarmHits-st0.WarmHits, st.WarmMisses-st0.WarmMisses
@@ -193,7 +201,6 @@ func BenchmarkDaemonOneShot(b *testing.B) {
 		run(c, oneshot.Request{Code: "1+1", Options: map[string]any{"pids": 48}})
 	}
 	restartSession(b, path, 10)
-	poolOp := poolExecutes(b, path, 200)
 	warmAcq, coldAcq, restartAcq := rec.of("warm"), rec.of("cold"), rec.of("restart")
 
 	rate := func(path string, clients, total int) (float64, float64) {
@@ -295,43 +302,55 @@ func restartSession(b *testing.B, path string, n int) {
 	read("closed")
 }
 
-// poolExecutes times n executes of 1+1 on a fresh pool of one through the
-// daemon at path: what a fresh execution through the service costs
-// without the one-shot's bookkeeping.
-func poolExecutes(b *testing.B, path string, n int) []time.Duration {
+// rawPool is a fresh pool of one on its own connection to a daemon.
+type rawPool struct {
+	b    *testing.B
+	nc   net.Conn
+	dec  *json.Decoder
+	enc  *json.Encoder
+	name string
+	n    int
+}
+
+func (p *rawPool) read(want string) map[string]any {
+	for {
+		var ev map[string]any
+		if err := p.dec.Decode(&ev); err != nil {
+			p.b.Fatal(err)
+		}
+		if ev["type"] == want {
+			return ev
+		}
+		if ev["type"] == "error" {
+			p.b.Fatalf("daemon: %v", ev)
+		}
+	}
+}
+
+func openPool(b *testing.B, path string) *rawPool {
 	b.Helper()
 	nc, err := net.Dial("unix", path)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer nc.Close()
-	dec := json.NewDecoder(nc)
-	enc := json.NewEncoder(nc)
-	read := func(want string) map[string]any {
-		for {
-			var ev map[string]any
-			if err := dec.Decode(&ev); err != nil {
-				b.Fatal(err)
-			}
-			if ev["type"] == want {
-				return ev
-			}
-			if ev["type"] == "error" {
-				b.Fatalf("daemon: %v", ev)
-			}
-		}
-	}
-	read("hello")
-	enc.Encode(map[string]any{"op": "create_pool", "id": "p", "size": 1})
-	p := read("pool")["pool"].(string)
-	var took []time.Duration
-	for i := range n {
-		start := time.Now()
-		enc.Encode(map[string]any{"op": "execute", "id": fmt.Sprint("e", i), "pool": p, "code": "1+1"})
-		read("result")
-		took = append(took, time.Since(start))
-	}
-	enc.Encode(map[string]any{"op": "close_pool", "id": "c", "pool": p})
-	read("closed")
-	return took
+	p := &rawPool{b: b, nc: nc, dec: json.NewDecoder(nc), enc: json.NewEncoder(nc)}
+	p.read("hello")
+	p.enc.Encode(map[string]any{"op": "create_pool", "id": "p", "size": 1})
+	p.name = p.read("pool")["pool"].(string)
+	return p
+}
+
+// execute times one execute of 1+1 on the pool.
+func (p *rawPool) execute() time.Duration {
+	p.n++
+	start := time.Now()
+	p.enc.Encode(map[string]any{"op": "execute", "id": fmt.Sprint("e", p.n), "pool": p.name, "code": "1+1"})
+	p.read("result")
+	return time.Since(start)
+}
+
+func (p *rawPool) close() {
+	p.enc.Encode(map[string]any{"op": "close_pool", "id": "c", "pool": p.name})
+	p.read("closed")
+	p.nc.Close()
 }
