@@ -1,5 +1,7 @@
 package securer
 
+import "slices"
+
 // Warm capacity: what a server that keeps boxes ready for anyone needs
 // of a Pool beyond executing in it.
 
@@ -28,7 +30,7 @@ func (p *Pool) TakeUnused() *Session {
 		if s.executions.Load() != 0 || !s.Alive() || s.exhausted() {
 			continue
 		}
-		p.idle = append(p.idle[:i], p.idle[i+1:]...)
+		p.idle = slices.Delete(p.idle, i, i+1)
 		delete(p.state, s)
 		p.starting++
 		p.goLocked(p.fill, func() { p.starting-- })

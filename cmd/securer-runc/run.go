@@ -106,7 +106,14 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if addr, explicit := daemon.target(); addr != "" {
 		timeoutSet := false
 		fs.Visit(func(f *flag.Flag) { timeoutSet = timeoutSet || f.Name == "timeout" })
-		why := whyLocal(fs, cfg.Stdin != nil && !isCharDevice(stdin))
+		// A piped stdin would reach the code in a box here, not through a
+		// daemon: an automatic run keeps it so by staying here; --connect
+		// asked for the daemon, whose code gets no stdin.
+		stdinUsed := cfg.Stdin != nil && !isCharDevice(stdin)
+		if stdinUsed && explicit {
+			logger.Debug("--connect: the code's stdin is not passed to the daemon")
+		}
+		why := whyLocal(fs, stdinUsed && !explicit)
 		switch {
 		case why != "" && explicit:
 			return fail(stderr, exitUsage, fmt.Errorf("--connect: a daemon cannot honour %s; leave out --connect to start a box here", why))

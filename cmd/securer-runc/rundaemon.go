@@ -10,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	securer "github.com/securer-runc/securer-runc"
 	"github.com/securer-runc/securer-runc/internal/oneshot"
@@ -41,7 +42,7 @@ func addDaemonFlags(fs *flag.FlagSet) *daemonFlags {
 		connect: fs.String("connect", "", "run through the daemon at unix:PATH or tcp:HOST:PORT (securer-runc serve); "+
 			"without it, run uses the daemon at $SECURER_SOCKET, else "+DefaultSocket+", when one answers there "+
 			"(unless --no-daemon), and starts a box here otherwise. Flags a daemon cannot honour (--"+
-			strings.Join(localOnlyFlags, ", --")+", code reading a piped stdin) start the box here; limits are the daemon's unless given"),
+			strings.Join(localOnlyFlags, ", --")+") start the box here, and so does a piped stdin without --connect (a daemon's code gets no stdin); limits are the daemon's unless given"),
 		tokenFile: fs.String("token-file", "", "the daemon's token (a file of mode 0600), for --connect tcp: or a daemon that wants one"),
 		noDaemon:  fs.Bool("no-daemon", false, "never use a daemon: start the box here (also SECURER_NO_DAEMON=1)"),
 	}
@@ -115,6 +116,9 @@ func daemonOptions(fs *flag.FlagSet, cfg securer.Config) map[string]any {
 	return o
 }
 
+// dialTimeout bounds connecting to a daemon and its hello.
+const dialTimeout = 10 * time.Second
+
 // errNothingRan marks a daemon failure before the code ran: an automatic
 // run may still start a box here.
 var errNothingRan = errors.New("the daemon did not run the code")
@@ -129,7 +133,11 @@ func runThroughDaemon(ctx context.Context, addr, tokenFile string, fs *flag.Flag
 			return nil, fmt.Errorf("%w: %w", errNothingRan, err)
 		}
 	}
-	c, err := oneshot.Dial(ctx, addr, token)
+	// A daemon that takes the connection but never greets must not hang
+	// the run: connecting and authenticating get a bound of their own.
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	c, err := oneshot.Dial(dctx, addr, token)
+	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errNothingRan, err)
 	}

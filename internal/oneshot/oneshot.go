@@ -92,9 +92,19 @@ func Dial(ctx context.Context, addr, token string) (*Conn, error) {
 // Close ends the connection.
 func (c *Conn) Close() error { return c.nc.Close() }
 
+// handshake reads the hello and authenticates, within ctx.
 func (c *Conn) handshake(ctx context.Context, token, addr string) error {
 	stop := context.AfterFunc(ctx, func() { c.nc.SetReadDeadline(time.Now()) })
-	defer stop()
+	err := c.greet(token, addr)
+	if !stop() {
+		// ctx ended: the read deadline is (being) set, the connection
+		// is of no more use.
+		return fmt.Errorf("connecting to the daemon at %s: %w", addr, ctx.Err())
+	}
+	return err
+}
+
+func (c *Conn) greet(token, addr string) error {
 	if token != "" {
 		// Sent without waiting for the hello (PROTOCOL.md allows it).
 		if err := c.send(map[string]any{"op": "auth", "id": "auth", "token": token}); err != nil {
