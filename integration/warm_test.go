@@ -272,6 +272,12 @@ func TestRunConnect(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `"verdict": "ok"`) {
 		t.Errorf("--json through the daemon: %q exit %d", out, code)
 	}
+	// --connect with a piped stdin: through the daemon all the same.
+	piped := exec.Command(cli(t), "run", "--connect", "unix:"+sock, "--log-level", "debug", "-e", "1+1")
+	piped.Stdin = strings.NewReader("input\n")
+	if out, err := piped.CombinedOutput(); err != nil || !strings.Contains(string(out), "ran through the daemon") {
+		t.Errorf("--connect with a piped stdin: %v\n%s", err, out)
+	}
 	tools := filepath.Join(dir, "tools.json")
 	if err := os.WriteFile(tools, []byte(`{"tools":[{"name":"add","description":"Add","args":{"a":"numeric","b":"numeric"},"command":["sh","-c","echo 7"]}]}`), 0o644); err != nil {
 		t.Fatal(err)
@@ -330,8 +336,8 @@ func TestRunConnect(t *testing.T) {
 		}
 	}
 	m := scrapeMetrics(t, adminAddr(t, p))
-	if m[`securer_oneshots_total{path="warm"}`] != 5 || m[`securer_oneshots_total{path="other"}`] < 1 || m["securer_warm_boxes"] != 1 ||
-		m[`securer_acquire_duration_seconds_count{path="warm"}`] != 5 || m[`securer_acquire_duration_seconds_count{path="cold"}`] < 1 {
+	if m[`securer_oneshots_total{path="warm"}`] != 6 || m[`securer_oneshots_total{path="other"}`] < 1 || m["securer_warm_boxes"] != 1 ||
+		m[`securer_acquire_duration_seconds_count{path="warm"}`] != 6 || m[`securer_acquire_duration_seconds_count{path="cold"}`] < 1 {
 		t.Errorf("metrics after the runs: %v", pick(m, "securer_oneshots", "securer_warm", "securer_acquire_duration_seconds_count"))
 	}
 
