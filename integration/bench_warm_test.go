@@ -185,14 +185,26 @@ func BenchmarkDaemonOneShot(b *testing.B) {
 	// the service (the baseline: what a fresh execution through the
 	// service costs a client that made and keeps a pool), so that both
 	// see the same load.
+	// And with the engine's own fresh execution in a warm session of this
+	// process (no service, no socket).
 	pool := openPool(b, path)
-	var poolOp []time.Duration
+	eng, err := testHost.NewSession(ctx, baseConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var poolOp, engineOp []time.Duration
 	for range 200 {
 		start := time.Now()
 		run(c, oneshot.Request{Code: "1+1"})
 		op = append(op, time.Since(start))
 		poolOp = append(poolOp, pool.execute())
+		start = time.Now()
+		if res, err := eng.ExecuteFresh(ctx, "1+1"); err != nil || res.Stdout != "[1] 2\n" {
+			b.Fatalf("engine fresh: %v %+v", err, res)
+		}
+		engineOp = append(engineOp, time.Since(start))
 	}
+	eng.Close()
 	pool.close()
 	serverOp := logs.since(n0)
 	st := srv.Stats()
@@ -246,6 +258,7 @@ func BenchmarkDaemonOneShot(b *testing.B) {
 	b.ReportMetric(ms(pctl(op, 99)), "oneshot_op_p99_ms")
 	b.ReportMetric(float64(hits)/float64(hits+misses), "warm_hit_rate")
 	b.ReportMetric(ms(median(poolOp)), "pool_fresh_op_ms")
+	b.ReportMetric(ms(median(engineOp)), "engine_fresh_ms")
 	b.ReportMetric(r1, "oneshots/s_1client")
 	b.ReportMetric(r4, "oneshots/s_4clients")
 	b.ReportMetric(r44, "oneshots/s_4clients_warm4")
@@ -261,6 +274,8 @@ func BenchmarkDaemonOneShot(b *testing.B) {
 		ms(pctl(serverOp, 50)), ms(pctl(serverOp, 95)), ms(pctl(serverOp, 99)))
 	b.Logf("baseline, a fresh execute on a pool of 1 through the service (client-timed): P50 %.2f ms  P95 %.2f ms  P99 %.2f ms",
 		ms(pctl(poolOp, 50)), ms(pctl(poolOp, 95)), ms(pctl(poolOp, 99)))
+	b.Logf("baseline, the engine's ExecuteFresh in a warm session of this process: P50 %.2f ms  P95 %.2f ms  P99 %.2f ms",
+		ms(pctl(engineOp, 50)), ms(pctl(engineOp, 95)), ms(pctl(engineOp, 99)))
 	b.Logf("acquire latency:\n  %s\n  %s\n  %s", line("warm", warmAcq), line("cold", coldAcq), line("restart", restartAcq))
 	b.Logf("fresh one-shots/s: 1 client %.1f (hit rate %.2f); 4 clients, --warm 2: %.1f (hit rate %.2f); 4 clients, --warm 4: %.1f (hit rate %.2f)",
 		r1, h1, r4, h4, r44, h44)
