@@ -42,7 +42,7 @@ func addDaemonFlags(fs *flag.FlagSet) *daemonFlags {
 		connect: fs.String("connect", "", "run through the daemon at unix:PATH or tcp:HOST:PORT (securer-runc serve); "+
 			"without it, run uses the daemon at $SECURER_SOCKET, else "+DefaultSocket+", when one answers there "+
 			"(unless --no-daemon), and starts a box here otherwise. Flags a daemon cannot honour (--"+
-			strings.Join(localOnlyFlags, ", --")+") start the box here, and so does a piped stdin without --connect (a daemon's code gets no stdin); limits are the daemon's unless given"),
+			strings.Join(localOnlyFlags, ", --")+", --output-limit 0) start the box here, and so does a piped stdin without --connect (a daemon's code gets no stdin); limits are the daemon's unless given"),
 		tokenFile: fs.String("token-file", "", "the daemon's token (a file of mode 0600), for --connect tcp: or a daemon that wants one"),
 		noDaemon:  fs.Bool("no-daemon", false, "never use a daemon: start the box here (also SECURER_NO_DAEMON=1)"),
 	}
