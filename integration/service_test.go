@@ -195,7 +195,8 @@ func TestServiceProtocol(t *testing.T) {
 		{`{"op":"fly","id":"8"}`, "bad_request"},
 		{`{"op":"create_session","id":"9","options":{"memory_bytes":1099511627776}}`, "invalid_config"},
 		{`{"op":"create_session","id":"10","tools":[{"name":"bad name"}]}`, "invalid_config"},
-		{`{"op":"execute","id":"11","code":"1"}`, "bad_request"},
+		// Neither session nor pool is a one-shot; both is refused.
+		{`{"op":"execute","id":"11","session":"` + sess + `","pool":"p1","code":"1"}`, "bad_request"},
 		{`{"op":"tool_result","call":"nope","value":1}`, "not_found"},
 		{`{"op":"ping"}`, "bad_request"},
 	} {

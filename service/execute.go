@@ -122,6 +122,12 @@ type execKey struct{}
 
 func (c *conn) execute(j *job) (any, error) {
 	req, e := j.req, j.exec
+	oneShot := j.sess == nil && j.pool == nil
+	var clamped []string
+	if ceil := c.srv.opts.Ceilings.Timeout; oneShot && req.Clamp && ceil > 0 && req.Timeout > ceil.Seconds() {
+		// As a session's options.timeout is clamped at its creation.
+		req.Timeout, clamped = ceil.Seconds(), []string{"timeout"}
+	}
 	timeout, err := c.timeout("timeout", req.Timeout)
 	if err != nil {
 		return nil, err
@@ -146,10 +152,17 @@ func (c *conn) execute(j *job) (any, error) {
 		opts.Plots = &securer.Plots{Format: p.Format, Width: p.Width, Height: p.Height, DPI: p.DPI}
 	}
 	var res *securer.Result
-	if j.sess != nil {
+	var warm *bool
+	switch {
+	case j.sess != nil:
 		res, err = j.sess.ExecuteWith(ctx, req.Code, opts)
-	} else {
+	case j.pool != nil:
 		res, err = j.pool.pool.ExecuteWithin(ctx, req.Code, opts, acquire)
+	default:
+		var w bool
+		var more []string
+		res, w, more, err = c.oneShot(ctx, j, opts)
+		warm, clamped = &w, append(clamped, more...)
 	}
 	stdout.flush()
 	stderr.flush()
@@ -160,6 +173,9 @@ func (c *conn) execute(j *job) (any, error) {
 		case j.pool != nil && errors.Is(err, context.Canceled) && c.ctx.Err() == nil:
 			// Cancelled while waiting for a pool session: still a result.
 			return c.canceledResult(j, "canceled while waiting for a pool session; nothing ran"), nil
+		case j.sess == nil && j.pool == nil && errors.Is(err, context.Canceled) && c.ctx.Err() == nil:
+			// A one-shot cancelled while its box started: still a result.
+			return c.canceledResult(j, "canceled before it started; nothing ran"), nil
 		case j.sess != nil && errors.Is(err, securer.ErrCanceled):
 			// Cancelled just before it started: still a result.
 			return c.canceledResult(j, "canceled before it started; nothing ran"), nil
@@ -168,7 +184,9 @@ func (c *conn) execute(j *job) (any, error) {
 	if res == nil {
 		return nil, err
 	}
-	return newResultEvent(req.ID, res), nil
+	ev := newResultEvent(req.ID, res)
+	ev.Warm, ev.Clamped = warm, clamped
+	return ev, nil
 }
 
 // textStream turns an execution's output into stdout/stderr events,

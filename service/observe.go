@@ -46,6 +46,11 @@ type Stats struct {
 	MaxSessions    int  // Options.MaxSessions
 	MaxClients     int  // Options.MaxClients
 	Draining       bool // Shutdown has begun
+	// Warm boxes (Options.Warm): idle and in all (idle, busy, starting);
+	// one-shots served by an idle warm box (WarmHits) and those that
+	// asked for the default profile but found none idle (WarmMisses).
+	WarmIdle, WarmTotal  int
+	WarmHits, WarmMisses uint64
 }
 
 // Stats returns a snapshot of the server's clients, sessions, pools and
@@ -64,6 +69,11 @@ func (s *Server) Stats() Stats {
 		st.Pools += len(c.pools)
 		c.mu.Unlock()
 	}
+	if w := s.warm.Load(); w != nil {
+		ps := w.pool.Status()
+		st.WarmIdle, st.WarmTotal = ps.Idle, ps.Total
+		st.WarmHits, st.WarmMisses = w.hits.Load(), w.misses.Load()
+	}
 	return st
 }
 
@@ -78,7 +88,8 @@ func (s *Server) Ready() error {
 	switch {
 	case st.Draining:
 		return fmt.Errorf("%w: draining (shutting down)", ErrNotReady)
-	case st.Sessions >= st.MaxSessions:
+	case st.Sessions-st.WarmIdle >= st.MaxSessions:
+		// An idle warm box is room: a one-shot or a session takes it.
 		return fmt.Errorf("%w: at capacity: %d of %d sessions", ErrNotReady, st.Sessions, st.MaxSessions)
 	case st.Clients >= st.MaxClients:
 		return fmt.Errorf("%w: at capacity: %d of %d clients", ErrNotReady, st.Clients, st.MaxClients)

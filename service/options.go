@@ -25,6 +25,11 @@ type Options struct {
 	// members included (default 16, at most MaxSessions), so that one
 	// client cannot take every session.
 	MaxSessionsPerClient int
+	// Warm is how many boxes the server keeps ready with Base's defaults
+	// and no tools, for one-shot executions and sessions that ask for
+	// nothing else (default 0: none). They count toward MaxSessions but
+	// belong to no client. Server.StartWarm starts them.
+	Warm int
 	// MaxClients caps connected clients (default 64).
 	MaxClients int
 	// MaxMessageBytes caps one message from a client (default

@@ -114,7 +114,7 @@ var opMembers = map[string][]string{
 	"ping":            nil,
 	"create_session":  {"tools", "options", "clamp"},
 	"create_pool":     {"size", "reset", "tools", "options", "clamp"},
-	"execute":         {"session", "pool", "code", "fresh", "timeout", "acquire_timeout", "plots", "inputs", "outputs"},
+	"execute":         {"session", "pool", "code", "fresh", "timeout", "acquire_timeout", "plots", "inputs", "outputs", "tools", "options", "clamp"},
 	"tool_result":     {"call", "value", "typed", "error"},
 	"cancel":          {"target"},
 	"restart_session": {"session"},

@@ -214,8 +214,12 @@ func (c *conn) prepare(req *request, size int64) (*job, error) {
 		j.do, j.chain = c.restartSession, req.Session
 	case "execute":
 		j.do = c.execute
-		if (req.Session == "") == (req.Pool == "") {
-			return nil, fmt.Errorf("%w: execute needs exactly one of session and pool", errBadRequest)
+		if req.Session != "" && req.Pool != "" {
+			return nil, fmt.Errorf("%w: execute takes a session or a pool, not both", errBadRequest)
+		}
+		// Neither: a one-shot, which alone says what box it wants.
+		if (req.Session != "" || req.Pool != "") && (req.Tools != nil || req.Options != nil || req.Clamp) {
+			return nil, fmt.Errorf("%w: tools, options and clamp are for a one-shot execute (no session, no pool); a session's or pool's were set when it was made", errBadRequest)
 		}
 		if req.AcquireTimeout != nil && req.Pool == "" {
 			return nil, fmt.Errorf("%w: acquire_timeout is for an execute on a pool", errBadRequest)
@@ -256,7 +260,7 @@ func (c *conn) prepare(req *request, size int64) (*job, error) {
 		return nil, &retryError{fmt.Errorf("%w: this connection's requests being served or queued hold %d bytes; %d more would pass its %d",
 			errTooMany, c.queued, size, c.srv.opts.MaxQueuedBytes), time.Second}
 	}
-	if req.Op == "execute" || req.Op == "restart_session" || j.chain != "" {
+	if (req.Op == "execute" && (req.Session != "" || req.Pool != "")) || req.Op == "restart_session" || j.chain != "" {
 		if req.Session != "" {
 			if j.sess = c.sessions[req.Session]; j.sess == nil {
 				return nil, c.missing("session", req.Session, draining)

@@ -36,6 +36,8 @@ type Server struct {
 	running  int        // executions in flight, all clients
 
 	clientSeq atomic.Uint64 // names clients in log records
+
+	warm atomic.Pointer[warmBoxes] // nil: none (StartWarm)
 }
 
 // New returns a server; it starts nothing until a client asks.
@@ -172,6 +174,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		wg.Go(c.shutdown)
 	}
 	wg.Wait()
+	s.closeWarm()
 	if cut != nil {
 		// Wake the waiter: cancelling ended the executions.
 		<-done

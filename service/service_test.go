@@ -154,7 +154,9 @@ func TestOpMembers(t *testing.T) {
 		ok   bool
 	}{
 		{`{"op":"execute","id":"1","session":"s1","code":"1","fresh":true,"timeout":2}`, true},
-		{`{"op":"execute","id":"1","session":"s1","code":"1","tools":[{"name":"x","description":"big"}]}`, false},
+		// A one-shot (no session, no pool) takes tools, options and clamp;
+		// an execute on a session is refused them when prepared.
+		{`{"op":"execute","id":"1","code":"1","tools":[{"name":"x","description":"big"}]}`, true},
 		{`{"op":"execute","id":"1","session":"s1","code":"1","token":"t"}`, false},
 		{`{"op":"execute","id":"1","session":"s1","code":"1","bogus":1}`, false},
 		{`{"op":"create_session","id":"1","tools":[],"options":{}}`, true},
@@ -173,7 +175,7 @@ func TestOpMembers(t *testing.T) {
 		{`{"op":"create_pool","id":"1","size":2,"acquire_timeout":1}`, false},
 		{`{"op":"create_session","id":"1","clamp":true}`, true},
 		{`{"op":"create_pool","id":"1","size":2,"clamp":true}`, true},
-		{`{"op":"execute","id":"1","session":"s1","code":"1","clamp":true}`, false},
+		{`{"op":"execute","id":"1","code":"1","clamp":true,"options":{"pids":8}}`, true},
 	} {
 		_, err := decodeRequest([]byte(tc.line))
 		if (err == nil) != tc.ok {

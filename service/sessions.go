@@ -74,10 +74,15 @@ func (c *conn) createSession(j *job) (any, error) {
 	if err := c.hold(1); err != nil {
 		return nil, err
 	}
-	var s *securer.Session
-	if err := c.starting(func() (err error) { s, err = c.srv.opts.Host.NewSession(c.ctx, cfg); return err }); err != nil {
-		c.unhold(1)
-		return nil, err
+	// A warm box that never ran code is as good as a new one.
+	s := c.srv.takeWarm(cfg)
+	if s == nil {
+		began := time.Now()
+		if err := c.starting(func() (err error) { s, err = c.srv.opts.Host.NewSession(c.ctx, cfg); return err }); err != nil {
+			c.unhold(1)
+			return nil, err
+		}
+		c.srv.acquired("cold", began)
 	}
 	name := c.name("s")
 	c.mu.Lock()
@@ -112,9 +117,11 @@ func (c *conn) restartSession(j *job) (any, error) {
 	if c.srv.isDraining() {
 		return nil, errDraining
 	}
+	began := time.Now()
 	if err := c.starting(func() error { return j.sess.Restart(c.ctx) }); err != nil {
 		return nil, err
 	}
+	c.srv.acquired("restart", began)
 	return restartedEvent{Type: "restarted", ID: j.req.ID, Pid: j.sess.Pid()}, nil
 }
 

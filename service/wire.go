@@ -99,6 +99,11 @@ type (
 		ID         string          `json:"id"`
 		Result     *wireResult     `json:"result"`
 		ValuePlain json.RawMessage `json:"value_plain"`
+		// Warm: a one-shot's only, whether a warm box served it.
+		Warm *bool `json:"warm,omitempty"`
+		// Clamped: a one-shot's options (and timeout) that clamp lowered
+		// to the operator's ceilings, as in the session event.
+		Clamped []string `json:"clamped,omitempty"`
 	}
 )
 

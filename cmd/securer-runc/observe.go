@@ -80,7 +80,8 @@ func (a *adminEndpoints) state() metrics.State {
 	}
 	st := srv.Stats()
 	return metrics.State{Clients: st.Clients, Authenticating: st.Authenticating, Sessions: st.Sessions, Pools: st.Pools,
-		Executions: st.Executions, MaxSessions: st.MaxSessions, MaxClients: st.MaxClients, Ready: a.gate.Ready() == nil}
+		Executions: st.Executions, MaxSessions: st.MaxSessions, MaxClients: st.MaxClients, Ready: a.gate.Ready() == nil,
+		WarmIdle: st.WarmIdle, WarmTotal: st.WarmTotal}
 }
 
 // adminListener listens on --admin-listen's address; cleanup removes a

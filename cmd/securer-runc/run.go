@@ -40,6 +40,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	outputDir := fs.String("output-dir", "", "write the files the code made or changed in its work dir to DIR (an existing dir; links are not followed, files not replaced)")
 	termGrace := fs.Duration("term-grace", 10*time.Second, "on SIGTERM, how long the running code may still take before it is stopped")
 	plotFl := addPlotFlags(fs)
+	daemon := addDaemonFlags(fs)
 	logs := addLogFlags(fs, slog.LevelWarn, "warn")
 	setUsage(fs, "securer-runc run [flags] [-e CODE | FILE | -]    (a file named help: ./help)")
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
@@ -100,7 +101,43 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	ctx, stopDrain := drainOnSIGTERM(ctx, sigs, *termGrace, logger)
 	defer stopDrain()
-	res, err := executeOnce(ctx, host, cfg, src, opts)
+	var res *securer.Result
+	ran := false
+	if addr, explicit := daemon.target(); addr != "" {
+		timeoutSet := false
+		fs.Visit(func(f *flag.Flag) { timeoutSet = timeoutSet || f.Name == "timeout" })
+		// A piped stdin would reach the code in a box here, not through a
+		// daemon: an automatic run keeps it so by staying here; --connect
+		// asked for the daemon, whose code gets no stdin.
+		stdinUsed := cfg.Stdin != nil && !isCharDevice(stdin)
+		if stdinUsed && explicit {
+			logger.Debug("--connect: the code's stdin is not passed to the daemon")
+		}
+		why := whyLocal(fs, stdinUsed && !explicit)
+		switch {
+		case why != "" && explicit:
+			return fail(stderr, exitUsage, fmt.Errorf("--connect: a daemon cannot honour %s; leave out --connect to start a box here", why))
+		case why != "":
+			logger.Debug("not using the daemon: a box of its own is needed", "addr", addr, "for", why)
+		default:
+			res, err = runThroughDaemon(ctx, addr, *daemon.tokenFile, fs, cfg, src, opts, timeoutSet, logger)
+			switch {
+			case res != nil:
+				ran, err = true, verdictError(res)
+			case explicit && errors.Is(err, errNothingRan):
+				return fail(stderr, daemonExit(err), err)
+			case !errors.Is(err, errNothingRan):
+				// The connection broke while the code may have been
+				// running: running it again here could run it twice.
+				return fail(stderr, exitSandbox, fmt.Errorf("the daemon at %s: %w", addr, err))
+			default:
+				logger.Debug("not using the daemon: starting a box here", "addr", addr, "err", err)
+			}
+		}
+	}
+	if !ran {
+		res, err = executeOnce(ctx, host, cfg, src, opts)
+	}
 	if res == nil && ctx.Err() != nil {
 		// Cancelled (SIGINT, or SIGTERM and its grace) before the code ran:
 		// the box was torn down as it started; that is a cancellation, not

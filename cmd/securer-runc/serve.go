@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -85,6 +86,14 @@ func cmdServe(args []string, stderr io.Writer) int {
 	}
 	defer auditCloser.Close()
 	srv := service.New(opts)
+	// Warm boxes are up before the server counts as ready: a one-shot
+	// right after readiness finds one.
+	if err := srv.StartWarm(ctx); err != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+		return fail(stderr, exitSandbox, err)
+	}
 	adm.serving(srv)
 	d := drainOnSignal(srv, f.termGrace, stop, logger)
 	defer d.stopWatching()
@@ -122,6 +131,7 @@ func newServeFlags(stderr io.Writer) *serveFlags {
 	fs.StringVar(&f.sockGroup, "socket-group", "", "group (name or id) owning the Unix socket; its members may connect")
 	f.sandbox = addSandboxFlags(fs, "default wall-clock limit per execution", ", per session: the default and the most a client may ask")
 	fs.IntVar(&f.maxSessions, "max-sessions", 64, "most live sessions across all clients (pool members included)")
+	fs.IntVar(&f.opts.Warm, "warm", 0, "keep this many boxes ready (the defaults, no tools) for one-shot executions and plain sessions; they count toward --max-sessions")
 	fs.DurationVar(&f.termGrace, "term-grace", 30*time.Second, "on SIGTERM, how long running executions may still take")
 	opts := &f.opts
 	fs.IntVar(&opts.MaxClients, "max-clients", 64, "most clients connected at once")
@@ -238,6 +248,12 @@ func (f *serveFlags) options(stderr io.Writer, logger *slog.Logger) (service.Opt
 		// at the first new session.
 		reapLeftovers(host, logger, opts.Observer)
 	}
+	if opts.Warm < 0 || opts.Warm > maxSessions {
+		return opts, nil, exitWith(exitUsage, fmt.Errorf("--warm %d: want 0 to --max-sessions (%d)", opts.Warm, maxSessions))
+	}
+	if opts.Warm > 0 && base.UnsafeNoSandbox {
+		return opts, nil, exitWith(exitUsage, errors.New("--warm needs the sandbox: warm boxes serve one-shots by fresh executions"))
+	}
 	opts.Host, opts.Base, opts.MaxSessions, opts.Version, opts.Logger, opts.Token = host, base, maxSessions, version, logger, token
 	// The memory clients can make the server hold is bounded by its
 	// flags; as a soft limit it also makes the runtime give memory back
@@ -319,6 +335,16 @@ func (f *serveFlags) listener(stderr io.Writer, logger *slog.Logger) (ln net.Lis
 	mode, err := strconv.ParseUint(f.sockMode, 8, 32)
 	if err != nil {
 		return nil, nil, exitWith(exitUsage, fmt.Errorf("--socket-mode %q: %w", f.sockMode, err))
+	}
+	// The default socket (/run/securer-runc/serve.sock) is in a dir of its
+	// own, which a host without the systemd unit may lack: made
+	// traversable only, as the unit's RuntimeDirectoryMode.
+	if dir := filepath.Dir(path); dir != "" {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			if err := os.Mkdir(dir, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
+				return nil, nil, exitWith(exitSandbox, fmt.Errorf("--listen: the socket's dir: %w", err))
+			}
+		}
 	}
 	gid := -1
 	if f.sockGroup != "" {

@@ -25,6 +25,8 @@ type State struct {
 	MaxSessions    int
 	MaxClients     int
 	Ready          bool
+	WarmIdle       int // warm boxes idle
+	WarmTotal      int // warm boxes idle, busy or starting
 }
 
 // Metrics is the service's metrics and their registry. Its methods are
@@ -41,6 +43,8 @@ type Metrics struct {
 	oomKills    prometheus.Counter
 	reaped      *prometheus.CounterVec
 	errors      *prometheus.CounterVec
+	oneShots    *prometheus.CounterVec
+	acquireSecs *prometheus.HistogramVec
 }
 
 // Latency buckets, in seconds. Executions run from milliseconds (1+1 in
@@ -51,6 +55,9 @@ var (
 	execBuckets  = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800}
 	toolBuckets  = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
 	startBuckets = []float64{0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60}
+	// Getting a box: microseconds for a warm one, a sandbox start for a
+	// cold one or a restart.
+	acquireBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
 )
 
 // New makes the metrics; state is read at each scrape for the gauges.
@@ -98,6 +105,15 @@ func New(version string, state func() State) *Metrics {
 			Name: "securer_errors_total",
 			Help: "Error events sent to clients (refusals and failures), by code (PROTOCOL.md, error codes).",
 		}, []string{"code"}),
+		oneShots: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "securer_oneshots_total",
+			Help: "One-shot executions by how they got a box: warm (an idle warm box: a hit), miss (the default profile, but no warm box idle), other (tools or options of their own).",
+		}, []string{"path"}),
+		acquireSecs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "securer_acquire_duration_seconds",
+			Help:    "Time to get a box for a one-shot or a session, by path: warm (taken from the warm boxes), cold (started), restart (restart_session).",
+			Buckets: acquireBuckets,
+		}, []string{"path"}),
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "securer_build_info",
@@ -114,8 +130,14 @@ func New(version string, state func() State) *Metrics {
 	for _, k := range []string{"session", "cgroup"} {
 		m.reaped.WithLabelValues(k)
 	}
+	for _, p := range []string{"warm", "miss", "other"} {
+		m.oneShots.WithLabelValues(p)
+	}
+	for _, p := range []string{"warm", "cold", "restart"} {
+		m.acquireSecs.WithLabelValues(p)
+	}
 	reg.MustRegister(m.executions, m.execSeconds, m.toolCalls, m.toolSeconds, m.starts, m.startSecs,
-		m.oomKills, m.reaped, m.errors, build, &stateCollector{state: state},
+		m.oomKills, m.reaped, m.errors, m.oneShots, m.acquireSecs, build, &stateCollector{state: state},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -163,6 +185,16 @@ func (m *Metrics) ErrorSent(code string) {
 	m.errors.WithLabelValues(code).Inc()
 }
 
+// OneShot counts a one-shot by how it got its box.
+func (m *Metrics) OneShot(path string) {
+	m.oneShots.WithLabelValues(path).Inc()
+}
+
+// Acquired records the time getting a box took, by path.
+func (m *Metrics) Acquired(path string, took time.Duration) {
+	m.acquireSecs.WithLabelValues(path).Observe(took.Seconds())
+}
+
 func outcome(failed bool) string {
 	if failed {
 		return "error"
@@ -184,10 +216,12 @@ var (
 	maxSessDesc    = prometheus.NewDesc("securer_sessions_max", "Most live sessions the server takes (--max-sessions).", nil, nil)
 	maxClientsDesc = prometheus.NewDesc("securer_clients_max", "Most clients the server takes (--max-clients).", nil, nil)
 	readyDesc      = prometheus.NewDesc("securer_ready", "1 when /readyz says ready, else 0.", nil, nil)
+	warmIdleDesc   = prometheus.NewDesc("securer_warm_idle", "Warm boxes idle, ready for a one-shot (serve --warm).", nil, nil)
+	warmTotalDesc  = prometheus.NewDesc("securer_warm_boxes", "Warm boxes in all: idle, busy or starting (serve --warm).", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{clientsDesc, authDesc, sessionsDesc, poolsDesc, executionsDesc, maxSessDesc, maxClientsDesc, readyDesc} {
+	for _, d := range []*prometheus.Desc{clientsDesc, authDesc, sessionsDesc, poolsDesc, executionsDesc, maxSessDesc, maxClientsDesc, readyDesc, warmIdleDesc, warmTotalDesc} {
 		ch <- d
 	}
 }
@@ -210,6 +244,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		{maxSessDesc, float64(st.MaxSessions)},
 		{maxClientsDesc, float64(st.MaxClients)},
 		{readyDesc, ready},
+		{warmIdleDesc, float64(st.WarmIdle)},
+		{warmTotalDesc, float64(st.WarmTotal)},
 	} {
 		ch <- prometheus.MustNewConstMetric(g.d, prometheus.GaugeValue, g.v)
 	}

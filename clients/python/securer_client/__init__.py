@@ -5,7 +5,7 @@ answers with Python functions.
 
     from securer_client import Client, Tool
 
-    with Client.connect() as client:   # SECURER_SOCKET, else /run/securer-runc.sock;
+    with Client.connect() as client:   # SECURER_SOCKET, else /run/securer-runc/serve.sock;
                                        # or Client.spawn(), Client.connect_tcp(host, port, token)
         add = Tool("add", lambda a, b: a + b, args={"a": "numeric", "b": "numeric"})
         session = client.create_session(tools=[add])

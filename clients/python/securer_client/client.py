@@ -14,7 +14,7 @@ from .errors import ConnectionClosed, NeedsSandboxError, NotFoundError, ServerEr
     UnauthorizedError
 from .values import decode, encode
 
-DEFAULT_SOCKET = "/run/securer-runc.sock"
+DEFAULT_SOCKET = "/run/securer-runc/serve.sock"
 PROTOCOL = 1
 
 _CLOSED = object()  # queued to every waiting request when the connection ends
@@ -387,7 +387,7 @@ class Client:
     @classmethod
     def connect(cls, path=None, token=None, require_sandbox=True):
         """Connect to a running daemon's Unix socket: path, else the
-        SECURER_SOCKET environment variable, else /run/securer-runc.sock."""
+        SECURER_SOCKET environment variable, else /run/securer-runc/serve.sock."""
         path = path or os.environ.get("SECURER_SOCKET") or DEFAULT_SOCKET
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

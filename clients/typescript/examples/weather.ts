@@ -1,7 +1,7 @@
 // R code calling tools answered in TypeScript, through a running daemon
-// (SECURER_SOCKET, else /run/securer-runc.sock):
+// (SECURER_SOCKET, else /run/securer-runc/serve.sock):
 //
-//   make ts-build && SECURER_SOCKET=/run/securer-runc.sock node dist/examples/weather.js
+//   make ts-build && SECURER_SOCKET=/run/securer-runc/serve.sock node dist/examples/weather.js
 import { Client, tool, R } from "../src/index.js";
 
 const forecast = tool({

@@ -21,7 +21,7 @@ import type {
 } from "./types.js";
 
 /** The socket a root daemon listens on by default (README, "Service"). */
-export const DEFAULT_SOCKET = "/run/securer-runc.sock";
+export const DEFAULT_SOCKET = "/run/securer-runc/serve.sock";
 
 /** The protocol version this client speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -265,7 +265,7 @@ export class Client {
 
   /**
    * Connect to a daemon's Unix socket: `path`, else SECURER_SOCKET, else
-   * the default socket (/run/securer-runc.sock).
+   * the default socket (/run/securer-runc/serve.sock).
    */
   static async connect(path?: string, opts: ConnectOptions = {}): Promise<Client> {
     const p = path || process.env["SECURER_SOCKET"] || DEFAULT_SOCKET;

@@ -4,7 +4,7 @@
 # protocol is PROTOCOL.md in securer-runc's repository.
 
 .securer_socket <- function() {
-  getOption("securer.socket", Sys.getenv("SECURER_SOCKET", "/run/securer-runc.sock"))
+  getOption("securer.socket", Sys.getenv("SECURER_SOCKET", "/run/securer-runc/serve.sock"))
 }
 
 .securer_binary <- function() {

@@ -140,7 +140,7 @@
       result = {
         done <- TRUE
         if (nzchar(partial) && !is.null(output_handler)) .securer_handle(output_handler, partial)
-        return(list(result = ev$result, events = events))
+        return(list(result = ev$result, events = events, clamped = ev$clamped))
       },
       error = {
         done <- TRUE
@@ -707,8 +707,16 @@ last_output <- function() .securer_last$output %||% character()
 last_plots <- function() .securer_last$plots
 
 #' Run code in a new sandboxed session, then close it.
+#'
+#' Through a daemon (SECURER_SOCKET, else /run/securer-runc/serve.sock),
+#' the code runs as one one-shot request: in a box the daemon keeps warm
+#' when it has one (serve --warm), a fresh R state each time.
 execute_r <- function(code, tools = list(), timeout = 30, sandbox = TRUE, limits = NULL, verbose = FALSE,
                       validate = TRUE, sandbox_strict = FALSE, audit_log = NULL, files = NULL, output_dir = NULL) {
+  if (isTRUE(sandbox) && is.null(audit_log) && length(files) == 0 && is.null(output_dir) && .securer_daemon_there()) {
+    out <- .securer_oneshot(code, tools, if (missing(timeout)) NULL else timeout, limits, verbose, validate)
+    if (!is.null(out)) return(.securer_deliver(out, FALSE))
+  }
   session <- SecureSession$new(tools = tools, sandbox = sandbox, limits = limits, verbose = verbose,
                                sandbox_strict = sandbox_strict, audit_log = audit_log)
   on.exit(session$close())
@@ -723,4 +731,35 @@ with_secure_session <- function(fn, tools = list(), sandbox = TRUE, ...) {
   session <- SecureSession$new(tools = tools, sandbox = sandbox, ...)
   on.exit(session$close())
   fn(session)
+}
+
+# .securer_daemon_there(): a daemon's socket is where the link looks.
+.securer_daemon_there <- function() {
+  sock <- .securer_socket()
+  nzchar(sock) && file.exists(sock)
+}
+
+# .securer_oneshot runs code as the daemon's one-shot execute (no session:
+# code in, result out, fresh state) and returns its outcome, or NULL when
+# the daemon predates one-shots (execute_r then makes a session).
+.securer_oneshot <- function(code, tools, timeout, limits, verbose, validate) {
+  tool_list <- .securer_check_tools(tools)
+  opts <- .securer_options(limits, NULL)
+  # As SecureSession$execute: limits$cpu is the default timeout, else 30 s.
+  if (is.null(timeout)) timeout <- opts$timeout %||% 30
+  code <- .securer_check_code(code, 100000, validate)
+  link <- .securer_connect(verbose, TRUE)
+  on.exit(.securer_disconnect(link))
+  extra <- list(clamp = TRUE)
+  if (length(tool_list)) extra$tools <- .securer_tool_decls(tool_list)
+  if (!is.null(opts)) extra$options <- opts
+  .securer_say(verbose, "executing ", nchar(code), " characters of code as a one-shot on ", link$how)
+  res <- tryCatch(.securer_run(link, NULL, "session", code, timeout, tool_list, NULL, NULL, NULL, verbose, extra = extra),
+                  error = function(e) {
+                    if (grepl("exactly one of session and pool", conditionMessage(e), fixed = TRUE)) return(NULL)
+                    stop(e)
+                  })
+  if (is.null(res)) return(NULL)
+  if (length(res$clamped)) .securer_warn_clamped(list(clamped = unique(unlist(res$clamped))))
+  .securer_outcome(res, timeout, NULL, FALSE)
 }
