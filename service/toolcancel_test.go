@@ -16,11 +16,12 @@ import (
 func eventsOf(t *testing.T, rw *bufConn, id string) []map[string]any {
 	t.Helper()
 	rw.mu.Lock()
-	defer rw.mu.Unlock()
-	var evs []map[string]any
-	if rw.out.Len() == 0 {
+	empty := rw.out.Len() == 0
+	rw.mu.Unlock()
+	if empty {
 		return nil
 	}
+	var evs []map[string]any
 	for _, ev := range rw.events(t) {
 		if ev["id"] == id {
 			evs = append(evs, ev)
