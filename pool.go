@@ -37,6 +37,10 @@ type PoolStatus struct {
 	Busy     int
 	Starting int // being started, replaced or restarted
 	Dead     int // found dead or used up since the pool started (each was replaced)
+	// Cleaning are released sessions whose clean-up after a fresh
+	// execution is under way: they become idle once clean (or are
+	// replaced when it fails). Counted in Total.
+	Cleaning int
 }
 
 type slotState int
@@ -45,6 +49,7 @@ const (
 	slotIdle slotState = iota
 	slotBusy
 	slotRestarting
+	slotCleaning
 )
 
 // Pool keeps size warm sessions. It is safe for concurrent use.
@@ -252,9 +257,12 @@ func (p *Pool) idleLocked(s *Session) {
 	p.freed = make(chan struct{})
 }
 
-// Release gives an acquired session back. Releasing one that is not
-// acquired (twice, or after Close) does nothing. A dead or used-up session
-// is replaced; with ResetRestart the session gets a new R first.
+// Release gives an acquired session back, at once: the clean-up after a
+// fresh execution goes on in the background, and the session becomes idle
+// only once it is clean (a session whose clean-up fails is replaced, never
+// handed out). Releasing one that is not acquired (twice, or after Close)
+// does nothing. A dead or used-up session is replaced; with ResetRestart
+// the session gets a new R first.
 func (p *Pool) Release(s *Session) {
 	if p.releaseLocked(s) {
 		s.Close() // retired: closed outside the lock, before Release returns
@@ -273,6 +281,9 @@ func (p *Pool) releaseLocked(s *Session) (retired bool) {
 		return false
 	}
 	defer p.releasedLocked()
+	// Asked before Alive: a clean-up that failed has marked R dead before
+	// it ended.
+	cleaning := s.cleaning()
 	switch {
 	case !s.Alive() || s.exhausted():
 		p.retireLocked(s)
@@ -296,10 +307,34 @@ func (p *Pool) releaseLocked(s *Session) (retired bool) {
 			}
 			p.idleLocked(s)
 		}, func() { s.Close() })
+	case cleaning:
+		p.state[s] = slotCleaning
+		p.goLocked(func(ctx context.Context) { p.idleWhenClean(ctx, s) }, func() { s.Close() })
 	default:
 		p.idleLocked(s)
 	}
 	return false
+}
+
+// idleWhenClean makes s idle once its clean-up after a fresh execution
+// has ended and it is fit for the next user; otherwise s is retired and
+// replaced.
+func (p *Pool) idleWhenClean(ctx context.Context, s *Session) {
+	err := s.ready(ctx)
+	p.mu.Lock()
+	if st, ok := p.state[s]; !ok || st != slotCleaning || p.closed {
+		p.mu.Unlock() // the pool closed meanwhile: Close ends s
+		return
+	}
+	if err != nil {
+		p.log.Warn("pool: a session's clean-up after an execution failed; replacing it", "err", err)
+		p.retireLocked(s)
+		p.mu.Unlock()
+		s.Close()
+		return
+	}
+	p.idleLocked(s)
+	p.mu.Unlock()
 }
 
 // Execute runs code on a pooled session: acquire, execute (fresh state by
@@ -341,9 +376,11 @@ func (p *Pool) Status() PoolStatus {
 			st.Busy++
 		case slotRestarting:
 			st.Starting++
+		case slotCleaning:
+			st.Cleaning++
 		}
 	}
-	st.Total = st.Idle + st.Busy + st.Starting
+	st.Total = st.Idle + st.Busy + st.Starting + st.Cleaning
 	return st
 }
 
