@@ -39,7 +39,8 @@ type PoolStatus struct {
 	Dead     int // found dead or used up since the pool started (each was replaced)
 	// Cleaning are released sessions whose clean-up after a fresh
 	// execution is under way: they become idle once clean (or are
-	// replaced when it fails). Counted in Total.
+	// replaced when it fails). They are counted in Starting too, so that
+	// Total stays Idle + Busy + Starting.
 	Cleaning int
 }
 
@@ -378,9 +379,10 @@ func (p *Pool) Status() PoolStatus {
 			st.Starting++
 		case slotCleaning:
 			st.Cleaning++
+			st.Starting++
 		}
 	}
-	st.Total = st.Idle + st.Busy + st.Starting + st.Cleaning
+	st.Total = st.Idle + st.Busy + st.Starting
 	return st
 }
 
