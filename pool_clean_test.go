@@ -3,8 +3,8 @@ package securer
 import (
 	"context"
 	"errors"
-	"testing"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/securer-runc/securer-runc/bridge"
