@@ -162,7 +162,10 @@ func (p *Pool) Acquire(ctx context.Context) (*Session, error) {
 
 // AcquireWithin is Acquire waiting at most wait for a free session, then
 // failing with ErrPoolBusy; a wait of 0 takes an idle session or fails at
-// once, a negative one waits as long as ctx allows.
+// once, a negative one waits as long as ctx allows. A session being
+// cleaned after its last execution counts as free: AcquireWithin waits
+// for its clean-up (milliseconds) whatever the wait, as it once waited
+// inside the execution.
 func (p *Pool) AcquireWithin(ctx context.Context, wait time.Duration) (*Session, error) {
 	var expired <-chan time.Time
 	if wait > 0 {
@@ -170,21 +173,28 @@ func (p *Pool) AcquireWithin(ctx context.Context, wait time.Duration) (*Session,
 		defer t.Stop()
 		expired = t.C
 	}
+	timedOut := wait == 0
 	for {
 		select {
 		case <-p.drain:
 			return nil, ErrPoolClosed
 		default:
 		}
-		s, freed, err := p.takeIdle()
+		s, freed, cleaning, err := p.takeIdle()
 		if err != nil {
 			return nil, err
 		}
 		if s != nil {
 			return s, nil
 		}
-		if wait == 0 {
-			return nil, ErrPoolBusy
+		if timedOut && cleaning == 0 {
+			if wait == 0 {
+				return nil, ErrPoolBusy
+			}
+			return nil, fmt.Errorf("%w (waited %s)", ErrPoolBusy, wait)
+		}
+		if timedOut {
+			expired = nil // only the sessions being cleaned are waited for now
 		}
 		p.mu.Lock()
 		p.waiters++
@@ -193,10 +203,11 @@ func (p *Pool) AcquireWithin(ctx context.Context, wait time.Duration) (*Session,
 		p.mu.Lock()
 		p.waiters--
 		p.mu.Unlock()
+		if errors.Is(err, ErrPoolBusy) {
+			timedOut = true
+			continue
+		}
 		if err != nil {
-			if errors.Is(err, ErrPoolBusy) {
-				err = fmt.Errorf("%w (waited %s)", err, wait)
-			}
 			return nil, err
 		}
 	}
@@ -221,8 +232,9 @@ func (p *Pool) await(ctx context.Context, freed <-chan struct{}, expired <-chan 
 
 // takeIdle takes the most recently released live idle session and marks
 // it busy; when none is idle it returns the channel closed at the next
-// release. Dead or used-up sessions met on the way are replaced.
-func (p *Pool) takeIdle() (*Session, <-chan struct{}, error) {
+// release and how many sessions are being cleaned. Dead or used-up
+// sessions met on the way are replaced.
+func (p *Pool) takeIdle() (*Session, <-chan struct{}, int, error) {
 	var retired []*Session
 	defer func() {
 		for _, s := range retired {
@@ -232,7 +244,7 @@ func (p *Pool) takeIdle() (*Session, <-chan struct{}, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return nil, nil, ErrPoolClosed
+		return nil, nil, 0, ErrPoolClosed
 	}
 	for n := len(p.idle); n > 0; n = len(p.idle) {
 		s := p.idle[n-1]
@@ -244,9 +256,15 @@ func (p *Pool) takeIdle() (*Session, <-chan struct{}, error) {
 			continue
 		}
 		p.state[s] = slotBusy
-		return s, nil, nil
+		return s, nil, 0, nil
 	}
-	return nil, p.freed, nil
+	cleaning := 0
+	for _, st := range p.state {
+		if st == slotCleaning {
+			cleaning++
+		}
+	}
+	return nil, p.freed, cleaning, nil
 }
 
 // idleLocked makes s idle and wakes the Acquires waiting. p.mu must be
@@ -254,6 +272,12 @@ func (p *Pool) takeIdle() (*Session, <-chan struct{}, error) {
 func (p *Pool) idleLocked(s *Session) {
 	p.state[s] = slotIdle
 	p.idle = append(p.idle, s)
+	p.wakeLocked()
+}
+
+// wakeLocked wakes the Acquires waiting, to look at the pool again.
+// p.mu must be held.
+func (p *Pool) wakeLocked() {
 	close(p.freed)
 	p.freed = make(chan struct{})
 }
@@ -330,6 +354,8 @@ func (p *Pool) idleWhenClean(ctx context.Context, s *Session) {
 	if err != nil {
 		p.log.Warn("pool: a session's clean-up after an execution failed; replacing it", "err", err)
 		p.retireLocked(s)
+		// Acquires waiting only for this session's clean-up stop waiting.
+		p.wakeLocked()
 		p.mu.Unlock()
 		s.Close()
 		return
