@@ -32,16 +32,13 @@ var ErrPoolBusy = errors.New("all sessions of the pool are busy")
 
 // PoolStatus is a snapshot of a Pool.
 type PoolStatus struct {
-	Total    int // sessions owned: idle + busy + starting
-	Idle     int
-	Busy     int
-	Starting int // being started, replaced or restarted
+	Total int // sessions owned: idle + busy + starting
+	Idle  int
+	Busy  int
+	// Starting: being started, replaced or restarted, or released and
+	// being cleaned after a fresh execution (idle once clean).
+	Starting int
 	Dead     int // found dead or used up since the pool started (each was replaced)
-	// Cleaning are released sessions whose clean-up after a fresh
-	// execution is under way: they become idle once clean (or are
-	// replaced when it fails). They are counted in Starting too, so that
-	// Total stays Idle + Busy + Starting.
-	Cleaning int
 }
 
 type slotState int
@@ -404,7 +401,6 @@ func (p *Pool) Status() PoolStatus {
 		case slotRestarting:
 			st.Starting++
 		case slotCleaning:
-			st.Cleaning++
 			st.Starting++
 		}
 	}

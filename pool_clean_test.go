@@ -98,8 +98,8 @@ func TestPoolIdleOnlyWhenClean(t *testing.T) {
 		t.Fatalf("ExecuteFresh: %+v, %v", res, err)
 	}
 	p.Release(s)
-	if st := p.Status(); st.Cleaning != 1 || st.Idle != 0 || st.Total != 1 {
-		t.Fatalf("after Release, clean-up pending: %+v; want 1 cleaning, 0 idle", st)
+	if st := p.Status(); st.Starting != 1 || st.Idle != 0 || st.Total != 1 {
+		t.Fatalf("after Release, clean-up pending: %+v; want 1 starting (being cleaned), 0 idle", st)
 	}
 	// A session being cleaned is as good as free: even a wait of 0
 	// waits for its clean-up rather than failing with ErrPoolBusy.

@@ -76,13 +76,14 @@ func TestPoolConcurrentFresh(t *testing.T) {
 }
 
 // waitCleaned waits (10 s at most) until no session of p is being
-// cleaned after its last execution, and returns the pool's status then.
+// cleaned after its last execution (counted in Starting), and returns the
+// pool's status then.
 func waitCleaned(t *testing.T, p *securer.Pool) securer.PoolStatus {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		st := p.Status()
-		if st.Cleaning == 0 || time.Now().After(deadline) {
+		if st.Starting == 0 || time.Now().After(deadline) {
 			return st
 		}
 		time.Sleep(5 * time.Millisecond)
