@@ -273,6 +273,11 @@ func (s *Session) cleanAfterFresh(inst *instance, id uint64) {
 	go func() {
 		defer close(done)
 		if err := s.clean(inst, id); err != nil {
+			select {
+			case <-inst.stop:
+				return // destroyed meanwhile (Close, Restart): not a failure
+			default:
+			}
 			if inst.markDead("the clean-up after a fresh execution failed: " + err.Error()) {
 				return // already dead: whoever found it reports it
 			}
