@@ -102,8 +102,9 @@ func (e *execution) auditEnd() {
 }
 
 // end collects the output and accounting into the result and leaves the
-// instance for the next execution: destroyed when dead, swept by the warm
-// R after a fresh execution, rid of background processes otherwise.
+// instance for the next execution: destroyed when dead, cleaned in the
+// background after a fresh execution, rid of background processes
+// otherwise.
 func (e *execution) end(started time.Time, outCap, errCap *capture.Capture) {
 	s, inst := e.s, e.inst
 	inst.stdout.SetSink(nil)
@@ -117,34 +118,12 @@ func (e *execution) end(started time.Time, outCap, errCap *capture.Capture) {
 	case inst.dead.Load():
 		s.destroy(inst)
 	case e.fresh:
-		e.requestSweep()
+		// After the result: the caller does not wait for the clean-up,
+		// the box's next use does.
+		s.cleanAfterFresh(inst, e.id)
 	default:
 		inst.killStrays(s.log)
 	}
-}
-
-// requestSweep ends what the fresh execution left running (its copy
-// included: it holds the bridge's connection and could go on writing
-// frames, or read the next execution's) and then asks the warm R to sweep
-// the box, with a token no process of the execution has seen. The next
-// use waits for the answer (settle).
-func (e *execution) requestSweep() {
-	s, inst := e.s, e.inst
-	if !inst.killStrays(s.log) {
-		inst.markDead("processes of a fresh execution survived its end")
-		s.destroy(inst)
-		return
-	}
-	token, err := sweepToken()
-	if err == nil {
-		err = s.send(inst, bridge.Sweep{Type: "sweep", ID: e.id, Token: token})
-	}
-	if err != nil {
-		inst.markDead("the sweep after a fresh execution could not be requested: " + err.Error())
-		s.destroy(inst)
-		return
-	}
-	inst.sweeping, inst.sweepToken = e.id, token
 }
 
 // sweepToken is a new random token for a Sweep.

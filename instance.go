@@ -46,11 +46,11 @@ type instance struct {
 	rPidfdMu sync.Mutex // destroy may close it while an execution signals
 	// interrupted: R was sent a SIGINT that may still be pending.
 	interrupted bool
-	// sweeping is the id of the fresh execution whose sweep the warm R
-	// has yet to confirm (0: none), and sweepToken the token its Swept
-	// must repeat.
-	sweeping   uint64
-	sweepToken string
+	// cleaned, once set, is closed when the clean-up after the last fresh
+	// execution (its processes killed, the box swept, R checked) has
+	// ended; a failed one has marked the instance dead. It runs after the
+	// result went back, and the next use waits for it (awaitClean).
+	cleaned atomic.Pointer[chan struct{}]
 	// fingerprint is the warm R as it started (procfs.Fingerprint).
 	fingerprint string
 	// uidSlot is the host uid range the box holds (-1: none).
@@ -207,20 +207,10 @@ func (s *Session) removeDir(dir string) error {
 	return err
 }
 
-// settle waits for the sweep after a fresh execution and checks that the
-// warm R is as it started. An error means the instance must not be used
-// again: the next user would inherit what the last one did to it.
-func (s *Session) settle(ctx context.Context, inst *instance) error {
-	if inst.sweeping != 0 {
-		// A stopped R would never report its sweep: fail at once.
-		if now, err := s.eng.fingerprint(inst.rPid); err != nil || procfs.Stopped(now) {
-			return fmt.Errorf("the warm R is stopped or gone (%v)", err)
-		}
-		if err := s.awaitSweep(ctx, inst); err != nil {
-			return err
-		}
-		inst.sweeping, inst.sweepToken = 0, ""
-	}
+// settle checks that the warm R is as it started. An error means the
+// instance must not be used again: the next user would inherit what the
+// last one did to it.
+func (s *Session) settle(inst *instance) error {
 	now, err := s.eng.fingerprint(inst.rPid)
 	if err != nil {
 		return err
@@ -231,6 +221,96 @@ func (s *Session) settle(ctx context.Context, inst *instance) error {
 	return nil
 }
 
+// awaitClean waits for the clean-up after the last fresh execution. It
+// fails only when ctx ends first; the clean-up goes on and the box is
+// kept. A failed clean-up shows as a dead instance.
+func (inst *instance) awaitClean(ctx context.Context) error {
+	c := inst.cleaned.Load()
+	if c == nil {
+		return nil
+	}
+	select {
+	case <-*c:
+		return nil
+	default:
+	}
+	select {
+	case <-*c:
+		return nil
+	case <-ctx.Done():
+		return endedContextError(ctx.Err(), "while the box was cleaned after the last fresh execution; nothing ran")
+	}
+}
+
+// cleanPending reports whether a clean-up after a fresh execution is
+// still under way.
+func (inst *instance) cleanPending() bool {
+	c := inst.cleaned.Load()
+	if c == nil {
+		return false
+	}
+	select {
+	case <-*c:
+		return false
+	default:
+		return true
+	}
+}
+
+// sweepWait bounds the wait for the warm R's sweep report.
+const sweepWait = 10 * time.Second
+
+// cleanAfterFresh ends what fresh execution id left running (its copy
+// included: it holds the bridge's connection and could go on writing
+// frames, or read the next execution's), then asks the warm R to sweep
+// the box, with a token no process of the execution has seen, waits for
+// its report and checks R's state. It runs after the result went back
+// to the caller; the next use waits for it (awaitClean). A box it cannot
+// clean is marked dead and destroyed, never used again.
+func (s *Session) cleanAfterFresh(inst *instance, id uint64) {
+	done := make(chan struct{})
+	inst.cleaned.Store(&done)
+	go func() {
+		defer close(done)
+		if err := s.clean(inst, id); err != nil {
+			select {
+			case <-inst.stop:
+				return // destroyed meanwhile (Close, Restart): not a failure
+			default:
+			}
+			if inst.markDead("the clean-up after a fresh execution failed: " + err.Error()) {
+				return // already dead: whoever found it reports it
+			}
+			s.log.Warn("replacing R: the clean-up after a fresh execution failed", "id", inst.id, "err", err)
+			s.audit("session_replaced", "session", inst.id, "reason", err.Error())
+			s.destroy(inst)
+		}
+	}()
+}
+
+func (s *Session) clean(inst *instance, id uint64) error {
+	if !inst.killStrays(s.log) {
+		return errors.New("processes of a fresh execution survived its end")
+	}
+	token, err := sweepToken()
+	if err == nil {
+		err = s.send(inst, bridge.Sweep{Type: "sweep", ID: id, Token: token})
+	}
+	if err != nil {
+		return fmt.Errorf("the sweep could not be requested: %w", err)
+	}
+	// A stopped R would never report its sweep: fail at once.
+	if now, err := s.eng.fingerprint(inst.rPid); err != nil || procfs.Stopped(now) {
+		return fmt.Errorf("the warm R is stopped or gone (%v)", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sweepWait)
+	defer cancel()
+	if err := s.awaitSweep(ctx, inst, id, token); err != nil {
+		return err
+	}
+	return s.settle(inst)
+}
+
 // awaitSweep waits for the warm R's Swept with the token of the sweep the
 // host asked for. Frames before it were written by the fresh execution's
 // processes (its copy talking on the inherited connection after its
@@ -238,14 +318,12 @@ func (s *Session) settle(ctx context.Context, inst *instance) error {
 // belong to a finished execution and are dropped, never left to fail or
 // answer for the next one. The token was sent only after those processes
 // were gone, so none of them can have forged this frame.
-func (s *Session) awaitSweep(ctx context.Context, inst *instance) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
+func (s *Session) awaitSweep(ctx context.Context, inst *instance, id uint64, token string) error {
 	dropped, first := 0, ""
 	defer func() {
 		if dropped > 0 {
-			s.log.Warn("dropped frames of a finished fresh execution", "id", inst.id, "execution", inst.sweeping, "frames", dropped, "first", first)
-			s.audit("stale_frames_dropped", "session", inst.id, "execution", inst.sweeping, "frames", dropped, "first", first)
+			s.log.Warn("dropped frames of a finished fresh execution", "id", inst.id, "execution", id, "frames", dropped, "first", first)
+			s.audit("stale_frames_dropped", "session", inst.id, "execution", id, "frames", dropped, "first", first)
 		}
 	}()
 	for {
@@ -254,9 +332,9 @@ func (s *Session) awaitSweep(ctx context.Context, inst *instance) error {
 			if !ok || f.err != nil {
 				// The stream itself is broken (an over-long or unfinished
 				// frame): nothing after it can be trusted.
-				return fmt.Errorf("%w: while waiting for the sweep of execution %d: %v", ErrProtocol, inst.sweeping, f.err)
+				return fmt.Errorf("%w: while waiting for the sweep of execution %d: %v", ErrProtocol, id, f.err)
 			}
-			if sw, isSwept := f.msg.(*bridge.Swept); isSwept && sw.ID == inst.sweeping && sw.Token == inst.sweepToken {
+			if sw, isSwept := f.msg.(*bridge.Swept); isSwept && sw.ID == id && sw.Token == token {
 				return nil
 			}
 			if dropped == 0 {
@@ -265,6 +343,8 @@ func (s *Session) awaitSweep(ctx context.Context, inst *instance) error {
 			dropped++
 		case <-inst.run.Done():
 			return errors.New("R ended while sweeping")
+		case <-inst.stop:
+			return errors.New("the box was destroyed while sweeping")
 		case <-ctx.Done():
 			return fmt.Errorf("R did not finish sweeping: %w", ctx.Err())
 		}

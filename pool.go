@@ -32,10 +32,12 @@ var ErrPoolBusy = errors.New("all sessions of the pool are busy")
 
 // PoolStatus is a snapshot of a Pool.
 type PoolStatus struct {
-	Total    int // sessions owned: idle + busy + starting
-	Idle     int
-	Busy     int
-	Starting int // being started, replaced or restarted
+	Total int // sessions owned: idle + busy + starting
+	Idle  int
+	Busy  int
+	// Starting: being started, replaced or restarted, or released and
+	// being cleaned after a fresh execution (idle once clean).
+	Starting int
 	Dead     int // found dead or used up since the pool started (each was replaced)
 }
 
@@ -45,6 +47,7 @@ const (
 	slotIdle slotState = iota
 	slotBusy
 	slotRestarting
+	slotCleaning
 )
 
 // Pool keeps size warm sessions. It is safe for concurrent use.
@@ -156,7 +159,10 @@ func (p *Pool) Acquire(ctx context.Context) (*Session, error) {
 
 // AcquireWithin is Acquire waiting at most wait for a free session, then
 // failing with ErrPoolBusy; a wait of 0 takes an idle session or fails at
-// once, a negative one waits as long as ctx allows.
+// once, a negative one waits as long as ctx allows. A session being
+// cleaned after its last execution counts as free: AcquireWithin waits
+// for its clean-up (milliseconds) whatever the wait, as it once waited
+// inside the execution.
 func (p *Pool) AcquireWithin(ctx context.Context, wait time.Duration) (*Session, error) {
 	var expired <-chan time.Time
 	if wait > 0 {
@@ -164,21 +170,28 @@ func (p *Pool) AcquireWithin(ctx context.Context, wait time.Duration) (*Session,
 		defer t.Stop()
 		expired = t.C
 	}
+	timedOut := wait == 0
 	for {
 		select {
 		case <-p.drain:
 			return nil, ErrPoolClosed
 		default:
 		}
-		s, freed, err := p.takeIdle()
+		s, freed, cleaning, err := p.takeIdle()
 		if err != nil {
 			return nil, err
 		}
 		if s != nil {
 			return s, nil
 		}
-		if wait == 0 {
-			return nil, ErrPoolBusy
+		if timedOut && cleaning == 0 {
+			if wait == 0 {
+				return nil, ErrPoolBusy
+			}
+			return nil, fmt.Errorf("%w (waited %s)", ErrPoolBusy, wait)
+		}
+		if timedOut {
+			expired = nil // only the sessions being cleaned are waited for now
 		}
 		p.mu.Lock()
 		p.waiters++
@@ -187,10 +200,11 @@ func (p *Pool) AcquireWithin(ctx context.Context, wait time.Duration) (*Session,
 		p.mu.Lock()
 		p.waiters--
 		p.mu.Unlock()
+		if errors.Is(err, ErrPoolBusy) {
+			timedOut = true
+			continue
+		}
 		if err != nil {
-			if errors.Is(err, ErrPoolBusy) {
-				err = fmt.Errorf("%w (waited %s)", err, wait)
-			}
 			return nil, err
 		}
 	}
@@ -215,8 +229,9 @@ func (p *Pool) await(ctx context.Context, freed <-chan struct{}, expired <-chan 
 
 // takeIdle takes the most recently released live idle session and marks
 // it busy; when none is idle it returns the channel closed at the next
-// release. Dead or used-up sessions met on the way are replaced.
-func (p *Pool) takeIdle() (*Session, <-chan struct{}, error) {
+// release and how many sessions are being cleaned. Dead or used-up
+// sessions met on the way are replaced.
+func (p *Pool) takeIdle() (*Session, <-chan struct{}, int, error) {
 	var retired []*Session
 	defer func() {
 		for _, s := range retired {
@@ -226,7 +241,7 @@ func (p *Pool) takeIdle() (*Session, <-chan struct{}, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return nil, nil, ErrPoolClosed
+		return nil, nil, 0, ErrPoolClosed
 	}
 	for n := len(p.idle); n > 0; n = len(p.idle) {
 		s := p.idle[n-1]
@@ -238,9 +253,15 @@ func (p *Pool) takeIdle() (*Session, <-chan struct{}, error) {
 			continue
 		}
 		p.state[s] = slotBusy
-		return s, nil, nil
+		return s, nil, 0, nil
 	}
-	return nil, p.freed, nil
+	cleaning := 0
+	for _, st := range p.state {
+		if st == slotCleaning {
+			cleaning++
+		}
+	}
+	return nil, p.freed, cleaning, nil
 }
 
 // idleLocked makes s idle and wakes the Acquires waiting. p.mu must be
@@ -248,13 +269,22 @@ func (p *Pool) takeIdle() (*Session, <-chan struct{}, error) {
 func (p *Pool) idleLocked(s *Session) {
 	p.state[s] = slotIdle
 	p.idle = append(p.idle, s)
+	p.wakeLocked()
+}
+
+// wakeLocked wakes the Acquires waiting, to look at the pool again.
+// p.mu must be held.
+func (p *Pool) wakeLocked() {
 	close(p.freed)
 	p.freed = make(chan struct{})
 }
 
-// Release gives an acquired session back. Releasing one that is not
-// acquired (twice, or after Close) does nothing. A dead or used-up session
-// is replaced; with ResetRestart the session gets a new R first.
+// Release gives an acquired session back, at once: the clean-up after a
+// fresh execution goes on in the background, and the session becomes idle
+// only once it is clean (a session whose clean-up fails is replaced, never
+// handed out). Releasing one that is not acquired (twice, or after Close)
+// does nothing. A dead or used-up session is replaced; with ResetRestart
+// the session gets a new R first.
 func (p *Pool) Release(s *Session) {
 	if p.releaseLocked(s) {
 		s.Close() // retired: closed outside the lock, before Release returns
@@ -273,6 +303,9 @@ func (p *Pool) releaseLocked(s *Session) (retired bool) {
 		return false
 	}
 	defer p.releasedLocked()
+	// Asked before Alive: a clean-up that failed has marked R dead before
+	// it ended.
+	cleaning := s.cleaning()
 	switch {
 	case !s.Alive() || s.exhausted():
 		p.retireLocked(s)
@@ -296,10 +329,36 @@ func (p *Pool) releaseLocked(s *Session) (retired bool) {
 			}
 			p.idleLocked(s)
 		}, func() { s.Close() })
+	case cleaning:
+		p.state[s] = slotCleaning
+		p.goLocked(func(ctx context.Context) { p.idleWhenClean(ctx, s) }, func() { s.Close() })
 	default:
 		p.idleLocked(s)
 	}
 	return false
+}
+
+// idleWhenClean makes s idle once its clean-up after a fresh execution
+// has ended and it is fit for the next user; otherwise s is retired and
+// replaced.
+func (p *Pool) idleWhenClean(ctx context.Context, s *Session) {
+	err := s.ready(ctx)
+	p.mu.Lock()
+	if st, ok := p.state[s]; !ok || st != slotCleaning || p.closed {
+		p.mu.Unlock() // the pool closed meanwhile: Close ends s
+		return
+	}
+	if err != nil {
+		p.log.Warn("pool: a session's clean-up after an execution failed; replacing it", "err", err)
+		p.retireLocked(s)
+		// Acquires waiting only for this session's clean-up stop waiting.
+		p.wakeLocked()
+		p.mu.Unlock()
+		s.Close()
+		return
+	}
+	p.idleLocked(s)
+	p.mu.Unlock()
 }
 
 // Execute runs code on a pooled session: acquire, execute (fresh state by
@@ -340,6 +399,8 @@ func (p *Pool) Status() PoolStatus {
 		case slotBusy:
 			st.Busy++
 		case slotRestarting:
+			st.Starting++
+		case slotCleaning:
 			st.Starting++
 		}
 	}

@@ -2,6 +2,7 @@ package securer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -127,10 +128,50 @@ func (s *Session) Close() error {
 	inst := s.inst
 	s.inst, s.closed = nil, true
 	s.mu.Unlock()
-	if inst != nil {
-		return s.destroy(inst)
+	if inst == nil {
+		return nil
 	}
-	return nil
+	err := s.destroy(inst)
+	// A clean-up under way ends with the box: wait, so that nothing of
+	// the session outlives Close.
+	if c := inst.cleaned.Load(); c != nil {
+		<-*c
+	}
+	return err
+}
+
+// ready waits for the clean-up after the session's last fresh execution
+// and checks that it can serve the next one: R alive and as it started.
+// It fails with ctx's end, or when the session is closed or its R must
+// be replaced.
+func (s *Session) ready(ctx context.Context) error {
+	s.mu.Lock()
+	inst, closed := s.inst, s.closed
+	s.mu.Unlock()
+	if closed || inst == nil {
+		return ErrSessionClosed
+	}
+	if err := inst.awaitClean(ctx); err != nil {
+		return err
+	}
+	if inst.dead.Load() {
+		return errors.New(inst.deathReason())
+	}
+	select {
+	case <-inst.run.Done():
+		return errors.New(inst.deathReason())
+	default:
+	}
+	return s.settle(inst)
+}
+
+// cleaning reports whether the clean-up after the session's last fresh
+// execution is still under way.
+func (s *Session) cleaning() bool {
+	s.mu.Lock()
+	inst := s.inst
+	s.mu.Unlock()
+	return inst != nil && inst.cleanPending()
 }
 
 func (s *Session) isClosed() bool {
@@ -245,11 +286,16 @@ func (s *Session) current(ctx context.Context) (*instance, error) {
 	}
 	inst := s.inst
 	s.mu.Unlock()
+	if inst != nil {
+		if err := inst.awaitClean(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if inst != nil && !inst.dead.Load() {
 		select {
 		case <-inst.run.Done():
 		default:
-			if err := s.settle(ctx, inst); err == nil {
+			if err := s.settle(inst); err == nil {
 				return inst, nil
 			} else {
 				s.log.Warn("replacing R", "id", inst.id, "reason", err)

@@ -62,17 +62,21 @@ rt$sweep <- function(msg) {
 # queues and System V IPC objects (they live in the box's IPC namespace).
 # Processes go first, so that none can write a file after the sweep. A
 # shell does it, so that this process never reads a name the copy chose
-# (its memory is what the next copy starts from).
+# (its memory is what the next copy starts from). It runs after each
+# fresh execution, so it starts as few processes as it can: the kills and
+# the IPC check are shell built-ins, ipcrm runs only when /proc/sysvipc
+# lists an object, and the shell becomes the one find that deletes the
+# files (-delete: depth first, links not followed; R's temp dir itself,
+# $1, is kept).
 rt$sweep_script <- paste(
   'for round in 1 2 3 4 5; do',
   '  for p in /proc/[0-9]*; do p=${p#/proc/};',
   '    [ "$p" = 1 ] || [ "$p" = "$2" ] || [ "$p" = "$PPID" ] || [ "$p" = "$$" ] || kill -9 "$p" 2>/dev/null;',
   '  done;',
   'done;',
-  'find /tmp /dev/shm /dev/mqueue -mindepth 1 -maxdepth 1 ! -path "$1" -exec rm -rf {} + 2>/dev/null;',
-  'find "$1" -mindepth 1 -maxdepth 1 -exec rm -rf {} + 2>/dev/null;',
-  'ipcrm --all 2>/dev/null;',
-  'exit 0')
+  'ipc=; for k in shm msg sem; do l=; { read h; read l; } < "/proc/sysvipc/$k"; [ -z "$l" ] || ipc=1; done 2>/dev/null;',
+  '[ -z "$ipc" ] || ipcrm --all 2>/dev/null;',
+  'exec find /tmp /dev/shm /dev/mqueue "$1" -mindepth 1 ! -path "$1" -delete 2>/dev/null')
 rt$reset_box <- function() {
   if (rt$on_host) stop("the box sweep runs only in the sandbox")
   # $1: R's temp dir (kept, emptied); $2: this R (spared, with init and
