@@ -59,7 +59,7 @@ func BenchmarkOneShot(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for range jobs {
-					if err := oneShot(p); err != nil {
+					if err := poolOneShot(p); err != nil {
 						b.Error(err)
 						return
 					}
@@ -91,15 +91,15 @@ func newBenchPool(b *testing.B, size int) *securer.Pool {
 	}
 	// Warm up: the first executions of a box pay for page faults.
 	for i := 0; i < 2*size; i++ {
-		if err := oneShot(p); err != nil {
+		if err := poolOneShot(p); err != nil {
 			b.Fatal(err)
 		}
 	}
 	return p
 }
 
-// oneShot is the full cycle: Acquire, ExecuteFresh of 1+1, Release.
-func oneShot(p *securer.Pool) error {
+// poolOneShot is the full cycle: Acquire, ExecuteFresh of 1+1, Release.
+func poolOneShot(p *securer.Pool) error {
 	ctx := context.Background()
 	s, err := p.Acquire(ctx)
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -95,15 +94,6 @@ func pctl(ds []time.Duration, p float64) time.Duration {
 	slices.Sort(s)
 	i := int(float64(len(s))*p/100+0.999999) - 1
 	return s[max(0, min(i, len(s)-1))]
-}
-
-func bareRscript(b *testing.B) time.Duration {
-	start := time.Now()
-	out, err := exec.Command("Rscript", "-e", "1+1").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "[1] 2") {
-		b.Fatalf("bare Rscript: %v %s", err, out)
-	}
-	return time.Since(start)
 }
 
 // benchDaemon serves opts on a Unix socket in this process, its warm
