@@ -382,6 +382,11 @@ func (e *execution) onResult(m *bridge.Result) (*Result, error) {
 		// cgroup's OOM kills during the execution say why.
 		res.Detail = fmt.Sprintf("the execution's R copy was killed at the memory limit (%d bytes); the session stays warm", e.s.cfg.Limits.MemoryBytes)
 		return e.finish(VerdictOutOfMemory, fmt.Errorf("%w: the execution's R copy was killed at the %d-byte memory limit", ErrOutOfMemory, e.s.cfg.Limits.MemoryBytes))
+	case e.fresh && m.Error != nil && slices.Contains(m.Error.Class, "securer_lost"):
+		// The copy ended without a result (quit(), a signal): what a
+		// session's R dying is, with the box kept warm.
+		res.Detail = "the execution's R copy ended without a result (quit(), a crash or a signal); the session stays warm"
+		return e.finish(VerdictKilled, fmt.Errorf("%w: the execution's R copy ended without a result", ErrKilled))
 	case m.Interrupted:
 		// A SIGINT not sent by us (none should reach R): an R error.
 		res.Error = &RError{Message: "interrupted", Class: []string{"interrupt", "condition"}}

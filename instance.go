@@ -335,6 +335,9 @@ func (s *Session) awaitSweep(ctx context.Context, inst *instance, id uint64, tok
 				return fmt.Errorf("%w: while waiting for the sweep of execution %d: %v", ErrProtocol, id, f.err)
 			}
 			if sw, isSwept := f.msg.(*bridge.Swept); isSwept && sw.ID == id && sw.Token == token {
+				if sw.Error != "" {
+					return fmt.Errorf("the box could not be swept clean: %s", truncate(sw.Error, 256))
+				}
 				return nil
 			}
 			if dropped == 0 {

@@ -142,6 +142,9 @@ func TestPoolRetiresUncleanSession(t *testing.T) {
 			r.die(container.Exit{Code: -1, Signal: syscall.SIGKILL})
 			return nil
 		}},
+		{"R reports files it could not delete", func(r *fakeR, m hostMsg) []any {
+			return []any{bridge.Swept{Type: "swept", ID: m.ID, Token: m.Token, Error: "files of the execution could not be deleted"}}
+		}},
 		{"a broken frame instead of the report", func(r *fakeR, m hostMsg) []any {
 			_, _ = r.conn.Write([]byte("{not json\n"))
 			return nil

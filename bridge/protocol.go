@@ -70,6 +70,9 @@ type Swept struct {
 	Type  string `json:"type"`
 	ID    uint64 `json:"id"`
 	Token string `json:"token"`
+	// Error says why the box could not be swept clean (files the code
+	// left that could not be deleted); the host then retires the box.
+	Error string `json:"error,omitempty"`
 }
 
 // ToolCall is R asking the host to run a tool.

@@ -100,7 +100,7 @@ func TestFreshVerdicts(t *testing.T) {
 	// Not a timeout case: a loaded machine may take longer than the
 	// session's 1 s to fork, quit and report.
 	res, err = s.ExecuteWith(context.Background(), `quit(status = 3)`, securer.ExecOptions{Fresh: true, Timeout: 60 * time.Second})
-	if s.ID() != id || res.Verdict != securer.VerdictError || !strings.Contains(res.Error.Message, "without a result") {
+	if s.ID() != id || res.Verdict != securer.VerdictKilled || !errors.Is(err, securer.ErrKilled) || !strings.Contains(res.Detail, "without a result") {
 		t.Errorf("quit() in a fresh execution: verdict %s err %v, restarted %v", res.Verdict, err, s.ID() != id)
 	}
 	// quit() removed R's temp dir in the copy; the next copy has one.

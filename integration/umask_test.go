@@ -82,7 +82,9 @@ func umaskCommand(t *testing.T, mask string, args ...string) *exec.Cmd {
 // made, then stops the server with SIGTERM.
 func serveUnderUmask(t *testing.T, mask, state, cg string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "d.sock")
+	// In a dir serve makes (as for the default socket's), whose mode must
+	// not follow the umask.
+	path := filepath.Join(t.TempDir(), "run", "d.sock")
 	cmd := umaskCommand(t, mask, "serve", "--listen", "unix:"+path, "--rootfs", rootfsDir,
 		"--state", state, "--cgroup-parent", cg, "--term-grace", "10s")
 	var stderr lockedBuffer
@@ -106,6 +108,7 @@ func serveUnderUmask(t *testing.T, mask, state, cg string) {
 		}
 	}
 	checkMode(t, path, 0o660|fs.ModeSocket) // --socket-mode's default
+	checkMode(t, filepath.Dir(path), 0o711|fs.ModeDir)
 	c := dialService(t, path)
 	ev := c.request(map[string]any{"op": "create_session", "id": "1", "tools": []any{addTool}}, "session")
 	if ev["type"] != "session" {

@@ -19,8 +19,9 @@ type outBatch struct {
 	id, kind string
 	text     []byte
 	timer    *time.Timer
-	gen      uint64 // which batch the timer was armed for
-	wbuf     []byte // reused: the bytes of one write
+	gen      uint64        // which batch the timer was armed for
+	wbuf     []byte        // reused: the bytes of one write
+	delay    time.Duration // how old a batch gets; 0: coalesceDelay (tests set it)
 }
 
 // sendText queues output of an execution (id) on a stream (kind); text
@@ -44,7 +45,11 @@ func (c *conn) sendText(id, kind, text string) {
 		if b.timer != nil {
 			b.timer.Stop()
 		}
-		b.timer = time.AfterFunc(coalesceDelay, func() { c.flushOutput(gen) })
+		delay := b.delay
+		if delay == 0 {
+			delay = coalesceDelay
+		}
+		b.timer = time.AfterFunc(delay, func() { c.flushOutput(gen) })
 	}
 	b.text = append(b.text, text...)
 	if len(b.text) >= coalesceBytes {

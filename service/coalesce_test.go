@@ -60,6 +60,9 @@ func TestOutputCoalesced(t *testing.T) {
 func TestOutputBatchBounds(t *testing.T) {
 	rw := &bufConn{}
 	c := newConn(context.Background(), New(Options{}), rw)
+	// No timer fires while the lines are written (a loaded machine may
+	// take longer than coalesceDelay to write them): only size sends.
+	c.out.delay = time.Hour
 	out := &textStream{c: c, id: "1", kind: "stdout"}
 	line := strings.Repeat("x", 99) + "\n"
 	n := 3 * coalesceBytes / len(line)
@@ -67,25 +70,44 @@ func TestOutputBatchBounds(t *testing.T) {
 		out.Write([]byte(line))
 	}
 	// Full batches go at once, without waiting for the timer.
-	if evs := rw.events(t); len(evs) != 2 {
+	evs := rw.events(t)
+	if len(evs) != 2 {
 		t.Fatalf("%d events after %d bytes, want 2 full batches", len(evs), n*len(line))
 	}
-	// The rest goes once the batch is coalesceDelay old.
-	deadline := time.Now().Add(2 * time.Second)
-	var total int
-	for time.Now().Before(deadline) {
-		total = 0
-		evs := rw.events(t)
-		for _, ev := range evs {
-			total += len(ev["text"].(string))
+	for i, ev := range evs {
+		if l := len(ev["text"].(string)); l < coalesceBytes || l >= coalesceBytes+len(line) {
+			t.Errorf("batch %d holds %d bytes, want %d up to one line more", i, l, coalesceBytes)
 		}
-		if total == n*len(line) {
-			if len(evs) != 3 {
-				t.Errorf("%d events, want 3", len(evs))
-			}
-			return
-		}
-		time.Sleep(coalesceDelay)
 	}
-	t.Fatalf("%d of %d bytes sent: the last batch was not flushed by its timer", total, n*len(line))
+	c.flushPending()
+	total := 0
+	evs = rw.events(t)
+	for _, ev := range evs {
+		total += len(ev["text"].(string))
+	}
+	if len(evs) != 3 || total != n*len(line) {
+		t.Errorf("%d events of %d bytes in all, want 3 of %d", len(evs), total, n*len(line))
+	}
+}
+
+// TestOutputBatchTimer: a batch that never fills goes once it is
+// coalesceDelay old.
+func TestOutputBatchTimer(t *testing.T) {
+	rw := &bufConn{}
+	c := newConn(context.Background(), New(Options{}), rw)
+	out := &textStream{c: c, id: "1", kind: "stdout"}
+	out.Write([]byte("short"))
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(coalesceDelay) {
+		rw.mu.Lock()
+		sent := rw.out.Len() > 0
+		rw.mu.Unlock()
+		if !sent {
+			continue
+		}
+		if evs := rw.events(t); len(evs) != 1 || evs[0]["text"] != "short" {
+			t.Fatalf("events %v, want the one batch", evs)
+		}
+		return
+	}
+	t.Fatal("the batch was not flushed by its timer")
 }

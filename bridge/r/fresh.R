@@ -18,6 +18,12 @@ rt$execute_fresh <- function(id, stale_interrupt, plots = NULL) {
   job <- parallel:::mcfork()
   if (inherits(job, "masterProcess")) {
     rt$main_pid <- Sys.getpid()
+    # mcfork gives the copy a stdin pipe whose write end this warm R
+    # keeps open: code reading stdin would wait for its timeout. The copy
+    # reads /dev/null instead (fd 0 is the lowest free descriptor, so the
+    # connection opened after the close takes it).
+    parallel:::closeFD(0L)
+    rt$null_stdin <- file("/dev/null", open = "rb")
     # Tell the waiting parent before the result goes out: once the host
     # has it, it may kill this copy at any moment.
     rt$on_result <- function() parallel:::sendMaster(TRUE)
@@ -39,8 +45,7 @@ rt$execute_fresh <- function(id, stale_interrupt, plots = NULL) {
     }, silent = TRUE)
     parallel:::mcexit(0L)
   }
-  sent <- suppressWarnings(parallel::mccollect(job, wait = TRUE))[[1]]
-  if (!isTRUE(sent)) {
+  if (!rt$await_copy(job$pid)) {
     rt$send(rt$result_frame(id, error = list(
       message = paste("the R process running this execution ended without a result",
                       "(quit(), a crash, or killed at the time limit)"),
@@ -48,13 +53,34 @@ rt$execute_fresh <- function(id, stale_interrupt, plots = NULL) {
   }
 }
 
+# await_copy waits for the copy to end and says whether it reported its
+# result (on_result's message). The copy can write anything to the pipe
+# this reads (parallel:::sendMaster is callable from its code), so the
+# messages are compared as bytes and never unserialized here:
+# unserializing a namespace reference would load that package into this
+# warm R, for every later copy to start from.
+rt$copy_done_bytes <- serialize(TRUE, NULL, xdr = FALSE)
+rt$await_copy <- function(pid) {
+  sent <- FALSE
+  repeat {
+    ready <- parallel:::selectChildren(pid, -1)
+    if (is.integer(ready)) {
+      msg <- parallel:::readChild(pid)
+      if (!is.raw(msg)) break # the copy ended; its pipe is closed
+      if (identical(msg, rt$copy_done_bytes)) sent <- TRUE
+    } else if (!(pid %in% parallel:::processID(parallel:::children()))) break
+  }
+  sent
+}
+
 # sweep clears the box after fresh execution msg$id and says so, with the
 # host's token: the host knows the swept frame that carries it is this
 # process's, and drops whatever came before it.
 rt$sweep <- function(msg) {
-  rt$reset_box()
+  why <- rt$reset_box()
   rt$send(paste0('{"type":"swept","id":', rt$num(msg$id),
-                 ',"token":', rt$q(msg$token), '}'))
+                 ',"token":', rt$q(msg$token),
+                 if (!is.null(why)) paste0(',"error":', rt$q(why)), '}'))
 }
 
 # Everything a fresh execution could leave in the box goes: processes
@@ -76,15 +102,32 @@ rt$sweep_script <- paste(
   'done;',
   'ipc=; for k in shm msg sem; do l=; { read h; read l; } < "/proc/sysvipc/$k"; [ -z "$l" ] || ipc=1; done 2>/dev/null;',
   '[ -z "$ipc" ] || ipcrm --all 2>/dev/null;',
+  'find /tmp /dev/shm /dev/mqueue "$1" -mindepth 1 ! -path "$1" -delete 2>/dev/null && exit 0;',
+  # A directory the code made unreadable or unwritable (mode 000, 333)
+  # keeps find out, and what is in it would reach the next copy: every
+  # file is this uid's, so give each directory its owner's rights back
+  # (before find enters it: no -depth) and delete again. What still
+  # fails makes the sweep fail, and the host retires the box.
+  'find /tmp /dev/shm /dev/mqueue -mindepth 1 -type d ! -perm -u=rwx -exec chmod u+rwx {} \\; 2>/dev/null;',
   'exec find /tmp /dev/shm /dev/mqueue "$1" -mindepth 1 ! -path "$1" -delete 2>/dev/null')
+# reset_box returns NULL, or why the box is not clean (the host then
+# retires it).
 rt$reset_box <- function() {
   if (rt$on_host) stop("the box sweep runs only in the sandbox")
   # $1: R's temp dir (kept, emptied); $2: this R (spared, with init and
   # the shells running the sweep).
-  system2("/bin/sh", c("-c", shQuote(rt$sweep_script), "sweep", shQuote(tempdir()), Sys.getpid()),
-          stdout = FALSE, stderr = FALSE)
+  status <- system2("/bin/sh", c("-c", shQuote(rt$sweep_script), "sweep", shQuote(tempdir()), Sys.getpid()),
+                    stdout = FALSE, stderr = FALSE)
   # quit() in the copy removes the session's temp dir: make it again,
   # and the work dir the sweep removed.
   tempdir(check = TRUE)
-  invisible(rt$make_work())
+  rt$make_work()
+  if (!identical(as.integer(status), 0L)) return("files of the execution could not be deleted")
+  # The work dir must be the one just made: this uid's, mode 0700 (the
+  # sweep's status says it was emptied).
+  info <- file.info(rt$work, extra_cols = TRUE)
+  if (!isTRUE(info$isdir) || !identical(format(info$mode), "700") ||
+      !identical(info$uname, Sys.info()[["effective_user"]]))
+    return("the work dir was not remade clean")
+  NULL
 }

@@ -341,7 +341,13 @@ func (f *serveFlags) listener(stderr io.Writer, logger *slog.Logger) (ln net.Lis
 	// traversable only, as the unit's RuntimeDirectoryMode.
 	if dir := filepath.Dir(path); dir != "" {
 		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-			if err := os.Mkdir(dir, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
+			err := os.Mkdir(dir, 0o711)
+			if err == nil {
+				// Mkdir's mode passes through the umask (077 on hardened
+				// hosts would lock out --socket-group users): set it.
+				err = os.Chmod(dir, 0o711)
+			}
+			if err != nil && !errors.Is(err, os.ErrExist) {
 				return nil, nil, exitWith(exitSandbox, fmt.Errorf("--listen: the socket's dir: %w", err))
 			}
 		}
