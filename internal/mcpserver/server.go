@@ -10,9 +10,11 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -125,7 +127,13 @@ func (s *Server) MCP() *mcp.Server { return s.mcp }
 
 // RunStdio serves one client on stdin/stdout until it goes or ctx ends.
 func (s *Server) RunStdio(ctx context.Context) error {
-	return s.mcp.Run(ctx, &mcp.StdioTransport{})
+	return s.RunIO(ctx, os.Stdin, os.Stdout)
+}
+
+// RunIO serves one client reading in and writing out (stdio's framing:
+// a JSON-RPC message per line) until in ends or ctx does.
+func (s *Server) RunIO(ctx context.Context, in io.Reader, out io.Writer) error {
+	return s.mcp.Run(ctx, guardedTransport(in, out))
 }
 
 // HTTPHandler is the streamable HTTP transport, stateless (no
