@@ -185,6 +185,7 @@ const (
 	CodeIdle          = "idle"
 	CodeStartTimeout  = "start_timeout"
 	CodeStartFailed   = "start_failed"
+	CodeCanceled      = "canceled"
 	CodeInternal      = "internal"
 )
 
@@ -223,6 +224,10 @@ func errCode(err error) string {
 		return CodeUnavailable
 	case errors.Is(err, securer.ErrNeedsSandbox):
 		return CodeNeedsSandbox
+	case errors.Is(err, securer.ErrCanceled):
+		// The request was given up (its client gone, or a cancel) before
+		// the code ran: not the server's failure.
+		return CodeCanceled
 	}
 	return CodeInternal
 }

@@ -123,7 +123,7 @@ func TestErrCodes(t *testing.T) {
 		errBadRequest: CodeBadRequest, errNotFound: CodeNotFound, errDraining: CodeDraining, errTooMany: CodeLimit,
 		securer.ErrInvalidConfig: CodeInvalidConfig, securer.ErrBusy: CodeBusy, securer.ErrSessionClosed: CodeClosed,
 		securer.ErrPoolClosed: CodeClosed, securer.ErrRejected: CodeRejected, securer.ErrSandboxUnavailable: CodeUnavailable, securer.ErrNeedsSandbox: CodeNeedsSandbox,
-		securer.ErrPoolBusy: CodePoolBusy, errors.New("other"): CodeInternal,
+		securer.ErrPoolBusy: CodePoolBusy, securer.ErrCanceled: CodeCanceled, errors.New("other"): CodeInternal,
 	} {
 		if got := errCode(errors.Join(errors.New("context"), err)); got != code {
 			t.Errorf("errCode(%v) = %s, want %s", err, got, code)

@@ -79,8 +79,12 @@ environment:
                  gone; a shortcut for --log-level debug (an explicit
                  --log-level wins). Without either, run and doctor log
                  warnings and errors, serve info too.
+  SECURER_SOCKET the daemon socket run (and the clients) use when it
+                 answers; default /run/securer-runc/serve.sock.
+  SECURER_NO_DAEMON
+                 when 1, run never uses a daemon (as --no-daemon).
 
-run, serve and doctor take --log-format text|json and --log-level
+run, serve, mcp and doctor take --log-format text|json and --log-level
 debug|info|warn|error; their log records go to stderr.
 `)
 }

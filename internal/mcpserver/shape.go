@@ -209,7 +209,7 @@ func verdictText(res *securer.Result, e *ErrorInfo) string {
 	fmt.Fprintf(&b, "[%s] %s", res.Verdict, e.Message)
 	switch res.Verdict {
 	case securer.VerdictTimeout:
-		b.WriteString("\nThe code ran over its time limit and was stopped; a persistent session keeps its state.")
+		b.WriteString("\nThe code ran over its time limit and was stopped; in a session (new_session), what earlier calls made is kept.")
 	case securer.VerdictOutOfMemory:
 		b.WriteString("\nR ran out of memory and was killed; a persistent session lost its state.")
 	case securer.VerdictOutputLimit:

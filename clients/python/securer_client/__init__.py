@@ -21,7 +21,7 @@ error code); asyncio: securer_client.aio.
 from .client import DEFAULT_SOCKET, Client, Execution, Result, Session, Tool, printed_output, result_displays
 from .errors import (ERRORS, BadRequestError, BusyError, ClosedError, ConnectionClosed, DrainingError,
                      FileRefusedError, IdleError, InternalError, InvalidConfigError, LimitError, NeedsSandboxError,
-                     NotFoundError, PoolBusyError, RejectedError, SandboxUnavailableError, SecurerError, ServerError,
+                     NotFoundError, PoolBusyError, CanceledError, RejectedError, SandboxUnavailableError, SecurerError, ServerError,
                      StartFailedError, StartTimeoutError, StateLostWarning, UnauthorizedError)
 from .values import DataFrame, Factor, RObject, RVector, decode, encode
 
@@ -31,7 +31,7 @@ __all__ = [
     "DEFAULT_SOCKET", "Client", "Execution", "Result", "Session", "Tool", "printed_output", "result_displays",
     "ERRORS", "BadRequestError", "BusyError", "ClosedError", "ConnectionClosed", "DrainingError", "FileRefusedError",
     "IdleError", "InternalError", "InvalidConfigError", "LimitError", "NeedsSandboxError", "NotFoundError",
-    "PoolBusyError", "RejectedError", "SandboxUnavailableError", "SecurerError", "ServerError", "StartFailedError",
+    "CanceledError", "PoolBusyError", "RejectedError", "SandboxUnavailableError", "SecurerError", "ServerError", "StartFailedError",
     "StartTimeoutError", "StateLostWarning", "UnauthorizedError",
     "DataFrame", "Factor", "RObject", "RVector", "decode", "encode",
 ]

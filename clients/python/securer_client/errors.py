@@ -90,6 +90,10 @@ class DrainingError(ServerError):
     """The server is shutting down."""
 
 
+class CanceledError(ServerError):
+    """The request was given up (connection closed, or cancel) before its code ran."""
+
+
 class InternalError(ServerError):
     """Anything else; the message says what."""
 
@@ -108,6 +112,7 @@ ERRORS = {
     "start_failed": StartFailedError,
     "sandbox_unavailable": SandboxUnavailableError,
     "file_refused": FileRefusedError,
+    "canceled": CanceledError,
     "needs_sandbox": NeedsSandboxError,
     "unauthorized": UnauthorizedError,
     "draining": DrainingError,

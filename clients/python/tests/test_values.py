@@ -112,7 +112,7 @@ class ErrorsTest(unittest.TestCase):
     def test_every_code_has_a_class(self):
         codes = ["bad_request", "not_found", "invalid_config", "pool_busy", "busy", "closed", "rejected", "limit",
                  "idle", "start_timeout", "start_failed", "sandbox_unavailable", "file_refused", "needs_sandbox",
-                 "unauthorized", "draining", "internal"]
+                 "unauthorized", "draining", "canceled", "internal"]
         self.assertEqual(sorted(ERRORS), sorted(codes))
         for code in codes:
             e = ServerError.from_event({"type": "error", "error": {"code": code, "message": "m"}})

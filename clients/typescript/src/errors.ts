@@ -19,6 +19,7 @@ export const SERVER_ERROR_CODES = [
   "needs_sandbox",
   "unauthorized",
   "draining",
+  "canceled",
   "internal",
 ] as const;
 
