@@ -2,7 +2,9 @@ package integration
 
 import (
 	"context"
+	"log/slog"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,11 +30,17 @@ func TestFreshSweepUnreadableDirs(t *testing.T) {
 		mk("/dev/shm/h3", "000")
 		mk(file.path(tempdir(), "h4"), "000")
 		writeLines("x", "/tmp/work/f"); Sys.chmod("/tmp/work", "000")
+		# System V objects of mode 000 (ipcrm --all skipped them).
+		system("ipcmk -M 4096 -p 0000 >/dev/null; ipcmk -S 2 -p 0000 >/dev/null; ipcmk -Q -p 0000 >/dev/null")
+		# R's temp dir: its mode and times, or a file or link at its path.
+		Sys.chmod(tempdir(), "2757", use_umask = FALSE)
 		"hidden"`)
 	if res.Verdict != securer.VerdictOK {
 		t.Fatalf("hiding execution: %s %+v", res.Verdict, res.Error)
 	}
 	res = fresh(t, s, `list(
+		sysv = sum(vapply(c("shm", "sem", "msg"), function(k) length(readLines(file.path("/proc/sysvipc", k))) - 1L, 1L)),
+		rtmp_mode = format(file.info(tempdir())$mode),
 		tmp = length(list.files("/tmp", all.files = TRUE, no.. = TRUE)),
 		work = length(list.files(getwd(), all.files = TRUE, no.. = TRUE)),
 		shm = length(list.files("/dev/shm", all.files = TRUE, no.. = TRUE)),
@@ -41,7 +49,7 @@ func TestFreshSweepUnreadableDirs(t *testing.T) {
 		t.Fatalf("the next execution: %s %+v", res.Verdict, res.Error)
 	}
 	// /tmp holds R's temp dir and the work dir, nothing else.
-	want := map[string]int{"tmp": 2, "work": 0, "shm": 0, "rtmp": 0}
+	want := map[string]any{"sysv": 0, "rtmp_mode": "700", "tmp": 2, "work": 0, "shm": 0, "rtmp": 0}
 	got := res.Value.Go().(map[string]any)
 	for k, v := range want {
 		if got[k] != v {
@@ -58,7 +66,10 @@ func TestFreshSweepUnreadableDirs(t *testing.T) {
 // code does not load that package into the warm R (and so into every
 // later copy).
 func TestFreshCopyCannotChangeWarmR(t *testing.T) {
-	s := newSession(t, baseConfig())
+	cfg := baseConfig()
+	var audit lockedBuffer
+	cfg.Audit = slog.New(slog.NewJSONHandler(&audit, nil))
+	s := newSession(t, cfg)
 	res := fresh(t, s, `parallel:::sendMaster(list(asNamespace("MASS"), asNamespace("splines"))); "sent"`)
 	if res.Verdict != securer.VerdictOK {
 		t.Fatalf("sending execution: %s %+v", res.Verdict, res.Error)
@@ -69,6 +80,11 @@ func TestFreshCopyCannotChangeWarmR(t *testing.T) {
 	}
 	if got := res.Value.Go(); !reflect.DeepEqual(got, []bool{false, false}) {
 		t.Errorf("loaded in the next copy: %v, want none", got)
+	}
+	// The warm R knew that each copy reported: it sent no "ended without
+	// a result" of its own, which the host would drop as a stale frame.
+	if strings.Contains(audit.String(), "stale_frames_dropped") {
+		t.Errorf("frames dropped after copies that reported: %s", audit.String())
 	}
 }
 
@@ -90,5 +106,36 @@ func TestFreshStdinIsEmpty(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("reading stdin took %s: it waited instead of reading end of file", d)
+	}
+}
+
+// TestFreshSweepRTempPath: what the code puts at the path of R's temp
+// dir (a file holding data, a link) is gone for the next execution, whose
+// temp dir works.
+func TestFreshSweepRTempPath(t *testing.T) {
+	s := newSession(t, baseConfig())
+	id := s.ID()
+	for _, plant := range []string{
+		`td <- tempdir(); unlink(td, recursive = TRUE); writeLines("SECRET", td)`,
+		`td <- tempdir(); unlink(td, recursive = TRUE); file.symlink("/dev/mqueue/.//./", td)`,
+	} {
+		if res := fresh(t, s, plant+`; "planted"`); res.Verdict != securer.VerdictOK {
+			t.Fatalf("%s: %s %+v", plant, res.Verdict, res.Error)
+		}
+		res := fresh(t, s, `writeLines("x", f <- tempfile()); list(
+			read = readLines(f),
+			link = nzchar(Sys.readlink(tempdir())),
+			tmp = sort(list.files("/tmp", all.files = TRUE, no.. = TRUE)),
+			secret = any(grepl("SECRET", unlist(lapply(list.files("/tmp", full.names = TRUE), function(p) if (!dir.exists(p)) readLines(p))))))`)
+		if res.Verdict != securer.VerdictOK {
+			t.Fatalf("after %s: %s %+v", plant, res.Verdict, res.Error)
+		}
+		got := res.Value.Go().(map[string]any)
+		if got["read"] != "x" || got["link"] != false || got["secret"] != false || len(got["tmp"].([]string)) != 2 {
+			t.Errorf("after %s: %v", plant, got)
+		}
+	}
+	if s.ID() != id {
+		t.Errorf("the box was replaced: the sweep should have cleaned it")
 	}
 }

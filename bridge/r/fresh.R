@@ -67,6 +67,7 @@ rt$await_copy <- function(pid) {
     if (is.integer(ready)) {
       msg <- parallel:::readChild(pid)
       if (!is.raw(msg)) break # the copy ended; its pipe is closed
+      attributes(msg) <- NULL # readChild marks it with the pid
       if (identical(msg, rt$copy_done_bytes)) sent <- TRUE
     } else if (!(pid %in% parallel:::processID(parallel:::children()))) break
   }
@@ -84,50 +85,60 @@ rt$sweep <- function(msg) {
 }
 
 # Everything a fresh execution could leave in the box goes: processes
-# (all but init and this R), files in the writable places, POSIX message
-# queues and System V IPC objects (they live in the box's IPC namespace).
-# Processes go first, so that none can write a file after the sweep. A
-# shell does it, so that this process never reads a name the copy chose
-# (its memory is what the next copy starts from). It runs after each
-# fresh execution, so it starts as few processes as it can: the kills and
-# the IPC check are shell built-ins, ipcrm runs only when /proc/sysvipc
-# lists an object, and the shell becomes the one find that deletes the
-# files (-delete: depth first, links not followed; R's temp dir itself,
-# $1, is kept).
+# (all but init and this R), files in the writable places (R's temp dir
+# too: it is made anew, so that neither what the code put at its path nor
+# its mode or times carry over), POSIX message queues and System V IPC
+# objects (they live in the box's IPC namespace). Processes go first, so
+# that none can write a file after the sweep. A shell does it, so that
+# this process never reads a name the copy chose (its memory is what the
+# next copy starts from). It runs after each fresh execution, so it starts
+# as few processes as it can: the kills and the IPC check are shell
+# built-ins, ipcrm runs only when /proc/sysvipc lists an object, and one
+# find deletes the files (-delete: depth first, links not followed).
+# The shell's status is 0 only when the box is clean; else the host
+# retires the box.
 rt$sweep_script <- paste(
   'for round in 1 2 3 4 5; do',
   '  for p in /proc/[0-9]*; do p=${p#/proc/};',
-  '    [ "$p" = 1 ] || [ "$p" = "$2" ] || [ "$p" = "$PPID" ] || [ "$p" = "$$" ] || kill -9 "$p" 2>/dev/null;',
+  '    [ "$p" = 1 ] || [ "$p" = "$1" ] || [ "$p" = "$PPID" ] || [ "$p" = "$$" ] || kill -9 "$p" 2>/dev/null;',
   '  done;',
   'done;',
-  'ipc=; for k in shm msg sem; do l=; { read h; read l; } < "/proc/sysvipc/$k"; [ -z "$l" ] || ipc=1; done 2>/dev/null;',
-  '[ -z "$ipc" ] || ipcrm --all 2>/dev/null;',
-  'find /tmp /dev/shm /dev/mqueue "$1" -mindepth 1 ! -path "$1" -delete 2>/dev/null && exit 0;',
+  'dirty=;',
+  'ipc() { ipc=; for k in shm msg sem; do l=; { read h; read l; } < "/proc/sysvipc/$k"; [ -z "$l" ] || ipc=1; done 2>/dev/null; };',
+  # Each object is removed by its id (which its owner may do whatever its
+  # mode: ipcrm --all skips those it cannot read, such as mode 000).
+  'ipc; if [ -n "$ipc" ]; then',
+  '  for k in shm:m msg:q sem:s; do',
+  '    { read h; while read key id rest; do ipcrm "-${k#*:}" "$id"; done; } < "/proc/sysvipc/${k%%:*}";',
+  '  done >/dev/null 2>&1;',
+  '  ipc; [ -z "$ipc" ] || dirty=1;',
+  'fi;',
+  'if ! find /tmp /dev/shm /dev/mqueue -mindepth 1 -delete 2>/dev/null; then',
   # A directory the code made unreadable or unwritable (mode 000, 333)
   # keeps find out, and what is in it would reach the next copy: every
   # file is this uid's, so give each directory its owner's rights back
-  # (before find enters it: no -depth) and delete again. What still
-  # fails makes the sweep fail, and the host retires the box.
-  'find /tmp /dev/shm /dev/mqueue -mindepth 1 -type d ! -perm -u=rwx -exec chmod u+rwx {} \\; 2>/dev/null;',
-  'exec find /tmp /dev/shm /dev/mqueue "$1" -mindepth 1 ! -path "$1" -delete 2>/dev/null')
+  # (before find enters it: no -depth) and delete again.
+  '  find /tmp /dev/shm /dev/mqueue -mindepth 1 -type d ! -perm -u=rwx -exec chmod u+rwx {} \\; 2>/dev/null;',
+  '  find /tmp /dev/shm /dev/mqueue -mindepth 1 -delete 2>/dev/null || dirty=1;',
+  'fi;',
+  '[ -z "$dirty" ]')
 # reset_box returns NULL, or why the box is not clean (the host then
 # retires it).
 rt$reset_box <- function() {
   if (rt$on_host) stop("the box sweep runs only in the sandbox")
-  # $1: R's temp dir (kept, emptied); $2: this R (spared, with init and
-  # the shells running the sweep).
-  status <- system2("/bin/sh", c("-c", shQuote(rt$sweep_script), "sweep", shQuote(tempdir()), Sys.getpid()),
+  # $1: this R (spared, with init and the shells running the sweep).
+  status <- system2("/bin/sh", c("-c", shQuote(rt$sweep_script), "sweep", Sys.getpid()),
                     stdout = FALSE, stderr = FALSE)
-  # quit() in the copy removes the session's temp dir: make it again,
-  # and the work dir the sweep removed.
+  if (!identical(as.integer(status), 0L)) return("what the execution left could not all be removed")
+  # The sweep removed R's temp dir and the work dir: make them anew, and
+  # check that each is a directory of this uid's, mode 0700, not a link.
   tempdir(check = TRUE)
   rt$make_work()
-  if (!identical(as.integer(status), 0L)) return("files of the execution could not be deleted")
-  # The work dir must be the one just made: this uid's, mode 0700 (the
-  # sweep's status says it was emptied).
-  info <- file.info(rt$work, extra_cols = TRUE)
-  if (!isTRUE(info$isdir) || !identical(format(info$mode), "700") ||
-      !identical(info$uname, Sys.info()[["effective_user"]]))
-    return("the work dir was not remade clean")
+  for (d in c(tempdir(), rt$work)) {
+    info <- file.info(d, extra_cols = TRUE)
+    if (!isTRUE(info$isdir) || nzchar(Sys.readlink(d)) || !identical(format(info$mode), "700") ||
+        !identical(info$uname, Sys.info()[["effective_user"]]))
+      return(paste("the directory", d, "was not made anew"))
+  }
   NULL
 }
