@@ -2,9 +2,9 @@
 
 Run as root: python3 example.py   (SECURER_RUNC names the binary, default
 securer-runc on PATH; SECURER_SERVE_ARGS adds flags to `serve --stdio`).
-With SECURER_ADDR=tcp:HOST:PORT (or unix:PATH) and SECURER_TOKEN, or
-SECURER_SOCKET=PATH (the clients' default socket variable), it connects to
-a running daemon instead. Uses the securer_client package next
+With SECURER_ADDR=tcp:HOST:PORT (or unix:PATH, e.g. unix:$SECURER_SOCKET
+for the daemon the clients use by default) and SECURER_TOKEN it connects
+to a running daemon instead. Uses the securer_client package next
 to this file (or the one `pip install clients/python` installed)."""
 
 import os
@@ -32,8 +32,6 @@ tools = [
 ]
 
 addr = os.environ.get("SECURER_ADDR", "")
-if not addr and os.environ.get("SECURER_SOCKET"):
-    addr = "unix:" + os.environ["SECURER_SOCKET"]
 if addr:
     client = Client.open(addr)
 else:
