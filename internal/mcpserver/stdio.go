@@ -45,11 +45,12 @@ func guardedTransport(in io.Reader, out io.Writer) *mcp.IOTransport {
 		// the SDK's own bound ends the session, as it would have.
 		pw.CloseWithError(sc.Err())
 	}()
-	return &mcp.IOTransport{Reader: pr, Writer: nopCloser{w}}
+	return &mcp.IOTransport{Reader: pr, Writer: w}
 }
 
 // lockedWriter serializes the SDK's messages and the parse errors: each
-// is one Write, so lines never interleave.
+// is one Write, so lines never interleave. Closing it leaves the
+// underlying writer (stdout) open, as the SDK's own stdio transport does.
 type lockedWriter struct {
 	mu sync.Mutex
 	w  io.Writer
@@ -61,6 +62,4 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-type nopCloser struct{ io.Writer }
-
-func (nopCloser) Close() error { return nil }
+func (l *lockedWriter) Close() error { return nil }
