@@ -83,50 +83,7 @@ func BenchmarkPool(b *testing.B) {
 	}
 }
 
-// BenchmarkIdleMemory: memory of idle sessions (PSS and RSS of each box's
-// processes, and its cgroup's charge), and how many would fit in the
-// host's available memory at that PSS.
-func BenchmarkIdleMemory(b *testing.B) {
-	const n = 16
-	var sessions []*securer.Session
-	defer func() {
-		for _, s := range sessions {
-			s.Close()
-		}
-	}()
-	for i := 0; i < n; i++ {
-		s, err := testHost.NewSession(context.Background(), baseConfig())
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := s.Execute(context.Background(), "1+1"); err != nil {
-			b.Fatal(err)
-		}
-		sessions = append(sessions, s)
-	}
-	time.Sleep(500 * time.Millisecond)
-	var pss, rss, charged []float64
-	for _, s := range sessions {
-		var p, r float64
-		for _, pid := range cgroupProcsOf(b, s.ID()) {
-			p += smapsKB(pid, "Pss:")
-			r += smapsKB(pid, "Rss:")
-		}
-		pss, rss = append(pss, p/1024), append(rss, r/1024)
-		usage, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", cgroupParent, s.ID(), "memory.usage_in_bytes"))
-		u, _ := strconv.ParseFloat(strings.TrimSpace(string(usage)), 64)
-		charged = append(charged, u/(1<<20))
-	}
-	avail := meminfoKB("MemAvailable:") / 1024
-	mp := medianF(pss)
-	b.ReportMetric(mp, "PSS_MiB/session")
-	b.ReportMetric(medianF(rss), "RSS_MiB/session")
-	b.ReportMetric(medianF(charged), "cgroup_MiB/session")
-	b.ReportMetric(avail/mp, "sessions_that_fit")
-	b.ReportMetric(0, "ns/op")
-}
-
-func cgroupProcsOf(b *testing.B, id string) []int {
+func cgroupProcsOf(b testing.TB, id string) []int {
 	for _, dir := range []string{filepath.Join("/sys/fs/cgroup/pids", cgroupParent, id), filepath.Join("/sys/fs/cgroup", cgroupParent, id)} {
 		data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
 		if err != nil {

@@ -18,6 +18,7 @@ rt$execute_fresh <- function(id, stale_interrupt, plots = NULL) {
   job <- parallel:::mcfork()
   if (inherits(job, "masterProcess")) {
     rt$main_pid <- Sys.getpid()
+    rt$trim_due <- rt$can_trim <- FALSE # the copy is short-lived: no idle trims
     # mcfork gives the copy a stdin pipe whose write end this warm R
     # keeps open: code reading stdin would wait for its timeout. The copy
     # reads /dev/null instead (fd 0 is the lowest free descriptor, so the

@@ -42,6 +42,12 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
   rt$next_id <- 0
   rt$con <- processx::conn_connect_unix_socket(rt$sock)
   rt$pending <- character()
+  # The rootfs's memory helper (build-rootfs.sh); absent on the host
+  # (UnsafeNoSandbox) or in a rootfs built without a C compiler.
+  rt$mem_helper <- "/usr/lib/securer/securer-mem.so"
+  rt$can_trim <- !rt$on_host && file.exists(rt$mem_helper) &&
+    !inherits(try(dyn.load(rt$mem_helper), silent = TRUE), "try-error")
+  rt$trim_due <- FALSE
 
   for (part in c("transport.R", "tools.R", "conditions.R", "execute.R", "result.R", "fresh.R", "plots.R", "files.R")) {
     for (e in parse(file.path(rt$dir, part), keep.source = FALSE)) eval(e, environment())
@@ -81,5 +87,6 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
       put_file = , get_file = , list_files = rt$file_op(msg),
       NULL
     )
+    rt$trim_due <- rt$can_trim
   })
 })
