@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -151,6 +152,7 @@ func (hostEngine) launch(ctx context.Context, s *Session, inst *instance) error 
 	if err != nil {
 		return err
 	}
+	inst.boxStarted = time.Now()
 	inst.conn, inst.rPid, err = acceptFrom(ctx, ln, inst.run)
 	if err != nil {
 		return inst.startFailure(err)

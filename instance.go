@@ -53,6 +53,9 @@ type instance struct {
 	cleaned atomic.Pointer[chan struct{}]
 	// fingerprint is the warm R as it started (procfs.Fingerprint).
 	fingerprint string
+	// boxStarted is when the container (or the host's R) had started: the
+	// start-up's split between the box and R, for the debug log.
+	boxStarted time.Time
 	// uidSlot is the host uid range the box holds (-1: none).
 	uidSlot int
 	// ended says why the instance is dead (the first reason given).

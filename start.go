@@ -57,7 +57,8 @@ func (s *Session) start(parent context.Context) (_ *instance, retErr error) {
 	s.audit("session_start", "session", inst.id, "r_version", hello.RVersion, "took_ms", time.Since(began).Milliseconds())
 	s.cfg.Hooks.started(time.Since(began), nil)
 	s.log.Debug("session started", "id", inst.id, "r_version", hello.RVersion,
-		"sandboxed", !s.cfg.UnsafeNoSandbox, "launch", launched.Sub(began), "r_ready", time.Since(launched))
+		"sandboxed", !s.cfg.UnsafeNoSandbox, "launch", launched.Sub(began),
+		"box", inst.boxStarted.Sub(began), "r_connect", launched.Sub(inst.boxStarted), "r_ready", time.Since(launched))
 	go s.watchIdle(inst)
 	return inst, nil
 }
