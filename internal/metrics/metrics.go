@@ -232,11 +232,11 @@ var (
 // the idle warm boxes, which are room (a one-shot or a plain session
 // takes one), of MaxSessions. Clients: those admitted, of MaxClients.
 // These are the comparisons service.Server.Ready makes, so the figure is
-// 1 exactly when the server refuses new sessions or clients and /readyz
-// says "at capacity". Running executions are no third term: each runs in
-// a session's box, one at a time, so session slots bound them (those
-// waiting for a member of a client's pool wait on that pool, not on the
-// server). 0 while no limits are known (before the server serves).
+// 1 exactly when /readyz says "at capacity". Running executions are no
+// third term: each runs in a session's box, one at a time, so session
+// slots bound them (those waiting for a member of a client's pool wait
+// on that pool, not on the server). 0 while no limits are known (before
+// the server serves).
 func capacityUsed(st State) float64 {
 	used := 0.0
 	if st.MaxSessions > 0 {
