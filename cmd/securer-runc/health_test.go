@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/securer-runc/securer-runc/internal/metrics"
 	"github.com/securer-runc/securer-runc/service"
 )
 
@@ -70,6 +72,74 @@ func TestHealthAdmin(t *testing.T) {
 				t.Errorf("/metrics while draining lacks securer_ready 0")
 			}
 		})
+	}
+}
+
+// TestCapacityMetric: the autoscaling gauge of a real server through
+// serve's admin endpoints moves with the clients it admits and reads 1
+// exactly when /readyz says the server is at capacity.
+func TestCapacityMetric(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	adm, err := startAdmin(ctx, "127.0.0.1:0", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.stop()
+	srv := service.New(service.Options{MaxSessions: 4, MaxClients: 2})
+	adm.serving(srv)
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := service.ListenUnix(sock, 0o600, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, ln); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	used := func() string {
+		t.Helper()
+		for _, line := range strings.Split(scrape(t, adm.addr), "\n") {
+			if v, ok := strings.CutPrefix(line, metrics.CapacityUsedName+" "); ok {
+				return v
+			}
+		}
+		t.Fatalf("/metrics lacks %s", metrics.CapacityUsedName)
+		return ""
+	}
+	// connect admits a client: the hello is sent once it is counted.
+	connect := func() {
+		t.Helper()
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if hello, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.Contains(hello, `"hello"`) {
+			t.Fatalf("no hello: %q, %v", hello, err)
+		}
+	}
+	steps := []struct {
+		clients   int
+		used      string
+		readyCode int
+		ready     string
+	}{
+		{0, "0", 0, "ready"},
+		{1, "0.5", 0, "ready"},
+		{2, "1", 1, "at capacity: 2 of 2 clients"},
+	}
+	for i, s := range steps {
+		if i > 0 {
+			connect()
+		}
+		if got := used(); got != s.used {
+			t.Errorf("%d clients of 2: %s %s, want %s", s.clients, metrics.CapacityUsedName, got, s.used)
+		}
+		if code, out, errOut := health(t, "--admin", adm.addr); code != s.readyCode || !strings.Contains(out+errOut, s.ready) {
+			t.Errorf("%d clients of 2: health exit %d, %q %q; want %d with %q", s.clients, code, out, errOut, s.readyCode, s.ready)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"regexp"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,7 +22,9 @@ var ErrUnknownKind = errors.New("unknown apiVersion/kind")
 type Object struct {
 	Index int // the document's position in its file, from 0
 	Kind  string
-	Value any // *corev1.Pod, *appsv1.Deployment or *nodev1.RuntimeClass
+	// *corev1.Pod, *appsv1.Deployment, *nodev1.RuntimeClass,
+	// *autoscalingv2.HorizontalPodAutoscaler or *corev1.ConfigMap
+	Value any
 }
 
 // docSeparator is a YAML document separator line.
@@ -51,7 +54,8 @@ func hasContent(doc []byte) bool {
 
 // Decode decodes every document of a manifest file strictly: a field the
 // API type does not have, a duplicate field or a kind outside Pod,
-// Deployment and RuntimeClass is an error.
+// Deployment, RuntimeClass, HorizontalPodAutoscaler (autoscaling/v2) and
+// ConfigMap is an error.
 func Decode(data []byte) ([]Object, error) {
 	var objs []Object
 	for i, doc := range SplitDocuments(data) {
@@ -67,6 +71,10 @@ func Decode(data []byte) ([]Object, error) {
 			v = &appsv1.Deployment{}
 		case "node.k8s.io/v1 RuntimeClass":
 			v = &nodev1.RuntimeClass{}
+		case "autoscaling/v2 HorizontalPodAutoscaler":
+			v = &autoscalingv2.HorizontalPodAutoscaler{}
+		case "v1 ConfigMap":
+			v = &corev1.ConfigMap{}
 		default:
 			return nil, fmt.Errorf("document %d: %w %q %q", i, ErrUnknownKind, tm.APIVersion, tm.Kind)
 		}
@@ -85,6 +93,17 @@ func (o Object) PodSpec() *corev1.PodSpec {
 		return &v.Spec
 	case *appsv1.Deployment:
 		return &v.Spec.Template.Spec
+	}
+	return nil
+}
+
+// PodAnnotations are the annotations of the pod an object runs.
+func (o Object) PodAnnotations() map[string]string {
+	switch v := o.Value.(type) {
+	case *corev1.Pod:
+		return v.Annotations
+	case *appsv1.Deployment:
+		return v.Spec.Template.Annotations
 	}
 	return nil
 }

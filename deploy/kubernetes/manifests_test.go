@@ -3,6 +3,7 @@ package kubernetes
 import (
 	"errors"
 	"maps"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -69,13 +70,13 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 			kinds[o.Kind]++
 		}
 	}
-	for _, want := range []string{"deployment.yaml", "deployment-privileged.yaml", "pod.yaml"} {
+	for _, want := range []string{"deployment.yaml", "deployment-privileged.yaml", "pod.yaml", "hpa.yaml", "prometheus-adapter.yaml"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("%s missing (decoded: %v)", want, names)
 		}
 	}
-	if kinds["Pod"] == 0 || kinds["Deployment"] == 0 {
-		t.Errorf("kinds %v: want a Pod and a Deployment", kinds)
+	if kinds["Pod"] == 0 || kinds["Deployment"] == 0 || kinds["HorizontalPodAutoscaler"] == 0 || kinds["ConfigMap"] == 0 {
+		t.Errorf("kinds %v: want a Pod, a Deployment, a HorizontalPodAutoscaler and a ConfigMap", kinds)
 	}
 }
 
@@ -169,10 +170,10 @@ func TestSidecarRecipe(t *testing.T) {
 	for _, m := range readManifests(t) {
 		for _, o := range m.objs {
 			if o.PodSpec() == nil {
-				continue // the RuntimeClass
+				continue // the RuntimeClass, the autoscaler, the adapter's rule
 			}
 			n++
-			t.Run(m.file+"/"+strconv.Itoa(o.Index), func(t *testing.T) { checkPod(t, o.PodSpec(), m.raw) })
+			t.Run(m.file+"/"+strconv.Itoa(o.Index), func(t *testing.T) { checkPod(t, o.PodSpec(), o.PodAnnotations(), m.raw) })
 		}
 	}
 	if n < 3 {
@@ -262,7 +263,7 @@ func engineQuantity(t *testing.T, s string) resource.Quantity {
 	return q
 }
 
-func checkPod(t *testing.T, spec *corev1.PodSpec, raw []byte) {
+func checkPod(t *testing.T, spec *corev1.PodSpec, annotations map[string]string, raw []byte) {
 	if spec == nil {
 		t.Fatal("no pod spec")
 	}
@@ -307,11 +308,41 @@ func checkPod(t *testing.T, spec *corev1.PodSpec, raw []byte) {
 	if sessions, err := strconv.Atoi(flags["max-sessions"]); err != nil {
 		t.Errorf("--max-sessions must be given: %v", err)
 	} else {
+		// CAPACITY.md: the limit covers every session at its --memory
+		// plus what the server itself may hold; the request, the server
+		// and every session idle.
 		need := engineQuantity(t, flags["memory"])
 		need.Mul(int64(sessions))
 		if lim.Memory().Cmp(need) < 0 {
 			t.Errorf("memory limit %v is below --max-sessions x --memory = %v", lim.Memory(), &need)
 		}
+		need.Add(*resource.NewQuantity(serverMemoryCeiling(t, flags, sessions), resource.BinarySI))
+		if lim.Memory().Cmp(need) < 0 {
+			t.Errorf("memory limit %v is below the server's memory ceiling + --max-sessions x --memory = %v (CAPACITY.md)", lim.Memory(), &need)
+		}
+		idle := resource.NewQuantity(serverBaseline+int64(sessions)*idleSessionBytes, resource.BinarySI)
+		if req.Memory().Cmp(*idle) < 0 {
+			t.Errorf("memory request %v is below the server and %d idle sessions = %v (CAPACITY.md)", req.Memory(), sessions, idle)
+		}
+		if req.Memory().Cmp(*lim.Memory()) > 0 {
+			t.Errorf("memory request %v above the limit %v", req.Memory(), lim.Memory())
+		}
+	}
+
+	// The admin endpoints, for the metrics the autoscaler reads: on a
+	// port of the pod's network, named "metrics", and the one the
+	// prometheus.io/port annotation names where there is one.
+	_, port, err := net.SplitHostPort(flags["admin-listen"])
+	if err != nil || port == "" || port == "0" {
+		t.Errorf("--admin-listen %q: want HOST:PORT on the pod's network, for Prometheus (CAPACITY.md)", flags["admin-listen"])
+	}
+	if pi := slices.IndexFunc(sc.Ports, func(p corev1.ContainerPort) bool { return p.Name == "metrics" }); pi < 0 {
+		t.Errorf("the sidecar names no port \"metrics\" (--admin-listen's)")
+	} else if got := strconv.Itoa(int(sc.Ports[pi].ContainerPort)); got != port {
+		t.Errorf("port \"metrics\" is %s, --admin-listen's is %s", got, port)
+	}
+	if a, ok := annotations["prometheus.io/port"]; ok && a != port {
+		t.Errorf("annotation prometheus.io/port %q, --admin-listen's port is %s", a, port)
 	}
 
 	// The socket's directory is an emptyDir the agent mounts too.

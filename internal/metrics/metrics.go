@@ -15,6 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// CapacityUsedName is the name of the gauge an autoscaler reads
+// (deploy/kubernetes/hpa.yaml; CAPACITY.md there says why this figure).
+const CapacityUsedName = "securer_capacity_used_ratio"
+
 // State is what the server holds at a scrape.
 type State struct {
 	Clients        int
@@ -218,10 +222,34 @@ var (
 	readyDesc      = prometheus.NewDesc("securer_ready", "1 when /readyz says ready, else 0.", nil, nil)
 	warmIdleDesc   = prometheus.NewDesc("securer_warm_idle", "Warm boxes idle, ready for a one-shot (serve --warm).", nil, nil)
 	warmTotalDesc  = prometheus.NewDesc("securer_warm_boxes", "Warm boxes in all: idle, busy or starting (serve --warm).", nil, nil)
+	capacityDesc   = prometheus.NewDesc(CapacityUsedName,
+		"Share of the server's capacity in use, 0 to 1: the larger of session slots taken (sessions less idle warm boxes, of --max-sessions) and clients (of --max-clients); 1 when /readyz says at capacity.", nil, nil)
 )
 
+// capacityUsed is the share of the server's capacity in use, in [0, 1]:
+// the larger of its two hard limits' shares. Session slots: live
+// sessions (pool members, starting ones and warm boxes included) less
+// the idle warm boxes, which are room (a one-shot or a plain session
+// takes one), of MaxSessions. Clients: those admitted, of MaxClients.
+// These are the comparisons service.Server.Ready makes, so the figure is
+// 1 exactly when /readyz says "at capacity". Running executions are no
+// third term: each runs in a session's box, one at a time, so session
+// slots bound them (those waiting for a member of a client's pool wait
+// on that pool, not on the server). 0 while no limits are known (before
+// the server serves).
+func capacityUsed(st State) float64 {
+	used := 0.0
+	if st.MaxSessions > 0 {
+		used = float64(st.Sessions-st.WarmIdle) / float64(st.MaxSessions)
+	}
+	if st.MaxClients > 0 {
+		used = max(used, float64(st.Clients)/float64(st.MaxClients))
+	}
+	return min(max(used, 0), 1)
+}
+
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{clientsDesc, authDesc, sessionsDesc, poolsDesc, executionsDesc, maxSessDesc, maxClientsDesc, readyDesc, warmIdleDesc, warmTotalDesc} {
+	for _, d := range []*prometheus.Desc{clientsDesc, authDesc, sessionsDesc, poolsDesc, executionsDesc, maxSessDesc, maxClientsDesc, readyDesc, warmIdleDesc, warmTotalDesc, capacityDesc} {
 		ch <- d
 	}
 }
@@ -246,6 +274,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		{readyDesc, ready},
 		{warmIdleDesc, float64(st.WarmIdle)},
 		{warmTotalDesc, float64(st.WarmTotal)},
+		{capacityDesc, capacityUsed(st)},
 	} {
 		ch <- prometheus.MustNewConstMetric(g.d, prometheus.GaugeValue, g.v)
 	}

@@ -126,6 +126,8 @@ func TestMetricsText(t *testing.T) {
 		`securer_execution_duration_seconds_bucket{le="2.5"} 1`,
 		`securer_execution_duration_seconds_bucket{le="1"} 0`,
 		"# TYPE securer_sessions gauge",
+		"# TYPE securer_capacity_used_ratio gauge",
+		"securer_capacity_used_ratio 0\n",
 		`securer_tool_calls_total{outcome="ok"} 0`, // exists before its first event
 		"process_resident_memory_bytes",
 		"go_goroutines",
@@ -152,5 +154,43 @@ func TestMetricsNoGlobalRegistry(t *testing.T) {
 		if f.GetName() == "securer_errors_total" {
 			t.Errorf("b has a's error counter: %v", f)
 		}
+	}
+}
+
+// TestCapacityUsed: the autoscaling gauge is the larger share of the two
+// hard limits, idle warm boxes counting as room, within [0, 1], and it is
+// read at each scrape.
+func TestCapacityUsed(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		st   State
+		want float64
+	}{
+		{"before serving: no limits known", State{}, 0},
+		{"empty", State{MaxSessions: 4, MaxClients: 8}, 0},
+		{"sessions", State{Sessions: 3, MaxSessions: 4, Clients: 1, MaxClients: 8}, 0.75},
+		{"idle warm boxes are room", State{Sessions: 4, WarmIdle: 2, WarmTotal: 2, MaxSessions: 4, Clients: 1, MaxClients: 8}, 0.5},
+		{"busy warm boxes are not", State{Sessions: 4, WarmIdle: 0, WarmTotal: 2, MaxSessions: 8, Clients: 1, MaxClients: 8}, 0.5},
+		{"every slot taken", State{Sessions: 4, MaxSessions: 4, Clients: 1, MaxClients: 8}, 1},
+		{"clients the busier", State{Sessions: 1, MaxSessions: 4, Clients: 6, MaxClients: 8}, 0.75},
+		{"clients full", State{Sessions: 0, MaxSessions: 4, Clients: 8, MaxClients: 8}, 1},
+		{"over a limit: at most 1", State{Sessions: 5, MaxSessions: 4, Clients: 1, MaxClients: 8}, 1},
+		{"authenticating connections are not clients", State{MaxSessions: 4, Authenticating: 100, MaxClients: 8}, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := New("dev", func() State { return tt.st })
+			if got := value(t, m, CapacityUsedName); got != tt.want {
+				t.Errorf("%s = %g, want %g", CapacityUsedName, got, tt.want)
+			}
+		})
+	}
+	st := State{Sessions: 1, MaxSessions: 4, MaxClients: 8}
+	m := New("dev", func() State { return st })
+	if got := value(t, m, CapacityUsedName); got != 0.25 {
+		t.Errorf("%s = %g, want 0.25", CapacityUsedName, got)
+	}
+	st.Sessions = 2
+	if got := value(t, m, CapacityUsedName); got != 0.5 {
+		t.Errorf("%s after the state changed = %g, want 0.5", CapacityUsedName, got)
 	}
 }
