@@ -241,6 +241,7 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 		FileSizeBytes: l.FileSizeBytes,
 		Binds:         s.binds(sockDir),
 		ProcDir:       procDir,
+		NoASLR:        s.cfg.host.UnsafeMergePages,
 	})
 	if err != nil {
 		return nil, err

@@ -68,6 +68,9 @@ func (h Host) Check() []HostCheck {
 		}
 	}
 	add(kernelCheck(release, h.UnsafeAllowOldKernel))
+	if h.UnsafeMergePages {
+		add(PageMergeCheck())
+	}
 
 	nsKinds := []string{"mnt", "pid", "net", "ipc", "uts", "cgroup"}
 	if !h.UnsafeNoUserNamespace {

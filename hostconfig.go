@@ -46,6 +46,18 @@ type Host struct {
 	// MinKernel. Only for distribution kernels known to carry the
 	// backported security fixes.
 	UnsafeAllowOldKernel bool
+	// UnsafeMergePages lets the kernel's same-page merging (KSM) share
+	// the memory boxes hold identical at start: each box runs without
+	// address-space randomization, and a warm R that has run no code
+	// offers its start-up memory for merging once it is idle. An idle
+	// session then costs a few MiB instead of ~50, on a host where KSM
+	// runs (/sys/kernel/mm/ksm/run = 1; doctor says). Weaker isolation:
+	// no ASLR in the box, and copy-on-write timing tells a box whether
+	// another box's start-up pages look like its own. Code's own memory
+	// is never offered: a fresh execution's copy takes its pages back
+	// before it reads the code, and a session's R does so before its
+	// first code or file. SECURITY.md, "Page merging".
+	UnsafeMergePages bool
 
 	// kernelRelease, when set, stands for uname -r (tests).
 	kernelRelease string

@@ -116,7 +116,8 @@ func (s *Session) handshake(ctx context.Context, inst *instance) (*bridge.Hello,
 		}
 		decls = append(decls, d)
 	}
-	if err := s.send(inst, bridge.Init{Type: "init", Tools: decls, MaxFrame: s.cfg.MaxFrameBytes, Preload: s.cfg.Preload}); err != nil {
+	if err := s.send(inst, bridge.Init{Type: "init", Tools: decls, MaxFrame: s.cfg.MaxFrameBytes, Preload: s.cfg.Preload,
+		MergePages: s.cfg.host.UnsafeMergePages && !s.cfg.UnsafeNoSandbox}); err != nil {
 		return nil, err
 	}
 	select {

@@ -177,6 +177,9 @@ type Init struct {
 	MaxFrame int `json:"max_frame"`
 	// Preload lists R packages to attach once, before any execution.
 	Preload []string `json:"preload"`
+	// MergePages: offer the start-up memory to page merging once idle
+	// (Host.UnsafeMergePages).
+	MergePages bool `json:"merge_pages,omitempty"`
 }
 
 // Execute asks R to run code.

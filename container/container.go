@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/securer-runc/securer-runc/spec"
 	"io"
 	"maps"
 	"os"
@@ -73,7 +74,26 @@ type Stdio struct {
 // from several goroutines would race on them.
 var specconvMu sync.Mutex
 
+// personalityNoASLR is PER_LINUX with ADDR_NO_RANDOMIZE, as
+// personality(2) takes it.
+const personalityNoASLR = 0x0040000
+
 func createConfig(id string, s *specs.Spec) (*configs.Config, error) {
+	// specconv applies a personality's domain but ignores (with a warning)
+	// its flags: the one flag the spec may carry is applied here, and any
+	// other is refused rather than dropped.
+	noASLR := false
+	if p := s.Linux.Personality; p != nil && len(p.Flags) > 0 {
+		if p.Domain != specs.PerLinux || len(p.Flags) != 1 || p.Flags[0] != spec.NoASLRFlag {
+			return nil, fmt.Errorf("personality %s %v: only %s with %s is supported", p.Domain, p.Flags, specs.PerLinux, spec.NoASLRFlag)
+		}
+		noASLR = true
+		linux := *s.Linux
+		linux.Personality = nil
+		own := *s
+		own.Linux = &linux
+		s = &own
+	}
 	specconvMu.Lock()
 	defer specconvMu.Unlock()
 	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
@@ -83,6 +103,11 @@ func createConfig(id string, s *specs.Spec) (*configs.Config, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if noASLR {
+		// libcontainer sets it in the box's init before seccomp and exec;
+		// tini, Rscript and R inherit it.
+		cfg.Personality = &configs.LinuxPersonality{Domain: personalityNoASLR}
 	}
 	// The device nodes are specconv's shared tables: give this container
 	// its own copies, so that later reads do not race with other starts.

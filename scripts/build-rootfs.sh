@@ -119,18 +119,66 @@ find "$new" -xdev -perm /6000 ! -type l -exec chmod ug-s {} +
 # execution's forked copy cannot touch the warm R it came from.
 chmod 0711 "$new/usr/lib/R/bin/exec/R"
 
-# The runtime's one native helper: R cannot hand memory it freed back to
-# the kernel (glibc keeps freed pages inside its heap; an idle R holds
-# ~5-10 MiB it no longer uses). malloc_trim(0) returns them; the runtime
-# calls it when a box has been idle a while. Built with the host's C
-# compiler (the rootfs has none); without one the rootfs is still
-# complete and sessions just keep those pages.
+# The runtime's one native helper, for what R cannot do itself:
+# - securer_trim: R cannot hand memory it freed back to the kernel
+#   (glibc keeps freed pages inside its heap; an idle R holds ~5-10 MiB
+#   it no longer uses); malloc_trim(0) returns them. The runtime calls it
+#   when a box has been idle a while.
+# - securer_merge: offers the process's private anonymous memory to the
+#   kernel's same-page merging (KSM), or takes it back. Marking works only
+#   in a box started without address randomization, which only the
+#   operator's --unsafe-merge-pages sets (before seccomp, which lets
+#   personality(2) only read in the box): code in any other box that
+#   loads this file cannot mark its memory. Taking it back always works.
+# Built with the host's C compiler (the rootfs has none); without one
+# the rootfs is still complete and sessions just keep those pages.
 mkdir -p "$new/usr/lib/securer"
 if command -v cc >/dev/null; then
   cat >"$new/usr/lib/securer/securer-mem.c" <<'C'
+#define _GNU_SOURCE
+#include <errno.h>
 #include <malloc.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/personality.h>
+
 /* .C entry: *released is 1 when memory went back to the kernel. */
 void securer_trim(int *released) { *released = malloc_trim(0); }
+
+/* .C entry: the process's personality, -1 when it cannot be read (the
+   box's seccomp filter lets only this query through). */
+void securer_personality(int *p) { *p = personality(0xffffffff); }
+
+/* .C entry: madvise(MADV_MERGEABLE) when *on, else MADV_UNMERGEABLE, on
+   every private writable anonymous mapping ([heap] included; not the
+   stack). *count: mappings changed; *err: the first errno (EPERM when
+   marking is not allowed here). */
+void securer_merge(int *on, int *count, int *err) {
+  char line[4096];
+  *count = 0;
+  *err = 0;
+  if (*on) {
+    int p;
+    securer_personality(&p);
+    if (p == -1 || !(p & ADDR_NO_RANDOMIZE)) { *err = EPERM; return; }
+  }
+  FILE *f = fopen("/proc/self/maps", "re");
+  if (!f) { *err = errno; return; }
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi, off, inode;
+    char perms[8], dev[32];
+    int name_at = 0;
+    if (sscanf(line, "%lx-%lx %7s %lx %31s %lu %n", &lo, &hi, perms, &off, dev, &inode, &name_at) < 6) continue;
+    char *name = line + name_at;
+    name[strcspn(name, "\n")] = 0;
+    if (perms[1] != 'w' || perms[3] != 'p' || inode != 0) continue;
+    if (name[0] != 0 && strcmp(name, "[heap]") != 0) continue;
+    if (madvise((void *)lo, hi - lo, *on ? MADV_MERGEABLE : MADV_UNMERGEABLE) == 0) (*count)++;
+    else if (!*err) *err = errno;
+  }
+  fclose(f);
+}
 C
   cc -shared -fPIC -O2 -Wl,--as-needed -o "$new/usr/lib/securer/securer-mem.so" \
     "$new/usr/lib/securer/securer-mem.c" || die "compiling the runtime's memory helper failed"

@@ -19,8 +19,6 @@ var deniedSyscalls = []string{
 	// Reading or steering other processes.
 	"ptrace", "process_vm_readv", "process_vm_writev", "process_madvise",
 	"pidfd_getfd", "kcmp",
-	// Execution-domain tricks (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE).
-	"personality",
 	// Large, bug-dense kernel interfaces R never uses.
 	"io_uring_setup", "io_uring_enter", "io_uring_register",
 	"userfaultfd", "perf_event_open", "bpf", "vmsplice",
@@ -58,6 +56,10 @@ var namespaceFlags = []uint64{
 	unix.CLONE_NEWNS, unix.CLONE_NEWUTS, unix.CLONE_NEWIPC, unix.CLONE_NEWUSER,
 	unix.CLONE_NEWPID, unix.CLONE_NEWNET, unix.CLONE_NEWCGROUP,
 }
+
+// personalityQuery is personality(2)'s argument that changes nothing and
+// returns the current personality.
+const personalityQuery = 0xffffffff
 
 // cloneFlagsArg is the index of clone's flags argument: s390 swaps the
 // first two.
@@ -97,7 +99,7 @@ func Profile(s *specs.Spec) (*specs.LinuxSeccomp, error) {
 	for _, rule := range p.Syscalls {
 		if rule.Action == specs.ActAllow {
 			rule.Names = slices.DeleteFunc(rule.Names, func(n string) bool {
-				return n == "socket" || n == "flock" || slices.Contains(deniedSyscalls, n)
+				return n == "socket" || n == "flock" || n == "personality" || slices.Contains(deniedSyscalls, n)
 			})
 			if len(rule.Names) == 0 {
 				continue
@@ -122,6 +124,17 @@ func Profile(s *specs.Spec) (*specs.LinuxSeccomp, error) {
 		Action:   specs.ActErrno,
 		ErrnoRet: &eperm,
 	})
+	// personality(2) only reads: the query (0xffffffff) tells the
+	// runtime's helper whether the box runs without address randomization
+	// (spec.Options.NoASLR; /proc/self/personality is root's to read in a
+	// box, R being non-dumpable). Every change of execution domain
+	// (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE...) fails with EPERM. The two
+	// rules compare all 64 bits, so they split every value between them.
+	kept = append(kept,
+		specs.LinuxSyscall{Names: []string{"personality"}, Action: specs.ActAllow,
+			Args: []specs.LinuxSeccompArg{{Index: 0, Value: personalityQuery, Op: specs.OpEqualTo}}},
+		specs.LinuxSyscall{Names: []string{"personality"}, Action: specs.ActErrno, ErrnoRet: &eperm,
+			Args: []specs.LinuxSeccompArg{{Index: 0, Value: personalityQuery, Op: specs.OpNotEqual}}})
 	// flock(2) takes exclusive locks through read-only descriptors, so a
 	// box holding one on a file every box shares (libR.so) signals to
 	// another box, which gets EWOULDBLOCK. R has no use for it; ENOLCK is

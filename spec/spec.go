@@ -76,7 +76,18 @@ type Options struct {
 	// Seccomp replaces the default filter (Profile); there is no way to
 	// run without one.
 	Seccomp *specs.LinuxSeccomp
+	// NoASLR starts the box without address-space randomization
+	// (personality ADDR_NO_RANDOMIZE, set before seccomp, which refuses
+	// personality(2) inside): identical boxes then lay out identical
+	// pages, which the kernel's page merging can share. Weaker: an
+	// exploit of R's native code needs no address leak. Only for the
+	// operator's Host.UnsafeMergePages.
+	NoASLR bool
 }
+
+// NoASLRFlag is the personality flag NoASLR sets, as runtime-spec names
+// flags (it defines none; container.Start applies this one itself).
+const NoASLRFlag specs.LinuxPersonalityFlag = "ADDR_NO_RANDOMIZE"
 
 // ErrInvalid marks options that cannot produce a safe spec.
 var ErrInvalid = errors.New("invalid sandbox options")
@@ -208,6 +219,9 @@ func Build(o Options) (*specs.Spec, error) {
 			Seccomp:           o.Seccomp,
 			RootfsPropagation: "private",
 		},
+	}
+	if o.NoASLR {
+		s.Linux.Personality = &specs.LinuxPersonality{Domain: specs.PerLinux, Flags: []specs.LinuxPersonalityFlag{NoASLRFlag}}
 	}
 	if s.Linux.Seccomp == nil {
 		p, err := Profile(s)

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -225,6 +226,21 @@ func TestProfileShape(t *testing.T) {
 		if !cloneDenied[f] {
 			t.Errorf("clone with namespace flag %#x is not refused with its own rule", f)
 		}
+	}
+	// personality(2): the query alone is allowed, every other value is
+	// EPERM, and moby's own personality rules are gone.
+	var persona []specs.LinuxSyscall
+	for _, r := range p.Syscalls {
+		if slices.Contains(r.Names, "personality") {
+			persona = append(persona, r)
+		}
+	}
+	wantPersona := []specs.LinuxSyscall{
+		{Names: []string{"personality"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{{Index: 0, Value: 0xffffffff, Op: specs.OpEqualTo}}},
+		{Names: []string{"personality"}, Action: specs.ActErrno, ErrnoRet: denyRule.ErrnoRet, Args: []specs.LinuxSeccompArg{{Index: 0, Value: 0xffffffff, Op: specs.OpNotEqual}}},
+	}
+	if !reflect.DeepEqual(persona, wantPersona) {
+		t.Errorf("personality rules %+v, want only the query allowed and the rest EPERM", persona)
 	}
 	// The plain clone that fork() needs stays allowed.
 	plainClone := false

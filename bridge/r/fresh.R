@@ -19,6 +19,10 @@ rt$execute_fresh <- function(id, stale_interrupt, plots = NULL) {
   if (inherits(job, "masterProcess")) {
     rt$main_pid <- Sys.getpid()
     rt$trim_due <- rt$can_trim <- FALSE # the copy is short-lived: no idle trims
+    # The copy's pages become its own before it reads the code: nothing a
+    # code writes is ever offered for merging.
+    rt$merge_wanted <- FALSE
+    rt$taint()
     # mcfork gives the copy a stdin pipe whose write end this warm R
     # keeps open: code reading stdin would wait for its timeout. The copy
     # reads /dev/null instead (fd 0 is the lowest free descriptor, so the
@@ -70,6 +74,7 @@ rt$await_copy <- function(pid) {
       if (!is.raw(msg)) break # the copy ended; its pipe is closed
       attributes(msg) <- NULL # readChild marks it with the pid
       if (identical(msg, rt$copy_done_bytes)) sent <- TRUE
+      else rt$taint() # bytes of the code's choosing are in this R now
     } else if (!(pid %in% parallel:::processID(parallel:::children()))) break
   }
   sent

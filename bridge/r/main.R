@@ -48,6 +48,12 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
   rt$can_trim <- !rt$on_host && file.exists(rt$mem_helper) &&
     !inherits(try(dyn.load(rt$mem_helper), silent = TRUE), "try-error")
   rt$trim_due <- FALSE
+  # Page merging (Host.UnsafeMergePages): merge_wanted from init; merged
+  # while the start-up memory is offered; pristine while this R has held
+  # nothing of any code's (no code run here, no file read or written).
+  rt$merge_wanted <- FALSE
+  rt$merged <- FALSE
+  rt$pristine <- TRUE
 
   for (part in c("transport.R", "tools.R", "conditions.R", "execute.R", "result.R", "fresh.R", "plots.R", "files.R")) {
     for (e in parse(file.path(rt$dir, part), keep.source = FALSE)) eval(e, environment())
@@ -59,6 +65,7 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
     rt$max_frame <- as.numeric(msg$max_frame)
     # Room for the printed form, warnings and messages beside the value.
     rt$max_value <- max(rt$max_frame - 256 * 1024, rt$max_frame / 2)
+    rt$merge_wanted <- isTRUE(msg$merge_pages) && rt$can_trim
     rt$install_runtime()
     rt$install_tools(msg$tools)
     failed <- NULL
@@ -79,12 +86,12 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
       init = rt$init(msg),
       execute = tryCatch(
         if (isTRUE(msg$fresh)) rt$execute_fresh(msg$id, msg$stale_interrupt, msg$plots)
-        else { rt$enter_work(); rt$prepare_files(msg); rt$execute(msg$id, msg$code, msg$stale_interrupt, msg$plots) },
+        else { rt$taint(); rt$enter_work(); rt$prepare_files(msg); rt$execute(msg$id, msg$code, msg$stale_interrupt, msg$plots) },
         error = function(e) rt$send(rt$result_frame(msg$id, error = list(
           message = paste("securer runtime:", conditionMessage(e)),
           class = c("securer_runtime_error", "error", "condition"))))),
       sweep = rt$sweep(msg),
-      put_file = , get_file = , list_files = rt$file_op(msg),
+      put_file = , get_file = , list_files = { rt$taint(); rt$file_op(msg) },
       NULL
     )
     rt$trim_due <- rt$can_trim

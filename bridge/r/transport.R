@@ -79,8 +79,37 @@ rt$answer_slice_ms <- 20L
 # idle, so no request waits for it, and once per idle spell.
 rt$trim_after_ms <- 1000L
 rt$trim <- function() {
+  # Merged pages stay merged only while nothing writes them: a full
+  # collection writes to every page of R's heap. Once offered, the
+  # start-up memory is left alone.
+  if (rt$merged) return(invisible())
   invisible(gc(verbose = FALSE))
   try(.C("securer_trim", released = 0L, PACKAGE = "securer-mem"), silent = TRUE)
+  if (rt$merge_wanted && rt$pristine) rt$merge(TRUE)
+}
+
+# Page merging (Host.UnsafeMergePages; SECURITY.md, "Page merging"): a
+# warm R that has held nothing of any code's offers its start-up memory
+# once, after its first idle trim; what merges is then what every box of
+# the same rootfs, runtime and preload list holds at start. Taken back
+# (each merged page copied: ~10-30 ms) before this R holds anything of a
+# code's, and in a fresh execution's copy before it reads its code.
+rt$merge <- function(on) {
+  r <- try(.C("securer_merge", on = as.integer(on), count = 0L, err = 0L, PACKAGE = "securer-mem"), silent = TRUE)
+  # Marking can fail part-way: take back what was marked too.
+  if (on) rt$merged <- TRUE
+  if (!on || inherits(r, "try-error") || r$err != 0L) {
+    if (on) try(.C("securer_merge", on = 0L, count = 0L, err = 0L, PACKAGE = "securer-mem"), silent = TRUE)
+    rt$merged <- FALSE
+    if (on) rt$merge_wanted <- FALSE
+  }
+  invisible()
+}
+# taint: this R is about to hold what a code chose (its code, its files):
+# its memory is never offered again, and what was offered is taken back.
+rt$taint <- function() {
+  rt$pristine <- FALSE
+  if (rt$merged) rt$merge(FALSE)
 }
 
 # receive blocks until one message arrives.

@@ -189,6 +189,10 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	cfg := securer.Config{Logger: logger}
 
 	var checks []check
+	// Not part of host.Check() (only a Host that asks for merging checks
+	// it there), and never a failure.
+	pm := securer.PageMergeCheck()
+	checks = append(checks, check{name: pm.Name, ok: pm.OK, detail: pm.Detail})
 	for _, h := range host.Check() {
 		if h.Name == "kernel" || h.Name == "rootfs" {
 			continue // kernelChecks and the rootfs verification say more

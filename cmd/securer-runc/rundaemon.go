@@ -29,7 +29,7 @@ const DefaultSocket = "/run/securer-runc/serve.sock"
 // daemon's (its rootfs, state, cgroups, isolation and audit log). Given
 // one, run starts its box here.
 var localOnlyFlags = []string{"rootfs", "state", "cgroup-parent", "unsafe-no-userns", "unsafe-no-sandbox", "rscript",
-	"unsafe-allow-old-kernel", "audit"}
+	"unsafe-allow-old-kernel", "unsafe-merge-pages", "audit"}
 
 // daemonFlags are run's flags about the daemon.
 type daemonFlags struct {

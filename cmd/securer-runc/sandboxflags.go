@@ -21,6 +21,7 @@ type sandboxFlags struct {
 	cpus                           *float64
 	rootfs, state, cgroup, audit   *string
 	noUserNS, noSandbox, oldKernel *bool
+	mergePages                     *bool
 	rscript                        *string
 }
 
@@ -44,13 +45,17 @@ func addSandboxFlags(fs *flag.FlagSet, timeoutHelp, limitNote string) *sandboxFl
 		rscript: fs.String("rscript", "", "with --unsafe-no-sandbox: the host's Rscript (default: Rscript in PATH)"),
 		oldKernel: fs.Bool("unsafe-allow-old-kernel", false, "UNSAFE: start sandboxes on a kernel older than "+securer.MinKernel().String()+
 			" (only if your distribution backports the security fixes; securer-runc doctor lists them)"),
+		mergePages: fs.Bool("unsafe-merge-pages", false, "UNSAFE: boxes run without address-space randomization, and an idle box's start-up memory "+
+			"is offered to the kernel's same-page merging (KSM), shared between boxes: a few MiB per idle session instead of ~50 where KSM runs "+
+			"(securer-runc doctor says); a known side channel between boxes (SECURITY.md, \"Page merging\")"),
 	}
 }
 
 // host is the Host the flags describe. Relative directories are taken
 // from the working directory here (the library wants absolute ones).
 func (f *sandboxFlags) host() (securer.Host, error) {
-	h := securer.Host{CgroupParent: *f.cgroup, UnsafeNoUserNamespace: *f.noUserNS, UnsafeAllowOldKernel: *f.oldKernel}
+	h := securer.Host{CgroupParent: *f.cgroup, UnsafeNoUserNamespace: *f.noUserNS, UnsafeAllowOldKernel: *f.oldKernel,
+		UnsafeMergePages: *f.mergePages}
 	var err error
 	if strings.HasPrefix(h.CgroupParent, "./") {
 		if h.CgroupParent, err = securer.CgroupBelowSelf(h.CgroupParent); err != nil {
@@ -125,6 +130,9 @@ func (f *sandboxFlags) sessionConfig(stderr io.Writer, logger *slog.Logger) (sec
 	}
 	if *f.noUserNS {
 		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-no-userns: running without a user namespace")
+	}
+	if *f.mergePages {
+		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-merge-pages: boxes run without address-space randomization and share identical start-up pages (KSM)")
 	}
 	if *f.oldKernel {
 		fmt.Fprintln(stderr, "securer-runc: WARNING: --unsafe-allow-old-kernel: sandboxes may start on a kernel older than "+securer.MinKernel().String())
