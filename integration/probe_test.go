@@ -158,7 +158,7 @@ func TestAdversarialKernel(t *testing.T) {
 			h.runProbes(t, s, []probeCase{{"io_uring_setup", []string{"EPERM", "ENOSYS"}}})
 		}},
 		{"K12 more denied interfaces", func(t *testing.T) {
-			h.runProbes(t, s, eperm("bpf", "perf_event_open", "personality", "vmsplice",
+			h.runProbes(t, s, eperm("bpf", "perf_event_open", "personality", "vmsplice", "madvise_mergeable", "prctl_memory_merge",
 				"memfd_create", "open_by_handle_at", "name_to_handle_at", "kexec_load",
 				"init_module", "finit_module", "delete_module", "syslog", "acct"))
 		}},

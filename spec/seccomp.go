@@ -99,7 +99,8 @@ func Profile(s *specs.Spec) (*specs.LinuxSeccomp, error) {
 	for _, rule := range p.Syscalls {
 		if rule.Action == specs.ActAllow {
 			rule.Names = slices.DeleteFunc(rule.Names, func(n string) bool {
-				return n == "socket" || n == "flock" || n == "personality" || slices.Contains(deniedSyscalls, n)
+				return n == "socket" || n == "flock" || n == "personality" || n == "madvise" || n == "prctl" ||
+					slices.Contains(deniedSyscalls, n)
 			})
 			if len(rule.Names) == 0 {
 				continue
@@ -145,6 +146,7 @@ func Profile(s *specs.Spec) (*specs.LinuxSeccomp, error) {
 		Action:   specs.ActErrno,
 		ErrnoRet: &enolck,
 	})
+	kept = append(kept, pageMergeRules(mergeAllowed(s), &eperm)...)
 	// moby lets clone through only without namespace flags; the rest would
 	// fall to the default (ENOSYS). Name the refusal: EPERM per flag, since
 	// a filter cannot test "any of these bits" in one comparison.
@@ -168,4 +170,67 @@ func Profile(s *specs.Spec) (*specs.LinuxSeccomp, error) {
 		p.Architectures = []specs.Arch{native}
 	}
 	return p, nil
+}
+
+// Page merging (KSM) shares identical pages between processes that offer
+// them, and copy-on-write timing then tells a process whether a page of
+// given content exists anywhere else that was offered: in another box,
+// or in a virtual machine on a host that merges its guests. A box offers
+// nothing unless the operator asked for merging (Options.NoASLR, which
+// the spec carries as its personality flag): madvise(MADV_MERGEABLE) is
+// refused, and prctl(PR_SET_MEMORY_MERGE) always (the runtime marks
+// ranges, never the whole process). Both take an int, so the kernel reads
+// the low 32 bits: the rules allow exact values only (every comparison is
+// of all 64 bits), and a value with high bits set matches none and gets
+// the default ENOSYS; the values the kernel knows besides the refused one
+// are allowed.
+const (
+	madvMergeable    = 12 // MADV_MERGEABLE
+	prSetMemoryMerge = 67 // PR_SET_MEMORY_MERGE
+)
+
+// mergeAllowed reports whether s is a box whose operator asked for page
+// merging.
+func mergeAllowed(s *specs.Spec) bool {
+	p := s.Linux.Personality
+	return p != nil && slices.Contains(p.Flags, NoASLRFlag)
+}
+
+func pageMergeRules(allowMerge bool, eperm *uint) []specs.LinuxSyscall {
+	allow := func(name string, args ...specs.LinuxSeccompArg) specs.LinuxSyscall {
+		return specs.LinuxSyscall{Names: []string{name}, Action: specs.ActAllow, Args: args}
+	}
+	lt := func(v uint64) specs.LinuxSeccompArg {
+		return specs.LinuxSeccompArg{Index: 0, Value: v, Op: specs.OpLessThan}
+	}
+	eq := func(v uint64) specs.LinuxSeccompArg {
+		return specs.LinuxSeccompArg{Index: 0, Value: v, Op: specs.OpEqualTo}
+	}
+	// block is [v, v+size) for a power-of-two size that v is a multiple of.
+	block := func(v, size uint64) specs.LinuxSeccompArg {
+		return specs.LinuxSeccompArg{Index: 0, Value: ^(size - 1), ValueTwo: v, Op: specs.OpMaskedEqual}
+	}
+	at := func(i uint, a specs.LinuxSeccompArg) specs.LinuxSeccompArg { a.Index = i; return a }
+	// madvise's advice (argument 2): 0-11, 13-15, 16-31, and the
+	// memory-failure pair 100-101.
+	rules := []specs.LinuxSyscall{
+		allow("madvise", at(2, lt(madvMergeable))),
+		allow("madvise", at(2, eq(13))), allow("madvise", at(2, block(14, 2))), allow("madvise", at(2, block(16, 16))),
+		allow("madvise", at(2, block(100, 2))),
+	}
+	if allowMerge {
+		rules = append(rules, allow("madvise", at(2, eq(madvMergeable))))
+	} else {
+		rules = append(rules, specs.LinuxSyscall{Names: []string{"madvise"}, Action: specs.ActErrno, ErrnoRet: eperm,
+			Args: []specs.LinuxSeccompArg{at(2, eq(madvMergeable))}})
+	}
+	// prctl's option (argument 0): 0-66, 68-127, and the two options
+	// named by magic numbers (PR_SET_PTRACER "Yama", PR_SET_VMA "SVMA").
+	return append(rules,
+		allow("prctl", lt(prSetMemoryMerge)),
+		allow("prctl", block(68, 4)), allow("prctl", block(72, 8)), allow("prctl", block(80, 16)), allow("prctl", block(96, 32)),
+		allow("prctl", eq(0x59616d61)), allow("prctl", eq(0x53564d41)),
+		specs.LinuxSyscall{Names: []string{"prctl"}, Action: specs.ActErrno, ErrnoRet: eperm,
+			Args: []specs.LinuxSeccompArg{eq(prSetMemoryMerge)}},
+	)
 }

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -325,6 +326,107 @@ func TestHostCountersMasked(t *testing.T) {
 	} {
 		if !slices.Contains(s.Linux.MaskedPaths, p) {
 			t.Errorf("%s not masked", p)
+		}
+	}
+}
+
+// seccompAction is what p does with syscall name called with arg at
+// index idx (other arguments 0), as the kernel filter would decide: the
+// action of a matching rule, else the default (rules with arguments only
+// are compared; they are exact here, so at most one action matches).
+func seccompAction(t *testing.T, p *specs.LinuxSeccomp, name string, idx uint, arg uint64) string {
+	t.Helper()
+	var actions []string
+	for _, r := range p.Syscalls {
+		if !slices.Contains(r.Names, name) {
+			continue
+		}
+		match := true
+		for _, a := range r.Args {
+			v := uint64(0)
+			if a.Index == idx {
+				v = arg
+			}
+			switch a.Op {
+			case specs.OpEqualTo:
+				match = match && v == a.Value
+			case specs.OpNotEqual:
+				match = match && v != a.Value
+			case specs.OpLessThan:
+				match = match && v < a.Value
+			case specs.OpMaskedEqual:
+				match = match && v&a.Value == a.ValueTwo
+			default:
+				t.Fatalf("rule %+v: op %s not simulated", r, a.Op)
+			}
+		}
+		if match {
+			act := string(r.Action)
+			if r.ErrnoRet != nil {
+				act += fmt.Sprint(*r.ErrnoRet)
+			}
+			actions = append(actions, act)
+		}
+	}
+	switch {
+	case len(actions) == 0:
+		return "default"
+	case len(actions) > 1 && slices.Contains(actions, string(specs.ActAllow)) && slices.ContainsFunc(actions, func(a string) bool { return a != string(specs.ActAllow) }):
+		t.Fatalf("%s(%#x): rules disagree: %v", name, arg, actions)
+	}
+	return actions[0]
+}
+
+func TestProfilePageMerging(t *testing.T) {
+	allow, eperm := string(specs.ActAllow), string(specs.ActErrno)+fmt.Sprint(uint(unix.EPERM))
+	const high = 1 << 32
+	for _, merge := range []bool{false, true} {
+		o := validOptions()
+		o.NoASLR = merge
+		s, err := Build(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mergeable := eperm
+		if merge {
+			mergeable = allow
+		}
+		tests := []struct {
+			name string
+			idx  uint
+			arg  uint64
+			want string
+		}{
+			{"madvise", 2, unix.MADV_MERGEABLE, mergeable},
+			{"madvise", 2, unix.MADV_MERGEABLE | high, "default"}, // the kernel would read 12
+			{"madvise", 2, unix.MADV_UNMERGEABLE, allow},
+			{"madvise", 2, unix.MADV_DONTNEED, allow},
+			{"madvise", 2, unix.MADV_NORMAL, allow},
+			{"madvise", 2, unix.MADV_HUGEPAGE, allow},
+			{"madvise", 2, unix.MADV_DONTDUMP, allow},
+			{"madvise", 2, unix.MADV_COLLAPSE, allow},
+			{"madvise", 2, unix.MADV_HWPOISON, allow},
+			{"madvise", 2, unix.MADV_DONTNEED | high, "default"},
+			{"prctl", 0, unix.PR_SET_MEMORY_MERGE, eperm},
+			{"prctl", 0, unix.PR_SET_MEMORY_MERGE | high, "default"},
+			{"prctl", 0, unix.PR_GET_MEMORY_MERGE, allow},
+			{"prctl", 0, unix.PR_SET_NAME, allow},
+			{"prctl", 0, unix.PR_SET_NO_NEW_PRIVS, allow},
+			{"prctl", 0, unix.PR_SET_PTRACER, allow},
+			{"prctl", 0, unix.PR_SET_VMA, allow},
+			{"prctl", 0, 127, allow},
+			{"prctl", 0, 128, "default"},
+			{"personality", 0, 0xffffffff, allow},
+			{"personality", 0, 0x0040000, eperm},
+			{"personality", 0, 0xffffffff | high, eperm},
+		}
+		for _, tc := range tests {
+			if got := seccompAction(t, s.Linux.Seccomp, tc.name, tc.idx, tc.arg); got != tc.want {
+				t.Errorf("merge %v: %s(%#x) is %s, want %s", merge, tc.name, tc.arg, got, tc.want)
+			}
+		}
+		if got := s.Linux.Personality != nil; got != merge {
+			t.Errorf("merge %v: personality set %v", merge, got)
 		}
 	}
 }

@@ -110,10 +110,20 @@ var ops = map[string]func(arg string) error{
 		var a [128]byte
 		return rawErr(unix.SYS_BPF, 0, uintptr(unsafe.Pointer(&a[0])), 128)
 	},
-	"personality":   func(string) error { return rawErr(unix.SYS_PERSONALITY, 0x0400000, 0, 0) }, // READ_IMPLIES_EXEC
-	"vmsplice":      func(string) error { return rawErr(unix.SYS_VMSPLICE, 0, 0, 0) },
-	"memfd_create":  func(string) error { _, err := unix.MemfdCreate("probe", 0); return err },
-	"inotify_init1": func(string) error { _, err := unix.InotifyInit1(0); return err },
+	"personality": func(string) error { return rawErr(unix.SYS_PERSONALITY, 0x0400000, 0, 0) }, // READ_IMPLIES_EXEC
+	"vmsplice":    func(string) error { return rawErr(unix.SYS_VMSPLICE, 0, 0, 0) },
+	// Offering memory to page merging: a page of this probe's own.
+	"madvise_mergeable": func(string) error {
+		page, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
+		if err != nil {
+			return err
+		}
+		defer unix.Munmap(page)
+		return rawErr(unix.SYS_MADVISE, uintptr(unsafe.Pointer(&page[0])), 4096, unix.MADV_MERGEABLE)
+	},
+	"prctl_memory_merge": func(string) error { return rawErr(unix.SYS_PRCTL, unix.PR_SET_MEMORY_MERGE, 1, 0) },
+	"memfd_create":       func(string) error { _, err := unix.MemfdCreate("probe", 0); return err },
+	"inotify_init1":      func(string) error { _, err := unix.InotifyInit1(0); return err },
 	"open_by_handle_at": func(string) error {
 		var h [16]byte
 		cwd := unix.AT_FDCWD
