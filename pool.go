@@ -483,15 +483,21 @@ func (p *Pool) retireLocked(s *Session) {
 // fill starts one session into the pool, retrying with backoff while the
 // host cannot start one.
 func (p *Pool) fill(ctx context.Context) {
+	adopted := false
 	defer func() {
-		p.mu.Lock()
-		p.starting--
-		p.mu.Unlock()
+		if !adopted {
+			p.mu.Lock()
+			p.starting--
+			p.mu.Unlock()
+		}
 	}()
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 10*time.Second) {
 		s, err := p.newSession(ctx, p.cfg)
 		if err == nil {
-			p.adopt(s)
+			// No longer starting in the same step that makes it idle:
+			// Status never counts it twice.
+			p.adoptStarted(s)
+			adopted = true
 			return
 		}
 		p.log.Warn("pool: starting a session failed", "err", err, "retry_in", delay)
@@ -505,8 +511,17 @@ func (p *Pool) fill(ctx context.Context) {
 
 // adopt makes s an idle session of the pool, or closes it if the pool has
 // been closed meanwhile.
-func (p *Pool) adopt(s *Session) {
+func (p *Pool) adopt(s *Session) { p.adoptCounted(s, false) }
+
+// adoptStarted is adopt for a session fill started: it stops counting as
+// starting under the same lock.
+func (p *Pool) adoptStarted(s *Session) { p.adoptCounted(s, true) }
+
+func (p *Pool) adoptCounted(s *Session, started bool) {
 	p.mu.Lock()
+	if started {
+		p.starting--
+	}
 	if p.closed {
 		p.mu.Unlock()
 		s.Close() // before the caller's goroutine ends: Close waits for it
