@@ -7,7 +7,7 @@
 # An interrupt that arrived after the last execution's code had ended
 # belongs to it, not to the next one: deliver and drop it.
 rt$drop_stale_interrupt <- function() {
-  tryCatch(allowInterrupts(processx::poll(list(), 0)), interrupt = function(i) NULL)
+  tryCatch(allowInterrupts(Sys.sleep(0)), interrupt = function(i) NULL)
 }
 
 rt$execute <- function(id, code, stale_interrupt, plots = NULL) {

@@ -24,7 +24,13 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
   # then never run: it would kill the host's processes and files.
   rt$on_host <- identical(commandArgs(trailingOnly = TRUE)[3], "host")
   loadNamespace("jsonlite")
-  loadNamespace("processx")
+  # processx's native code, without its R namespace: the runtime needs
+  # only its socket connection, and loading the namespace (with R6 and
+  # ps) took ~50 ms of every start and ~4 MiB of every box. library.dynam
+  # registers the library, so that code loading processx later gets this
+  # same one rather than a second copy.
+  rt$px_dll <- library.dynam("processx", "processx", .libPaths())
+  rt$px <- function(routine) getNativeSymbolInfo(paste0("processx_", routine), rt$px_dll)
   sys.source(file.path(rt$dir, "values.R"), envir = rt)
 
   # Nothing of the launch environment is kept that a user library could
@@ -40,7 +46,7 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
   rt$main_pid <- Sys.getpid()
   rt$on_result <- NULL
   rt$next_id <- 0
-  rt$con <- processx::conn_connect_unix_socket(rt$sock)
+  rt$con <- .Call(rt$px("connection_connect_socket"), rt$sock, "")
   rt$pending <- character()
   # The rootfs's memory helper (build-rootfs.sh); absent on the host
   # (UnsafeNoSandbox) or in a rootfs built without a C compiler.

@@ -3,24 +3,21 @@
 # environment, where rt is the runtime's environment; it only defines rt's
 # functions.
 
-# processx's exported connection functions check their arguments on every
-# call, a third of a tool call's time in R; the runtime's arguments are
-# always valid, so it calls the same native routines directly when this
-# processx has them.
-px <- asNamespace("processx")
-if (all(vapply(c("c_processx_connection_write_bytes", "c_processx_connection_read_lines",
-                 "c_processx_poll"), exists, NA, envir = px, inherits = FALSE))) {
-  rt$write_raw <- function(data) .Call(px$c_processx_connection_write_bytes, rt$con, data)
-  rt$read_lines <- function() .Call(px$c_processx_connection_read_lines, rt$con, -1)
+# The socket is a processx connection driven through processx's native
+# routines (main.R loads them without the package's R code, which also
+# checks its arguments on every call: a third of a tool call's time in R).
+local({
+  write_bytes <- rt$px("connection_write_bytes")
+  read_lines <- rt$px("connection_read_lines")
+  is_eof <- rt$px("connection_is_eof")
+  poll <- rt$px("poll")
+  rt$write_raw <- function(data) .Call(write_bytes, rt$con, data)
+  rt$read_lines <- function() .Call(read_lines, rt$con, -1)
+  rt$at_eof <- function() .Call(is_eof, rt$con)
   # TRUE when readable, FALSE when ms passed first (poll code 3, timeout).
-  rt$wait_readable <- function(ms = -1L) .Call(px$c_processx_poll, list(rt$con), 2L, ms)[[1]] != 3L
-  rt$pause <- function() .Call(px$c_processx_poll, list(rt$con), 2L, 1L)
-} else {
-  rt$write_raw <- function(data) processx::conn_write(rt$con, data)
-  rt$read_lines <- function() processx::conn_read_lines(rt$con)
-  rt$wait_readable <- function(ms = -1L) processx::poll(list(rt$con), ms)[[1]] != "timeout"
-  rt$pause <- function() processx::poll(list(rt$con), 1)
-}
+  rt$wait_readable <- function(ms = -1L) .Call(poll, list(rt$con), 2L, as.integer(ms))[[1]] != 3L
+  rt$pause <- function() .Call(poll, list(rt$con), 2L, 1L)
+})
 
 # processx writes what the socket takes at once and hands back the rest
 # (it keeps no buffer), and cannot poll for writability: retry the rest.
@@ -143,6 +140,6 @@ rt$receive <- function(interruptible = FALSE) suspendInterrupts(repeat {
   }
   lines <- rt$read_lines()
   # Readable but nothing to read: the host closed the connection.
-  if (length(lines) == 0 && !processx::conn_is_incomplete(rt$con)) quit(save = "no", status = 0)
+  if (length(lines) == 0 && rt$at_eof()) quit(save = "no", status = 0)
   rt$pending <- c(rt$pending, lines)
 })
