@@ -132,9 +132,10 @@ rt$sweep_script <- paste(
 # retires it).
 rt$reset_box <- function() {
   if (rt$on_host) stop("the box sweep runs only in the sandbox")
-  # $1: this R (spared, with init and the shells running the sweep).
-  status <- system2("/bin/sh", c("-c", shQuote(rt$sweep_script), "sweep", Sys.getpid()),
-                    stdout = FALSE, stderr = FALSE)
+  # One shell: system() runs it as /bin/sh -c, a child of this R ($PPID,
+  # spared with init and the shell itself); system2 would start a shell
+  # to start the shell. $1 is this R again, for the kill loop.
+  status <- system(paste("exec >/dev/null 2>&1; set --", Sys.getpid(), ";", rt$sweep_script))
   if (!identical(as.integer(status), 0L)) return("what the execution left could not all be removed")
   # The sweep removed R's temp dir and the work dir: make them anew, and
   # check that each is a directory of this uid's, mode 0700, not a link.
