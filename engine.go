@@ -222,13 +222,12 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 		RootFS: s.rootfs,
 		// tini is the box's init: it forwards our signals to R and reaps
 		// the orphans background processes leave (R as pid 1 would not).
-		Args: []string{"/usr/bin/tini", "--", "/usr/bin/Rscript", "--vanilla",
-			"--default-packages=" + defaultPackages,
-			spec.RuntimeDir + "/" + bridge.RuntimeEntry, spec.RuntimeDir, spec.SocketDir + "/" + statedir.SocketName},
-		Env: []string{
+		Args: append([]string{"/usr/bin/tini", "--"}, boxRCommand(
+			spec.RuntimeDir+"/"+bridge.RuntimeEntry, spec.RuntimeDir, spec.SocketDir+"/"+statedir.SocketName)...),
+		Env: append([]string{
 			"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp",
 			"LANG=C.UTF-8", "TZ=UTC", "R_LIBS_USER=/nonexistent", "R_ENABLE_JIT=0",
-		},
+		}, boxREnv...),
 		UID: boxUID, GID: boxGID, UserNS: userNS,
 		CgroupsPath:   s.cfg.host.CgroupParent + "/" + inst.id,
 		MemoryBytes:   l.MemoryBytes,
@@ -270,6 +269,28 @@ func (s *Session) startBox(ctx context.Context, inst *instance, sockDir, sockPat
 		return nil, fmt.Errorf("%w: %w", ErrSandboxUnavailable, err)
 	}
 	return runner.NewBox(box), nil
+}
+
+// boxRCommand runs the rootfs's R on file with args as Rscript would,
+// without Rscript and R's shell script in between: they cost three
+// execs and a shell (uname, sed twice) at every start. boxREnv is what
+// the two would have set (Debian's R 4.2 layout, which the rootfs
+// build fixes; TestBoxREnv compares it with Rscript's).
+func boxRCommand(file string, args ...string) []string {
+	return append([]string{"/usr/lib/R/bin/exec/R", "--no-echo", "--no-restore", "--vanilla", "--file=" + file, "--args"}, args...)
+}
+
+var boxREnv = []string{
+	"R_HOME=/usr/lib/R", "R_SHARE_DIR=/usr/share/R/share", "R_INCLUDE_DIR=/usr/share/R/include",
+	"R_DOC_DIR=/usr/share/R/doc", "R_ARCH=", "R_ENVIRON=", "R_PROFILE=",
+	"LD_LIBRARY_PATH=/usr/lib/R/lib:/usr/lib/" + debianMultiarch[runtime.GOARCH] + ":/usr/lib/jvm/default-java/lib/server",
+	"R_DEFAULT_PACKAGES=" + defaultPackages,
+}
+
+// debianMultiarch is Debian's library directory name per architecture.
+var debianMultiarch = map[string]string{
+	"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu", "ppc64le": "powerpc64le-linux-gnu",
+	"s390x": "s390x-linux-gnu", "riscv64": "riscv64-linux-gnu",
 }
 
 // boxIDMap is the user namespace mapping of a box holding slot k of l,

@@ -647,7 +647,7 @@ func TestAdversarialFilesystem(t *testing.T) {
 			res = h.ok(t, s, `x <- readBin("/proc/1/cmdline", "raw", 4096); x[x == 0] <- as.raw(32); rawToChar(x)`)
 			cmd, _ := res.Value.Go().(string)
 			// The box's init is tini, running the box's R as its child.
-			if !strings.HasPrefix(cmd, "/usr/bin/tini -- /usr/bin/Rscript ") || !strings.Contains(cmd, "/run/securer/runtime/boot.R") {
+			if !strings.HasPrefix(cmd, "/usr/bin/tini -- /usr/lib/R/bin/exec/R ") || !strings.Contains(cmd, "/run/securer/runtime/boot.R") {
 				t.Errorf("/proc/1/cmdline is %q, want tini running the box's R", cmd)
 			}
 		}},
