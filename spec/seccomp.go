@@ -211,12 +211,12 @@ func pageMergeRules(allowMerge bool, eperm *uint) []specs.LinuxSyscall {
 		return specs.LinuxSeccompArg{Index: 0, Value: ^(size - 1), ValueTwo: v, Op: specs.OpMaskedEqual}
 	}
 	at := func(i uint, a specs.LinuxSeccompArg) specs.LinuxSeccompArg { a.Index = i; return a }
-	// madvise's advice (argument 2): 0-11, 13-15, 16-31, and the
-	// memory-failure pair 100-101.
+	// madvise's advice (argument 2): 0-11, 13-15, 16-31, and 100-103
+	// (memory failure; guard regions, kernel 6.13).
 	rules := []specs.LinuxSyscall{
 		allow("madvise", at(2, lt(madvMergeable))),
 		allow("madvise", at(2, eq(13))), allow("madvise", at(2, block(14, 2))), allow("madvise", at(2, block(16, 16))),
-		allow("madvise", at(2, block(100, 2))),
+		allow("madvise", at(2, block(100, 4))),
 	}
 	if allowMerge {
 		rules = append(rules, allow("madvise", at(2, eq(madvMergeable))))

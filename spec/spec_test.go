@@ -406,6 +406,8 @@ func TestProfilePageMerging(t *testing.T) {
 			{"madvise", 2, unix.MADV_DONTDUMP, allow},
 			{"madvise", 2, unix.MADV_COLLAPSE, allow},
 			{"madvise", 2, unix.MADV_HWPOISON, allow},
+			{"madvise", 2, 103, allow}, // MADV_GUARD_REMOVE
+			{"madvise", 2, 104, "default"},
 			{"madvise", 2, unix.MADV_DONTNEED | high, "default"},
 			{"prctl", 0, unix.PR_SET_MEMORY_MERGE, eperm},
 			{"prctl", 0, unix.PR_SET_MEMORY_MERGE | high, "default"},

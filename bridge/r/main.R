@@ -98,7 +98,10 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
           class = c("securer_runtime_error", "error", "condition"))))),
       sweep = rt$sweep(msg),
       put_file = , get_file = , list_files = { rt$taint(); rt$file_op(msg) },
-      NULL
+      # Anything else was meant for a fresh copy that ended before it read
+      # it (a tool's answer, which a copy's code can leave here on
+      # purpose): bytes a code chose are in this R now.
+      rt$taint()
     )
     rt$trim_due <- rt$can_trim
   })

@@ -70,17 +70,20 @@ rt$qstrs <- function(x) {
 rt$answer_slice_ms <- 20L
 
 # An idle box gives back the memory its R freed: once it has waited
-# trim_after_ms for the host after a message, a full collection frees
-# R's unused pages and malloc_trim returns them (and glibc's other free
-# pages) to the kernel: 5-10 MiB of an idle session's ~60. Only when
-# idle, so no request waits for it, and once per idle spell.
+# trim_after_ms for the host after a message, malloc_trim returns glibc's
+# free pages to the kernel, after a full collection has freed R's unused
+# ones in an R that never ran code: 5-10 MiB of an idle session's ~60.
+# Only when idle, so no request waits for it, and once per idle spell.
 rt$trim_after_ms <- 1000L
 rt$trim <- function() {
   # Merged pages stay merged only while nothing writes them: a full
   # collection writes to every page of R's heap. Once offered, the
   # start-up memory is left alone.
   if (rt$merged) return(invisible())
-  invisible(gc(verbose = FALSE))
+  # A full collection runs the finalizers code registered: only in an R
+  # that never ran code, or they would run between executions, outside
+  # any time limit. Elsewhere glibc's free pages still go back.
+  if (rt$pristine) invisible(gc(verbose = FALSE))
   try(.C("securer_trim", released = 0L, PACKAGE = "securer-mem"), silent = TRUE)
   if (rt$merge_wanted && rt$pristine) rt$merge(TRUE)
 }
