@@ -190,7 +190,7 @@ func TestReview15FinalizerRunsWhileIdle(t *testing.T) {
 	cfg.Timeout = 5 * time.Second
 	s := newSession(t, cfg)
 	ctx := context.Background()
-	res, err := s.Execute(ctx, `e <- new.env(); reg.finalizer(e, function(e) {
+	_, err := s.Execute(ctx, `e <- new.env(); reg.finalizer(e, function(e) {
   t0 <- Sys.time(); n <- 0
   while (difftime(Sys.time(), t0, units = "secs") < 8) n <- n + 1
   assign("ran", c(started = as.numeric(t0), spun = n), envir = globalenv())
@@ -200,7 +200,7 @@ func TestReview15FinalizerRunsWhileIdle(t *testing.T) {
 	}
 	ended := time.Now()
 	time.Sleep(12 * time.Second)
-	res, err = s.Execute(ctx, `if (exists("ran")) sprintf("%.3f %.0f", ran[["started"]], ran[["spun"]]) else "no"`)
+	res, err := s.Execute(ctx, `if (exists("ran")) sprintf("%.3f %.0f", ran[["started"]], ran[["spun"]]) else "no"`)
 	if err != nil {
 		t.Fatalf("the next execution: %v (%s)", err, res.Detail)
 	}
