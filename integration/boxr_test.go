@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -38,35 +40,13 @@ list(mine = mine, ref = paste(ref, collapse = "\n"), search = paste(search(), co
 // containsInOrder reports whether every word of want appears in got in
 // the same order (got may hold more: the runtime's own entries).
 func containsInOrder(got, want string) bool {
-	i := 0
-	for _, w := range splitWords(want) {
-		found := false
-		for ; i < len(splitWords(got)); i++ {
-			if splitWords(got)[i] == w {
-				found = true
-				i++
-				break
-			}
-		}
-		if !found {
+	words := strings.Fields(got)
+	for _, w := range strings.Fields(want) {
+		i := slices.Index(words, w)
+		if i < 0 {
 			return false
 		}
+		words = words[i+1:]
 	}
 	return true
-}
-
-func splitWords(s string) []string {
-	var out []string
-	word := ""
-	for _, r := range s + " " {
-		if r == ' ' {
-			if word != "" {
-				out = append(out, word)
-			}
-			word = ""
-			continue
-		}
-		word += string(r)
-	}
-	return out
 }
