@@ -26,6 +26,10 @@ func OpenAuditLog(path string) (*slog.Logger, io.Closer, error) {
 }
 
 // audit records one event when Config.Audit is set.
+// auditing reports whether audit events are kept: a caller whose event
+// costs something to build (a tool call's argument summary) asks first.
+func (s *Session) auditing() bool { return s.cfg.Audit != nil }
+
 func (s *Session) audit(event string, attrs ...any) {
 	if s.cfg.Audit == nil {
 		return

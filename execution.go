@@ -17,7 +17,6 @@ import (
 	"github.com/securer-runc/securer-runc/bridge"
 	"github.com/securer-runc/securer-runc/cgroup"
 	"github.com/securer-runc/securer-runc/internal/capture"
-	"github.com/securer-runc/securer-runc/rvalue"
 )
 
 // execution is the state of one Execute: the event loop in run reacts to
@@ -50,9 +49,11 @@ type execution struct {
 	grace       <-chan time.Time
 }
 
+// toolOutcome is a tool call's answer: the tool_result frame that
+// carries its value, encoded once where the tool ran, or the error.
 type toolOutcome struct {
 	id    uint64
-	value *rvalue.Value
+	frame []byte
 	err   error
 }
 
@@ -337,14 +338,22 @@ func (e *execution) onToolCall(toolCtx context.Context, m *bridge.ToolCall) (res
 		e.res.Accounting.ToolCalls++
 		e.callID = m.ID
 		spec, verr := bridge.Validate(s.tools, m)
-		s.audit("tool_call", "session", e.inst.id, "execution", e.id, "call", m.ID,
-			"tool", truncate(m.Tool, 64), "args", summarizeArgs(m.Args), "refused", errString(verr))
+		if s.auditing() {
+			s.audit("tool_call", "session", e.inst.id, "execution", e.id, "call", m.ID,
+				"tool", truncate(m.Tool, 64), "args", summarizeArgs(m.Args), "refused", errString(verr))
+		}
 		if verr != nil {
 			s.log.Info("tool call refused", "tool", truncate(m.Tool, 64), "err", verr)
 			err = s.send(e.inst, bridge.ToolResult{Type: "tool_result", ID: m.ID, Error: verr.Error()})
 			break
 		}
 		e.toolRunning = true
+		// What R printed before the call reaches the caller before the
+		// tool runs: a tool that reports progress, or a client watching
+		// both streams, sees them in R's order. R flushes its output
+		// before it writes the frame; the pipes may not have been read yet.
+		e.inst.stdout.Drain()
+		e.inst.stderr.Drain()
 		go s.runTool(toolCtx, s.byName[spec.Name], m, e.toolDone)
 	}
 	if err != nil {
@@ -410,14 +419,15 @@ func (e *execution) onToolDone(out toolOutcome) (*Result, error, bool) {
 	if e.grace != nil || out.id != e.callID {
 		return nil, nil, false // R was interrupted: the late answer is dropped
 	}
-	e.s.audit("tool_result", "session", e.inst.id, "execution", e.id, "call", out.id, "error", errString(out.err))
-	msg := bridge.ToolResult{Type: "tool_result", ID: out.id, Value: out.value}
+	if e.s.auditing() {
+		e.s.audit("tool_result", "session", e.inst.id, "execution", e.id, "call", out.id, "error", errString(out.err))
+	}
+	frame, err := out.frame, error(nil)
 	if out.err != nil {
-		msg.Value, msg.Error = nil, truncate(out.err.Error(), DefaultToolErrorBytes)
+		frame, err = bridge.Encode(bridge.ToolResult{Type: "tool_result", ID: out.id, Error: truncate(out.err.Error(), DefaultToolErrorBytes)})
 	}
 	// A result R could not take in one frame becomes an error R can
 	// handle, rather than a frame that breaks the session.
-	frame, err := bridge.Encode(msg)
 	switch {
 	case err != nil:
 		e.s.log.Error("tool result does not encode", "tool_call", out.id, "err", err)

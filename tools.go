@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -41,7 +42,19 @@ func (s *Session) runTool(ctx context.Context, t Tool, call *bridge.ToolCall, do
 		out.err = fmt.Errorf("tool %q returned %d bytes, over the %d-byte frame limit", t.Name, len(b), s.cfg.MaxFrameBytes)
 		return
 	}
-	out.value = &val
+	out.frame = toolResultFrame(call.ID, b)
+}
+
+// toolResultFrame is the tool_result frame for call id answering with the
+// encoded value: what bridge.Encode writes for a ToolResult with that
+// Value, without encoding the value a second time.
+func toolResultFrame(id uint64, value []byte) []byte {
+	frame := make([]byte, 0, len(value)+64)
+	frame = append(frame, `{"type":"tool_result","id":`...)
+	frame = strconv.AppendUint(frame, id, 10)
+	frame = append(frame, `,"value":`...)
+	frame = append(frame, value...)
+	return append(frame, "}\n"...)
 }
 
 // callHandler runs the tool's handler. With a Timeout, the call ends when

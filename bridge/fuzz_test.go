@@ -154,3 +154,56 @@ func FuzzValidate(f *testing.F) {
 		}
 	})
 }
+
+// FuzzToolCallOnePass: the one-pass tool_call decoder (frames that start
+// with the runtime's prefix) and the general decoder accept exactly the
+// same frames and decode them to the same call.
+func FuzzToolCallOnePass(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"tool_call","id":1,"tool":"add","args":{"a":{"type":"double","value":[2]},"b":{"type":"double","value":[3]}}}`,
+		`{"type":"tool_call","id":1,"tool":"add","args":{}}`,
+		`{"type":"tool_call","id":-0,"tool":"add","args":{}}`,
+		`{"type":"tool_call","id":1e2,"tool":"add","args":{}}`,
+		`{"type":"tool_call","id":18446744073709551616,"tool":"add","args":{}}`,
+		`{"type":"tool_call","tool":"add","args":{},"id":2}`,
+		`{"type":"tool_call","id":1,"tool":"add","args":{"a":{"type":"json","value":1}}}`,
+		`{"type":"tool_call","id":1,"tool":"add","args":[]}`,
+		`{"type":"tool_call","id":1,"tool":"add","args":null}`,
+		`{"type":"tool_call","id":1,"tool":"add"}`,
+		`{"type":"tool_call","id":1,"tool":null,"args":{}}`,
+		`{"type":"tool_call","id":1,"tool":"add","args":{}} `,
+		`{"type":"tool_call","id":1,"tool":"add","args":{}}x`,
+		`{"type":"tool_call","type":"result","id":1,"tool":"add","args":{}}`,
+		`{"type":"tool_call","id":1,"tool":"e","args":{"x":{"type":"list","value":[{"type":"NULL"},{"type":"integer","value":[null,1]}]}}}`,
+		`{"type":"tool_call","id":1,"tool":"e","args":{"x":{"type":"double","value":[1]},"x":{"type":"double","value":[1]}}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		frame = append([]byte(nil), frame...)
+		if !bytes.HasPrefix(frame, toolCallPrefix) {
+			frame = append(append([]byte(nil), toolCallPrefix...), frame...)
+		}
+		fast, fastErr := Decode(frame)
+		general, generalErr := decodeGeneral(frame)
+		if (fastErr == nil) != (generalErr == nil) {
+			t.Fatalf("one pass: %v; general: %v", fastErr, generalErr)
+		}
+		if fastErr != nil {
+			if !errors.Is(fastErr, ErrProtocol) {
+				t.Fatalf("refusal is not ErrProtocol: %v", fastErr)
+			}
+			return
+		}
+		a, b := fast.(*ToolCall), general.(*ToolCall)
+		if a.Type != b.Type || a.ID != b.ID || a.Tool != b.Tool || len(a.Args) != len(b.Args) {
+			t.Fatalf("one pass %+v, general %+v", a, b)
+		}
+		for name, v := range b.Args {
+			w, ok := a.Args[name]
+			if !ok || !rvalue.Equal(v, w) {
+				t.Fatalf("argument %q: one pass %v, general %v", name, w, v)
+			}
+		}
+	})
+}

@@ -344,6 +344,18 @@ func (r *Reader) grow(n int) {
 // unknown message types are all errors.
 func Decode(frame []byte) (any, error) {
 	frame = bytes.TrimSuffix(frame, []byte("\r"))
+	// The runtime writes a tool call's type first: read it in one pass,
+	// which is most of the host's time in a call. Any other spelling takes
+	// the general path below; both accept exactly the same frames
+	// (FuzzToolCallOnePass).
+	if bytes.HasPrefix(frame, toolCallPrefix) {
+		return decodeToolCall(frame)
+	}
+	return decodeGeneral(frame)
+}
+
+// decodeGeneral reads the type first, then the frame as that message.
+func decodeGeneral(frame []byte) (any, error) {
 	var head struct {
 		Type string `json:"type"`
 	}
@@ -440,6 +452,121 @@ func Decode(frame []byte) (any, error) {
 // at their names.
 const MaxArgs = 64
 
+var toolCallPrefix = []byte(`{"type":"tool_call",`)
+
+// decodeToolCall decodes a tool_call frame in one pass of a strict JSON
+// decoder (duplicate names and invalid UTF-8 are errors there), its
+// arguments' values included.
+func decodeToolCall(frame []byte) (*ToolCall, error) {
+	d := jsontext.NewDecoder(bytes.NewReader(frame))
+	bad := func(err error) (*ToolCall, error) { return nil, violation("bad tool_call frame: %v", err) }
+	if tok, err := d.ReadToken(); err != nil {
+		return bad(err)
+	} else if tok.Kind() != '{' {
+		return bad(fmt.Errorf("not an object"))
+	}
+	call := &ToolCall{}
+	var args map[string]rvalue.Value
+	for d.PeekKind() != '}' {
+		tok, err := d.ReadToken()
+		if err != nil {
+			return bad(err)
+		}
+		switch member := tok.String(); member {
+		case "type", "tool":
+			v, err := d.ReadToken()
+			if err != nil {
+				return bad(err)
+			}
+			switch {
+			case v.Kind() == 'n': // null leaves the zero value, as the general decoder does
+			case v.Kind() != '"':
+				return bad(fmt.Errorf("%s must be a string, not %s", member, v.Kind()))
+			case member == "type":
+				call.Type = v.String()
+			default:
+				call.Tool = v.String()
+			}
+		case "id":
+			v, err := d.ReadValue()
+			if err != nil {
+				return bad(err)
+			}
+			if v.Kind() == 'n' {
+				continue
+			}
+			if v.Kind() != '0' {
+				return bad(fmt.Errorf("id must be a number, not %s", v.Kind()))
+			}
+			if call.ID, err = strconv.ParseUint(string(v), 10, 64); err != nil {
+				return bad(fmt.Errorf("id %s is not a whole number", truncate(string(v), 32)))
+			}
+		case "args":
+			if args, err = readArgs(d); err != nil {
+				return nil, err
+			}
+		default:
+			return bad(fmt.Errorf("unknown member %q", truncate(member, 64)))
+		}
+	}
+	if _, err := d.ReadToken(); err != nil {
+		return bad(err)
+	}
+	if _, err := d.ReadToken(); err != io.EOF {
+		return bad(fmt.Errorf("data after the object"))
+	}
+	if call.Type != "tool_call" {
+		return nil, violation("unexpected message type %q", truncate(call.Type, 64))
+	}
+	if args == nil {
+		return nil, violation("tool_call has no args")
+	}
+	call.Args = args
+	return call, nil
+}
+
+// readArgs reads a tool call's args object from d, each value decoded
+// in place within one budget of values for the frame.
+func readArgs(d *jsontext.Decoder) (map[string]rvalue.Value, error) {
+	if d.PeekKind() != '{' {
+		if _, err := d.ReadValue(); err != nil {
+			return nil, violation("bad tool_call frame: %v", err)
+		}
+		return nil, violation("tool_call args must be an object")
+	}
+	if _, err := d.ReadToken(); err != nil {
+		return nil, violation("bad tool_call frame: %v", err)
+	}
+	budget := valueBudget{left: rvalue.DefaultMaxValues}
+	args := map[string]rvalue.Value{}
+	for d.PeekKind() != '}' {
+		if len(args) == MaxArgs {
+			return nil, violation("tool_call has more than %d arguments", MaxArgs)
+		}
+		tok, err := d.ReadToken()
+		if err != nil {
+			return nil, violation("bad tool_call args: %v", err)
+		}
+		name := tok.String()
+		what := "argument " + strconv.Quote(truncate(name, 64))
+		if budget.left <= 0 {
+			return nil, violation("%s: the frame holds too many values", what)
+		}
+		v, err := rvalue.DecodeFrom(d, rvalue.DecodeOptions{MaxValues: budget.left})
+		if err != nil {
+			return nil, violation("%s: %v", what, err)
+		}
+		if err := budget.take(v, what); err != nil {
+			return nil, err
+		}
+		args[name] = v
+	}
+	if _, err := d.ReadToken(); err != nil {
+		return nil, violation("bad tool_call args: %v", err)
+	}
+	return args, nil
+}
+
 func decodeArgs(raw jsontext.Value, budget *valueBudget) (map[string]rvalue.Value, error) {
 	if len(raw) == 0 {
 		return nil, violation("tool_call has no args")
@@ -484,11 +611,16 @@ func (b *valueBudget) decode(raw jsontext.Value, what string) (rvalue.Value, err
 	if err != nil {
 		return rvalue.Value{}, violation("%s: %v", what, err)
 	}
+	return v, b.take(v, what)
+}
+
+// take counts v against the budget and refuses the json type.
+func (b *valueBudget) take(v rvalue.Value, what string) error {
 	b.left -= v.Count()
 	if hostOnly(v) {
-		return rvalue.Value{}, violation("%s holds a host-only json value", what)
+		return violation("%s holds a host-only json value", what)
 	}
-	return v, nil
+	return nil
 }
 
 // hostOnly reports whether v holds the json type anywhere: only the host

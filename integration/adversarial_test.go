@@ -21,7 +21,7 @@ package integration
 //
 // T04, T06 and T13 send raw frames from R without probe(): the tool
 // functions close over the runtime's environment, so R code can reach the
-// bridge connection (environment(body(add)[[4]][[1]])$rt) and write anything to
+// bridge connection (environment(body(add)[[1]])$rt) and write anything to
 // the socket, which is exactly what a hostile R can do.
 
 import (
@@ -481,8 +481,8 @@ var allowedEnv = map[string]bool{
 // get it): tool(name) calls any tool name, rawcall(frame) sends a raw
 // tool_call frame (%s stands for the id) and returns the host's answer.
 const rtPrelude = `
-.rt <- get("rt", environment(body(add)[[4]][[1]]))
-tool <- function(name) .rt$call_tool(name, environment(), character())
+.rt <- get("rt", environment(body(add)[[1]]))
+tool <- function(name) .rt$call_tool(name, .rt$q(name), character(), logical(), list())
 rawcall <- function(frame) {
   .rt$next_id <- .rt$next_id + 1
   id <- .rt$next_id

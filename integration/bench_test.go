@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -121,7 +122,9 @@ func BenchmarkWarmExecute(b *testing.B) {
 	b.ReportMetric(float64(median(lat))/float64(time.Microsecond), "median_us")
 }
 
-// BenchmarkToolCall: 1,000 tool calls timed inside R.
+// BenchmarkToolCall: 1,000 tool calls timed inside R, with the CPU each
+// side spends per call (R's own, and this host process's), which a busy
+// machine disturbs less than the wall time.
 func BenchmarkToolCall(b *testing.B) {
 	cfg := baseConfig()
 	cfg.Tools = seedTools(nil)
@@ -130,17 +133,39 @@ func BenchmarkToolCall(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	var per []time.Duration
+	const calls = 1000
+	var per, rCPU, hostCPU []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		res, err := s.Execute(context.Background(), `t <- system.time(for (i in 1:1000) add(i, 1))[["elapsed"]]; t`)
+		before := processCPU(b)
+		res, err := s.Execute(context.Background(),
+			`t <- system.time(for (i in 1:1000) add(i, 1)); c(t[["elapsed"]], t[["user.self"]] + t[["sys.self"]])`)
 		if err != nil {
 			b.Fatal(err)
 		}
-		secs, _ := res.Value.Go().(float64)
-		per = append(per, time.Duration(secs*float64(time.Second)/1000))
+		host := processCPU(b) - before
+		secs, ok := res.Value.Go().([]float64)
+		if !ok || len(secs) != 2 {
+			b.Fatalf("timing: %#v", res.Value.Go())
+		}
+		per = append(per, time.Duration(secs[0]*float64(time.Second)/calls))
+		rCPU = append(rCPU, time.Duration(secs[1]*float64(time.Second)/calls))
+		hostCPU = append(hostCPU, host/calls)
 	}
-	b.ReportMetric(float64(median(per))/float64(time.Microsecond), "us/tool_call")
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	b.ReportMetric(us(median(per)), "us/tool_call")
+	b.ReportMetric(us(median(rCPU)), "R_cpu_us/call")
+	b.ReportMetric(us(median(hostCPU)), "host_cpu_us/call")
+	b.ReportMetric(0, "ns/op")
+}
+
+// processCPU is the CPU time this process has used so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkOutput: 10,000 cat() lines streamed to the host.

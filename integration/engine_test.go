@@ -766,7 +766,7 @@ func TestUnsolicitedFrames(t *testing.T) {
 	s := newSession(t, cfg)
 	// The first execution (id 1) forges its own result, then keeps
 	// talking after the host thinks it is over.
-	res := mustOK(t, s, `.rt <- get("rt", environment(body(add)[[4]][[1]]))
+	res := mustOK(t, s, `.rt <- get("rt", environment(body(add)[[1]]))
 		.rt$send('{"type":"result","id":1,"value":{"type":"NULL"},"visible":false,"printed":"","warnings":[],"messages":[],"error":null,"interrupted":false}')
 		for (i in 1:50) .rt$send('{"type":"hello","protocol":1,"pid":1,"r_version":"x"}')
 		Sys.sleep(0.5)`)

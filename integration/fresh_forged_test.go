@@ -13,7 +13,7 @@ import (
 // background process) cannot end the next execution in a protocol error
 // nor answer for it: the next fresh execution runs its own code.
 func TestFreshForgedFrames(t *testing.T) {
-	const prelude = `.rt <- get("rt", environment(body(add)[[4]][[1]])); id <- dynGet("id")
+	const prelude = `.rt <- get("rt", environment(body(add)[[1]])); id <- dynGet("id")
 		frame <- function(type, id, extra = "") sprintf('{"type":"%s","id":%.0f%s}', type, id, extra)
 		res <- function(id, v) frame("result", id, sprintf(',"value":{"type":"character","value":["%s"]},"visible":true,"printed":"","warnings":[],"messages":[],"error":null,"interrupted":false', v))
 		`
@@ -55,7 +55,7 @@ func TestToolCallIDsPastScientific(t *testing.T) {
 	cfg := baseConfig()
 	cfg.Tools = seedTools(nil)
 	s := newSession(t, cfg)
-	mustOK(t, s, `.rt <- get("rt", environment(body(add)[[4]][[1]])); .rt$next_id <- 99999`)
+	mustOK(t, s, `.rt <- get("rt", environment(body(add)[[1]])); .rt$next_id <- 99999`)
 	for range 2 {
 		if res := mustOK(t, s, "add(1, 2)"); res.Value.Go() != 3.0 {
 			t.Errorf("add: %v", res.Value.Go())

@@ -79,7 +79,7 @@ func TestVerdictAccounting(t *testing.T) {
 				t.Errorf("killed: exit %q", res.Exit)
 			}
 		}},
-		{securer.VerdictProtocolError, `.rt <- get("rt", environment(body(add)[[4]][[1]])); .rt$send('{"type":"result","id":999}'); Sys.sleep(5)`, 0, 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
+		{securer.VerdictProtocolError, `.rt <- get("rt", environment(body(add)[[1]])); .rt$send('{"type":"result","id":999}'); Sys.sleep(5)`, 0, 0, func(t *testing.T, a securer.Accounting, res *securer.Result) {
 			if res.Detail == "" || a.Wall > 3*time.Second {
 				t.Errorf("protocol_error: detail %q wall %s", res.Detail, a.Wall)
 			}

@@ -48,16 +48,7 @@ var ErrInvalid = errors.New("invalid R value")
 // as data, invalid UTF-8 and trailing data are all rejected, with the path
 // of the offending element in the error.
 func Decode(data []byte, opts DecodeOptions) (Value, error) {
-	if opts.MaxDepth <= 0 {
-		opts.MaxDepth = DefaultMaxDepth
-	}
-	if opts.MaxElements <= 0 {
-		opts.MaxElements = DefaultMaxElements
-	}
-	if opts.MaxValues <= 0 {
-		opts.MaxValues = DefaultMaxValues
-	}
-	p := &parser{opts: opts}
+	p := &parser{opts: opts.withDefaults()}
 	v, err := p.parseTop(data, 1, "value")
 	if err != nil {
 		return Value{}, err
@@ -66,6 +57,35 @@ func Decode(data []byte, opts DecodeOptions) (Value, error) {
 		return Value{}, err
 	}
 	return v, nil
+}
+
+// DecodeFrom parses one wire value at d's position, as strictly as
+// Decode, and leaves d just after it: a value inside a bigger message is
+// decoded in the same pass that reads the message (Decode of a member's
+// raw bytes would read them twice).
+func DecodeFrom(d *jsontext.Decoder, opts DecodeOptions) (Value, error) {
+	p := &parser{opts: opts.withDefaults()}
+	v, err := p.value(d, 1, pathRoot{})
+	if err != nil {
+		return Value{}, err
+	}
+	if err := checkRefs(v); err != nil {
+		return Value{}, err
+	}
+	return v, nil
+}
+
+func (o DecodeOptions) withDefaults() DecodeOptions {
+	if o.MaxDepth <= 0 {
+		o.MaxDepth = DefaultMaxDepth
+	}
+	if o.MaxElements <= 0 {
+		o.MaxElements = DefaultMaxElements
+	}
+	if o.MaxValues <= 0 {
+		o.MaxValues = DefaultMaxValues
+	}
+	return o
 }
 
 // UnmarshalJSON implements json.Unmarshaler with the default limits.

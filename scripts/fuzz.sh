@@ -17,6 +17,7 @@ targets=(
 	"./bridge/ FuzzReadFrame 60000"
 	"./bridge/ FuzzDecode 200000"
 	"./bridge/ FuzzValidate 200000"
+	"./bridge/ FuzzToolCallOnePass 200000"
 	"./rvalue/ FuzzUnmarshal 150000"
 )
 for t in "${targets[@]}"; do

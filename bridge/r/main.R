@@ -24,6 +24,10 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
   # then never run: it would kill the host's processes and files.
   rt$on_host <- identical(commandArgs(trailingOnly = TRUE)[3], "host")
   loadNamespace("jsonlite")
+  # jsonlite's parser itself: what fromJSON(line, simplifyVector = FALSE)
+  # returns for a host frame, without its ~20 us of argument checks on
+  # every message.
+  rt$json_parse <- getNativeSymbolInfo("R_parse", "jsonlite")
   # processx's native code, without its R namespace: the runtime needs
   # only its socket connection, and loading the namespace (with R6 and
   # ps) took ~50 ms of every start and ~4 MiB of every box. library.dynam

@@ -4,51 +4,110 @@
 # environment, where rt is the runtime's environment; it only defines rt's
 # functions.
 
-# A tool as an ordinary R function with the declared formals.
+# A tool as an ordinary R function with the declared formals. Its body
+# is compiled here and gathers the arguments given, in order; the rest
+# runs in the runtime's functions below.
+#
+# The hot path of a call (call_tool and what it calls, up to the answer's
+# decoding) runs under the user code's JIT, and stays uncompiled only
+# because each of its functions is small and loop-free: R compiles a
+# closure with a loop, or a big one, on its second call (~1-45 ms, and in
+# a fresh execution's forked copy on every execution), and toggling the
+# JIT off around each call cost more than the rest of the call did.
+# Anything with a loop runs behind rt$nojit. TestToolCallCompilesNothing
+# checks this.
+#
+# The body calls base R's functions themselves, not their names: it runs
+# in the global environment, where tools named c, list or missing (on the
+# search path) would be found first.
 rt$make_tool <- function(name, argnames) {
   f <- function() NULL
   if (length(argnames) > 0) {
     formals(f) <- stats::setNames(rep(list(quote(expr = )), length(argnames)), argnames)
   }
-  # The runtime's functions stay uncompiled (see R_ENABLE_JIT above):
-  # JIT-compiling them on a first tool call would cost ~45 ms, and in a
-  # fresh execution's forked copy it would be paid on every execution.
-  body(f) <- bquote({
-    jit <- compiler::enableJIT(0L)
-    on.exit(compiler::enableJIT(jit))
-    .(rt$call_tool)(.(name), environment(), .(argnames))
-  })
+  syms <- lapply(argnames, as.name)
+  given_one <- function(a) as.call(list(base::`!`, as.call(list(base::missing, a))))
+  given <- as.call(c(list(base::c), lapply(syms, given_one)))
+  values <- as.call(c(list(base::list), lapply(syms, function(a) as.call(list(base::`if`, given_one(a), a)))))
+  keys <- paste0(rt$q(argnames), ":")
+  body(f) <- as.call(list(rt$call_tool, name, rt$q(name), keys, given, values))
   environment(f) <- globalenv()
   compiler::cmpfun(f)
 }
 
-rt$call_tool <- function(name, env, argnames) {
-  if (Sys.getpid() != rt$main_pid) {
-    stop("tool '", name, "' cannot be called from a forked process", call. = FALSE)
-  }
-  present <- argnames[vapply(argnames, function(a) !eval(call("missing", as.name(a)), env), logical(1))]
-  encoded <- vapply(present, function(a) rt$.securer_encode(get(a, envir = env)), character(1))
+# call_tool sends one tool_call frame and returns the tool's answer.
+# given: which of the declared arguments the caller passed; values: their
+# values (NULL where not given).
+rt$call_tool <- function(name, qname, keys, given, values) {
+  frame <- rt$tool_frame(name, qname, keys[given], vapply(values[given], rt$encode_arg, "", USE.NAMES = FALSE))
+  # A half-sent frame would corrupt the channel, and the answer must be
+  # read whole: only the wait itself takes an interrupt.
+  msg <- suspendInterrupts(rt$exchange(frame, rt$next_id))
+  # The tool's own text, unprefixed (code written for securer 0.2.0
+  # matches it); the tool's name travels in a field.
+  if (!is.null(msg$error)) stop(rt$tool_error(msg$error, name, sys.call(-1)))
+  rt$decode_answer(msg$value)
+}
+
+# tool_frame is the tool_call frame for the encoded arguments, with the
+# call's new id (rt$next_id).
+rt$tool_frame <- function(name, qname, keys, args) {
+  if (Sys.getpid() != rt$main_pid) rt$forked_call(name)
   rt$next_id <- rt$next_id + 1
-  id <- rt$next_id
-  args <- if (length(present) == 0) "{}" else
-    paste0("{", paste0(vapply(present, rt$q, character(1)), ":", encoded, collapse = ","), "}")
-  frame <- paste0('{"type":"tool_call","id":', rt$num(id), ',"tool":', rt$q(name), ',"args":', args, "}")
-  if (nchar(frame, type = "bytes") > rt$max_frame) {
-    stop(sprintf("the arguments of tool '%s' are too large to send (%.0f bytes; the limit is %.0f)",
-                 name, nchar(frame, type = "bytes"), rt$max_frame), call. = FALSE)
-  }
-  # A half-sent frame would corrupt the channel: finish it first.
-  suspendInterrupts(rt$send(frame))
+  frame <- paste0('{"type":"tool_call","id":', sprintf("%.0f", rt$next_id), ',"tool":', qname,
+                  ',"args":{', paste0(keys, args, collapse = ","), "}}\n")
+  if (nchar(frame, type = "bytes") > rt$max_frame + 1) rt$too_large(name, frame)
+  frame
+}
+
+rt$forked_call <- function(name) {
+  stop("tool '", name, "' cannot be called from a forked process", call. = FALSE)
+}
+
+# The codec's general paths have loops: they run behind nojit.
+rt$encode_arg <- function(x) {
+  s <- rt$.securer_encode_plain(x)
+  if (is.null(s)) rt$nojit(rt$.securer_encode(x)) else s
+}
+rt$decode_answer <- function(v) {
+  x <- rt$.securer_decode_plain(v)
+  if (is.null(x)) rt$nojit(rt$.securer_decode(v)) else x
+}
+
+rt$too_large <- function(name, frame) {
+  stop(sprintf("the arguments of tool '%s' are too large to send (%.0f bytes; the limit is %.0f)",
+               name, nchar(frame, type = "bytes") - 1, rt$max_frame), call. = FALSE)
+}
+
+# exchange sends a tool_call frame and returns the tool_result answering
+# it. The usual case, the answer alone on the socket, is loop-free; the
+# rest (a slow tool, a frame in pieces, more than one line) waits in
+# receive's loop.
+rt$exchange <- function(frame, id) {
+  rt$send_line(frame)
+  line <- rt$answer_line()
+  msg <- if (!is.null(line)) .Call(rt$json_parse, line, FALSE)
+  if (identical(msg$type, "tool_result") && identical(as.numeric(msg$id), id)) return(msg)
+  rt$nojit(rt$await_answer(id))
+}
+
+# answer_line is the one line that arrived within the first wait, or NULL
+# (nothing yet, or anything else: receive sorts it out).
+rt$answer_line <- function() {
+  if (length(rt$pending) > 0L || !allowInterrupts(rt$wait_readable(rt$answer_slice_ms))) return(NULL)
+  lines <- rt$read_lines()
+  if (length(lines) == 1L) return(lines)
+  rt$pending <- c(rt$pending, lines)
+  NULL
+}
+
+# await_answer waits for the tool_result of call id, skipping anything
+# else (answers to calls an interrupt abandoned).
+rt$await_answer <- function(id) {
   repeat {
     msg <- rt$receive(interruptible = TRUE)
-    if (identical(msg$type, "tool_result") && identical(as.numeric(msg$id), as.numeric(id))) break
+    if (identical(msg$type, "tool_result") && identical(as.numeric(msg$id), id)) return(msg)
   }
-  if (!is.null(msg$error)) {
-    # The tool's own text, unprefixed (code written for securer 0.2.0
-    # matches it); the tool's name travels in a field.
-    stop(rt$tool_error(msg$error, name, sys.call(-1)))
-  }
-  rt$.securer_decode(msg$value)
 }
 
 rt$tool_error <- function(message, name, call) {
@@ -73,12 +132,7 @@ rt$call_tool_by_name <- function(name, ...) {
 
 rt$make_call_tool <- function() {
   f <- function(name, ...) NULL
-  # Uncompiled runtime code, as in make_tool.
-  body(f) <- bquote({
-    jit <- compiler::enableJIT(0L)
-    on.exit(compiler::enableJIT(jit))
-    .(rt$call_tool_by_name)(name, ...)
-  })
+  body(f) <- bquote(.(rt$call_tool_by_name)(name, ...))
   environment(f) <- globalenv()
   compiler::cmpfun(f)
 }

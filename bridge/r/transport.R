@@ -26,19 +26,28 @@ local({
 # frame once per socket buffer's worth (quadratic: a 16 MB frame took
 # seconds, and under load longer than the execution's timeout).
 rt$send_slice <- 1048576L
-rt$send <- function(json) {
+rt$send <- function(json) rt$send_line(paste0(json, "\n"))
+# send_line sends one frame, its newline included. Loop-free for a tool
+# call's sake (tools.R): the loops run behind nojit.
+rt$send_line <- function(line) {
   # Only the R that runs the execution talks to the host. A forked child
   # (mcparallel) that an interrupt unwound through its copy of the
   # runtime would otherwise answer for it, and its stray result would
   # break the next execution: it ends here instead, without R's exit
   # clean-up (which would remove the parent's temp dir).
-  if (Sys.getpid() != rt$main_pid) {
-    try(parallel:::mcexit(1L), silent = TRUE)
-    tools::pskill(Sys.getpid(), tools::SIGKILL)
-  }
-  data <- charToRaw(paste0(json, "\n"))
+  if (Sys.getpid() != rt$main_pid) rt$forked_exit()
+  data <- charToRaw(line)
+  if (length(data) > rt$send_slice) return(rt$nojit(rt$send_slices(data)))
+  left <- rt$write_raw(data)
+  if (length(left) > 0L) rt$nojit(rt$send_raw(left))
+  invisible()
+}
+rt$forked_exit <- function() {
+  try(parallel:::mcexit(1L), silent = TRUE)
+  tools::pskill(Sys.getpid(), tools::SIGKILL)
+}
+rt$send_slices <- function(data) {
   n <- length(data)
-  if (n <= rt$send_slice) return(rt$send_raw(data))
   for (from in seq.int(1L, n, by = rt$send_slice)) {
     rt$send_raw(data[from:min(n, from + rt$send_slice - 1L)])
   }
@@ -49,6 +58,15 @@ rt$send_raw <- function(data) {
     rt$pause() # not Sys.sleep: it takes interrupts even when suspended
     left <- rt$write_raw(left)
   }
+}
+
+# nojit evaluates expr with R's JIT off: runtime code with loops, reached
+# from user code (which runs with the JIT on), would otherwise be
+# compiled there, at a cost paid again in every fresh execution's copy.
+rt$nojit <- function(expr) {
+  jit <- compiler::enableJIT(0L)
+  on.exit(compiler::enableJIT(jit))
+  expr
 }
 
 # JSON strings for text R produced (messages, printed output): invalid
@@ -121,7 +139,7 @@ rt$receive <- function(interruptible = FALSE) suspendInterrupts(repeat {
   if (length(rt$pending) > 0) {
     line <- rt$pending[1]
     rt$pending <- rt$pending[-1]
-    return(jsonlite::fromJSON(line, simplifyVector = FALSE))
+    return(.Call(rt$json_parse, line, FALSE))
   }
   if (interruptible) {
     # In short slices: within one long poll processx looks at interrupts

@@ -9,7 +9,39 @@
 
 # .securer_encode(x) -> length-1 character: the JSON wire value of x.
 .securer_encode <- function(x) {
-  .securer_enc(x, 1L, .securer_enc_state())
+  s <- .securer_encode_plain(x)
+  if (is.null(s)) .securer_enc(x, 1L, .securer_enc_state()) else s
+}
+
+# .securer_encode(x) for the plain values below, else NULL.
+.securer_encode_plain <- function(x) {
+  if (is.null(attributes(x)) && !isS4(x)) .securer_enc_plain(x)
+}
+
+# The common plain values (scalars and short vectors without attributes:
+# most tool arguments and answers) in few steps: what .securer_enc
+# writes for them, byte for byte, or NULL for anything else. Small and
+# loop-free, so that under R's JIT it is never compiled (tools.R).
+.securer_enc_plain <- function(x) {
+  t <- typeof(x)
+  v <- switch(t, double = .securer_plain_dbl(x), integer = .securer_plain_int(x),
+              logical = .securer_plain_lgl(x), character = .securer_plain_chr(x))
+  if (!is.null(v)) paste0("{\"type\":\"", t, "\",\"value\":[", v, "]}")
+}
+.securer_plain_dbl <- function(x) if (length(x) == 1L && is.finite(x)) .securer_dbl1(x)
+.securer_plain_int <- function(x) if (!anyNA(x)) paste(x, collapse = ",")
+.securer_plain_lgl <- function(x) if (!anyNA(x)) paste(c("false", "true")[x + 1L], collapse = ",")
+# Printable ASCII but for the quote and the backslash needs no escaping.
+.securer_plain_chr <- function(x) {
+  if (length(x) > 0L && !anyNA(x) && !any(grepl("[^ !#-\\[\\]-~]", x, perl = TRUE, useBytes = TRUE)))
+    paste0("\"", paste(x, collapse = "\",\""), "\"")
+}
+
+# A finite double that 15 digits carry exactly, as .securer_fmt_dbl
+# writes it; NULL for the rest (more digits, negative zero).
+.securer_dbl1 <- function(x) {
+  s <- sprintf("%.15g", x)
+  if (as.numeric(s) == x && s != "-0") s
 }
 
 # .securer_decode(v) -> R value, where v is
@@ -17,6 +49,8 @@
 # It never fails: a value that cannot be rebuilt becomes a
 # securer_unsupported placeholder, with a warning saying why.
 .securer_decode <- function(v) {
+  x <- .securer_decode_plain(v)
+  if (!is.null(x)) return(x)
   tryCatch(.securer_dec(v, 1L, new.env(parent = emptyenv())), error = function(e) {
     warning("securer: a value could not be decoded and is a placeholder: ",
             conditionMessage(e), call. = FALSE)
@@ -24,6 +58,29 @@
     if (is.null(cls)) cls <- if (is.list(v) && is.character(v[["type"]])) v[["type"]] else "unknown"
     .securer_placeholder(cls, paste("cannot decode:", conditionMessage(e)))
   })
+}
+
+# .securer_decode(v) for the plain values below, else NULL.
+.securer_decode_plain <- function(v) {
+  if (length(v) == 2L && identical(names(v), c("type", "value"))) .securer_dec_plain(v[[1L]], v[[2L]])
+}
+
+# The common plain values (atomic vectors without attributes, no NA) in
+# few steps: what .securer_dec rebuilds from them, or NULL for anything
+# else, which the general decoder then takes. Loop-free (tools.R).
+.securer_dec_plain <- function(type, val) {
+  u <- if (is.character(type) && length(type) == 1L) .securer_dec_unlist(val)
+  if (!is.null(u)) switch(type,
+    double = if (is.numeric(u)) as.double(u),
+    integer = if (is.integer(u)) u,
+    logical = if (is.logical(u)) u,
+    character = if (is.character(u)) u)
+}
+# The elements of a wire vector with one scalar each, or NULL.
+.securer_dec_unlist <- function(val) {
+  if (!is.list(val) || length(val) == 0L || !all(lengths(val) == 1L)) return(NULL)
+  u <- unlist(val, use.names = FALSE)
+  if (length(u) == length(val)) u
 }
 
 # A value that did not cross: the R class it had and a short description.
