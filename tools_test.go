@@ -13,7 +13,7 @@ import (
 // ToolResult: R reads both.
 func TestToolResultFrameMatchesEncode(t *testing.T) {
 	values := []any{
-		nil, 1.5, -0.0, math.Inf(1), 42, int64(1) << 40, "text with \"quotes\" and \n", true,
+		nil, 1.5, math.Copysign(0, -1), math.Inf(1), 42, int64(1) << 40, "text with \"quotes\" and \n", true,
 		[]float64{1, 2, 3}, []string{"a", "é"}, map[string]any{"x": 1, "y": []any{"a", nil}},
 	}
 	for _, id := range []uint64{0, 1, 100000, math.MaxUint64} {
