@@ -348,12 +348,17 @@ func (e *execution) onToolCall(toolCtx context.Context, m *bridge.ToolCall) (res
 			break
 		}
 		e.toolRunning = true
-		// What R printed before the call reaches the caller before the
-		// tool runs: a tool that reports progress, or a client watching
-		// both streams, sees them in R's order. R flushes its output
-		// before it writes the frame; the pipes may not have been read yet.
-		e.inst.stdout.Drain()
-		e.inst.stderr.Drain()
+		// What R printed before the call reaches the caller's writers
+		// before the tool runs: a client watching both sees them in R's
+		// order. R flushes its output before it writes the frame; the
+		// pipes may not have been read yet. Without a writer the output
+		// only shows in the result, after every call.
+		if e.opts.Stdout != nil {
+			e.inst.stdout.Drain()
+		}
+		if e.opts.Stderr != nil {
+			e.inst.stderr.Drain()
+		}
 		go s.runTool(toolCtx, s.byName[spec.Name], m, e.toolDone)
 	}
 	if err != nil {

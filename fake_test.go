@@ -233,7 +233,7 @@ func serve(t *testing.T, execute func(r *fakeR, m hostMsg) any) func(r *fakeR) {
 }
 
 // fakeSession starts a session on a fake engine playing script.
-func fakeSession(t *testing.T, cfg Config, script func(r *fakeR)) (*Session, *fakeEngine) {
+func fakeSession(t testing.TB, cfg Config, script func(r *fakeR)) (*Session, *fakeEngine) {
 	t.Helper()
 	eng := &fakeEngine{script: script}
 	s, err := newSession(context.Background(), Host{StateDir: t.TempDir()}, cfg, eng)

@@ -139,6 +139,10 @@ func (p *Pipe) loop() {
 func (p *Pipe) readOnce(fd int) (n int, again bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.readOnceLocked(fd)
+}
+
+func (p *Pipe) readOnceLocked(fd int) (n int, again bool) {
 	n, err := unix.Read(fd, p.buf)
 	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 		return 0, true
@@ -162,15 +166,19 @@ func (p *Pipe) SetSink(c *Capture) {
 }
 
 // Drain delivers what is in the pipe now, and no more: a background
-// writer cannot keep it going (the FIONREAD count bounds it).
+// writer cannot keep it going (the FIONREAD count bounds it). What the
+// reader has already taken from the pipe is delivered too: Drain waits
+// for a delivery under way.
 func (p *Pipe) Drain() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	_ = p.raw.Control(func(fd uintptr) {
 		left, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ) // FIONREAD
 		if err != nil {
 			return
 		}
 		for left > 0 {
-			n, again := p.readOnce(int(fd))
+			n, again := p.readOnceLocked(int(fd))
 			if again || n == 0 {
 				return
 			}
