@@ -42,7 +42,8 @@ rt$call_tool <- function(name, qname, keys, given, values) {
   frame <- rt$tool_frame(name, qname, keys[given], vapply(values[given], rt$encode_arg, "", USE.NAMES = FALSE))
   # A half-sent frame would corrupt the channel, and the answer must be
   # read whole: only the wait itself takes an interrupt.
-  msg <- suspendInterrupts(rt$exchange(frame, rt$next_id))
+  id <- rt$next_id # the frame's id, taken now (not a promise forced later)
+  msg <- suspendInterrupts(rt$exchange(frame, id))
   # The tool's own text, unprefixed (code written for securer 0.2.0
   # matches it); the tool's name travels in a field.
   if (!is.null(msg$error)) stop(rt$tool_error(msg$error, name, sys.call(-1)))
@@ -53,6 +54,9 @@ rt$call_tool <- function(name, qname, keys, given, values) {
 # call's new id (rt$next_id).
 rt$tool_frame <- function(name, qname, keys, args) {
   if (Sys.getpid() != rt$main_pid) rt$forked_call(name)
+  # The arguments first: one may call a tool itself (add(add(1, 2), 3)),
+  # and that call's id must come before this one's.
+  force(args)
   rt$next_id <- rt$next_id + 1
   frame <- paste0('{"type":"tool_call","id":', sprintf("%.0f", rt$next_id), ',"tool":', qname,
                   ',"args":{', paste0(keys, args, collapse = ","), "}}\n")
