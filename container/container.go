@@ -7,11 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/securer-runc/securer-runc/spec"
 	"io"
 	"maps"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -26,11 +24,14 @@ import (
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/securer-runc/securer-runc/container/boxinit"
+	"github.com/securer-runc/securer-runc/spec"
 )
 
 // InitArg is the argv[1] libcontainer re-executes the host binary with to
 // set up a container from inside.
-const InitArg = "init"
+const InitArg = boxinit.Arg
 
 // MaybeInit turns this process into a container init when it was started as
 // one; it never returns in that case. Otherwise it pins the calling (main)
@@ -41,14 +42,14 @@ const InitArg = "init"
 // namespace on a locked thread it then abandons. Were that the main thread,
 // it would stay in the container's namespace for the life of the process,
 // keeping that container's mounts alive and making /proc/self describe it.
+//
+// A box's init normally never gets here: package boxinit, which this
+// package imports, takes over from its own initializer, before the rest
+// of the program's packages are initialized.
 func MaybeInit() {
 	initHookRan.Store(true)
 	if len(os.Args) > 1 && os.Args[1] == InitArg {
-		// A write past RLIMIT_FSIZE must fail with EFBIG, not kill R with
-		// SIGXFSZ (losing the session): an ignored signal stays ignored
-		// across exec, through tini and Rscript, into R.
-		signal.Ignore(unix.SIGXFSZ)
-		libcontainer.Init()
+		boxinit.Run()
 	}
 	runtime.LockOSThread()
 }
