@@ -147,14 +147,19 @@ func (s *Session) destroy(inst *instance) error {
 		if inst.conn != nil {
 			inst.conn.Close()
 		}
+		t0 := time.Now()
 		inst.rPidfdMu.Lock()
 		if inst.rPidfd >= 0 {
+			// R first, through its pidfd: its exit (freeing its tens of
+			// MiB) then runs alongside the init's, instead of starting only
+			// once the init has died and the kernel has killed the rest of
+			// its PID namespace. Destroy kills everything else and waits.
+			_ = unix.PidfdSendSignal(inst.rPidfd, unix.SIGKILL, nil, 0)
 			unix.Close(inst.rPidfd)
 			inst.rPidfd = -1
 		}
 		inst.rPidfdMu.Unlock()
 		if inst.run != nil {
-			t0 := time.Now()
 			if err := inst.run.Destroy(ctx); err != nil {
 				s.log.Error("destroying R", "id", inst.id, "err", err)
 				inst.cleanupErr = err
