@@ -228,6 +228,9 @@ func (t Tool) validate() error {
 		if !bridge.ValidName(a.Name) {
 			return fmt.Errorf("%w: tool %q: argument name %q must match %s", ErrInvalidConfig, t.Name, a.Name, bridge.NameRule)
 		}
+		if !bridge.ValidArgName(a.Name) {
+			return fmt.Errorf("%w: tool %q: argument name %q is R's own (... and ..1, ..2 pass arguments on)", ErrInvalidConfig, t.Name, a.Name)
+		}
 		if seen[a.Name] {
 			return fmt.Errorf("%w: tool %q: argument %q declared twice", ErrInvalidConfig, t.Name, a.Name)
 		}

@@ -2,6 +2,8 @@ package securer
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"math"
 	"testing"
 
@@ -33,6 +35,22 @@ func TestToolResultFrameMatchesEncode(t *testing.T) {
 			if got := toolResultFrame(id, b); !bytes.Equal(got, want) {
 				t.Errorf("id %d value %#v:\n got %s\nwant %s", id, g, got, want)
 			}
+		}
+	}
+}
+
+// A declared argument cannot be named like R's own argument passing: the
+// tool's R function could not take it.
+func TestToolArgNamesR(t *testing.T) {
+	for name, ok := range map[string]bool{"x": true, ".x": true, "..x": true, "...x": true, "..": true,
+		"...": false, "..1": false, "..12": false} {
+		tool := Tool{Name: "t", Args: []Arg{{Name: name}}, Handler: func(context.Context, map[string]Value) (any, error) { return nil, nil }}
+		err := tool.validate()
+		if (err == nil) != ok {
+			t.Errorf("argument %q: validate() = %v, want ok=%v", name, err, ok)
+		}
+		if err != nil && !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("argument %q: %v is not ErrInvalidConfig", name, err)
 		}
 	}
 }

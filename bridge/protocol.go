@@ -660,6 +660,15 @@ var namePattern = regexp.MustCompile(`^[A-Za-z.][A-Za-z0-9_.]*$`)
 // ValidName reports whether s may name a tool or an argument.
 func ValidName(s string) bool { return namePattern.MatchString(s) }
 
+// ValidArgName reports whether s may name a declared argument: a valid
+// name that R does not reserve for its own argument passing ("..." and
+// "..1", "..2"...), which a tool's R function could not take.
+func ValidArgName(s string) bool {
+	return ValidName(s) && s != "..." && !dotDotN.MatchString(s)
+}
+
+var dotDotN = regexp.MustCompile(`^\.\.[0-9]+$`)
+
 // NameRule describes ValidName's rule for error messages.
 const NameRule = `^[A-Za-z.][A-Za-z0-9_.]*$`
 
