@@ -548,16 +548,18 @@ func readArgs(d *jsontext.Decoder) (map[string]rvalue.Value, error) {
 			return nil, violation("bad tool_call args: %v", err)
 		}
 		name := tok.String()
-		what := "argument " + strconv.Quote(truncate(name, 64))
+		// Named only in an error (the string costs an allocation a call).
+		what := func() string { return "argument " + strconv.Quote(truncate(name, 64)) }
 		if budget.left <= 0 {
-			return nil, violation("%s: the frame holds too many values", what)
+			return nil, violation("%s: the frame holds too many values", what())
 		}
 		v, err := rvalue.DecodeFrom(d, rvalue.DecodeOptions{MaxValues: budget.left})
 		if err != nil {
-			return nil, violation("%s: %v", what, err)
+			return nil, violation("%s: %v", what(), err)
 		}
-		if err := budget.take(v, what); err != nil {
-			return nil, err
+		budget.left -= v.Count()
+		if hostOnly(v) {
+			return nil, violation("%s holds a host-only json value", what())
 		}
 		args[name] = v
 	}
@@ -611,16 +613,11 @@ func (b *valueBudget) decode(raw jsontext.Value, what string) (rvalue.Value, err
 	if err != nil {
 		return rvalue.Value{}, violation("%s: %v", what, err)
 	}
-	return v, b.take(v, what)
-}
-
-// take counts v against the budget and refuses the json type.
-func (b *valueBudget) take(v rvalue.Value, what string) error {
 	b.left -= v.Count()
 	if hostOnly(v) {
-		return violation("%s holds a host-only json value", what)
+		return rvalue.Value{}, violation("%s holds a host-only json value", what)
 	}
-	return nil
+	return v, nil
 }
 
 // hostOnly reports whether v holds the json type anywhere: only the host
