@@ -394,7 +394,7 @@ func decodeGeneral(frame []byte) (any, error) {
 		if err := json.Unmarshal(frame, &w, strict); err != nil {
 			return nil, violation("bad tool_call frame: %v", err)
 		}
-		args, err := decodeArgs(w.Args, budget)
+		args, err := decodeArgs(w.Args)
 		if err != nil {
 			return nil, err
 		}
@@ -569,35 +569,13 @@ func readArgs(d *jsontext.Decoder) (map[string]rvalue.Value, error) {
 	return args, nil
 }
 
-func decodeArgs(raw jsontext.Value, budget *valueBudget) (map[string]rvalue.Value, error) {
+// decodeArgs decodes the raw args member of a tool_call frame (the
+// general path), the same way the one-pass decoder reads it.
+func decodeArgs(raw jsontext.Value) (map[string]rvalue.Value, error) {
 	if len(raw) == 0 {
 		return nil, violation("tool_call has no args")
 	}
-	dec := jsontext.NewDecoder(bytes.NewReader(raw))
-	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
-		return nil, violation("tool_call args must be an object")
-	}
-	args := map[string]rvalue.Value{}
-	for dec.PeekKind() != '}' {
-		if len(args) == MaxArgs {
-			return nil, violation("tool_call has more than %d arguments", MaxArgs)
-		}
-		tok, err := dec.ReadToken()
-		if err != nil {
-			return nil, violation("bad tool_call args: %v", err)
-		}
-		name := tok.String()
-		rawVal, err := dec.ReadValue()
-		if err != nil {
-			return nil, violation("bad tool_call argument %q: %v", truncate(name, 64), err)
-		}
-		v, err := budget.decode(rawVal, "argument "+strconv.Quote(truncate(name, 64)))
-		if err != nil {
-			return nil, err
-		}
-		args[name] = v
-	}
-	return args, nil
+	return readArgs(jsontext.NewDecoder(bytes.NewReader(raw)))
 }
 
 type valueBudget struct{ left int }
