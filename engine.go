@@ -16,6 +16,7 @@ import (
 	"github.com/securer-runc/securer-runc/bridge"
 	"github.com/securer-runc/securer-runc/cgroup"
 	"github.com/securer-runc/securer-runc/container"
+	"github.com/securer-runc/securer-runc/internal/boxsweep"
 	"github.com/securer-runc/securer-runc/internal/bridgesock"
 	"github.com/securer-runc/securer-runc/internal/capture"
 	"github.com/securer-runc/securer-runc/internal/procfs"
@@ -43,6 +44,10 @@ type engine interface {
 	ignoresSIGINT(pid int) bool
 	// pidfd pins R's process (-1: signal it through its runner).
 	pidfd(pid int) (int, error)
+	// sweepBox empties the box of R (pid, pinned by pidfd) after a fresh
+	// execution, once only init and R are left in it: its writable places
+	// and its System V IPC objects (boxsweep.Sweep).
+	sweepBox(pid, pidfd int) error
 }
 
 // hostEngine runs R in a box, or as a host process when unsandboxed.
@@ -51,6 +56,7 @@ type hostEngine struct{}
 func (hostEngine) fingerprint(pid int) (string, error) { return procfs.Fingerprint(pid) }
 func (hostEngine) ignoresSIGINT(pid int) bool          { return procfs.Ignores(pid, unix.SIGINT) }
 func (hostEngine) pidfd(pid int) (int, error)          { return unix.PidfdOpen(pid, 0) }
+func (hostEngine) sweepBox(pid, pidfd int) error       { return boxsweep.Sweep(pid, pidfd) }
 
 func (hostEngine) prepare(ctx context.Context, cfg Config) error {
 	if cfg.UnsafeNoSandbox {

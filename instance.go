@@ -270,9 +270,10 @@ const sweepWait = 10 * time.Second
 
 // cleanAfterFresh ends what fresh execution id left running (its copy
 // included: it holds the bridge's connection and could go on writing
-// frames, or read the next execution's), then asks the warm R to sweep
-// the box, with a token no process of the execution has seen, waits for
-// its report and checks R's state. It runs after the result went back
+// frames, or read the next execution's), empties the box's writable
+// places and IPC objects, then asks the warm R to remake its directories,
+// with a token no process of the execution has seen, waits for its report
+// and checks R's state. It runs after the result went back
 // to the caller; the next use waits for it (awaitClean). A box it cannot
 // clean is marked dead and destroyed, never used again.
 func (s *Session) cleanAfterFresh(inst *instance, id uint64) {
@@ -299,6 +300,12 @@ func (s *Session) cleanAfterFresh(inst *instance, id uint64) {
 func (s *Session) clean(inst *instance, id uint64) error {
 	if !inst.killStrays(s.log) {
 		return errors.New("processes of a fresh execution survived its end")
+	}
+	inst.rPidfdMu.Lock()
+	err := s.eng.sweepBox(inst.rPid, inst.rPidfd)
+	inst.rPidfdMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("the box could not be swept clean: %w", err)
 	}
 	token, err := sweepToken()
 	if err == nil {

@@ -80,9 +80,16 @@ rt$await_copy <- function(pid) {
   sent
 }
 
-# sweep clears the box after fresh execution msg$id and says so, with the
+# sweep answers the host's sweep after fresh execution msg$id, with the
 # host's token: the host knows the swept frame that carries it is this
-# process's, and drops whatever came before it.
+# process's, and drops whatever came before it. By then the host has
+# emptied the box (internal/boxsweep): it ended every process but init and
+# this R, and removed the files in the writable places (R's temp dir and
+# the work dir too, so that neither what the code put at their paths nor
+# their modes or times carry over) and the System V IPC objects. The host
+# does that, not a shell here: no process starts per execution, and this
+# process never reads a name the copy chose (its memory is what the next
+# copy starts from).
 rt$sweep <- function(msg) {
   why <- rt$reset_box()
   rt$send(paste0('{"type":"swept","id":', rt$num(msg$id),
@@ -90,61 +97,18 @@ rt$sweep <- function(msg) {
                  if (!is.null(why)) paste0(',"error":', rt$q(why)), '}'))
 }
 
-# Everything a fresh execution could leave in the box goes: processes
-# (all but init and this R), files in the writable places (R's temp dir
-# too: it is made anew, so that neither what the code put at its path nor
-# its mode or times carry over), POSIX message queues and System V IPC
-# objects (they live in the box's IPC namespace). Processes go first, so
-# that none can write a file after the sweep. A shell does it, so that
-# this process never reads a name the copy chose (its memory is what the
-# next copy starts from). It runs after each fresh execution, so it starts
-# as few processes as it can: the kills and the IPC check are shell
-# built-ins, ipcrm runs only when /proc/sysvipc lists an object, and one
-# find deletes the files (-delete: depth first, links not followed).
-# The shell's status is 0 only when the box is clean; else the host
-# retires the box.
-rt$sweep_script <- paste(
-  'for round in 1 2 3 4 5; do',
-  '  for p in /proc/[0-9]*; do p=${p#/proc/};',
-  '    [ "$p" = 1 ] || [ "$p" = "$1" ] || [ "$p" = "$PPID" ] || [ "$p" = "$$" ] || kill -9 "$p" 2>/dev/null;',
-  '  done;',
-  'done;',
-  'dirty=;',
-  'ipc() { ipc=; for k in shm msg sem; do l=; { read h; read l; } < "/proc/sysvipc/$k"; [ -z "$l" ] || ipc=1; done 2>/dev/null; };',
-  # Each object is removed by its id (which its owner may do whatever its
-  # mode: ipcrm --all skips those it cannot read, such as mode 000).
-  'ipc; if [ -n "$ipc" ]; then',
-  '  for k in shm:m msg:q sem:s; do',
-  '    { read h; while read key id rest; do ipcrm "-${k#*:}" "$id"; done; } < "/proc/sysvipc/${k%%:*}";',
-  '  done >/dev/null 2>&1;',
-  '  ipc; [ -z "$ipc" ] || dirty=1;',
-  'fi;',
-  'if ! find /tmp /dev/shm /dev/mqueue -mindepth 1 -delete 2>/dev/null; then',
-  # A directory the code made unreadable or unwritable (mode 000, 333)
-  # keeps find out, and what is in it would reach the next copy: every
-  # file is this uid's, so give each directory its owner's rights back
-  # (before find enters it: no -depth) and delete again.
-  '  find /tmp /dev/shm /dev/mqueue -mindepth 1 -type d ! -perm -u=rwx -exec chmod u+rwx {} \\; 2>/dev/null;',
-  '  find /tmp /dev/shm /dev/mqueue -mindepth 1 -delete 2>/dev/null || dirty=1;',
-  'fi;',
-  '[ -z "$dirty" ]')
-# reset_box returns NULL, or why the box is not clean (the host then
-# retires it).
+# reset_box makes R's temp dir and the work dir anew and returns NULL, or
+# why the box is not clean (the host then retires it).
 rt$reset_box <- function() {
   if (rt$on_host) stop("the box sweep runs only in the sandbox")
-  # One shell: system() runs it as /bin/sh -c, a child of this R ($PPID,
-  # spared with init and the shell itself); system2 would start a shell
-  # to start the shell. $1 is this R again, for the kill loop.
-  status <- system(paste("exec >/dev/null 2>&1; set --", Sys.getpid(), ";", rt$sweep_script))
-  if (!identical(as.integer(status), 0L)) return("what the execution left could not all be removed")
-  # The sweep removed R's temp dir and the work dir: make them anew, and
-  # check that each is a directory of this uid's, mode 0700, not a link.
   tempdir(check = TRUE)
   rt$make_work()
+  # Each must be a directory, mode 0700, not a link. (No other process
+  # runs in the box now, so what is there this R made; the owner's name is
+  # not looked up: that costs a passwd lookup per execution.)
   for (d in c(tempdir(), rt$work)) {
-    info <- file.info(d, extra_cols = TRUE)
-    if (!isTRUE(info$isdir) || nzchar(Sys.readlink(d)) || !identical(format(info$mode), "700") ||
-        !identical(info$uname, Sys.info()[["effective_user"]]))
+    info <- file.info(d, extra_cols = FALSE)
+    if (!isTRUE(info$isdir) || nzchar(Sys.readlink(d)) || !identical(format(info$mode), "700"))
       return(paste("the directory", d, "was not made anew"))
   }
   NULL

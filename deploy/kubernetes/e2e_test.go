@@ -251,6 +251,11 @@ func checkCall(lines []map[string]any) []string {
 	if r := line("after_timeout"); r["state_lost"] != false {
 		problems = append(problems, fmt.Sprintf("after the timeout the session lost its state (R killed, not interrupted): %v", r))
 	}
+	want("fresh_clean", "ok", "true") // the sidecar swept the box after a fresh execution
+	want("after_fresh", "ok", "7")    // and kept it: the sweep worked
+	if r := line("after_fresh"); r["state_lost"] != false {
+		problems = append(problems, fmt.Sprintf("after fresh executions the session lost its state (the box was replaced: its sweep failed?): %v", r))
+	}
 	return problems
 }
 

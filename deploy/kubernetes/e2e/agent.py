@@ -43,6 +43,15 @@ with Client.connect(addr[len("unix:"):]) as client:
         session.execute("kept <- 7")
         report("timeout", session.execute("Sys.sleep(60)", timeout=2))
         report("after_timeout", session.execute("kept"))
+        # Fresh executions: the sidecar sweeps the box after each (files,
+        # an unreadable directory, a System V object) with the manifest's
+        # capabilities, and keeps the box (its state stays).
+        session.execute('writeLines("x", "/tmp/left"); dir.create("/tmp/d/e", recursive = TRUE); '
+                        'Sys.chmod("/tmp/d", "000"); system("ipcmk -M 4096 >/dev/null")', fresh=True)
+        report("fresh_clean", session.execute(
+            '!file.exists("/tmp/left") && !dir.exists("/tmp/d") && length(readLines("/proc/sysvipc/shm")) == 1',
+            fresh=True))
+        report("after_fresh", session.execute("kept"))
         print(json.dumps({"what": "calls", "calls": calls}), flush=True)
     elif mode == "drain":
         # The test sends SIGTERM once it reads "executing"; the execution

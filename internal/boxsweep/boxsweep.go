@@ -1,0 +1,329 @@
+// Package boxsweep empties a box from the host after a fresh execution:
+// the files in its writable places and the System V IPC objects of its
+// IPC namespace. The host does it, not a shell in the box: no process is
+// started per execution, and no name the execution chose ever reaches the
+// warm R whose memory the next copy starts from.
+//
+// The caller must have ended every process of the box but init and the
+// warm R (which waits for the host) first: nothing in the box may create
+// files or objects while the sweep runs.
+package boxsweep
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Places are the box's writable places, relative to its root: all three
+// are mounts of their own (spec.mounts) that only the box's processes
+// write.
+var Places = []string{"tmp", "dev/shm", "dev/mqueue"}
+
+// ErrGone reports that the process whose box was to be swept is no
+// longer the one pinned.
+var ErrGone = errors.New("the warm R is gone")
+
+// Sweep empties the box of the process pid, pinned by pidfd (which
+// guards against a recycled pid naming another process, whose root would
+// then be emptied). It removes everything under each of Places (the
+// places themselves stay) and every System V IPC object. An error means
+// the box may not be clean.
+func Sweep(pid, pidfd int) error {
+	proc, err := unix.Open("/proc/"+strconv.Itoa(pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open /proc/%d: %w", pid, err)
+	}
+	defer unix.Close(proc)
+	// The pinned process is alive after /proc/PID was opened, so that
+	// directory is its own: a pid is not reused while its process lives,
+	// and the directory never names another process later.
+	if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil {
+		return fmt.Errorf("%w: %w", ErrGone, err)
+	}
+	procDir := "/proc/self/fd/" + strconv.Itoa(proc)
+	uid, gid, err := owner(procDir + "/status")
+	if err != nil {
+		return err
+	}
+	root, err := unix.Open(procDir+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the box's root: %w", err)
+	}
+	defer unix.Close(root)
+	ns, err := unix.Open(procDir+"/ns/ipc", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the box's IPC namespace: %w", err)
+	}
+	defer unix.Close(ns)
+	return asBoxUser(uid, gid, ns, func() error {
+		return errors.Join(sweepFiles(root), removeIPC())
+	})
+}
+
+// asBoxUser runs sweep on a thread of its own that has joined the box's
+// IPC namespace (/proc/sysvipc lists the objects of the reading thread's
+// namespace) and touches files as the box's user (its filesystem ids):
+// the sweep can do to the box's files what the box's own processes could,
+// no more (the kernel drops the thread's file capabilities with the
+// change of ids). That thread is never handed back to the Go scheduler:
+// it ends with its goroutine, and no other code of this process ever runs
+// in the box's namespace or with its ids.
+func asBoxUser(uid, gid, ns int, sweep func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
+		if err := unix.Setns(ns, unix.CLONE_NEWIPC); err != nil {
+			done <- fmt.Errorf("join the box's IPC namespace: %w", err)
+			return
+		}
+		// setfsuid reports the previous id and no error: check the change.
+		unix.Setfsgid(gid)
+		unix.Setfsuid(uid)
+		if now, _ := unix.SetfsuidRetUid(-1); now != uid {
+			done <- fmt.Errorf("cannot take the box's user id %d (CAP_SETUID?)", uid)
+			return
+		}
+		if now, _ := unix.SetfsgidRetGid(-1); now != gid {
+			done <- fmt.Errorf("cannot take the box's group id %d (CAP_SETGID?)", gid)
+			return
+		}
+		done <- sweep()
+	}()
+	return <-done
+}
+
+// owner reads the filesystem user and group ids (host view) from a
+// /proc/PID/status file.
+func owner(status string) (uid, gid int, err error) {
+	data, err := os.ReadFile(status)
+	if err != nil {
+		return 0, 0, err
+	}
+	uid, gid = -1, -1
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 5 && (f[0] == "Uid:" || f[0] == "Gid:") {
+			id, err := strconv.Atoi(f[4]) // real, effective, saved, filesystem
+			if err != nil {
+				return 0, 0, fmt.Errorf("%s: %q", status, line)
+			}
+			if f[0] == "Uid:" {
+				uid = id
+			} else {
+				gid = id
+			}
+		}
+	}
+	if uid <= 0 || gid < 0 {
+		return 0, 0, fmt.Errorf("%s: no user ids of a box's user (uid %d)", status, uid)
+	}
+	return uid, gid, nil
+}
+
+// sweepFiles removes what is under each of Places beneath rootFd.
+func sweepFiles(rootFd int) error {
+	var errs []error
+	for _, place := range Places {
+		if err := emptyPlace(rootFd, place); err != nil {
+			errs = append(errs, fmt.Errorf("/%s: %w", place, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// openDir opens directory name (slash-separated) beneath dirFd, one
+// component at a time and following no symbolic link.
+func openDir(dirFd int, name string) (int, error) {
+	fd := dirFd
+	for _, part := range strings.Split(name, "/") {
+		next, err := unix.Openat(fd, part, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if fd != dirFd {
+			unix.Close(fd)
+		}
+		if err != nil {
+			return -1, fmt.Errorf("open %s: %w", part, err)
+		}
+		fd = next
+	}
+	return fd, nil
+}
+
+// maxRounds bounds emptyPlace's rounds: each round removes every empty
+// entry and lifts the contents of the others one level up, so a tree
+// takes as many rounds as it is deep; the places' inode limits keep
+// trees far shallower than this.
+const maxRounds = 1 << 20
+
+// emptyPlace removes every entry of directory place beneath rootFd. It
+// holds three descriptors at most, whatever the tree's depth: a directory
+// that is not empty has its entries moved up into place (renamed, never
+// followed), to be removed in the next round, until place is empty.
+func emptyPlace(rootFd int, place string) error {
+	fd, err := openDir(rootFd, place)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	lifted := 0
+	for round := 0; round < maxRounds; round++ {
+		names, err := readNames(fd)
+		if err != nil {
+			return err
+		}
+		if len(names) == 0 {
+			return nil
+		}
+		for _, name := range names {
+			err := unix.Unlinkat(fd, name, 0)
+			if err == unix.EISDIR || err == unix.EPERM {
+				err = unix.Unlinkat(fd, name, unix.AT_REMOVEDIR)
+			}
+			switch {
+			case err == nil || err == unix.ENOENT:
+			case err == unix.ENOTEMPTY || err == unix.EEXIST:
+				if err := liftEntries(fd, name, &lifted); err != nil {
+					return err
+				}
+			default:
+				return fmt.Errorf("remove %q: %w", name, err)
+			}
+		}
+	}
+	return fmt.Errorf("not empty after %d rounds", maxRounds)
+}
+
+// liftEntries moves the entries of directory name (in dirFd) into dirFd
+// under fresh names.
+func liftEntries(dirFd int, name string, lifted *int) error {
+	// A code may have taken its own rights on the directory away (mode
+	// 000, 555): give them back to its owner, whose ids this thread has.
+	if err := ownerRights(dirFd, name); err != nil {
+		return err
+	}
+	sub, err := unix.Openat(dirFd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %q: %w", name, err)
+	}
+	defer unix.Close(sub)
+	names, err := readNames(sub)
+	if err != nil {
+		return err
+	}
+	for _, entry := range names {
+		for fixed := false; ; {
+			*lifted++
+			err := unix.Renameat2(sub, entry, dirFd, ".swept-"+strconv.Itoa(*lifted), unix.RENAME_NOREPLACE)
+			if err == unix.EEXIST {
+				continue // a name the code chose: take the next
+			}
+			if err == unix.EACCES && !fixed {
+				// A directory moves to another parent only when it is
+				// writable itself (its ".." changes).
+				if err = ownerRights(sub, entry); err == nil {
+					fixed = true
+					continue
+				}
+			}
+			if err != nil && err != unix.ENOENT {
+				return fmt.Errorf("move up %q: %w", entry, err)
+			}
+			break
+		}
+	}
+	return nil
+}
+
+// ownerRights sets directory name (in dirFd) to mode 0700 without
+// following a link: through an O_PATH descriptor of it, by its
+// /proc/self/fd name.
+func ownerRights(dirFd int, name string) error {
+	fd, err := unix.Openat(dirFd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %q: %w", name, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), 0o700, 0); err != nil {
+		return fmt.Errorf("chmod %q: %w", name, err)
+	}
+	return nil
+}
+
+// readNames lists the entries of the directory open at fd.
+func readNames(fd int) ([]string, error) {
+	dup, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(dup), "dir")
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+// ipcKinds are the System V IPC object kinds: the /proc/sysvipc file
+// that lists them and the control call that removes one by its id.
+var ipcKinds = []struct {
+	list  string
+	ctl   uintptr
+	idArg int // which argument of ctl takes the command (semctl has semnum before it)
+}{
+	{"/proc/sysvipc/shm", unix.SYS_SHMCTL, 1},
+	{"/proc/sysvipc/msg", unix.SYS_MSGCTL, 1},
+	{"/proc/sysvipc/sem", unix.SYS_SEMCTL, 2},
+}
+
+// removeIPC removes the IPC objects of the calling thread's namespace and
+// checks that none is left.
+func removeIPC() error {
+	var errs []error
+	for _, k := range ipcKinds {
+		ids, err := listIPC(k.list)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			args := [3]uintptr{uintptr(id), 0, 0}
+			args[k.idArg] = unix.IPC_RMID
+			if _, _, errno := unix.Syscall(k.ctl, args[0], args[1], args[2]); errno != 0 && errno != unix.EINVAL && errno != unix.EIDRM {
+				errs = append(errs, fmt.Errorf("remove IPC object %d (%s): %w", id, k.list, errno))
+			}
+		}
+		if left, err := listIPC(k.list); err != nil || len(left) > 0 {
+			errs = append(errs, fmt.Errorf("%s: %d objects left (%v)", k.list, len(left), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// listIPC reads the ids (second column) of a /proc/sysvipc listing.
+func listIPC(path string) ([]int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var ids []int
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, 1<<20)
+	for first := true; sc.Scan(); first = false {
+		if first {
+			continue // the header
+		}
+		f := bytes.Fields(sc.Bytes())
+		if len(f) < 2 {
+			continue
+		}
+		id, err := strconv.Atoi(string(f[1]))
+		if err != nil {
+			return nil, fmt.Errorf("%s: malformed line %q", path, sc.Bytes())
+		}
+		ids = append(ids, id)
+	}
+	return ids, sc.Err()
+}
