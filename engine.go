@@ -47,7 +47,7 @@ type engine interface {
 	// sweepBox empties the box of R (pid, pinned by pidfd) after a fresh
 	// execution, once only init and R are left in it: its writable places
 	// and its System V IPC objects (boxsweep.Sweep).
-	sweepBox(pid, pidfd int) error
+	sweepBox(ctx context.Context, pid, pidfd int) error
 }
 
 // hostEngine runs R in a box, or as a host process when unsandboxed.
@@ -56,7 +56,9 @@ type hostEngine struct{}
 func (hostEngine) fingerprint(pid int) (string, error) { return procfs.Fingerprint(pid) }
 func (hostEngine) ignoresSIGINT(pid int) bool          { return procfs.Ignores(pid, unix.SIGINT) }
 func (hostEngine) pidfd(pid int) (int, error)          { return unix.PidfdOpen(pid, 0) }
-func (hostEngine) sweepBox(pid, pidfd int) error       { return boxsweep.Sweep(pid, pidfd) }
+func (hostEngine) sweepBox(ctx context.Context, pid, pidfd int) error {
+	return boxsweep.Sweep(ctx, pid, pidfd)
+}
 
 func (hostEngine) prepare(ctx context.Context, cfg Config) error {
 	if cfg.UnsafeNoSandbox {

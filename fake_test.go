@@ -68,7 +68,9 @@ func (e *fakeEngine) launch(ctx context.Context, s *Session, inst *instance) err
 func (e *fakeEngine) fingerprint(pid int) (string, error) { return "state=running fake", nil }
 func (e *fakeEngine) ignoresSIGINT(pid int) bool          { return false }
 func (e *fakeEngine) pidfd(pid int) (int, error)          { return -1, nil }
-func (e *fakeEngine) sweepBox(pid, pidfd int) error       { return nil }
+func (e *fakeEngine) sweepBox(ctx context.Context, pid, pidfd int) error {
+	return nil
+}
 
 // launches is how many R the engine has started.
 func (e *fakeEngine) launches() int {

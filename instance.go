@@ -301,10 +301,7 @@ func (s *Session) clean(inst *instance, id uint64) error {
 	if !inst.killStrays(s.log) {
 		return errors.New("processes of a fresh execution survived its end")
 	}
-	inst.rPidfdMu.Lock()
-	err := s.eng.sweepBox(inst.rPid, inst.rPidfd)
-	inst.rPidfdMu.Unlock()
-	if err != nil {
+	if err := s.sweepBox(inst); err != nil {
 		return fmt.Errorf("the box could not be swept clean: %w", err)
 	}
 	token, err := sweepToken()
@@ -324,6 +321,36 @@ func (s *Session) clean(inst *instance, id uint64) error {
 		return err
 	}
 	return s.settle(inst)
+}
+
+// sweepBox has the host empty the box after a fresh execution, within
+// sweepWait, and stops early when the instance is destroyed meanwhile. It
+// sweeps through its own copy of R's pidfd: destroy (which closes and
+// signals through the instance's) never waits for a sweep.
+func (s *Session) sweepBox(inst *instance) error {
+	inst.rPidfdMu.Lock()
+	pidfd := -1
+	var err error
+	if inst.rPidfd >= 0 {
+		pidfd, err = unix.FcntlInt(uintptr(inst.rPidfd), unix.F_DUPFD_CLOEXEC, 0)
+	}
+	inst.rPidfdMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("duplicate R's pidfd: %w", err)
+	}
+	if pidfd >= 0 {
+		defer unix.Close(pidfd)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sweepWait)
+	defer cancel()
+	go func() {
+		select {
+		case <-inst.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return s.eng.sweepBox(ctx, inst.rPid, pidfd)
 }
 
 // awaitSweep waits for the warm R's Swept with the token of the sweep the

@@ -44,14 +44,14 @@ func (inst *instance) killStrays(log *slog.Logger) bool {
 }
 
 // killRound sends SIGKILL to every process of the box but init and R, and
-// says how many it signalled. With wait, it returns once those have exited
+// says how many it signalled (-1: the box's processes could not be listed). With wait, it returns once those have exited
 // (or after killExitWait): a killed process leaves only when it next runs,
 // which on a loaded host is later than the next look at the box.
 func (inst *instance) killRound(wait bool) int {
 	spared := inst.run.Spared()
 	pids, err := inst.run.Procs()
 	if err != nil {
-		return 0
+		return -1 // unknown: never "none left"
 	}
 	// A pid read from the list may have been reused by the time it is
 	// signalled. Pin each one with a pidfd first, then keep only those

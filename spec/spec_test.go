@@ -95,6 +95,11 @@ func TestBuildWalls(t *testing.T) {
 			t.Errorf("/tmp lacks %s: %v", o, tmp.Options)
 		}
 	}
+	// The host sweeps /dev/shm after fresh executions: its entries are
+	// bounded like /tmp's.
+	if shm := mounts["/dev/shm"]; !slices.Contains(shm.Options, "nr_inodes=1024") || !slices.Contains(shm.Options, "size=1048576") {
+		t.Errorf("/dev/shm lacks its bounds: %v", shm.Options)
+	}
 	sock := mounts[SocketDir]
 	if sock.Type != "bind" || !slices.Contains(sock.Options, "ro") || !slices.Contains(sock.Options, "noexec") {
 		t.Errorf("socket bind mount %+v", sock)

@@ -12,8 +12,11 @@ package boxsweep
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"runtime"
 	"strconv"
@@ -35,8 +38,9 @@ var ErrGone = errors.New("the warm R is gone")
 // guards against a recycled pid naming another process, whose root would
 // then be emptied). It removes everything under each of Places (the
 // places themselves stay) and every System V IPC object. An error means
-// the box may not be clean.
-func Sweep(pid, pidfd int) error {
+// the box may not be clean; so does ctx ending first (the box chooses how
+// much there is to remove, up to its places' limits).
+func Sweep(ctx context.Context, pid, pidfd int) error {
 	proc, err := unix.Open("/proc/"+strconv.Itoa(pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open /proc/%d: %w", pid, err)
@@ -64,7 +68,7 @@ func Sweep(pid, pidfd int) error {
 	}
 	defer unix.Close(ns)
 	return asBoxUser(uid, gid, ns, func() error {
-		return errors.Join(sweepFiles(root), removeIPC())
+		return errors.Join(sweepFiles(ctx, root), removeIPC())
 	})
 }
 
@@ -77,27 +81,53 @@ func Sweep(pid, pidfd int) error {
 // it ends with its goroutine, and no other code of this process ever runs
 // in the box's namespace or with its ids.
 func asBoxUser(uid, gid, ns int, sweep func() error) error {
+	// Taking other filesystem ids resets the process's dumpable flag
+	// (the kernel does it for any change of credentials): set it back.
+	dumpable, dumpErr := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
+	if dumpErr == nil && dumpable == 1 {
+		defer unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
+	}
+	return onThrowawayThread(func() error { return onBoxThread(uid, gid, ns, sweep) })
+}
+
+// onThrowawayThread runs fn on a goroutine locked to a thread that is
+// never unlocked (it ends with the goroutine), and never the process's
+// main thread: Go does not end that one, but parks it, with whatever ids
+// and namespace fn gave it, and /proc/PID describes that thread. A
+// goroutine that finds itself on the main thread keeps it (so that no
+// other can take it) and starts the next, which cannot be there.
+func onThrowawayThread(fn func() error) error {
 	done := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
-		if err := unix.Setns(ns, unix.CLONE_NEWIPC); err != nil {
-			done <- fmt.Errorf("join the box's IPC namespace: %w", err)
+		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			err := onThrowawayThread(fn)
+			runtime.UnlockOSThread() // untouched
+			done <- err
 			return
 		}
-		// setfsuid reports the previous id and no error: check the change.
-		unix.Setfsgid(gid)
-		unix.Setfsuid(uid)
-		if now, _ := unix.SetfsuidRetUid(-1); now != uid {
-			done <- fmt.Errorf("cannot take the box's user id %d (CAP_SETUID?)", uid)
-			return
-		}
-		if now, _ := unix.SetfsgidRetGid(-1); now != gid {
-			done <- fmt.Errorf("cannot take the box's group id %d (CAP_SETGID?)", gid)
-			return
-		}
-		done <- sweep()
+		done <- fn() // the thread stays locked: it exits with this goroutine
 	}()
 	return <-done
+}
+
+// onBoxThread joins the box's IPC namespace, takes its user's filesystem
+// ids and sweeps, on the calling goroutine's locked thread, which must
+// then never be unlocked.
+func onBoxThread(uid, gid, ns int, sweep func() error) error {
+	if err := unix.Setns(ns, unix.CLONE_NEWIPC); err != nil {
+		return fmt.Errorf("join the box's IPC namespace: %w", err)
+	}
+	// setfsuid reports the previous id and no error: check the change.
+	unix.Setfsgid(gid)
+	unix.Setfsuid(uid)
+	if now, _ := unix.SetfsuidRetUid(-1); now != uid {
+		return fmt.Errorf("cannot take the box's user id %d (CAP_SETUID?)", uid)
+	}
+	if now, _ := unix.SetfsgidRetGid(-1); now != gid {
+		return fmt.Errorf("cannot take the box's group id %d (CAP_SETGID?)", gid)
+	}
+	return sweep()
 }
 
 // owner reads the filesystem user and group ids (host view) from a
@@ -129,10 +159,10 @@ func owner(status string) (uid, gid int, err error) {
 }
 
 // sweepFiles removes what is under each of Places beneath rootFd.
-func sweepFiles(rootFd int) error {
+func sweepFiles(ctx context.Context, rootFd int) error {
 	var errs []error
 	for _, place := range Places {
-		if err := emptyPlace(rootFd, place); err != nil {
+		if err := emptyPlace(ctx, rootFd, place); err != nil {
 			errs = append(errs, fmt.Errorf("/%s: %w", place, err))
 		}
 	}
@@ -156,25 +186,29 @@ func openDir(dirFd int, name string) (int, error) {
 	return fd, nil
 }
 
-// maxRounds bounds emptyPlace's rounds: each round removes every empty
-// entry and lifts the contents of the others one level up, so a tree
-// takes as many rounds as it is deep; the places' inode limits keep
-// trees far shallower than this.
-const maxRounds = 1 << 20
+// batch is how many names the sweep reads from a directory at a time:
+// its memory does not grow with what the box made.
+const batch = 1024
 
-// emptyPlace removes every entry of directory place beneath rootFd. It
-// holds three descriptors at most, whatever the tree's depth: a directory
-// that is not empty has its entries moved up into place (renamed, never
-// followed), to be removed in the next round, until place is empty.
-func emptyPlace(rootFd int, place string) error {
+// emptyPlace removes every entry of directory place beneath rootFd, until
+// ctx ends. It holds three descriptors at most, whatever the tree's
+// depth: a directory that is not empty has its entries moved up into
+// place (renamed, never followed), to be removed in a later pass, until
+// place is empty.
+func emptyPlace(ctx context.Context, rootFd int, place string) error {
 	fd, err := openDir(rootFd, place)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
 	lifted := 0
-	for round := 0; round < maxRounds; round++ {
-		names, err := readNames(fd)
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("not empty in time: %w", err)
+		}
+		// Each pass reads the directory afresh: entries removed or moved
+		// in while it is read may make a read skip some.
+		names, err := readNames(fd, batch)
 		if err != nil {
 			return err
 		}
@@ -197,11 +231,10 @@ func emptyPlace(rootFd int, place string) error {
 			}
 		}
 	}
-	return fmt.Errorf("not empty after %d rounds", maxRounds)
 }
 
-// liftEntries moves the entries of directory name (in dirFd) into dirFd
-// under fresh names.
+// liftEntries moves entries of directory name (in dirFd), a batch at
+// most, into dirFd under fresh names.
 func liftEntries(dirFd int, name string, lifted *int) error {
 	// A code may have taken its own rights on the directory away (mode
 	// 000, 555): give them back to its owner, whose ids this thread has.
@@ -213,7 +246,7 @@ func liftEntries(dirFd int, name string, lifted *int) error {
 		return fmt.Errorf("open %q: %w", name, err)
 	}
 	defer unix.Close(sub)
-	names, err := readNames(sub)
+	names, err := readNames(sub, batch)
 	if err != nil {
 		return err
 	}
@@ -256,15 +289,19 @@ func ownerRights(dirFd int, name string) error {
 	return nil
 }
 
-// readNames lists the entries of the directory open at fd.
-func readNames(fd int) ([]string, error) {
+// readNames lists up to n entries of the directory open at fd.
+func readNames(fd, n int) ([]string, error) {
 	dup, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
 	f := os.NewFile(uintptr(dup), "dir")
 	defer f.Close()
-	return f.Readdirnames(-1)
+	names, err := f.Readdirnames(n)
+	if err == io.EOF {
+		err = nil
+	}
+	return names, err
 }
 
 // ipcKinds are the System V IPC object kinds: the /proc/sysvipc file
@@ -285,6 +322,9 @@ func removeIPC() error {
 	var errs []error
 	for _, k := range ipcKinds {
 		ids, err := listIPC(k.list)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // a kernel without System V IPC: there is none to remove
+		}
 		if err != nil {
 			return err
 		}
