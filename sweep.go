@@ -58,24 +58,36 @@ func (inst *instance) killRound(wait bool) int {
 	// still listed: a pidfd opened before the second read names a
 	// process that was (and a pidfd never stops naming it) the session's
 	// own.
+	// A process that could not be pinned or signalled for any reason but
+	// its being gone makes the round's count unknown (-1): the box is
+	// never called empty on a failed look.
+	unknown := false
 	pinned := map[int]int{}
 	for _, pid := range pids {
 		if pid == spared || pid == inst.rPid {
 			continue
 		}
-		if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+		fd, err := unix.PidfdOpen(pid, 0)
+		switch {
+		case err == nil:
 			pinned[pid] = fd
+		case err != unix.ESRCH:
+			unknown = true
 		}
 	}
-	if len(pinned) == 0 {
-		return 0
-	}
 	still, err := inst.run.Procs()
+	if err != nil {
+		unknown = true
+	}
 	var killed []int
 	for pid, fd := range pinned {
-		if err == nil && slices.Contains(still, pid) && unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) == nil {
-			killed = append(killed, fd)
-			continue
+		if err == nil && slices.Contains(still, pid) {
+			if serr := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); serr == nil {
+				killed = append(killed, fd)
+				continue
+			} else if serr != unix.ESRCH {
+				unknown = true
+			}
 		}
 		unix.Close(fd)
 	}
@@ -84,6 +96,9 @@ func (inst *instance) killRound(wait bool) int {
 	}
 	for _, fd := range killed {
 		unix.Close(fd)
+	}
+	if unknown {
+		return -1
 	}
 	return len(killed)
 }

@@ -21,6 +21,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -76,18 +78,46 @@ func Sweep(ctx context.Context, pid, pidfd int) error {
 // IPC namespace (/proc/sysvipc lists the objects of the reading thread's
 // namespace) and touches files as the box's user (its filesystem ids):
 // the sweep can do to the box's files what the box's own processes could,
-// no more (the kernel drops the thread's file capabilities with the
-// change of ids). That thread is never handed back to the Go scheduler:
+// no more (for a host running as root, the kernel drops the thread's file
+// capabilities as its filesystem uid leaves 0; every path is resolved
+// beneath the box's places in any case). That thread is never handed back to the Go scheduler:
 // it ends with its goroutine, and no other code of this process ever runs
 // in the box's namespace or with its ids.
 func asBoxUser(uid, gid, ns int, sweep func() error) error {
-	// Taking other filesystem ids resets the process's dumpable flag
-	// (the kernel does it for any change of credentials): set it back.
-	dumpable, dumpErr := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
-	if dumpErr == nil && dumpable == 1 {
-		defer unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
-	}
+	dumpable.enter()
+	defer dumpable.leave()
 	return onThrowawayThread(func() error { return onBoxThread(uid, gid, ns, sweep) })
+}
+
+// dumpable keeps the process's dumpable flag across sweeps: taking other
+// filesystem ids resets it (the kernel does so for any change of
+// credentials). The flag is the whole process's, and sweeps of several
+// sessions overlap, so the first to start saves it and the last to end
+// puts it back; this mirrors kernel state that is itself process-wide.
+var dumpable dumpableGuard
+
+type dumpableGuard struct {
+	mu     sync.Mutex
+	active int
+	saved  int
+}
+
+func (g *dumpableGuard) enter() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.active == 0 {
+		g.saved, _ = unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
+	}
+	g.active++
+}
+
+func (g *dumpableGuard) leave() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.active--
+	if g.active == 0 && g.saved == 1 {
+		_ = unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
+	}
 }
 
 // onThrowawayThread runs fn on a goroutine locked to a thread that is
@@ -152,7 +182,7 @@ func owner(status string) (uid, gid int, err error) {
 			}
 		}
 	}
-	if uid <= 0 || gid < 0 {
+	if uid <= 0 || gid <= 0 {
 		return 0, 0, fmt.Errorf("%s: no user ids of a box's user (uid %d)", status, uid)
 	}
 	return uid, gid, nil
@@ -216,6 +246,9 @@ func emptyPlace(ctx context.Context, rootFd int, place string) error {
 			return nil
 		}
 		for _, name := range names {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("not empty in time: %w", err)
+			}
 			err := unix.Unlinkat(fd, name, 0)
 			if err == unix.EISDIR || err == unix.EPERM {
 				err = unix.Unlinkat(fd, name, unix.AT_REMOVEDIR)
@@ -322,7 +355,7 @@ func removeIPC() error {
 	var errs []error
 	for _, k := range ipcKinds {
 		ids, err := listIPC(k.list)
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) && !hasSysvIPC() {
 			continue // a kernel without System V IPC: there is none to remove
 		}
 		if err != nil {
@@ -340,6 +373,16 @@ func removeIPC() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// hasSysvIPC reports whether the kernel has System V IPC: /proc/sysvipc
+// may be missing for other reasons (a host /proc mounted with subset=pid,
+// or masked), and then the sweep cannot see the objects and must fail.
+func hasSysvIPC() bool {
+	const ipcInfo = 3 // IPC_INFO
+	var info [32]uint64
+	_, _, errno := unix.Syscall(unix.SYS_SHMCTL, 0, ipcInfo, uintptr(unsafe.Pointer(&info[0])))
+	return errno != unix.ENOSYS
 }
 
 // listIPC reads the ids (second column) of a /proc/sysvipc listing.
