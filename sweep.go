@@ -44,9 +44,11 @@ func (inst *instance) killStrays(log *slog.Logger) bool {
 }
 
 // killRound sends SIGKILL to every process of the box but init and R, and
-// says how many it signalled (-1: the box's processes could not be listed). With wait, it returns once those have exited
-// (or after killExitWait): a killed process leaves only when it next runs,
-// which on a loaded host is later than the next look at the box.
+// says how many it signalled, or -1 when it cannot tell: a process it could
+// not list, pin or signal for any reason but its being gone, so that a
+// failed look never calls the box empty. With wait, it returns once those
+// have exited (or after killExitWait): a killed process leaves only when it
+// next runs, which on a loaded host is later than the next look at the box.
 func (inst *instance) killRound(wait bool) int {
 	spared := inst.run.Spared()
 	pids, err := inst.run.Procs()
@@ -58,9 +60,6 @@ func (inst *instance) killRound(wait bool) int {
 	// still listed: a pidfd opened before the second read names a
 	// process that was (and a pidfd never stops naming it) the session's
 	// own.
-	// A process that could not be pinned or signalled for any reason but
-	// its being gone makes the round's count unknown (-1): the box is
-	// never called empty on a failed look.
 	unknown := false
 	pinned := map[int]int{}
 	for _, pid := range pids {
@@ -74,6 +73,12 @@ func (inst *instance) killRound(wait bool) int {
 		case err != unix.ESRCH:
 			unknown = true
 		}
+	}
+	if len(pinned) == 0 { // the common case: nothing to signal, no second look
+		if unknown {
+			return -1
+		}
+		return 0
 	}
 	still, err := inst.run.Procs()
 	if err != nil {
